@@ -1,0 +1,1 @@
+"""TV-L1 optical flow: the OpenCV backend and tsnpipe's own batched torch backend."""

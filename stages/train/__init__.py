@@ -1,0 +1,1 @@
+"""TSN training: model, segment sampling, augmentation, data and the loop."""

@@ -1,0 +1,299 @@
+"""Read frames and flow images by video and position, from JPEG folders or a packed store.
+
+Training asks for "frame k of video v" millions of times; one interface serves the plain folders
+(`W/frames`, `W/flow`), an LMDB store and a sharded HDF5 store, so the data loader does not care
+which one it reads. Every reader opens its files lazily, in the process that first reads, and
+drops its handles when pickled: each DataLoader worker opens its own (LMDB and HDF5 handles must
+not cross a fork).
+
+Positions are 0-based: position k is the file `img_{k+1:05d}.jpg` (or `flow_x_{k+1:05d}.jpg`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from tsnpipe.stages.errors import TsnpipeError
+
+KINDS = ("rgb", "flow_x", "flow_y")
+FILE_PREFIX = {"rgb": "img_", "flow_x": "flow_x_", "flow_y": "flow_y_"}
+LMDB_SUFFIX = ".lmdb"
+HDF5_SUFFIX = ".hdf5"
+HDF5_INDEX = "index.json"
+HDF5_FORMAT = "tsnpipe-hdf5-shards"
+
+
+def frame_name(kind: str, position: int) -> str:
+    """The file name (and store key suffix) of 0-based `position` of `kind`."""
+    return f"{FILE_PREFIX[kind]}{position + 1:05d}.jpg"
+
+
+def lmdb_key(video_id: str, kind: str, position: int) -> bytes:
+    """LMDB key of one image: `<video_id>/<kind>/<1-based number>`."""
+    return f"{video_id}/{kind}/{position + 1:05d}".encode()
+
+
+def decode_image(data: bytes, kind: str) -> np.ndarray:
+    """JPEG bytes to HxWx3 uint8 RGB (rgb) or HxW uint8 (flow)."""
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    if kind == "rgb":
+        image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+        if image is not None:
+            image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    else:
+        image = cv2.imdecode(buffer, cv2.IMREAD_GRAYSCALE)
+    if image is None:
+        raise TsnpipeError(f"A stored {kind} image ({len(data)} bytes) is not a readable JPEG; re-extract and re-pack that video.")
+    return image
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise TsnpipeError(f"Unknown image kind {kind!r}; use one of {', '.join(KINDS)}.")
+
+
+def _check_positions(where: str, video_id: str, kind: str, indices, count: int) -> list[int]:
+    positions = [int(i) for i in indices]
+    bad = [p for p in positions if p < 0 or p >= count]
+    if bad:
+        raise TsnpipeError(
+            f"Video {video_id!r} has {count} {kind} images in {where}, but position {bad[0]} was asked for; "
+            f"sample positions from 0 to {count - 1}."
+        )
+    return positions
+
+
+class Reader:
+    """The interface every reader offers; subclasses fill in `_open`, `_count` and `_read`."""
+
+    path: Path
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._pid: int | None = None
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        for name in self._handle_names():
+            state[name] = None
+        state["_pid"] = None
+        return state
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r})"
+
+    def _handle_names(self) -> tuple[str, ...]:
+        return ()
+
+    def _ensure_open(self) -> None:
+        if self._pid != os.getpid():
+            self._open()
+            self._pid = os.getpid()
+
+    def _open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        """Drop open handles; the next read reopens."""
+        self._pid = None
+
+    def video_ids(self) -> list[str]:
+        """Sorted ids of the videos this reader can serve."""
+        raise NotImplementedError
+
+    def count(self, video_id: str, kind: str = "rgb") -> int:
+        """How many images of `kind` the video has (flow_x and flow_y count flow pairs)."""
+        _check_kind(kind)
+        self._ensure_open()
+        return self._count(video_id, kind)
+
+    def frames(self, video_id: str, indices, kind: str = "rgb", decode: bool = True) -> list:
+        """Images at 0-based `indices`: decoded arrays, or the raw JPEG bytes when decode=False."""
+        _check_kind(kind)
+        self._ensure_open()
+        positions = _check_positions(str(self.path), video_id, kind, indices, self._count(video_id, kind))
+        raw = self._read(video_id, kind, positions)
+        if not decode:
+            return raw
+        return [decode_image(data, kind) for data in raw]
+
+    def _count(self, video_id: str, kind: str) -> int:
+        raise NotImplementedError
+
+    def _read(self, video_id: str, kind: str, positions: list[int]) -> list[bytes]:
+        raise NotImplementedError
+
+
+class FolderReader(Reader):
+    """Reads `W/frames/<video_id>/img_*.jpg` and `W/flow/<video_id>/flow_[xy]_*.jpg`, one file per image."""
+
+    def __init__(self, workdir: str | os.PathLike) -> None:
+        super().__init__(workdir)
+        self._counts: dict[tuple[str, str], int] = {}
+
+    def folder(self, video_id: str, kind: str) -> Path:
+        return self.path / ("frames" if kind == "rgb" else "flow") / video_id
+
+    def video_ids(self) -> list[str]:
+        root = self.path / "frames"
+        if not root.is_dir():
+            return []
+        found = {p.parent.relative_to(root).as_posix() for p in root.rglob("img_00001.jpg")}
+        return sorted(found)
+
+    def _count(self, video_id: str, kind: str) -> int:
+        key = (video_id, kind)
+        if key not in self._counts:
+            folder = self.folder(video_id, kind)
+            if not folder.is_dir():
+                step = "extract-frames" if kind == "rgb" else "extract-flow"
+                raise TsnpipeError(f"There is no folder {folder} for video {video_id!r}; run `tsnpipe {step}` for it first.")
+            prefix = FILE_PREFIX[kind]
+            self._counts[key] = sum(1 for name in os.listdir(folder) if name.startswith(prefix) and name.endswith(".jpg"))
+        return self._counts[key]
+
+    def _read(self, video_id: str, kind: str, positions: list[int]) -> list[bytes]:
+        folder = self.folder(video_id, kind)
+        return [(folder / frame_name(kind, p)).read_bytes() for p in positions]
+
+
+class LmdbReader(Reader):
+    """Reads an LMDB store written by `tsnpipe.stages.pack_lmdb`: one key per image, one meta entry per video."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        super().__init__(path)
+        self._env = None
+        self._images = None
+        self._meta_cache: dict[str, dict] = {}
+
+    def _handle_names(self) -> tuple[str, ...]:
+        return ("_env", "_images", "_meta_db")
+
+    def _open(self) -> None:
+        import lmdb
+
+        if not (self.path / "data.mdb").is_file():
+            raise TsnpipeError(f"{self.path} is not an LMDB store (no data.mdb); run `tsnpipe pack --format lmdb` first.")
+        self._env = lmdb.open(str(self.path), readonly=True, lock=False, readahead=False, max_dbs=2, subdir=True)
+        self._images = self._env.open_db(b"images", create=False)
+        self._meta_db = self._env.open_db(b"meta", create=False)
+        self._meta_cache = {}
+
+    def close(self) -> None:
+        if self._env is not None:
+            self._env.close()
+        self._env = self._images = self._meta_db = None
+        super().close()
+
+    def meta(self, video_id: str) -> dict:
+        """The video's meta entry: counts per kind, checksum, bytes."""
+        self._ensure_open()
+        if video_id not in self._meta_cache:
+            with self._env.begin(db=self._meta_db) as txn:
+                raw = txn.get(video_id.encode())
+            if raw is None:
+                raise TsnpipeError(f"Video {video_id!r} is not in the store {self.path}; run `tsnpipe pack` to add it.")
+            self._meta_cache[video_id] = json.loads(raw)
+        return self._meta_cache[video_id]
+
+    def video_ids(self) -> list[str]:
+        self._ensure_open()
+        with self._env.begin(db=self._meta_db) as txn:
+            return sorted(key.decode() for key in txn.cursor().iternext(keys=True, values=False))
+
+    def _count(self, video_id: str, kind: str) -> int:
+        return int(self.meta(video_id)["counts"][kind])
+
+    def _read(self, video_id: str, kind: str, positions: list[int]) -> list[bytes]:
+        with self._env.begin(db=self._images, buffers=False) as txn:
+            return [txn.get(lmdb_key(video_id, kind, p)) for p in positions]
+
+
+class Hdf5Reader(Reader):
+    """Reads a sharded HDF5 store: `index.json` names each video's shard; a shard holds one group per video
+    with one uint8 blob per kind and an offsets array (image p is blob[offsets[p]:offsets[p+1]])."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        super().__init__(path)
+        self._index: dict | None = None
+        self._files: dict = {}
+        self._offsets: dict[tuple[str, str], np.ndarray] = {}
+
+    def _handle_names(self) -> tuple[str, ...]:
+        return ("_index", "_files", "_offsets")
+
+    def _open(self) -> None:
+        self._index = read_hdf5_index(self.path)
+        self._files = {}
+        self._offsets = {}
+
+    def close(self) -> None:
+        for handle in (self._files or {}).values():
+            handle.close()
+        self._files, self._offsets, self._index = {}, {}, None
+        super().close()
+
+    def meta(self, video_id: str) -> dict:
+        """The video's index entry: shard, counts per kind, checksum, bytes."""
+        self._ensure_open()
+        entry = self._index["videos"].get(video_id)
+        if entry is None:
+            raise TsnpipeError(f"Video {video_id!r} is not in the store {self.path}; run `tsnpipe pack` to add it.")
+        return entry
+
+    def video_ids(self) -> list[str]:
+        self._ensure_open()
+        return sorted(self._index["videos"])
+
+    def _group(self, video_id: str):
+        import h5py
+
+        shard = self.meta(video_id)["shard"]
+        if shard not in self._files:
+            self._files[shard] = h5py.File(self.path / shard, "r")
+        return self._files[shard]["videos"][video_id]
+
+    def _count(self, video_id: str, kind: str) -> int:
+        return int(self.meta(video_id)["counts"][kind])
+
+    def _read(self, video_id: str, kind: str, positions: list[int]) -> list[bytes]:
+        group = self._group(video_id)
+        key = (video_id, kind)
+        if key not in self._offsets:
+            self._offsets[key] = group[f"{kind}_offsets"][()]
+        offsets, blob = self._offsets[key], group[kind]
+        return [blob[offsets[p] : offsets[p + 1]].tobytes() for p in positions]
+
+
+def read_hdf5_index(path: Path) -> dict:
+    """The index of a sharded HDF5 store (an empty one when the store does not exist yet)."""
+    index_path = Path(path) / HDF5_INDEX
+    if not index_path.is_file():
+        return {"format": HDF5_FORMAT, "version": 1, "videos": {}}
+    try:
+        index = json.loads(index_path.read_text())
+    except json.JSONDecodeError as error:
+        raise TsnpipeError(f"The store index {index_path} is not valid JSON ({error}); delete the store and re-run `tsnpipe pack`.") from error
+    if index.get("format") != HDF5_FORMAT:
+        raise TsnpipeError(f"{index_path} is not a tsnpipe HDF5 store index; point at a store written by `tsnpipe pack --format hdf5`.")
+    return index
+
+
+def open_reader(path: str | os.PathLike) -> Reader:
+    """A reader for a workdir (its JPEG folders), an LMDB store (`*.lmdb` dir) or an HDF5 store (`*.hdf5` dir)."""
+    path = Path(path)
+    if (path / "data.mdb").is_file() or path.suffix == LMDB_SUFFIX:
+        return LmdbReader(path)
+    if (path / HDF5_INDEX).is_file() or path.suffix == HDF5_SUFFIX:
+        return Hdf5Reader(path)
+    if (path / "frames").is_dir():
+        return FolderReader(path)
+    raise TsnpipeError(
+        f"{path} is neither a workdir with a frames/ folder nor a packed store (*.lmdb or *.hdf5); "
+        "pass the workdir used by `tsnpipe extract-frames` or a store written by `tsnpipe pack`."
+    )

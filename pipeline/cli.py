@@ -1,0 +1,57 @@
+"""The `tsnpipe` command: one subcommand per stage, registered explicitly below.
+
+Start-up stays light: command modules import torch and the other heavy parts inside their functions.
+"""
+
+from __future__ import annotations
+
+import click
+
+from tsnpipe import __version__
+from tsnpipe.manifests.files import WorkdirBusy
+from tsnpipe.stages.errors import TsnpipeError
+
+
+class Group(click.Group):
+    """Turns the domain errors of any command into one-line messages, without a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (TsnpipeError, WorkdirBusy) as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="tsnpipe")
+def main():
+    """Temporal Segment Networks, from a folder of videos to fused two-stream scores.
+
+    \b
+    The stages chain through a work folder (--workdir W):
+      extract-frames VIDEO_DIR  frames at 10 fps        -> W/frames/
+      extract-flow              TV-L1 optical flow      -> W/flow/
+      build-splits              train/test lists        -> W/splits/
+      pack                      LMDB / HDF5 stores      -> W/stores/
+      train --modality M        a TSN per modality      -> W/runs/
+      test                      class scores            -> rgb.pkl, flow.pkl
+      fuse rgb.pkl flow.pkl     two-stream fusion
+    Every stage records each video in W/manifests/, so a rerun does only new, changed or failed work.
+    `tsnpipe status -w W` shows what is up to date; `tsnpipe doctor` shows the tools in use.
+    """
+
+
+def _register() -> None:
+    from tsnpipe.cmd_frames import extract_frames
+    from tsnpipe.demo import demo
+    from tsnpipe.doctor import doctor
+    from tsnpipe.status import status
+
+    # commands
+    main.add_command(extract_frames)
+    main.add_command(status)
+    main.add_command(doctor)
+    main.add_command(demo)
+
+
+_register()

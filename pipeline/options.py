@@ -1,0 +1,54 @@
+"""Options and value types shared by several commands."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import click
+
+workdir_option = click.option(
+    "--workdir", "-w", required=True, envvar="TSNPIPE_WORKDIR", show_envvar=True,
+    type=click.Path(file_okay=False, path_type=str),
+    help="Folder holding every stage's outputs and manifests (frames/, flow/, manifests/, ...).")
+
+
+def jobs_option(default: int | None = None):
+    return click.option("--jobs", "-j", type=click.IntRange(min=1), default=default or os.cpu_count() or 1,
+                        show_default=True, help="Videos processed in parallel.")
+
+
+backend_option = click.option(
+    "--backend", type=click.Choice(["loky", "threading", "dask"]), default="loky", show_default=True,
+    help="joblib backend: local processes (loky), threads, or a Dask cluster (needs --scheduler).")
+scheduler_option = click.option(
+    "--scheduler", metavar="ADDRESS", default=None,
+    help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (with --backend dask). Workers must see the same "
+         "paths as this machine.")
+progress_option = click.option("--progress/--no-progress", default=True, show_default=True,
+                               help="Show a progress bar with ETA on stderr.")
+
+
+class SizeType(click.ParamType):
+    """`256` (short side, keep aspect) or `340x256` (fixed width x height), or `none` (keep the source size)."""
+
+    name = "SIZE"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple) or value is None:
+            return value
+        text = str(value).strip().lower()
+        if text in ("none", "0", "source"):
+            return ("source",)
+        if re.fullmatch(r"\d+", text) and int(text) >= 16:
+            return ("short", int(text))
+        if m := re.fullmatch(r"(\d+)x(\d+)", text):
+            if int(m[1]) >= 16 and int(m[2]) >= 16:
+                return ("fixed", int(m[1]), int(m[2]))
+        self.fail(f"{value!r} is not a size: give a short side such as 256, a fixed WxH such as 340x256, or none.",
+                  param, ctx)
+
+
+def check_dask(backend: str, scheduler: str | None) -> None:
+    if backend == "dask" and not scheduler:
+        raise click.UsageError("--backend dask needs --scheduler ADDRESS (the Dask scheduler to send videos to).")

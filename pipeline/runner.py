@@ -1,0 +1,166 @@
+"""Run one per-video stage over many videos: ask the manifest what needs work, fan out, record, summarise.
+
+The stage gives a plain function `work(source, out_dir) -> facts` that writes one video's outputs into
+`out_dir`. The runner calls it on a temporary sibling of the final folder, renames the folder into place,
+and only then records the row as done. Workers return rows and never raise; only this process writes
+the manifest, one durable journal line per finished video.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from tsnpipe.manifests.decide import content_hash, needs_content_hash, needs_work, params_hash
+from tsnpipe.manifests.files import atomic_write_bytes, replace_dir, sweep_temps, temp_sibling
+from tsnpipe.manifests.table import Manifest, manifest_path
+
+
+@dataclass(frozen=True)
+class Item:
+    """One video as a stage sees it: its id, where its input is, and the input's fingerprint."""
+
+    video_id: str
+    source: str
+    fingerprint: dict
+    weight: int = 1  # units of progress (videos, frames, pairs)
+
+
+@dataclass
+class Stage:
+    name: str  # manifest name, e.g. "frames"
+    verb: str  # for the summary, e.g. "extracted"
+    params: dict  # exactly what the work reads, with the stage version
+    output_root: str  # folder under the workdir holding one output folder per video
+    work: Callable[[str, Path], dict]  # picklable: module-level function or functools.partial
+    inputs: dict = field(default_factory=dict)  # where the items came from, recorded for `tsnpipe status`
+    unit: str = "video"
+    hash_content: bool = True  # file inputs get a content hash, so a touched-but-same file is not redone
+
+    @property
+    def params_hash(self) -> str:
+        return params_hash(self.params)
+
+
+@dataclass
+class Summary:
+    stage: Stage
+    workdir: Path
+    done: int = 0
+    up_to_date: int = 0
+    failed: list = field(default_factory=list)
+    reasons: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        text = f"{self.done:,} {self.stage.verb}, {self.up_to_date:,} up to date, {len(self.failed):,} failed"
+        if self.failed:
+            text += f" (see {manifest_path(self.workdir, self.stage.name)})"
+        return text + f" in {self.seconds:.1f} s"
+
+
+def run_info_path(workdir: Path, stage_name: str) -> Path:
+    return manifest_path(workdir, stage_name).with_suffix(".run.json")
+
+
+def output_present(workdir: Path, row: dict | None) -> bool:
+    return bool(row and row.get("output")) and (workdir / row["output"]).exists()
+
+
+def plan(workdir: Path, stage: Stage, items: list[Item], manifest: Manifest) -> list[tuple[Item, str | None]]:
+    """Each item with the reason it needs work (None: up to date). Hashes content only where mtime moved."""
+    planned = []
+    for item in items:
+        row = manifest.rows.get(item.video_id)
+        fingerprint = item.fingerprint
+        old = json.loads(row["fingerprint"]) if row and row.get("fingerprint") else None
+        if stage.hash_content and needs_content_hash(old, fingerprint):
+            fingerprint = {**fingerprint, "hash": content_hash(Path(item.source))}
+        planned.append((item, needs_work(row, fingerprint, stage.params_hash, output_present(workdir, row))))
+    return planned
+
+
+def run_item(work: Callable, item: Item, workdir: Path, output_root: str, phash: str, hash_content: bool) -> dict:
+    """Process one video into a temp folder, rename it into place, and return its row. Never raises."""
+    final = workdir / output_root / item.video_id
+    tmp = temp_sibling(final)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    row = {"video_id": item.video_id, "source": item.source, "params_hash": phash,
+           "started_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started))}
+    fingerprint = dict(item.fingerprint)
+    try:
+        if hash_content:
+            fingerprint["hash"] = content_hash(Path(item.source))
+        facts = work(item.source, tmp)
+        replace_dir(tmp, final)
+        row.update(status="done", error=None, output=f"{output_root}/{item.video_id}", **facts)
+    except Exception as exc:  # a failed video is a row, never a crashed run
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        row.update(status="failed", error=message, output=None)
+    row["fingerprint"] = json.dumps(fingerprint, sort_keys=True)
+    row["seconds"] = round(time.time() - started, 3)
+    return row
+
+
+def _parallel_rows(stage: Stage, todo: list[Item], workdir: Path, jobs: int, backend: str, scheduler: str | None):
+    from joblib import Parallel, delayed, parallel_config
+
+    calls = (delayed(run_item)(stage.work, item, workdir, stage.output_root, stage.params_hash, stage.hash_content)
+             for item in todo)
+    if backend == "dask":
+        from distributed import Client
+
+        with Client(scheduler) as client, parallel_config(backend="dask"):
+            yield from Parallel(n_jobs=jobs, return_as="generator_unordered")(calls)
+            client.close()
+        return
+    if jobs == 1:
+        for item in todo:  # in-process: simplest to debug and no pickling
+            yield run_item(stage.work, item, workdir, stage.output_root, stage.params_hash, stage.hash_content)
+        return
+    yield from Parallel(n_jobs=jobs, backend=backend, return_as="generator_unordered")(calls)
+
+
+def run_stage(workdir: Path, stage: Stage, items: list[Item], jobs: int = 1, backend: str = "loky",
+              scheduler: str | None = None, progress: bool = True, compact_every_s: float = 30.0) -> Summary:
+    """Bring every item's row up to date; the caller holds the workdir lock."""
+    from tqdm import tqdm
+
+    workdir = Path(workdir)
+    started = time.time()
+    run_info = {"params": stage.params, "params_hash": stage.params_hash, "inputs": stage.inputs}
+    atomic_write_bytes(run_info_path(workdir, stage.name), json.dumps(run_info, indent=2, default=str).encode())
+    sweep_temps(workdir / stage.output_root)
+    manifest = Manifest(workdir, stage.name)
+    planned = plan(workdir, stage, items, manifest)
+    todo = [item for item, why in planned if why is not None]
+    summary = Summary(stage=stage, workdir=workdir, up_to_date=len(planned) - len(todo))
+    for _, why in planned:
+        if why:
+            summary.reasons[why] = summary.reasons.get(why, 0) + 1
+    weights = {item.video_id: item.weight for item in todo}
+    bar = tqdm(total=sum(weights.values()), unit=stage.unit, desc=stage.name, disable=not progress or not todo,
+               dynamic_ncols=True, smoothing=0.1)
+    last_compact = time.time()
+    for row in _parallel_rows(stage, todo, workdir, jobs, backend, scheduler):
+        manifest.record(row)
+        bar.update(weights[row["video_id"]])
+        if row["status"] == "done":
+            summary.done += 1
+        else:
+            summary.failed.append(row)
+            bar.write(f"failed: {row['video_id']}: {row['error']}")
+        if time.time() - last_compact > compact_every_s:
+            manifest.compact()
+            last_compact = time.time()
+    bar.close()
+    manifest.compact()
+    summary.seconds = time.time() - started
+    return summary

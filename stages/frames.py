@@ -1,0 +1,182 @@
+"""Decode one video into JPEG frames at a fixed rate with ffmpeg.
+
+Frame naming (the dense_flow / mmaction2 "rawframes" convention): `img_00001.jpg` is the first frame.
+File `img_{k+1:05d}.jpg` holds the picture shown at time k/fps after the video's first frame, k = 0..N-1:
+ffmpeg's `fps` filter with `round=up` assigns each source frame to the first output tick at or after its
+timestamp, so the picture at tick k is the last source frame whose timestamp is <= k/fps.
+Rotation metadata is honoured (ffmpeg auto-rotates before our filters run), audio is ignored, and
+variable-frame-rate sources are resampled on their timestamps.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import ffmpeg
+
+from tsnpipe.stages.errors import TsnpipeError
+
+STAGE_VERSION = 1
+FRAME_PATTERN = "img_%05d.jpg"
+VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts")
+
+
+@dataclass(frozen=True)
+class FrameParams:
+    """Exactly the parameters that change the frames written; their hash decides reruns."""
+
+    fps: float = 10.0
+    short_side: int | None = 256  # resize so the shorter side has this many pixels, keep aspect
+    size: tuple[int, int] | None = None  # fixed (width, height), e.g. (340, 256); wins over short_side
+    quality: int = 2  # ffmpeg's JPEG qscale, 2 (best) .. 31
+    on_decode_error: str = "fail"  # "fail": a video with decode errors is a failed row; "keep": keep frames
+
+    def hashed(self) -> dict:
+        return {**asdict(self), "stage_version": STAGE_VERSION}
+
+
+class VideoError(TsnpipeError):
+    """ffmpeg could not turn this file into frames."""
+
+
+def ffmpeg_executable() -> str:
+    """The ffmpeg on PATH, else the static binary shipped in the imageio-ffmpeg wheel."""
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def find_videos(video_dir: Path) -> list[tuple[str, Path]]:
+    """Every video below `video_dir` as (video_id, path), sorted; video_id is the relative path without suffix."""
+    found = []
+    for path in sorted(video_dir.rglob("*")):
+        if path.suffix.lower() in VIDEO_SUFFIXES and not path.is_dir():
+            found.append((path.relative_to(video_dir).with_suffix("").as_posix(), path))
+    return found
+
+
+def scale_args(params: FrameParams) -> tuple[list, dict] | None:
+    """Arguments of ffmpeg's `scale` filter for the chosen size, or None to keep the source size."""
+    if params.size:
+        return list(params.size), {}
+    if params.short_side:
+        return [params.short_side, params.short_side], {"force_original_aspect_ratio": "increase"}
+    return None
+
+
+def ffmpeg_command(source: Path, out_dir: Path, params: FrameParams, threads: int = 1) -> list[str]:
+    """The ffmpeg argument list that decodes `source` into `out_dir/img_%05d.jpg`."""
+    stream = ffmpeg.input(str(source)).video.filter("fps", fps=params.fps, round="up")
+    if scale := scale_args(params):
+        stream = stream.filter("scale", *scale[0], **scale[1])
+    stream = stream.filter("setsar", "1")
+    out = ffmpeg.output(stream, str(out_dir / FRAME_PATTERN), **{"q:v": params.quality, "threads": threads})
+    args = out.global_args("-hide_banner", "-nostdin", "-nostats", "-loglevel", "level+info").compile(
+        cmd=ffmpeg_executable()
+    )
+    return args
+
+
+_DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
+_VIDEO_STREAM = re.compile(r"Stream #0:\d+.*?: Video: .*?, (\d{2,5})x(\d{2,5})")
+_FPS = re.compile(r"([\d.]+) (?:fps|tbr)")
+
+
+def parse_source_facts(stderr: str) -> dict:
+    """Source duration, size and frame rate as ffmpeg reports them for the input."""
+    facts = {"duration": None, "src_width": None, "src_height": None, "src_fps": None}
+    input_part = stderr.split("Stream mapping:")[0]
+    if m := _DURATION.search(input_part):
+        facts["duration"] = int(m[1]) * 3600 + int(m[2]) * 60 + float(m[3])
+    for line in input_part.splitlines():
+        if m := _VIDEO_STREAM.search(line):
+            facts["src_width"], facts["src_height"] = int(m[1]), int(m[2])
+            if f := _FPS.search(line):
+                facts["src_fps"] = float(f[1])
+            break
+    return facts
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "[error]" in line or "[fatal]" in line]
+
+
+def reason(stderr: str) -> str:
+    """The most telling line of ffmpeg's stderr, without its log prefixes."""
+    lines = error_lines(stderr) or [line for line in stderr.splitlines() if line.strip()]
+    last = lines[-1] if lines else "ffmpeg printed nothing"
+    return re.sub(r"\[[^\]]*\] ?", "", last).strip()[:300]
+
+
+def extract_video(source: Path, out_dir: Path, params: FrameParams, threads: int = 1) -> dict:
+    """Decode `source` into `out_dir` (created, must not exist) and return the video's facts.
+
+    Raises VideoError with a one-line reason when ffmpeg fails, no frame is decoded, the decoder reports
+    errors (unless params.on_decode_error == "keep"), or far fewer frames come out than the header promises.
+    """
+    source, out_dir = Path(source), Path(out_dir)
+    if not os.access(source, os.R_OK):
+        raise VideoError(f"{source}: cannot be read (missing, a broken link, or no permission); fix or remove it.")
+    if source.stat().st_size == 0:
+        raise VideoError(f"{source}: the file is empty (0 bytes); re-download or remove it.")
+    out_dir.mkdir(parents=True)
+    proc = subprocess.run(ffmpeg_command(source, out_dir, params, threads), capture_output=True, text=True,
+                          errors="replace")
+    facts = parse_source_facts(proc.stderr)
+    frames = sum(1 for _ in out_dir.glob("img_*.jpg"))
+    if proc.returncode != 0 and facts["src_width"] is None and "Input #0" in proc.stderr:
+        raise VideoError(f"{source}: the file has no video stream (audio only?); remove it from the video folder.")
+    if proc.returncode != 0:
+        raise VideoError(f"{source}: ffmpeg failed: {reason(proc.stderr)}")
+    if frames == 0:
+        raise VideoError(f"{source}: no video frames could be decoded ({reason(proc.stderr)}); is it a video?")
+    if error_lines(proc.stderr) and params.on_decode_error == "fail":
+        raise VideoError(f"{source}: decode errors ({reason(proc.stderr)}); re-encode the file or pass "
+                         "--on-decode-error keep to keep the frames that decode.")
+    promised = max(facts["duration"] or 0.0, avi_header_duration(source))
+    if promised * params.fps > 10 and frames < 0.9 * promised * params.fps and params.on_decode_error == "fail":
+        raise VideoError(f"{source}: truncated: the header promises {promised:.2f} s but only "
+                         f"{frames / params.fps:.2f} s decode; re-download the file.")
+    with open(out_dir / "img_00001.jpg", "rb") as fh:
+        width, height = jpeg_size(fh.read())
+    return {"frames": frames, "width": width, "height": height, **facts}
+
+
+def avi_header_duration(source: Path) -> float:
+    """Duration promised by an AVI's main header (frames x frame time); 0 for other containers.
+
+    ffmpeg estimates a truncated AVI's duration from what is left of the file, so only the header tells
+    that the end is missing.
+    """
+    with open(source, "rb") as fh:
+        head = fh.read(4096)
+    at = head.find(b"avih")
+    if not head.startswith(b"RIFF") or at < 0 or len(head) < at + 24:
+        return 0.0
+    usec_per_frame = int.from_bytes(head[at + 8:at + 12], "little")
+    total_frames = int.from_bytes(head[at + 24:at + 28], "little")
+    return usec_per_frame * total_frames / 1e6
+
+
+def jpeg_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a JPEG's start-of-frame marker, without decoding it."""
+    i = 2
+    while i < len(data) - 9:
+        if data[i] != 0xFF:
+            i += 1
+            continue
+        marker = data[i + 1]
+        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+            height = int.from_bytes(data[i + 5:i + 7], "big")
+            width = int.from_bytes(data[i + 7:i + 9], "big")
+            return width, height
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    raise VideoError("a written frame is not a readable JPEG; check the disk and rerun.")

@@ -162,55 +162,73 @@ class FolderReader(Reader):
         return [(folder / frame_name(kind, p)).read_bytes() for p in positions]
 
 
-class LmdbReader(Reader):
-    """Reads an LMDB store written by `tsnpipe.stages.pack_lmdb`: one key per image, one meta entry per video."""
+class _LmdbHandle:
+    """One read-only LMDB environment per store and process (LMDB refuses a second one in the same process)."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
-        super().__init__(path)
-        self._env = None
-        self._images = None
-        self._meta_cache: dict[str, dict] = {}
-
-    def _handle_names(self) -> tuple[str, ...]:
-        return ("_env", "_images", "_meta_db")
-
-    def _open(self) -> None:
+    def __init__(self, path: Path) -> None:
         import lmdb
 
-        if not (self.path / "data.mdb").is_file():
-            raise TsnpipeError(f"{self.path} is not an LMDB store (no data.mdb); run `tsnpipe pack --format lmdb` first.")
-        self._env = lmdb.open(str(self.path), readonly=True, lock=False, readahead=False, max_dbs=2, subdir=True)
-        self._images = self._env.open_db(b"images", create=False)
-        self._meta_db = self._env.open_db(b"meta", create=False)
-        self._meta_cache = {}
+        if not (path / "data.mdb").is_file():
+            raise TsnpipeError(f"{path} is not an LMDB store (no data.mdb); run `tsnpipe pack --format lmdb` first.")
+        self.env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, max_dbs=2, subdir=True)
+        self.images = self.env.open_db(b"images", create=False)
+        self.meta_db = self.env.open_db(b"meta", create=False)
+        self.meta: dict[str, dict] = {}
+
+
+_LMDB_HANDLES: dict[Path, _LmdbHandle] = {}
+_LMDB_PID = os.getpid()
+
+
+def _lmdb_handle(path: Path) -> _LmdbHandle:
+    global _LMDB_PID
+    if _LMDB_PID != os.getpid():  # a forked child must not use its parent's environments
+        _LMDB_HANDLES.clear()
+        _LMDB_PID = os.getpid()
+    key = path.resolve()
+    if key not in _LMDB_HANDLES:
+        _LMDB_HANDLES[key] = _LmdbHandle(key)
+    return _LMDB_HANDLES[key]
+
+
+def release_lmdb(path: str | os.PathLike) -> None:
+    """Close this process's read handle on an LMDB store (the writer calls it before opening the store)."""
+    handle = _LMDB_HANDLES.pop(Path(path).resolve(), None)
+    if handle is not None:
+        handle.env.close()
+
+
+class LmdbReader(Reader):
+    """Reads an LMDB store written by `tsnpipe.stages.pack_lmdb`: one key per image, one meta entry per video.
+
+    The environment is shared by every LmdbReader of the same store in a process and opened on first use."""
 
     def close(self) -> None:
-        if self._env is not None:
-            self._env.close()
-        self._env = self._images = self._meta_db = None
+        release_lmdb(self.path)
         super().close()
 
     def meta(self, video_id: str) -> dict:
         """The video's meta entry: counts per kind, checksum, bytes."""
-        self._ensure_open()
-        if video_id not in self._meta_cache:
-            with self._env.begin(db=self._meta_db) as txn:
+        handle = _lmdb_handle(self.path)
+        if video_id not in handle.meta:
+            with handle.env.begin(db=handle.meta_db) as txn:
                 raw = txn.get(video_id.encode())
             if raw is None:
                 raise TsnpipeError(f"Video {video_id!r} is not in the store {self.path}; run `tsnpipe pack` to add it.")
-            self._meta_cache[video_id] = json.loads(raw)
-        return self._meta_cache[video_id]
+            handle.meta[video_id] = json.loads(raw)
+        return handle.meta[video_id]
 
     def video_ids(self) -> list[str]:
-        self._ensure_open()
-        with self._env.begin(db=self._meta_db) as txn:
+        handle = _lmdb_handle(self.path)
+        with handle.env.begin(db=handle.meta_db) as txn:
             return sorted(key.decode() for key in txn.cursor().iternext(keys=True, values=False))
 
     def _count(self, video_id: str, kind: str) -> int:
         return int(self.meta(video_id)["counts"][kind])
 
     def _read(self, video_id: str, kind: str, positions: list[int]) -> list[bytes]:
-        with self._env.begin(db=self._images, buffers=False) as txn:
+        handle = _lmdb_handle(self.path)
+        with handle.env.begin(db=handle.images, buffers=False) as txn:
             return [txn.get(lmdb_key(video_id, kind, p)) for p in positions]
 
 

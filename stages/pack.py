@@ -1,0 +1,161 @@
+"""Pack the JPEG frames and flow images of extracted videos into one LMDB or sharded HDF5 store.
+
+Training then opens a handful of files instead of millions. The JPEG bytes are copied as they are (no
+re-encoding), so a frame read back from a store is byte-identical to its file. Packing is incremental:
+a video whose images are already stored with the same checksum is skipped, a new video is added, a
+re-extracted one replaces its entries; nothing else is rewritten. How each format stays whole when the
+process is killed is told in `pack_lmdb` and `pack_hdf5`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tsnpipe.stages.errors import TsnpipeError
+from tsnpipe.stages.store import FILE_PREFIX, KINDS, frame_name
+
+FORMATS = ("lmdb", "hdf5")
+STAGE_VERSION = 1
+DEFAULT_SHARD_BYTES = 1 << 30
+
+
+@dataclass(frozen=True)
+class VideoImages:
+    """All images of one video, in position order, read from the workdir's folders."""
+
+    video_id: str
+    images: dict[str, list[bytes]]  # kind -> JPEG bytes, position order
+    checksum: str
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {kind: len(self.images[kind]) for kind in KINDS}
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(data) for kind in KINDS for data in self.images[kind])
+
+
+def _numbered(folder: Path, kind: str) -> int:
+    """How many `kind` images the folder holds, checking they are numbered 1..N without gaps."""
+    if not folder.is_dir():
+        return 0
+    pattern = re.compile(rf"{re.escape(FILE_PREFIX[kind])}(\d{{5}})\.jpg")
+    numbers = sorted(int(m.group(1)) for name in os.listdir(folder) if (m := pattern.fullmatch(name)))
+    if numbers != list(range(1, len(numbers) + 1)):
+        missing = sorted(set(range(1, (numbers[-1] if numbers else 0) + 1)) - set(numbers))
+        raise TsnpipeError(
+            f"{folder} has {kind} images numbered with gaps (first missing: {frame_name(kind, missing[0] - 1)}); "
+            "re-extract that video before packing."
+        )
+    return len(numbers)
+
+
+def checksum(images: dict[str, list[bytes]]) -> str:
+    """sha256 over every image of every kind, length-prefixed, in kind and position order."""
+    digest = hashlib.sha256()
+    for kind in KINDS:
+        for data in images[kind]:
+            digest.update(len(data).to_bytes(8, "little"))
+            digest.update(data)
+    return digest.hexdigest()
+
+
+def read_video(workdir: str | os.PathLike, video_id: str) -> VideoImages:
+    """Read a video's frames (required) and flow pairs (when extracted) from `W/frames` and `W/flow`."""
+    workdir = Path(workdir)
+    images: dict[str, list[bytes]] = {}
+    for kind in KINDS:
+        folder = workdir / ("frames" if kind == "rgb" else "flow") / video_id
+        images[kind] = [(folder / frame_name(kind, p)).read_bytes() for p in range(_numbered(folder, kind))]
+    if not images["rgb"]:
+        raise TsnpipeError(f"{workdir / 'frames' / video_id} holds no frames; run `tsnpipe extract-frames` for it before packing.")
+    if len(images["flow_x"]) != len(images["flow_y"]):
+        raise TsnpipeError(
+            f"{workdir / 'flow' / video_id} has {len(images['flow_x'])} flow_x but {len(images['flow_y'])} flow_y images; "
+            "re-run `tsnpipe extract-flow` for it before packing."
+        )
+    return VideoImages(video_id, images, checksum(images))
+
+
+def stored_videos(store_path: str | os.PathLike, format: str) -> dict[str, dict]:
+    """video_id -> {"checksum", "location"} of what the store holds now (empty for a store not written yet)."""
+    from tsnpipe.stages import pack_hdf5, pack_lmdb
+
+    _check_format(format)
+    return pack_lmdb.stored_videos(Path(store_path)) if format == "lmdb" else pack_hdf5.stored_videos(Path(store_path))
+
+
+def _check_format(format: str) -> None:
+    if format not in FORMATS:
+        raise TsnpipeError(f"Unknown store format {format!r}; use --format lmdb or --format hdf5.")
+
+
+def pack_videos(
+    workdir: str | os.PathLike,
+    store_path: str | os.PathLike,
+    format: str,
+    videos: Iterable[str],
+    skip_unchanged: bool = True,
+    shard_bytes: int = DEFAULT_SHARD_BYTES,
+    progress: Callable[[dict], None] | None = None,
+) -> list[dict]:
+    """Pack `videos` (ids of done videos in `workdir`) into the store; return one fact dict per video.
+
+    Facts: video_id, status ("done" | "failed"), store, format, location (LMDB key prefix or HDF5 shard),
+    checksum, rgb, flow_pairs, bytes, unchanged (already stored as is), error. A video whose folders
+    cannot be read fails alone; the others are still packed. `progress` is called with each fact.
+    """
+    from tsnpipe.stages import pack_hdf5, pack_lmdb
+
+    _check_format(format)
+    workdir, store_path = Path(workdir), Path(store_path)
+    before = stored_videos(store_path, format) if skip_unchanged else {}
+    facts: list[dict] = []
+
+    def report(fact: dict) -> None:
+        fact = {"store": str(store_path), "format": format, **fact}
+        facts.append(fact)
+        if progress:
+            progress(fact)
+
+    def changed() -> Iterator[VideoImages]:
+        for video_id in videos:
+            try:
+                video = read_video(workdir, video_id)
+            except (TsnpipeError, OSError) as error:
+                report(_failed(video_id, error))
+                continue
+            stored = before.get(video_id)
+            if stored and stored["checksum"] == video.checksum:
+                report(_done(video, stored["location"], unchanged=True))
+                continue
+            yield video
+
+    if format == "lmdb":
+        for video, location in pack_lmdb.write_videos(store_path, changed()):
+            report(_done(video, location, unchanged=False))
+    else:
+        for video, location in pack_hdf5.write_videos(store_path, changed(), shard_bytes):
+            report(_done(video, location, unchanged=False))
+    return facts
+
+
+def _done(video: VideoImages, location: str, unchanged: bool) -> dict:
+    return {
+        "video_id": video.video_id, "status": "done", "location": location, "checksum": video.checksum,
+        "rgb": video.counts["rgb"], "flow_pairs": video.counts["flow_x"], "bytes": video.nbytes,
+        "unchanged": unchanged, "error": None,
+    }
+
+
+def _failed(video_id: str, error: Exception) -> dict:
+    return {
+        "video_id": video_id, "status": "failed", "location": None, "checksum": None, "rgb": 0, "flow_pairs": 0,
+        "bytes": 0, "unchanged": False, "error": str(error),
+    }

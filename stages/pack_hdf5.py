@@ -1,0 +1,117 @@
+"""Write videos into a sharded HDF5 store: a folder (`*.hdf5`) of shard files plus `index.json`.
+
+A shard `shard-00001.h5` holds group `/videos/<video_id>` per video with, per kind, one uint8 blob of the
+concatenated JPEG bytes (`rgb`, `flow_x`, `flow_y`) and an int64 offsets array (`rgb_offsets`, ...):
+image p is blob[offsets[p]:offsets[p+1]], one read per image. `index.json` maps each video to its shard,
+counts and checksum.
+
+Why shards: a pack run writes its videos into new shards only (each closed at about `shard_bytes`), so
+adding videos never rewrites the existing files. Why a kill cannot tear the store: a shard is written
+under a `.tmp` name, fsynced and renamed; only then is the index replaced (write, fsync, os.replace), and
+the index is the only thing readers trust. A kill loses at most the shard being written; its leftovers
+(a `.tmp` file, or a shard the index never named) are swept at the next run. A re-packed video's new
+entry lives in the new shard; a shard no longer named by the index for any video is deleted (space of
+an old version inside a still-used shard is reclaimed only when all its videos have moved on).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from tsnpipe.stages.store import HDF5_INDEX, KINDS, read_hdf5_index
+
+SHARD_PATTERN = re.compile(r"shard-(\d{5})\.h5")
+
+
+def stored_videos(store_path: Path) -> dict[str, dict]:
+    """video_id -> {"checksum", "location"} of every video the index names (empty when there is no store yet)."""
+    index = read_hdf5_index(store_path)
+    return {vid: {"checksum": e["checksum"], "location": e["shard"]} for vid, e in index["videos"].items()}
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_index(store_path: Path, index: dict) -> None:
+    tmp = store_path / f"{HDF5_INDEX}.tmp"
+    with open(tmp, "w") as handle:
+        json.dump(index, handle, sort_keys=True, indent=1)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, store_path / HDF5_INDEX)
+    _fsync_dir(store_path)
+
+
+def _sweep(store_path: Path, index: dict) -> int:
+    """Delete temp files and shards the index does not name; return the next free shard number."""
+    live = {entry["shard"] for entry in index["videos"].values()}
+    highest = 0
+    for path in store_path.iterdir():
+        match = SHARD_PATTERN.fullmatch(path.name)
+        if match:
+            highest = max(highest, int(match.group(1)))
+        if path.name.endswith(".tmp") or (match and path.name not in live):
+            path.unlink()
+    return highest + 1
+
+
+def _write_group(shard, video) -> None:
+    group = shard.create_group(f"videos/{video.video_id}")
+    for kind in KINDS:
+        sizes = [len(data) for data in video.images[kind]]
+        offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        group.create_dataset(kind, data=np.frombuffer(b"".join(video.images[kind]), dtype=np.uint8))
+        group.create_dataset(f"{kind}_offsets", data=offsets)
+
+
+def _commit(store_path: Path, index: dict, name: str, shard, videos: list) -> None:
+    """Close and rename the shard, then point the index at it and drop shards nothing points at."""
+    shard.close()
+    tmp = store_path / f"{name}.tmp"
+    with open(tmp, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, store_path / name)
+    _fsync_dir(store_path)
+    for video in videos:
+        index["videos"][video.video_id] = {
+            "shard": name, "counts": video.counts, "checksum": video.checksum, "bytes": video.nbytes,
+        }
+    _write_index(store_path, index)
+    _sweep(store_path, index)
+
+
+def write_videos(store_path: Path, videos: Iterable, shard_bytes: int) -> Iterator[tuple[object, str]]:
+    """Write `VideoImages` into new shards of about `shard_bytes`; yield (video, shard name) once committed."""
+    import h5py
+
+    store_path.mkdir(parents=True, exist_ok=True)
+    index = read_hdf5_index(store_path)
+    number = _sweep(store_path, index)
+    shard, name, pending, size = None, "", [], 0
+    for video in videos:
+        if shard is None:
+            name = f"shard-{number:05d}.h5"
+            shard = h5py.File(store_path / f"{name}.tmp", "w", libver="latest")
+            number += 1
+        _write_group(shard, video)
+        pending.append(video)
+        size += video.nbytes
+        if size >= shard_bytes:
+            _commit(store_path, index, name, shard, pending)
+            yield from ((done, name) for done in pending)
+            shard, pending, size = None, [], 0
+    if shard is not None:
+        _commit(store_path, index, name, shard, pending)
+        yield from ((done, name) for done in pending)

@@ -1,0 +1,71 @@
+"""Write videos into an LMDB store: the `images` database holds one key per image,
+`<video_id>/<kind>/<00001>` -> JPEG bytes; the `meta` database holds one JSON entry per video
+(counts per kind, checksum, bytes).
+
+Each video is written in one transaction that first deletes the entries of its previous version, so a
+kill mid-pack leaves every video either wholly old or wholly new (LMDB commits are atomic and durable);
+the rerun packs what is left. Other videos' entries are never touched.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from tsnpipe.stages.errors import TsnpipeError
+from tsnpipe.stages.store import KINDS, lmdb_key, release_lmdb
+
+MAP_SIZE = 1 << 40  # address space only: LMDB grows the file as data is written (sparse on Linux)
+
+
+def _open(store_path: Path, create: bool):
+    import lmdb
+
+    release_lmdb(store_path)
+    try:
+        return lmdb.open(str(store_path), map_size=MAP_SIZE, max_dbs=2, subdir=True, create=create, readahead=False)
+    except lmdb.Error as error:
+        raise TsnpipeError(f"Cannot open the LMDB store {store_path} ({error}); check the path and free disk space.") from error
+
+
+def stored_videos(store_path: Path) -> dict[str, dict]:
+    """video_id -> {"checksum", "location"} of every video in the store (empty when there is no store yet)."""
+    if not (store_path / "data.mdb").is_file():
+        return {}
+    env = _open(store_path, create=False)
+    try:
+        meta_db = env.open_db(b"meta")
+        with env.begin(db=meta_db) as txn:
+            return {
+                key.decode(): {"checksum": json.loads(value)["checksum"], "location": f"{key.decode()}/"}
+                for key, value in txn.cursor()
+            }
+    finally:
+        env.close()
+
+
+def write_videos(store_path: Path, videos: Iterable) -> Iterator[tuple[object, str]]:
+    """Write each `VideoImages` in its own transaction, replacing its old entries; yield (video, key prefix)."""
+    store_path.mkdir(parents=True, exist_ok=True)
+    env = _open(store_path, create=True)
+    try:
+        images_db = env.open_db(b"images")
+        meta_db = env.open_db(b"meta")
+        for video in videos:
+            key = video.video_id.encode()
+            with env.begin(write=True) as txn:
+                old = txn.get(key, db=meta_db)
+                if old is not None:
+                    old_counts = json.loads(old)["counts"]
+                    for kind in KINDS:
+                        for position in range(old_counts[kind]):
+                            txn.delete(lmdb_key(video.video_id, kind, position), db=images_db)
+                for kind in KINDS:
+                    for position, data in enumerate(video.images[kind]):
+                        txn.put(lmdb_key(video.video_id, kind, position), data, db=images_db)
+                meta = {"counts": video.counts, "checksum": video.checksum, "bytes": video.nbytes}
+                txn.put(key, json.dumps(meta, sort_keys=True).encode(), db=meta_db)
+            yield video, f"{video.video_id}/"
+    finally:
+        env.close()

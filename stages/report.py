@@ -1,0 +1,170 @@
+"""Reports on a score file (confusion matrix, per-class accuracy) and on a training run (curves).
+
+Plots use matplotlib's object API (`Figure`, Agg canvas) rather than pyplot, so no display and no global
+figure state are involved; files are written to a temp name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tsnpipe.stages.errors import TsnpipeError
+from tsnpipe.stages.scores import accuracies, read_scores
+
+CELL_TEXT_MAX_CLASSES = 30  # above this, numbers in the cells are unreadable
+NAMED_AXES_MAX_CLASSES = 60  # above this, the axes show class indices instead of names
+CURVE_COLUMNS = ("epoch", "train_loss", "train_acc", "val_mean_class_acc")
+
+
+@dataclass
+class Report:
+    """The files `write_report` wrote and the accuracies it measured."""
+
+    confusion_png: Path
+    per_class_csv: Path
+    accuracies: dict[str, float]
+    videos: int
+    classes: int
+
+
+def confusion_matrix(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Counts [true class, predicted class] of the top-1 predictions."""
+    num_classes = scores.shape[1]
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (labels, scores.argmax(axis=1)), 1)
+    return matrix
+
+
+def per_class_table(matrix: np.ndarray, class_names: list[str]) -> pd.DataFrame:
+    """One row per class: videos, correct, accuracy, and the class it is most often mistaken for."""
+    videos = matrix.sum(axis=1)
+    correct = np.diag(matrix)
+    wrong = matrix - np.diag(correct)
+    confused = wrong.argmax(axis=1)
+    confused_count = wrong[np.arange(len(matrix)), confused]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accuracy = np.where(videos > 0, correct / np.maximum(videos, 1), np.nan)
+    return pd.DataFrame({
+        "class_index": np.arange(len(matrix)),
+        "class_name": class_names,
+        "videos": videos,
+        "correct": correct,
+        "accuracy": accuracy,
+        "most_confused_with": [class_names[c] if n else "" for c, n in zip(confused, confused_count)],
+        "confused_videos": confused_count,
+    })
+
+
+def write_report(scores_path: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> Report:
+    """Write <stem>_confusion.png and <stem>_per_class.csv for a score file (next to it by default)."""
+    scores_path = Path(scores_path)
+    content = read_scores(scores_path)
+    out_dir = Path(out_dir) if out_dir is not None else scores_path.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scores, labels, class_names = content["scores"], content["labels"], content["class_names"]
+    matrix = confusion_matrix(scores, labels)
+    result = accuracies(scores, labels)
+    modality = content["aggregation"].get("modality", "")
+    title = (f"{scores_path.name} {modality}: top-1 {100 * result['top1']:.2f}%, "
+             f"mean class {100 * result['mean_class']:.2f}% ({len(labels)} videos)")
+    png = out_dir / f"{scores_path.stem}_confusion.png"
+    csv = out_dir / f"{scores_path.stem}_per_class.csv"
+    plot_confusion(matrix, class_names, png, title)
+    _replace_atomically(csv, lambda temp: per_class_table(matrix, class_names).to_csv(temp, index=False))
+    return Report(confusion_png=png, per_class_csv=csv, accuracies=result, videos=len(labels),
+                  classes=len(class_names))
+
+
+def plot_confusion(matrix: np.ndarray, class_names: list[str], png: str | os.PathLike, title: str = "") -> None:
+    """Write the confusion matrix figure as a PNG."""
+    figure = confusion_figure(matrix, class_names, title)
+    _replace_atomically(Path(png), lambda temp: figure.savefig(temp, format="png", dpi=100))
+
+
+def confusion_figure(matrix: np.ndarray, class_names: list[str], title: str = ""):
+    """Row-normalised confusion matrix (each row is a true class; colour is the share of its videos).
+
+    Counts are written in the cells only up to 30 classes, and class names label the axes up to 60;
+    beyond that (UCF101's 101 classes) every 10th class index is marked instead.
+    """
+    from matplotlib.figure import Figure
+
+    num_classes = len(class_names)
+    videos = matrix.sum(axis=1, keepdims=True)
+    shares = matrix / np.maximum(videos, 1)
+    side = float(np.clip(3 + 0.22 * num_classes, 6, 16))
+    figure = Figure(figsize=(side + 1.5, side), layout="constrained")
+    axes = figure.add_subplot()
+    image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.02, label="share of the true class's videos")
+    if num_classes <= NAMED_AXES_MAX_CLASSES:
+        ticks, tick_labels = np.arange(num_classes), class_names
+    else:
+        ticks = np.arange(0, num_classes, 10)
+        tick_labels = [str(t) for t in ticks]
+    font = 7 if CELL_TEXT_MAX_CLASSES < num_classes <= NAMED_AXES_MAX_CLASSES else 9
+    axes.set_xticks(ticks, tick_labels, rotation=90, fontsize=font)
+    axes.set_yticks(ticks, tick_labels, fontsize=font)
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("true class")
+    axes.set_title(title, fontsize=10)
+    if num_classes <= CELL_TEXT_MAX_CLASSES:
+        for true, predicted in zip(*np.nonzero(matrix)):
+            colour = "white" if shares[true, predicted] > 0.5 else "black"
+            axes.text(predicted, true, str(matrix[true, predicted]), ha="center", va="center", fontsize=7,
+                      color=colour)
+    return figure
+
+
+def plot_curves(metrics_csv: str | os.PathLike, png: str | os.PathLike) -> None:
+    """Loss and accuracy curves of a training run from its metrics.csv (one row per epoch).
+
+    Columns epoch, train_loss, train_acc, val_mean_class_acc; empty validation cells (epochs that were
+    not evaluated) are skipped rather than drawn as gaps.
+    """
+    from matplotlib.figure import Figure
+
+    metrics_csv = Path(metrics_csv)
+    try:
+        metrics = pd.read_csv(metrics_csv)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise TsnpipeError(f"Cannot read the training metrics {metrics_csv} ({error}); check the run folder.") from error
+    missing = [column for column in CURVE_COLUMNS if column not in metrics.columns]
+    if missing:
+        raise TsnpipeError(
+            f"{metrics_csv} lacks the columns {', '.join(missing)}; a tsnpipe metrics.csv has "
+            f"{', '.join(CURVE_COLUMNS)}."
+        )
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    loss_axes, accuracy_axes = figure.subplots(1, 2)
+    loss_axes.plot(metrics["epoch"], metrics["train_loss"], marker=".", label="train loss")
+    loss_axes.set_xlabel("epoch")
+    loss_axes.set_ylabel("loss")
+    loss_axes.legend()
+    validated = metrics.dropna(subset=["val_mean_class_acc"])
+    accuracy_axes.plot(metrics["epoch"], metrics["train_acc"], marker=".", label="train accuracy")
+    accuracy_axes.plot(validated["epoch"], validated["val_mean_class_acc"], marker="o",
+                       label="validation mean class accuracy")
+    accuracy_axes.set_xlabel("epoch")
+    accuracy_axes.set_ylabel("accuracy")
+    accuracy_axes.legend()
+    figure.suptitle(str(metrics_csv.parent.name or metrics_csv.name))
+    _replace_atomically(Path(png), lambda temp: figure.savefig(temp, format="png", dpi=100))
+
+
+def _replace_atomically(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        write(temp_name)
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise

@@ -43,6 +43,7 @@ def main():
 
 def _register() -> None:
     from tsnpipe.cmd_frames import extract_frames
+    from tsnpipe.cmd_fuse import fuse, report
     from tsnpipe.demo import demo
     from tsnpipe.doctor import doctor
     from tsnpipe.status import status
@@ -52,6 +53,8 @@ def _register() -> None:
     main.add_command(status)
     main.add_command(doctor)
     main.add_command(demo)
+    main.add_command(fuse)
+    main.add_command(report)
 
 
 _register()

@@ -34,6 +34,7 @@ class FusionResult:
 
     weights: tuple[float, ...]
     searched: bool
+    validation: dict[str, float] | None  # accuracies of the chosen weights on the validation files
     rows: list[tuple[str, dict[str, float]]]
     fused: dict
     output: Path | None
@@ -129,11 +130,12 @@ def fuse_files(
     if not softmax:
         _check_same_average(aligned, names)
     searched = bool(validation_paths)
+    validation_result = None
     if searched:
         validation = [read_scores(path) for path in validation_paths]
         validation_names = [str(path) for path in validation_paths]
         _check_validation_fits(validation, validation_names, aligned, names)
-        weights, _ = search_weights(validation, validation_names, softmax)
+        weights, validation_result = search_weights(validation, validation_names, softmax)
     elif weights is None:
         weights = (1.0,) * len(paths)
     if len(weights) != len(paths):
@@ -149,7 +151,8 @@ def fuse_files(
     if output is not None:
         write_scores(output, **{key: fused[key] for key in (
             "video_ids", "labels", "class_names", "scores", "aggregation", "source")})
-    return FusionResult(weights=weights, searched=searched, rows=rows, fused=fused, output=output)
+    return FusionResult(weights=weights, searched=searched, validation=validation_result, rows=rows, fused=fused,
+                        output=output)
 
 
 def accuracy_table(rows: list[tuple[str, dict[str, float]]]) -> str:

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from tsnpipe.stages.errors import TsnpipeError
-from tsnpipe.stages.scores import accuracies, read_scores, write_scores
+from tsnpipe.stages.scores import accuracies, per_class_accuracy, read_scores, write_scores
 
 # Relative weights tried by the search for every file after the first (whose weight is 1).
 WEIGHT_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0)
-MAX_SEARCHED_FILES = 4  # 12**3 = 1,728 combinations; more files would make the grid too large
+MAX_SEARCHED_FILES = 4  # 2 x 12**3 = 3,456 combinations; more files would make the grid too large
 EXAMPLES = 3  # how many differing videos an error message names
 
 
@@ -78,10 +78,17 @@ def align(score_sets: list[dict], names: list[str]) -> list[dict]:
 
 def combine(aligned: list[dict], weights: tuple[float, ...], softmax: bool) -> np.ndarray:
     """Weighted sum of raw scores, or with `softmax` a weighted average of class probabilities."""
-    if softmax:
-        total = sum(w * probabilities(s) for w, s in zip(weights, aligned))
-        return (total / sum(weights)).astype(np.float32)
-    return sum(w * s["scores"].astype(np.float64) for w, s in zip(weights, aligned)).astype(np.float32)
+    return weighted_sum(stream_arrays(aligned, softmax), weights, softmax).astype(np.float32)
+
+
+def stream_arrays(aligned: list[dict], softmax: bool) -> list[np.ndarray]:
+    """What gets summed for each stream: raw scores, or class probabilities."""
+    return [probabilities(s) if softmax else s["scores"].astype(np.float64) for s in aligned]
+
+
+def weighted_sum(arrays: list[np.ndarray], weights: tuple[float, ...], softmax: bool) -> np.ndarray:
+    total = sum(weight * array for weight, array in zip(weights, arrays))
+    return total / sum(weights) if softmax else total
 
 
 def probabilities(score_set: dict) -> np.ndarray:
@@ -96,7 +103,10 @@ def probabilities(score_set: dict) -> np.ndarray:
 def search_weights(
     validation: list[dict], validation_names: list[str], softmax: bool
 ) -> tuple[tuple[float, ...], dict[str, float]]:
-    """Find the grid weights with the best mean class accuracy (then top-1) on validation score sets."""
+    """Find the grid weights with the best mean class accuracy (then top-1) on validation score sets.
+
+    The first stream's weight is 1 (only ratios matter to the arg-max), or 0 to try leaving it out.
+    """
     if len(validation) > MAX_SEARCHED_FILES:
         raise FusionError(
             f"A weight search over {len(validation)} score files is too large for the grid; "
@@ -104,13 +114,21 @@ def search_weights(
         )
     aligned = align(validation, validation_names)
     labels = aligned[0]["labels"]
-    best_weights, best = None, None
-    for rest in itertools.product(WEIGHT_GRID, repeat=len(aligned) - 1):
-        weights = (1.0, *rest)
-        result = accuracies(combine(aligned, weights, softmax), labels)
-        if best is None or (result["mean_class"], result["top1"]) > (best["mean_class"], best["top1"]):
-            best_weights, best = weights, result
-    return best_weights, best
+    arrays = stream_arrays(aligned, softmax)
+    best_weights, best_key = None, None
+    for first in (1.0, 0.0):
+        for rest in itertools.product(WEIGHT_GRID, repeat=len(aligned) - 1):
+            weights = (first, *rest)
+            if not any(weights):
+                continue
+            fused = weighted_sum(arrays, weights, softmax)
+            key = (float(np.nanmean(per_class_accuracy(fused, labels))), float(np.mean(fused.argmax(1) == labels)))
+            if best_key is None or key > best_key:
+                best_weights, best_key = weights, key
+    if best_weights[0] == 0:  # (0, 0.25) and (0, 1) fuse alike; say it with the first used stream at 1
+        scale = next(w for w in best_weights if w)
+        best_weights = tuple(w / scale for w in best_weights)
+    return best_weights, accuracies(weighted_sum(arrays, best_weights, softmax), labels)
 
 
 def fuse_files(

@@ -164,10 +164,12 @@ def test_weight_count_must_match_the_files(tmp_path):
         fuse_files([tmp_path / "rgb.pkl", tmp_path / "flow.pkl"], (1.0, 1.0, 1.0))
 
 
-def write_validation_and_test(tmp_path, flow_strength):
-    """Test videos 0..199 and validation videos 1000..1199, with an uninformative flow stream."""
+def write_validation_and_test(tmp_path, flow_strength, rgb_strength=1.5):
+    """Test videos 0..199 and validation videos 1000..1199, streams of the given strengths."""
     for prefix, first in (("test", 0), ("val", 1000)):
-        video_ids, labels, rgb, _ = two_streams(first_video=first, count=200)
+        video_ids = [f"{CLASSES[i % 8]}/v_{i:04d}" for i in range(first, first + 200)]
+        labels = np.arange(first, first + 200) % 8
+        rgb = stream_scores(labels, rgb_strength, seed=first + 5)
         flow = stream_scores(labels, flow_strength, seed=first + 7)
         save(tmp_path / f"{prefix}_rgb.pkl", video_ids, labels, rgb, "rgb")
         save(tmp_path / f"{prefix}_flow.pkl", video_ids, labels, flow, "flow")
@@ -182,6 +184,13 @@ def test_weight_search_turns_off_a_stream_that_is_noise_on_validation(tmp_path):
     assert result.fused["aggregation"]["weights_searched_on"] == [str(p) for p in validation_paths]
     equal = fuse_files(test_paths, (1.0, 1.0))
     assert result.rows[-1][1]["mean_class"] > equal.rows[-1][1]["mean_class"]
+
+
+def test_weight_search_can_leave_out_the_first_stream(tmp_path):
+    test_paths, validation_paths = write_validation_and_test(tmp_path, flow_strength=1.5, rgb_strength=0.0)
+    result = fuse_files(test_paths, validation_paths=validation_paths)
+    assert result.weights == (0.0, 1.0)
+    assert result.rows[-1] == ("fused 0:1", result.rows[1][1])
 
 
 def test_weight_search_refuses_the_test_files_as_validation(tmp_path):

@@ -57,7 +57,7 @@ def _check_kind(kind: str) -> None:
         raise TsnpipeError(f"Unknown image kind {kind!r}; use one of {', '.join(KINDS)}.")
 
 
-def _check_positions(where: str, video_id: str, kind: str, indices, count: int) -> list[int]:
+def _check_positions(where: Path, video_id: str, kind: str, indices, count: int) -> list[int]:
     positions = [int(i) for i in indices]
     bad = [p for p in positions if p < 0 or p >= count]
     if bad:
@@ -116,7 +116,7 @@ class Reader:
         """Images at 0-based `indices`: decoded arrays, or the raw JPEG bytes when decode=False."""
         _check_kind(kind)
         self._ensure_open()
-        positions = _check_positions(str(self.path), video_id, kind, indices, self._count(video_id, kind))
+        positions = _check_positions(self.path, video_id, kind, indices, self._count(video_id, kind))
         raw = self._read(video_id, kind, positions)
         if not decode:
             return raw
@@ -176,24 +176,25 @@ class _LmdbHandle:
         self.meta: dict[str, dict] = {}
 
 
-_LMDB_HANDLES: dict[Path, _LmdbHandle] = {}
+_LMDB_HANDLES: dict[str, _LmdbHandle] = {}
 _LMDB_PID = os.getpid()
 
 
-def _lmdb_handle(path: Path) -> _LmdbHandle:
+def _lmdb_handle(key: str) -> _LmdbHandle:
+    """The process's handle on the store at absolute path `key`, opened on first use."""
     global _LMDB_PID
     if _LMDB_PID != os.getpid():  # a forked child must not use its parent's environments
         _LMDB_HANDLES.clear()
         _LMDB_PID = os.getpid()
-    key = path.resolve()
-    if key not in _LMDB_HANDLES:
-        _LMDB_HANDLES[key] = _LmdbHandle(key)
-    return _LMDB_HANDLES[key]
+    handle = _LMDB_HANDLES.get(key)
+    if handle is None:
+        handle = _LMDB_HANDLES[key] = _LmdbHandle(Path(key))
+    return handle
 
 
 def release_lmdb(path: str | os.PathLike) -> None:
     """Close this process's read handle on an LMDB store (the writer calls it before opening the store)."""
-    handle = _LMDB_HANDLES.pop(Path(path).resolve(), None)
+    handle = _LMDB_HANDLES.pop(os.path.abspath(path), None)
     if handle is not None:
         handle.env.close()
 
@@ -203,13 +204,17 @@ class LmdbReader(Reader):
 
     The environment is shared by every LmdbReader of the same store in a process and opened on first use."""
 
+    def __init__(self, path: str | os.PathLike) -> None:
+        super().__init__(path)
+        self._key = os.path.abspath(path)
+
     def close(self) -> None:
         release_lmdb(self.path)
         super().close()
 
     def meta(self, video_id: str) -> dict:
         """The video's meta entry: counts per kind, checksum, bytes."""
-        handle = _lmdb_handle(self.path)
+        handle = _lmdb_handle(self._key)
         if video_id not in handle.meta:
             with handle.env.begin(db=handle.meta_db) as txn:
                 raw = txn.get(video_id.encode())
@@ -219,7 +224,7 @@ class LmdbReader(Reader):
         return handle.meta[video_id]
 
     def video_ids(self) -> list[str]:
-        handle = _lmdb_handle(self.path)
+        handle = _lmdb_handle(self._key)
         with handle.env.begin(db=handle.meta_db) as txn:
             return sorted(key.decode() for key in txn.cursor().iternext(keys=True, values=False))
 
@@ -227,7 +232,7 @@ class LmdbReader(Reader):
         return int(self.meta(video_id)["counts"][kind])
 
     def _read(self, video_id: str, kind: str, positions: list[int]) -> list[bytes]:
-        handle = _lmdb_handle(self.path)
+        handle = _lmdb_handle(self._key)
         with handle.env.begin(db=handle.images, buffers=False) as txn:
             return [txn.get(lmdb_key(video_id, kind, p)) for p in positions]
 
@@ -240,7 +245,7 @@ class Hdf5Reader(Reader):
         super().__init__(path)
         self._index: dict | None = None
         self._files: dict = {}
-        self._offsets: dict[tuple[str, str], np.ndarray] = {}
+        self._offsets: dict[tuple[str, str], tuple] = {}
 
     def _handle_names(self) -> tuple[str, ...]:
         return ("_index", "_files", "_offsets")
@@ -268,23 +273,25 @@ class Hdf5Reader(Reader):
         self._ensure_open()
         return sorted(self._index["videos"])
 
-    def _group(self, video_id: str):
-        import h5py
+    def _blob(self, video_id: str, kind: str) -> tuple:
+        """(blob dataset, offsets array) of one kind of one video, looked up once per process."""
+        key = (video_id, kind)
+        found = self._offsets.get(key)
+        if found is None:
+            import h5py
 
-        shard = self.meta(video_id)["shard"]
-        if shard not in self._files:
-            self._files[shard] = h5py.File(self.path / shard, "r")
-        return self._files[shard]["videos"][video_id]
+            shard = self.meta(video_id)["shard"]
+            if shard not in self._files:
+                self._files[shard] = h5py.File(self.path / shard, "r")
+            group = self._files[shard]["videos"][video_id]
+            found = self._offsets[key] = (group[kind], group[f"{kind}_offsets"][()])
+        return found
 
     def _count(self, video_id: str, kind: str) -> int:
         return int(self.meta(video_id)["counts"][kind])
 
     def _read(self, video_id: str, kind: str, positions: list[int]) -> list[bytes]:
-        group = self._group(video_id)
-        key = (video_id, kind)
-        if key not in self._offsets:
-            self._offsets[key] = group[f"{kind}_offsets"][()]
-        offsets, blob = self._offsets[key], group[kind]
+        blob, offsets = self._blob(video_id, kind)
         return [blob[offsets[p] : offsets[p + 1]].tobytes() for p in positions]
 
 

@@ -65,7 +65,8 @@ def main() -> None:
         print(f"score files: {args.videos} videos x {args.classes} classes, {size_mb:.2f} MB each")
         rows = [
             ("read_scores (one file)", timed(args.repeat, lambda: read_scores(paths["test", "rgb"]))),
-            ("fuse 2 files, raw, write", timed(args.repeat, lambda: fuse_files(test2, (1, 1.5), output=folder / "f.pkl"))),
+            ("fuse 2 files, raw, write",
+             timed(args.repeat, lambda: fuse_files(test2, (1, 1.5), output=folder / "f.pkl"))),
             ("fuse 2 files, softmax", timed(args.repeat, lambda: fuse_files(test2, (1, 1.5), softmax=True))),
             ("fuse 2 files, search 24 weights", timed(args.repeat, lambda: fuse_files(test2, validation_paths=val2))),
             ("fuse 3 files, search 288 weights", timed(max(1, args.repeat // 2),

@@ -19,7 +19,13 @@ from tsnpipe.stages.scores import accuracies, read_scores
 
 CELL_TEXT_MAX_CLASSES = 30  # above this, numbers in the cells are unreadable
 NAMED_AXES_MAX_CLASSES = 60  # above this, the axes show class indices instead of names
-CURVE_COLUMNS = ("epoch", "train_loss", "train_acc", "val_mean_class_acc")
+# What plot_curves needs, and the spellings it accepts for each.
+CURVE_COLUMNS = {
+    "epoch": ("epoch",),
+    "train_loss": ("train_loss",),
+    "train_acc": ("train_acc", "train_top1"),
+    "val_mean_class": ("val_mean_class_acc", "val_mean_class"),
+}
 
 
 @dataclass
@@ -125,35 +131,45 @@ def confusion_figure(matrix: np.ndarray, class_names: list[str], title: str = ""
 def plot_curves(metrics_csv: str | os.PathLike, png: str | os.PathLike) -> None:
     """Loss and accuracy curves of a training run from its metrics.csv (one row per epoch).
 
-    Columns epoch, train_loss, train_acc, val_mean_class_acc; empty validation cells (epochs that were
-    not evaluated) are skipped rather than drawn as gaps.
+    Needs epoch, train_loss, a train accuracy (train_acc or train_top1) and the validation mean class
+    accuracy (val_mean_class_acc or val_mean_class, as `tsnpipe train` writes it); val_loss and val_top1
+    are drawn when present. Empty validation cells (epochs not evaluated) are skipped, not drawn as gaps.
     """
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     metrics_csv = Path(metrics_csv)
     try:
         metrics = pd.read_csv(metrics_csv)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
-        raise TsnpipeError(f"Cannot read the training metrics {metrics_csv} ({error}); check the run folder.") from error
-    missing = [column for column in CURVE_COLUMNS if column not in metrics.columns]
+        raise TsnpipeError(
+            f"Cannot read the training metrics {metrics_csv} ({error}); check the run folder."
+        ) from error
+    columns = {need: next((c for c in spellings if c in metrics.columns), None)
+               for need, spellings in CURVE_COLUMNS.items()}
+    missing = [" or ".join(CURVE_COLUMNS[need]) for need, column in columns.items() if column is None]
     if missing:
         raise TsnpipeError(
-            f"{metrics_csv} lacks the columns {', '.join(missing)}; a tsnpipe metrics.csv has "
-            f"{', '.join(CURVE_COLUMNS)}."
+            f"{metrics_csv} lacks the columns {', '.join(missing)}; plot a metrics.csv written by tsnpipe train."
         )
     figure = Figure(figsize=(10, 4), layout="constrained")
     loss_axes, accuracy_axes = figure.subplots(1, 2)
-    loss_axes.plot(metrics["epoch"], metrics["train_loss"], marker=".", label="train loss")
-    loss_axes.set_xlabel("epoch")
+    lines = [
+        (loss_axes, columns["train_loss"], "train", "."), (loss_axes, "val_loss", "validation", "o"),
+        (accuracy_axes, columns["train_acc"], "train top-1", "."),
+        (accuracy_axes, "val_top1", "validation top-1", "o"),
+        (accuracy_axes, columns["val_mean_class"], "validation mean class", "o"),
+    ]
+    for axes, column, label, marker in lines:
+        if column in metrics.columns:
+            drawn = metrics.dropna(subset=[column])
+            axes.plot(drawn[columns["epoch"]], drawn[column], marker=marker, label=label)
     loss_axes.set_ylabel("loss")
-    loss_axes.legend()
-    validated = metrics.dropna(subset=["val_mean_class_acc"])
-    accuracy_axes.plot(metrics["epoch"], metrics["train_acc"], marker=".", label="train accuracy")
-    accuracy_axes.plot(validated["epoch"], validated["val_mean_class_acc"], marker="o",
-                       label="validation mean class accuracy")
-    accuracy_axes.set_xlabel("epoch")
     accuracy_axes.set_ylabel("accuracy")
-    accuracy_axes.legend()
+    for axes in (loss_axes, accuracy_axes):
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.set_xlabel("epoch")
+        axes.legend()
     figure.suptitle(str(metrics_csv.parent.name or metrics_csv.name))
     _replace_atomically(Path(png), lambda temp: figure.savefig(temp, format="png", dpi=100))
 

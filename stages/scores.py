@@ -133,7 +133,9 @@ def check_scores(content: Any, path: str | os.PathLike) -> dict:
     """Return `content` if it is a well-formed score dict, else raise one sentence saying what is wrong."""
 
     def refuse(problem: str) -> ScoreFileError:
-        return ScoreFileError(f"{path} is not a valid tsnpipe score file: {problem}; rewrite it with tsnpipe test.")
+        return ScoreFileError(
+            f"{path} is not a valid tsnpipe score file: {problem}; rewrite it with tsnpipe test."
+        )
 
     if not isinstance(content, dict):
         raise refuse(f"it holds a {type(content).__name__}, not a dict")
@@ -141,7 +143,9 @@ def check_scores(content: Any, path: str | os.PathLike) -> dict:
     if missing:
         raise refuse(f"the keys {', '.join(missing)} are missing")
     if content["format"] != FORMAT or content["version"] != VERSION:
-        raise refuse(f"its format is {content['format']!r} version {content['version']!r}, not {FORMAT!r} version {VERSION}")
+        raise refuse(
+            f"its format is {content['format']!r} version {content['version']!r}, not {FORMAT!r} version {VERSION}"
+        )
     video_ids, labels, class_names, scores = (
         content["video_ids"], content["labels"], content["class_names"], content["scores"]
     )

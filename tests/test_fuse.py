@@ -71,7 +71,8 @@ def test_fused_file_records_weights_and_inputs(tmp_path):
     assert fused["aggregation"]["weights"] == [1.0, 1.5]
     assert fused["aggregation"]["modality"] == "rgb+flow"
     assert fused["aggregation"]["fusion"] == "raw"
-    assert [i["path"] for i in fused["aggregation"]["inputs"]] == [str(tmp_path / "rgb.pkl"), str(tmp_path / "flow.pkl")]
+    inputs = [i["path"] for i in fused["aggregation"]["inputs"]]
+    assert inputs == [str(tmp_path / "rgb.pkl"), str(tmp_path / "flow.pkl")]
     assert fused["video_ids"] == sorted(video_ids)
 
 
@@ -139,7 +140,8 @@ def test_raw_fusion_of_differently_averaged_files_is_refused(tmp_path):
 
 @pytest.mark.parametrize(
     "text, weights",
-    [("1:1.5", (1.0, 1.5)), ("0.5:0.5:1", (0.5, 0.5, 1.0)), ("1:0", (1.0, 0.0)), ("2", (2.0,)), ("1e0:3", (1.0, 3.0))],
+    [("1:1.5", (1.0, 1.5)), ("0.5:0.5:1", (0.5, 0.5, 1.0)), ("1:0", (1.0, 0.0)), ("2", (2.0,)),
+     ("1e0:3", (1.0, 3.0))],
 )
 def test_weights_parse(text, weights):
     assert parse_weights(text) == weights
@@ -173,7 +175,8 @@ def write_validation_and_test(tmp_path, flow_strength, rgb_strength=1.5):
         flow = stream_scores(labels, flow_strength, seed=first + 7)
         save(tmp_path / f"{prefix}_rgb.pkl", video_ids, labels, rgb, "rgb")
         save(tmp_path / f"{prefix}_flow.pkl", video_ids, labels, flow, "flow")
-    return [tmp_path / "test_rgb.pkl", tmp_path / "test_flow.pkl"], [tmp_path / "val_rgb.pkl", tmp_path / "val_flow.pkl"]
+    test_paths = [tmp_path / "test_rgb.pkl", tmp_path / "test_flow.pkl"]
+    return test_paths, [tmp_path / "val_rgb.pkl", tmp_path / "val_flow.pkl"]
 
 
 def test_weight_search_turns_off_a_stream_that_is_noise_on_validation(tmp_path):

@@ -8,6 +8,7 @@ import pytest
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.report import confusion_figure, confusion_matrix, plot_curves, write_report
 from tsnpipe.stages.scores import write_scores
+from tsnpipe.stages.train.logs import write_metrics
 
 
 def write_unbalanced_scores(path, num_classes=6, seed=0):
@@ -88,9 +89,19 @@ def test_training_curves_are_drawn_from_metrics_csv(tmp_path):
     assert matplotlib.image.imread(tmp_path / "curves.png").shape[1] == 1000
 
 
+def test_training_curves_read_the_metrics_csv_that_training_writes(tmp_path):
+    rows = [{"epoch": e, "lr": 0.001, "train_loss": 2.0 / e, "train_top1": 0.2 * e, "val_loss": 2.2 / e,
+             "val_top1": 0.15 * e, "val_mean_class": 0.14 * e, "clips_per_s": 10.0, "seconds": 5.0}
+            for e in (1, 2, 3)]
+    write_metrics(tmp_path / "metrics.csv", rows)
+    plot_curves(tmp_path / "metrics.csv", tmp_path / "curves.png")
+    assert matplotlib.image.imread(tmp_path / "curves.png").shape[1] == 1000
+
+
 def test_metrics_without_the_expected_columns_are_refused(tmp_path):
     csv = tmp_path / "metrics.csv"
     csv.write_text("epoch,loss\n1,2.0\n")
-    with pytest.raises(TsnpipeError, match="lacks the columns train_loss, train_acc, val_mean_class_acc"):
+    with pytest.raises(TsnpipeError, match="lacks the columns train_loss, train_acc or train_top1, "
+                                           "val_mean_class_acc or val_mean_class"):
         plot_curves(csv, tmp_path / "curves.png")
     assert not (tmp_path / "curves.png").exists()

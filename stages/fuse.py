@@ -142,6 +142,9 @@ def fuse_files(
     paths = [Path(p) for p in paths]
     if len(paths) < 2:
         raise FusionError("Fusion needs at least two score files, e.g. tsnpipe fuse rgb.pkl flow.pkl.")
+    inputs = [*paths, *(validation_paths or [])]
+    if output is not None and any(Path(output).resolve() == Path(p).resolve() for p in inputs):
+        raise FusionError(f"The output {output} is one of the input score files; write the fusion to a new file.")
     score_sets = [read_scores(path) for path in paths]
     names = [str(path) for path in paths]
     aligned = align(score_sets, names)

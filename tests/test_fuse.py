@@ -76,6 +76,16 @@ def test_fused_file_records_weights_and_inputs(tmp_path):
     assert fused["video_ids"] == sorted(video_ids)
 
 
+def test_fused_output_never_overwrites_an_input(tmp_path):
+    video_ids, labels, rgb, flow = two_streams()
+    save(tmp_path / "rgb.pkl", video_ids, labels, rgb, "rgb")
+    save(tmp_path / "flow.pkl", video_ids, labels, flow, "flow")
+    before = (tmp_path / "flow.pkl").read_bytes()
+    with pytest.raises(FusionError, match="is one of the input score files"):
+        fuse_files([tmp_path / "rgb.pkl", tmp_path / "flow.pkl"], (1.0, 1.0), output=tmp_path / "flow.pkl")
+    assert (tmp_path / "flow.pkl").read_bytes() == before
+
+
 def test_softmax_fusion_can_pick_a_different_class_than_raw(tmp_path):
     # Raw: [5, 8.5, 5] picks class 1. Probabilities: rgb is sure of 0, flow split between 1 and 2: class 0 wins.
     rgb = np.array([[5.0, 4.0, 0.0]])

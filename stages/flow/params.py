@@ -1,0 +1,59 @@
+"""The parameters of the flow stage: everything that changes the flow images a run writes."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from tsnpipe.stages.errors import TsnpipeError
+
+BACKENDS = ("opencv", "torch")
+IMAGE_FORMATS = ("jpg", "png")
+
+
+@dataclass(frozen=True)
+class FlowParams:
+    """TV-L1 settings, quantization and image format; the runner hashes all of them.
+
+    Defaults are OpenCV's DualTVL1 with the references' 300 inner iterations (dense_flow, TSN)
+    and the TSN storage convention: clip each component to +-20, map to 0..255, JPEG.
+    """
+
+    backend: str = "opencv"
+    bound: float = 20.0
+    tau: float = 0.25
+    lambda_: float = 0.15
+    theta: float = 0.3
+    nscales: int = 5
+    warps: int = 5
+    epsilon: float = 0.01
+    inner_iterations: int = 300
+    outer_iterations: int = 10
+    scale_step: float = 0.8
+    gamma: float = 0.0
+    median_filtering: int = 5
+    # torch backend: how often (in iterations) the epsilon stopping rule is evaluated.
+    check_every: int = 10
+    image_format: str = "jpg"
+    jpeg_quality: int = 95
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise TsnpipeError(f"Flow backend {self.backend!r} is unknown; choose one of {', '.join(BACKENDS)}.")
+        if self.image_format not in IMAGE_FORMATS:
+            raise TsnpipeError(
+                f"Flow image format {self.image_format!r} is unknown; choose one of {', '.join(IMAGE_FORMATS)}."
+            )
+        if not self.bound > 0:
+            raise TsnpipeError(f"The flow bound must be positive (got {self.bound}); pass e.g. --bound 20.")
+        if self.median_filtering not in (0, 1, 3, 5):
+            raise TsnpipeError(f"medianFiltering must be 0, 1, 3 or 5 (got {self.median_filtering}), as in OpenCV.")
+        if not 0 < self.scale_step < 1 or self.nscales < 1 or self.warps < 1 or self.check_every < 1:
+            raise TsnpipeError("TV-L1 needs 0 < scale_step < 1 and nscales, warps, check_every >= 1; fix the flow params.")
+
+    def as_dict(self) -> dict:
+        """Plain dict for hashing and for the manifest."""
+        return asdict(self)
+
+    @property
+    def extension(self) -> str:
+        return "." + self.image_format

@@ -1,0 +1,196 @@
+"""tsnpipe's own TV-L1 optical flow in PyTorch, batched over many pairs and the same on CPU and CUDA.
+
+The algorithm is the duality-based TV-L1 of Zach, Pock and Bischof (2007) in the form of Sanchez,
+Meinhardt-Llopis and Facciolo (IPOL 2013), laid out as OpenCV's DualTVL1 does it so the two backends
+agree: a pyramid built by repeated bilinear downscaling by `scale_step` (stopping below 16 pixels),
+zero flow at the coarsest level; at every level `warps` times: bicubic warp of the second image and
+of its centred-difference gradient (zero outside), linearise the data term around the current flow,
+then up to `outer_iterations` x `inner_iterations` primal-dual iterations that stop once the squared
+flow update summed over the image falls below epsilon^2 * area, with a 5x5 median filter of the flow
+at the start of each outer iteration. The flow is upsampled bilinearly and scaled by 1/scale_step.
+
+Tensors are (B, C, H, W) float32; images are grey levels 0..255. Pairs that meet the stopping rule
+leave the batch (checked every `check_every` iterations, the only host syncs in the loop).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from tsnpipe.stages.flow.params import FlowParams
+
+MIN_LEVEL_SIZE = 16
+# Pixels whose squared gradient is below this carry no data term (OpenCV uses FLT_EPSILON).
+GRAD_EPSILON = 1.1920929e-07
+MEDIAN_CHUNK_PIXELS = 4_000_000
+
+
+def pyramid_sizes(height: int, width: int, nscales: int, scale_step: float) -> list[tuple[int, int]]:
+    """Level sizes, finest first; like cv::resize with fx = fy = scale_step, rounded."""
+    sizes = [(height, width)]
+    for _ in range(1, nscales):
+        h, w = sizes[-1]
+        h, w = round(h * scale_step), round(w * scale_step)
+        if h < MIN_LEVEL_SIZE or w < MIN_LEVEL_SIZE:
+            break
+        sizes.append((h, w))
+    return sizes
+
+
+def centred_gradient(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Half central differences; one-sided half differences at the border (replicated edge)."""
+    padded = F.pad(image, (1, 1, 1, 1), mode="replicate")
+    dx = 0.5 * (padded[..., 1:-1, 2:] - padded[..., 1:-1, :-2])
+    dy = 0.5 * (padded[..., 2:, 1:-1] - padded[..., :-2, 1:-1])
+    return dx, dy
+
+
+def median_filter(flow: torch.Tensor, size: int) -> torch.Tensor:
+    """Median over size x size windows with replicated borders, like cv::medianBlur on float images."""
+    if size <= 1:
+        return flow
+    b, c, h, w = flow.shape
+    r = size // 2
+    out = torch.empty_like(flow)
+    step = max(1, MEDIAN_CHUNK_PIXELS // (c * h * w * size * size // 4 + 1))
+    for start in range(0, b, step):
+        chunk = F.pad(flow[start : start + step], (r, r, r, r), mode="replicate")
+        windows = chunk.unfold(2, size, 1).unfold(3, size, 1)  # (b, c, h, w, size, size)
+        out[start : start + step] = windows.reshape(*windows.shape[:4], size * size).median(dim=-1).values
+    return out
+
+
+def warp_bicubic(stack: torch.Tensor, flow: torch.Tensor, base_grid: torch.Tensor) -> torch.Tensor:
+    """Sample every channel of `stack` at x + flow (bicubic, zero outside), like cv::remap INTER_CUBIC."""
+    h, w = stack.shape[-2:]
+    scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], device=flow.device, dtype=flow.dtype)
+    grid = (base_grid + flow.permute(0, 2, 3, 1)) * scale - 1.0
+    return F.grid_sample(stack, grid, mode="bicubic", padding_mode="zeros", align_corners=True)
+
+
+def pixel_grid(height: int, width: int, device: torch.device) -> torch.Tensor:
+    """(1, H, W, 2) pixel coordinates (x, y)."""
+    ys, xs = torch.meshgrid(
+        torch.arange(height, device=device, dtype=torch.float32),
+        torch.arange(width, device=device, dtype=torch.float32),
+        indexing="ij",
+    )
+    return torch.stack((xs, ys), dim=-1).unsqueeze(0)
+
+
+def tvl1_iteration(
+    u: torch.Tensor,
+    p: torch.Tensor,
+    g: torch.Tensor,
+    warped_grad: torch.Tensor,
+    rho_c: torch.Tensor,
+    inv_grad: torch.Tensor,
+    l_t: float,
+    theta: float,
+    taut: float,
+    measure: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One primal-dual step for a batch; returns the new flow and, when `measure`, each pair's squared update.
+
+    u, warped_grad: (B, 2, H, W) flow (x, y) and warped image gradient (x, y); rho_c, inv_grad:
+    (B, 1, H, W); p: (B, 2, 2, H, W) dual variables [flow component, direction], updated in place;
+    g: a (B, 2, 2, H, W) buffer for the flow's forward gradient whose last column (x) and last
+    row (y) stay zero.
+    """
+    # Thresholding step (TH): the pointwise minimiser of the linearised data term, clamped at +-l_t.
+    rho = torch.addcmul(rho_c, warped_grad[:, :1], u[:, :1]).addcmul_(warped_grad[:, 1:], u[:, 1:])
+    coef = rho.mul_(inv_grad).clamp_(-l_t, l_t)
+    u_new = torch.addcmul(u, coef, warped_grad, value=-1.0)
+    # u = v + theta * div(p), with backward differences and zero outside.
+    px, py = p[:, :, 0], p[:, :, 1]
+    u_new.add_(px, alpha=theta)
+    u_new[..., :, 1:].sub_(px[..., :, :-1], alpha=theta)
+    u_new.add_(py, alpha=theta)
+    u_new[..., 1:, :].sub_(py[..., :-1, :], alpha=theta)
+    change = (u_new - u).square_().sum(dim=(1, 2, 3)) if measure else None
+    # Dual step: p = (p + taut * grad u) / (1 + taut * |grad u|), per flow component.
+    torch.sub(u_new[..., :, 1:], u_new[..., :, :-1], out=g[:, :, 0, :, :-1])
+    torch.sub(u_new[..., 1:, :], u_new[..., :-1, :], out=g[:, :, 1, :-1, :])
+    norm = torch.hypot(g[:, :, 0], g[:, :, 1]).mul_(taut).add_(1.0).unsqueeze(2)
+    p.add_(g, alpha=taut).div_(norm)
+    return u_new, change
+
+
+def solve_level(
+    i0: torch.Tensor,
+    i1: torch.Tensor,
+    u: torch.Tensor,
+    params: FlowParams,
+    step: Callable = tvl1_iteration,
+) -> torch.Tensor:
+    """TV-L1 at one pyramid level for a batch, starting from flow `u`; returns the refined flow."""
+    b, _, h, w = i0.shape
+    base = pixel_grid(h, w, i0.device)
+    i1x, i1y = centred_gradient(i1)
+    stack = torch.cat((i1, i1x, i1y), dim=1)
+    scaled_epsilon = params.epsilon**2 * h * w
+    l_t = params.lambda_ * params.theta
+    taut = params.tau / params.theta
+    p = torch.zeros(b, 2, 2, h, w, device=u.device)  # kept across warps, as OpenCV does
+    last_inner = params.inner_iterations - 1
+    for _ in range(params.warps):
+        warped = warp_bicubic(stack, u, base)
+        warped_grad = warped[:, 1:].contiguous()
+        rho_c = warped[:, :1] - (warped_grad * u).sum(dim=1, keepdim=True) - i0
+        inv_grad = warped_grad.square().sum(dim=1, keepdim=True).clamp_(min=GRAD_EPSILON).reciprocal_()
+        # The pairs still iterating; the finished ones are written back and leave the batch.
+        active = torch.arange(b, device=u.device)
+        ua, pa, ga, ra, iga = u, p, warped_grad, rho_c, inv_grad
+        g = torch.zeros_like(p)
+        for _ in range(params.outer_iterations):
+            ua = median_filter(ua, params.median_filtering)
+            for inner in range(params.inner_iterations):
+                measure = (inner + 1) % params.check_every == 0 or inner == last_inner
+                ua, change = step(ua, pa, g, ga, ra, iga, l_t, params.theta, taut, measure)
+                if not measure:
+                    continue
+                done = (change <= scaled_epsilon).cpu()
+                if not done.any():
+                    continue
+                done_here = done.to(ua.device)
+                finished = active[done_here]
+                u = u.index_copy(0, finished, ua[done_here])
+                p = p.index_copy(0, finished, pa[done_here])
+                keep = ~done_here
+                if not keep.any():
+                    break
+                active = active[keep]
+                ua, pa, ga, ra, iga, g = ua[keep], pa[keep], ga[keep], ra[keep], iga[keep], g[keep]
+            else:
+                continue
+            break
+        else:
+            u = u.index_copy(0, active, ua)
+            p = p.index_copy(0, active, pa)
+    return u
+
+
+def tvl1_flow(
+    i0: torch.Tensor, i1: torch.Tensor, params: FlowParams, step: Callable = tvl1_iteration
+) -> torch.Tensor:
+    """Flow from i0 to i1 for a batch: (B, 1, H, W) grey 0..255 in, (B, 2, H, W) pixels (x, y) out."""
+    sizes = pyramid_sizes(i0.shape[-2], i0.shape[-1], params.nscales, params.scale_step)
+    pyramid = [torch.cat((i0, i1), dim=1).float()]
+    for size in sizes[1:]:
+        pyramid.append(F.interpolate(pyramid[-1], size=size, mode="bilinear", align_corners=False))
+    u = torch.zeros(i0.shape[0], 2, *sizes[-1], device=i0.device, dtype=torch.float32)
+    for level in range(len(sizes) - 1, -1, -1):
+        pair = pyramid[level]
+        u = solve_level(pair[:, :1].contiguous(), pair[:, 1:].contiguous(), u, params, step)
+        if level > 0:
+            u = F.interpolate(u, size=sizes[level - 1], mode="bilinear", align_corners=False)
+            u.mul_(1.0 / params.scale_step)
+    return u
+
+
+def compiled_iteration() -> Callable:
+    """tvl1_iteration compiled by torch.compile (dynamic shapes: the batch shrinks, levels vary)."""
+    return torch.compile(tvl1_iteration, dynamic=True)

@@ -1,0 +1,83 @@
+"""Both TV-L1 backends against Middlebury ground truth, and the torch backend against OpenCV on real frames."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from tsnpipe.stages.flow import FlowParams, flow_video
+from tsnpipe.stages.flow.opencv_tvl1 import create_tvl1, opencv_flow
+from tsnpipe.stages.flow.torch_tvl1 import tvl1_flow
+
+MIDDLEBURY = Path(__file__).resolve().parent / "data" / "middlebury"
+CLIP = Path(__file__).resolve().parents[1] / "pipeline/samples/videos/ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi"
+UNKNOWN_FLOW = 1e9
+
+
+def read_flo(path: Path) -> np.ndarray:
+    """A Middlebury .flo file: b'PIEH', width and height as int32, then u, v interleaved float32."""
+    data = path.read_bytes()
+    assert data[:4] == b"PIEH", f"{path} is not a .flo file"
+    width, height = np.frombuffer(data[4:12], np.int32)
+    return np.frombuffer(data[12:], np.float32).reshape(height, width, 2)
+
+
+def endpoint_error(flow: np.ndarray, truth: np.ndarray) -> float:
+    known = (np.abs(truth) < UNKNOWN_FLOW).all(axis=-1)
+    return float(np.linalg.norm(flow - truth, axis=-1)[known].mean())
+
+
+def middlebury_pair(name: str):
+    first = cv2.imread(str(MIDDLEBURY / name / "frame10.png"), cv2.IMREAD_GRAYSCALE)
+    second = cv2.imread(str(MIDDLEBURY / name / "frame11.png"), cv2.IMREAD_GRAYSCALE)
+    return first, second, read_flo(MIDDLEBURY / name / "flow10.flo")
+
+
+@pytest.fixture(scope="module")
+def opencv_epe() -> dict[str, float]:
+    tvl1 = create_tvl1(FlowParams())
+    errors = {}
+    for name in ("RubberWhale", "Grove2"):
+        first, second, truth = middlebury_pair(name)
+        errors[name] = endpoint_error(opencv_flow(tvl1, first, second), truth)
+    return errors
+
+
+@pytest.mark.parametrize("name", ["RubberWhale", "Grove2"])
+def test_opencv_backend_reaches_published_tvl1_accuracy(opencv_epe, name):
+    assert opencv_epe[name] < 0.2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["RubberWhale", "Grove2"])
+def test_torch_backend_matches_opencv_on_middlebury(opencv_epe, name):
+    first, second, truth = middlebury_pair(name)
+    as_batch = lambda image: torch.from_numpy(image)[None, None].float()  # noqa: E731
+    with torch.inference_mode():
+        flow = tvl1_flow(as_batch(first), as_batch(second), FlowParams(backend="torch"))
+    epe = endpoint_error(flow[0].permute(1, 2, 0).numpy(), truth)
+    assert abs(epe - opencv_epe[name]) <= 0.05, f"torch EPE {epe:.3f} px, OpenCV {opencv_epe[name]:.3f} px"
+
+
+def test_torch_flow_images_match_opencv_on_a_real_clip(tmp_path):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    capture = cv2.VideoCapture(str(CLIP))
+    for k in range(4):
+        ok, frame = capture.read()
+        assert ok
+        for _ in range(2):  # every third source frame: 25 fps read at about 10 fps
+            capture.read()
+        cv2.imwrite(str(frames / f"img_{k + 1:05d}.jpg"), cv2.resize(frame, (160, 120), interpolation=cv2.INTER_AREA))
+    for backend in ("opencv", "torch"):
+        assert flow_video(frames, tmp_path / backend, FlowParams(backend=backend), device="cpu")["pairs"] == 3
+    for name in sorted(p.name for p in (tmp_path / "opencv").iterdir()):
+        reference = cv2.imread(str(tmp_path / "opencv" / name), cv2.IMREAD_GRAYSCALE).astype(int)
+        ours = cv2.imread(str(tmp_path / "torch" / name), cv2.IMREAD_GRAYSCALE).astype(int)
+        within_one = np.mean(np.abs(reference - ours) <= 1)
+        assert within_one >= 0.95, f"{name}: only {within_one:.1%} of pixels within one grey level of OpenCV"
+        assert reference.std() > 0.5, f"{name}: the clip shows no motion, the comparison would prove nothing"

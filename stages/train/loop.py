@@ -1,0 +1,281 @@
+"""Training a TSN: flat functions, arguments in, results out (torchvision's video_classification reference).
+
+`fit` builds the data, model and optimizer from TrainParams, then per epoch: `train_one_epoch`,
+`evaluate` on the split's test list (centre crop, K segment centres), lr step, metrics.csv +
+curves.png + TensorBoard, `last.pt` (atomic) and `best.pt` when validation mean class accuracy
+improves. `fit(..., resume=True)` continues from `last.pt` exactly: model, optimizer, scheduler,
+scaler, epoch and random generator states are restored. Under torchrun (torch.distributed
+initialised by the caller) each rank trains on its share and rank 0 alone logs and writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from tsnpipe.stages.errors import TsnpipeError
+from tsnpipe.stages.scores import per_class_accuracy
+from tsnpipe.stages.train.checkpoint import (
+    CheckpointError, data_hashes, load_checkpoint, restore_rng, rng_state, save_checkpoint,
+)
+from tsnpipe.stages.train.data import SnippetDataset, counts_for, make_loader, read_split
+from tsnpipe.stages.train.logs import plot_curves, read_metrics, write_metrics
+from tsnpipe.stages.train.model import TSN, first_layer_params
+from tsnpipe.stages.train.recipe import TrainParams, params_from_dict
+
+# Params a resumed run may change without breaking the state it resumes (speed and logging knobs).
+RESUMABLE_CHANGES = ("epochs", "workers", "compile", "amp", "channels_last", "deterministic")
+
+
+def optimizer_groups(model: TSN, params: TrainParams) -> list[dict]:
+    """tsn-pytorch's `get_optim_policies`: first conv lr x5/x10 for flow (x1/x2 otherwise), biases x2
+    without weight decay, trainable BN parameters without weight decay, other weights x1 with decay."""
+    first_weights, first_biases = first_layer_params(model)
+    special = {id(p) for p in first_weights + first_biases}
+    weights, biases, norms = [], [], []
+    for module in model.modules():
+        for name, parameter in module.named_parameters(recurse=False):
+            if id(parameter) in special or not parameter.requires_grad:
+                continue
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                norms.append(parameter)
+            elif name == "bias":
+                biases.append(parameter)
+            else:
+                weights.append(parameter)
+    first_mult = (5, 10) if params.modality == "flow" else (1, 2)
+    groups = [
+        {"params": first_weights, "lr_mult": first_mult[0], "decay": True, "name": "first_conv_weight"},
+        {"params": first_biases, "lr_mult": first_mult[1], "decay": False, "name": "first_conv_bias"},
+        {"params": weights, "lr_mult": 1, "decay": True, "name": "weight"},
+        {"params": biases, "lr_mult": 2, "decay": False, "name": "bias"},
+        {"params": norms, "lr_mult": 1, "decay": False, "name": "bn"},
+    ]
+    return [
+        {"params": g["params"], "lr": params.lr * g["lr_mult"], "weight_decay": params.weight_decay if g["decay"] else 0.0, "name": g["name"]}
+        for g in groups if g["params"] and all(p.requires_grad for p in g["params"])
+    ]
+
+
+def autocast_dtype(device: torch.device, amp: bool | None) -> torch.dtype | None:
+    """bf16 where the device does it well (CUDA with bf16, or CPU when asked), fp16 on older GPUs, else None."""
+    if amp is False or (amp is None and device.type != "cuda"):
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def train_one_epoch(
+    model: nn.Module, loader, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, device: torch.device,
+    clip: float, dtype: torch.dtype | None, channels_last: bool = False, progress: bool = True, epoch: int = 0,
+) -> dict:
+    """One pass over the training loader; returns mean loss, top-1 and clips (videos) per second."""
+    model.train()
+    loss_fn = nn.CrossEntropyLoss()
+    total_loss, correct, seen = 0.0, 0, 0
+    start = time.perf_counter()
+    bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", disable=not progress, leave=False)
+    for clips, labels in bar:
+        clips, labels = to_device(clips, device, channels_last), labels.to(device, non_blocking=True)
+        with autocast(device, dtype):
+            scores = model(clips)
+            loss = loss_fn(scores.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if clip > 0:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip)
+        scaler.step(optimizer)
+        scaler.update()
+        total_loss += loss.item() * len(labels)
+        correct += int((scores.argmax(dim=1) == labels).sum())
+        seen += len(labels)
+        bar.set_postfix(loss=f"{total_loss / seen:.3f}", clips_s=f"{seen / (time.perf_counter() - start):.1f}")
+    seconds = time.perf_counter() - start
+    return {"loss": total_loss / max(seen, 1), "top1": correct / max(seen, 1), "clips_per_s": seen / seconds, "seconds": seconds}
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, loader, device: torch.device, num_classes: int, dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+) -> dict:
+    """Loss, top-1 and mean class accuracy of the model on a loader of [B, K, C, H, W] clips."""
+    model.eval()
+    loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    total_loss, all_scores, all_labels = 0.0, [], []
+    for clips, labels in loader:
+        clips, labels = to_device(clips, device, channels_last), labels.to(device)
+        with autocast(device, dtype):
+            scores = model(clips).float()
+        total_loss += float(loss_fn(scores, labels))
+        all_scores.append(scores.cpu().numpy())
+        all_labels.append(labels.cpu().numpy())
+    scores = np.concatenate(all_scores) if all_scores else np.zeros((0, num_classes), np.float32)
+    labels = np.concatenate(all_labels) if all_labels else np.zeros(0, np.int64)
+    seen = max(len(labels), 1)
+    recall = per_class_accuracy(scores, labels) if len(labels) else np.array([np.nan])
+    return {
+        "loss": total_loss / seen,
+        "top1": float(np.mean(scores.argmax(axis=1) == labels)) if len(labels) else float("nan"),
+        "mean_class": float(np.nanmean(recall)),
+    }
+
+
+def to_device(clips: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """Move a [B, K, C, H, W] batch; channels_last applies to the [B*K, C, H, W] view the backbone sees."""
+    clips = clips.to(device, non_blocking=True)
+    if channels_last:
+        batch, segments = clips.shape[:2]
+        clips = clips.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, (batch, segments))
+    return clips
+
+
+def build_model(params: TrainParams, num_classes: int, weights: str | None = None) -> TSN:
+    """The TSN these params describe; `weights` overrides params.pretrained (None when loading a checkpoint)."""
+    return TSN(
+        num_classes, params.modality, params.backbone, params.length, params.dropout, params.partial_bn,
+        weights=weights,
+    )
+
+
+def fit(params: TrainParams, run_dir: str | Path, resume: bool = False, device: str | None = None, progress: bool = True, log=print) -> dict:
+    """Train (or continue) a run in `run_dir`; returns the best validation metrics and the checkpoint paths."""
+    run_dir = Path(run_dir)
+    device = pick_device(device)
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    main_rank = not distributed or torch.distributed.get_rank() == 0
+    if params.deterministic:
+        torch.use_deterministic_algorithms(True)
+    torch.manual_seed(params.seed)
+
+    train_table, test_table, class_names = read_split(params.split_dir)
+    span = {"segments": params.segments, "length": params.length, "size": params.size}
+    train_set = SnippetDataset(
+        params.store, train_table["video_id"].tolist(), train_table["label"].tolist(), counts_for(train_table, params.modality),
+        params.modality, mode="train", **span,
+    )
+    val_set = SnippetDataset(
+        params.store, test_table["video_id"].tolist(), test_table["label"].tolist(), counts_for(test_table, params.modality),
+        params.modality, mode="val", **span,
+    )
+    train_loader = make_loader(train_set, params.batch, shuffle=True, workers=params.workers, drop_last=len(train_set) > params.batch)
+    val_loader = make_loader(val_set, params.batch, shuffle=False, workers=params.workers, shard=False)
+
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    checkpoint = load_checkpoint(last_path) if resume else None
+    weights = None if checkpoint else params.pretrained
+    model = build_model(params, len(class_names), weights).to(device)
+    if params.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(optimizer_groups(model, params), lr=params.lr, momentum=params.momentum)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(params.lr_steps), gamma=0.1)
+    dtype = autocast_dtype(device, params.amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    hashes = data_hashes(Path(params.split_dir), Path(params.store))
+
+    start_epoch, best = 1, {"val_mean_class": -1.0}
+    rows = read_metrics(run_dir / "metrics.csv") if checkpoint else []
+    if checkpoint:
+        check_resumable(checkpoint, params, hashes, last_path)
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        restore_rng(checkpoint["rng"])
+        start_epoch = int(checkpoint["epoch"]) + 1
+        best = dict(checkpoint.get("best", best))
+        rows = [row for row in rows if row["epoch"] < start_epoch]
+        log(f"resuming {last_path} after epoch {start_epoch - 1}")
+
+    trained = model
+    if distributed:
+        trained = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if params.compile:
+        trained = torch.compile(trained)
+    writer = None
+    if main_rank:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run_dir / "tensorboard"))
+
+    for epoch in range(start_epoch, params.epochs + 1):
+        if isinstance(train_loader.sampler, torch.utils.data.DistributedSampler):
+            train_loader.sampler.set_epoch(epoch)
+        lr = next(g["lr"] for g in optimizer.param_groups if g["name"] == "weight")
+        train = train_one_epoch(
+            trained, train_loader, optimizer, scaler, device, params.clip, dtype, params.channels_last,
+            progress and main_rank, epoch,
+        )
+        scheduler.step()
+        if not main_rank:
+            continue
+        val = evaluate(model, val_loader, device, len(class_names), dtype, params.channels_last)
+        row = {
+            "epoch": epoch, "lr": lr, "train_loss": train["loss"], "train_top1": train["top1"], "val_loss": val["loss"],
+            "val_top1": val["top1"], "val_mean_class": val["mean_class"], "clips_per_s": train["clips_per_s"],
+            "seconds": train["seconds"],
+        }
+        rows.append(row)
+        for key, value in row.items():
+            if key != "epoch":
+                writer.add_scalar(key, value, epoch)
+        writer.flush()
+        write_metrics(run_dir / "metrics.csv", rows)
+        plot_curves(run_dir / "curves.png", rows)
+        improved = val["mean_class"] > best["val_mean_class"]
+        if improved:
+            best = dict(row)
+        state = {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(), "epoch": epoch, "params": params.as_dict(), "class_names": class_names,
+            "hashes": hashes, "rng": rng_state(), "metrics": row, "best": best,
+        }
+        save_checkpoint(last_path, state)
+        if improved:
+            save_checkpoint(best_path, state)
+        log(
+            f"epoch {epoch}/{params.epochs}: train loss {train['loss']:.4f} top-1 {train['top1']:.3f}, "
+            f"val top-1 {val['top1']:.3f} mean class {val['mean_class']:.3f}, {train['clips_per_s']:.1f} clips/s"
+        )
+    if writer is not None:
+        writer.close()
+    return {"best": best, "last": last_path, "best_checkpoint": best_path, "rows": rows}
+
+
+def check_resumable(checkpoint: dict, params: TrainParams, hashes: dict, path: Path) -> None:
+    """Refuse to resume with other params (except speed knobs and epochs) or other data than the checkpoint's."""
+    before = params_from_dict(checkpoint["params"]).as_dict()
+    now = params.as_dict()
+    changed = [key for key in now if key not in RESUMABLE_CHANGES and before.get(key) != now[key]]
+    if changed:
+        raise CheckpointError(
+            f"{path} was trained with other settings ({', '.join(f'{k}={before.get(k)!r}' for k in changed)}); "
+            "resume with the same options or start a new --run-name."
+        )
+    if checkpoint.get("hashes") != hashes:
+        raise CheckpointError(
+            f"{path} was trained on other split or store files than the ones given now; "
+            "resume on the same data or start a new --run-name."
+        )
+
+
+def pick_device(device: str | None) -> torch.device:
+    """The requested device, or CUDA when there is one; a missing GPU is a user error, not a traceback."""
+    if device and device.startswith("cuda") and not torch.cuda.is_available():
+        raise TsnpipeError(f"--device {device} was asked for but torch sees no CUDA GPU here; use --device cpu.")
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -1,0 +1,102 @@
+"""The parameters of a training run and their per-modality defaults (tsn-pytorch's UCF101 recipes).
+
+| default | rgb | rgbdiff | flow | reference |
+| --- | --- | --- | --- | --- |
+| snippet length L | 1 frame | 5 differences (6 frames, 15 channels) | 5 pairs (10 channels) | TSN paper, tsn-pytorch |
+| segments K | 3 | 3 (tsn-pytorch used 7) | 3 | TSN paper |
+| lr / steps (x0.1) / epochs | 0.001 / 30, 60 / 80 | 0.001 / 80, 160 / 180 | 0.001 / 190, 300 / 340 | tsn-pytorch README |
+| gradient clip (L2) | 20 | 40 | 20 | tsn-pytorch |
+| dropout | 0.8 | 0.8 | 0.7 | TSN paper |
+| batch (videos) | 128 | 128 | 128 | TSN paper (32 x 4 GPUs) |
+| momentum / weight decay | 0.9 / 5e-4 | same | same | TSN paper |
+| first conv lr x (weight, bias) | 1, 2 | 1, 2 | 5, 10 | tsn-pytorch `get_optim_policies` |
+| partial BN | on with pretrained weights | same | same | TSN paper |
+
+Weight decay applies to conv and linear weights only, never to biases or BN parameters; biases train
+at twice the lr (tsn-pytorch). With a smaller batch, scale the lr by the same factor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from tsnpipe.stages.errors import TsnpipeError
+from tsnpipe.stages.train.model import BACKBONES, MODALITIES
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Everything that decides what a run learns; stored in every checkpoint as a plain dict."""
+
+    modality: str = "rgb"
+    split_dir: str = ""
+    store: str = ""
+    backbone: str = "resnet50"
+    pretrained: str = "imagenet"  # "imagenet", "none", or a path to a backbone state dict
+    segments: int = 3
+    length: int = 1
+    size: int = 224
+    epochs: int = 80
+    lr: float = 0.001
+    lr_steps: list[int] = field(default_factory=lambda: [30, 60])
+    batch: int = 128
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    clip: float = 20.0
+    dropout: float = 0.8
+    partial_bn: bool = True
+    amp: bool | None = None  # None: bf16 autocast where CUDA supports it, else off
+    channels_last: bool = True
+    compile: bool = False
+    workers: int = 4
+    seed: int = 0
+    deterministic: bool = False
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def modality_defaults(modality: str) -> dict:
+    """The recipe values that differ between modalities (see the module's table)."""
+    if modality == "rgb":
+        return {"length": 1, "lr": 0.001, "lr_steps": [30, 60], "epochs": 80, "clip": 20.0, "dropout": 0.8}
+    if modality == "rgbdiff":
+        return {"length": 5, "lr": 0.001, "lr_steps": [80, 160], "epochs": 180, "clip": 40.0, "dropout": 0.8}
+    if modality == "flow":
+        return {"length": 5, "lr": 0.001, "lr_steps": [190, 300], "epochs": 340, "clip": 20.0, "dropout": 0.7}
+    raise TsnpipeError(f"Unknown modality {modality!r}; use one of {', '.join(MODALITIES)}.")
+
+
+def make_params(modality: str, **overrides) -> TrainParams:
+    """Defaults for `modality`, then the given overrides (None means "use the default")."""
+    values = {"modality": modality, **modality_defaults(modality)}
+    values.update({key: value for key, value in overrides.items() if value is not None})
+    if "partial_bn" not in overrides or overrides["partial_bn"] is None:
+        values["partial_bn"] = values.get("pretrained", "imagenet") not in ("none", None)
+    params = TrainParams(**values)
+    check_params(params)
+    return params
+
+
+def params_from_dict(values: dict) -> TrainParams:
+    """TrainParams from a checkpoint's dict, ignoring keys a newer version may have added."""
+    known = {f.name for f in fields(TrainParams)}
+    return replace(TrainParams(), **{key: value for key, value in values.items() if key in known})
+
+
+def check_params(params: TrainParams) -> None:
+    """Refuse values that cannot work, in one sentence naming the option."""
+    if params.backbone not in BACKBONES:
+        raise TsnpipeError(f"Unknown backbone {params.backbone!r}; use one of {', '.join(BACKBONES)}.")
+    problems = [
+        (params.segments < 1, "--segments must be at least 1"),
+        (params.length < 1, "the snippet length must be at least 1"),
+        (params.epochs < 1, "--epochs must be at least 1"),
+        (params.batch < 1, "--batch must be at least 1"),
+        (params.lr <= 0, "--lr must be positive"),
+        (not 0 <= params.dropout < 1, "--dropout must be in [0, 1)"),
+        (params.size < 32, "the crop size must be at least 32 pixels"),
+    ]
+    for bad, sentence in problems:
+        if bad:
+            raise TsnpipeError(f"Invalid training option: {sentence}.")

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 
 from tsnpipe.stages.errors import TsnpipeError
 
+STAGE_VERSION = 1  # bump when the flow images change for the same params
 BACKENDS = ("opencv", "torch")
 IMAGE_FORMATS = ("jpg", "png")
 
@@ -50,9 +51,9 @@ class FlowParams:
         if not 0 < self.scale_step < 1 or self.nscales < 1 or self.warps < 1 or self.check_every < 1:
             raise TsnpipeError("TV-L1 needs 0 < scale_step < 1 and nscales, warps, check_every >= 1; fix the flow params.")
 
-    def as_dict(self) -> dict:
-        """Plain dict for hashing and for the manifest."""
-        return asdict(self)
+    def hashed(self) -> dict:
+        """Exactly what the flow images depend on, with the stage version: the runner hashes this."""
+        return {**asdict(self), "stage_version": STAGE_VERSION}
 
     @property
     def extension(self) -> str:

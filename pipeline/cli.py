@@ -43,6 +43,8 @@ def main():
 
 def _register() -> None:
     from tsnpipe.cmd_frames import extract_frames
+    from tsnpipe.cmd_pack import pack
+    from tsnpipe.cmd_splits import build_splits
     from tsnpipe.cmd_fuse import fuse, report
     from tsnpipe.demo import demo
     from tsnpipe.doctor import doctor
@@ -50,6 +52,8 @@ def _register() -> None:
 
     # commands
     main.add_command(extract_frames)
+    main.add_command(build_splits)
+    main.add_command(pack)
     main.add_command(status)
     main.add_command(doctor)
     main.add_command(demo)

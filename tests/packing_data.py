@@ -62,3 +62,15 @@ def make_workdir(workdir: Path, video_ids=SAMPLE_IDS[:3], count: int = 6, flow: 
         if flow:
             write_flow(video_id, workdir)
     return workdir
+
+
+def extracted_workdir(workdir: Path) -> Path:
+    """The 7 sample clips through the real `tsnpipe extract-frames` (short side 64), as a user would run it."""
+    from click.testing import CliRunner
+
+    from tsnpipe.cli import main
+
+    result = CliRunner().invoke(main, ["extract-frames", str(SAMPLES), "-w", str(workdir), "--size", "64",
+                                       "-j", "2", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    return workdir

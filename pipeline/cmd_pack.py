@@ -1,0 +1,101 @@
+"""`tsnpipe pack`: the frames and flow images of every extracted video, packed into one LMDB or HDF5 store."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from tsnpipe.manifests.files import WorkdirLock, atomic_write_bytes
+from tsnpipe.manifests.table import Manifest, manifest_path
+from tsnpipe.options import progress_option, workdir_option
+from tsnpipe.runner import Item, Stage, plan, run_info_path
+from tsnpipe.stages.errors import TsnpipeError
+
+STORE_NAMES = {"lmdb": "frames.lmdb", "hdf5": "frames.hdf5"}
+
+
+def upstream_fingerprint(frames_row: dict, flow_row: dict | None) -> dict:
+    """What a packed video depends on: when and how its frames and flow were made."""
+    pick = ("started_at", "params_hash", "frames", "pairs")
+    fingerprint = {"frames": {k: frames_row.get(k) for k in pick if k in frames_row}}
+    if flow_row and flow_row.get("status") == "done":
+        fingerprint["flow"] = {k: flow_row.get(k) for k in pick if k in flow_row}
+    return fingerprint
+
+
+def pack_items(workdir: Path) -> list[Item]:
+    """Every video whose frames are done, fingerprinted by its frames and flow rows."""
+    frames = Manifest(workdir, "frames").rows
+    if not frames:
+        raise TsnpipeError(f"{manifest_path(workdir, 'frames')} has no videos; run `tsnpipe extract-frames` into {workdir} first.")
+    flow = Manifest(workdir, "flow").rows
+    return [Item(video_id=vid, source=f"frames/{vid}", fingerprint=upstream_fingerprint(row, flow.get(vid)))
+            for vid, row in sorted(frames.items()) if row.get("status") == "done"]
+
+
+def store_size(store: Path) -> str:
+    files = [p for p in store.iterdir() if p.is_file()]
+    return f"{len(files)} files, {sum(p.stat().st_size for p in files) / 1e6:,.1f} MB"
+
+
+@click.command("pack")
+@workdir_option
+@click.option("--format", "fmt", type=click.Choice(["lmdb", "hdf5"]), required=True,
+              help="lmdb: one key per image; hdf5: shards of one byte blob per video and kind, plus offsets.")
+@click.option("--store", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the store goes. Default: W/stores/frames.lmdb or W/stores/frames.hdf5.")
+@click.option("--shard-mb", type=click.IntRange(min=1), default=1024, show_default=True,
+              help="HDF5 only: start a new shard file after about this many MB.")
+@progress_option
+def pack(workdir, fmt, store, shard_mb, progress):
+    """Pack the JPEG frames (W/frames) and flow images (W/flow) of every extracted video into one store.
+
+    The JPEG bytes are stored as they are, so reads give back exactly the files. Reruns pack only videos that
+    are new or were re-extracted since (W/manifests/pack-<format>.parquet) and never rewrite the others;
+    a killed run leaves a readable store and the rerun finishes it. Video without flow yet: its frames are
+    packed now and its flow once `tsnpipe extract-flow` has run.
+    """
+    from tqdm import tqdm
+
+    from tsnpipe.stages.pack import STAGE_VERSION, pack_videos
+
+    workdir = Path(workdir)
+    store = store or workdir / "stores" / STORE_NAMES[fmt]
+    output = store.relative_to(workdir).as_posix() if store.is_relative_to(workdir) else str(store)
+    stage = Stage(name=f"pack-{fmt}", verb="packed", params={"format": fmt, "stage_version": STAGE_VERSION},
+                  output_root="", work=None, inputs={"store": str(store)}, hash_content=False)
+    started = time.time()
+    with WorkdirLock(workdir, f"tsnpipe pack --format {fmt}"):
+        items = pack_items(workdir)
+        click.echo(f"pack: {len(items):,} extracted videos in {workdir} -> {store} ({fmt})")
+        atomic_write_bytes(run_info_path(workdir, stage.name),
+                           json.dumps({"params": stage.params, "params_hash": stage.params_hash,
+                                       "inputs": stage.inputs}, indent=2).encode())
+        manifest = Manifest(workdir, stage.name)
+        todo = {item.video_id: item for item, why in plan(workdir, stage, items, manifest) if why}
+        counts = {"done": 0, "failed": 0}
+        bar = tqdm(total=len(todo), unit="video", desc=stage.name, disable=not progress or not todo)
+
+        def record(fact: dict) -> None:
+            item = todo[fact["video_id"]]
+            row = {**fact, "output": output if fact["status"] == "done" else None, "params_hash": stage.params_hash,
+                   "fingerprint": json.dumps(item.fingerprint, sort_keys=True), "source": item.source}
+            manifest.record(row)
+            counts[fact["status"]] += 1
+            bar.update(1)
+            if fact["status"] == "failed":
+                bar.write(f"failed: {fact['video_id']}: {fact['error']}")
+
+        pack_videos(workdir, store, fmt, list(todo), shard_bytes=shard_mb << 20, progress=record)
+        bar.close()
+        manifest.compact()
+    line = f"{counts['done']:,} packed, {len(items) - len(todo):,} up to date, {counts['failed']:,} failed"
+    if counts["failed"]:
+        line += f" (see {manifest_path(workdir, stage.name)})"
+    where = f"; {store} holds {store_size(store)}" if store.is_dir() else ""
+    click.echo(f"{line} in {time.time() - started:.1f} s{where}")
+    if counts["failed"]:
+        raise SystemExit(1)

@@ -1,0 +1,69 @@
+"""`tsnpipe build-splits`: train/test lists from the official UCF101 or HMDB51 splits, or from class folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from tsnpipe.manifests.files import WorkdirLock
+from tsnpipe.manifests.table import load_table, manifest_path
+from tsnpipe.options import workdir_option
+from tsnpipe.stages.errors import TsnpipeError
+
+UCF101_GROUP = r"_g(\d+)_"  # the stage's DEFAULT_GROUP_REGEX, spelled here so --help does not import pandas
+
+
+@click.command("build-splits")
+@workdir_option
+@click.option("--ucf101", "ucf101_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder with classInd.txt, trainlist0N.txt and testlist0N.txt (the official UCF101 splits).")
+@click.option("--hmdb51", "hmdb51_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder with <class>_test_splitN.txt (the official HMDB51 testTrainMulti_7030_splits).")
+@click.option("--folders", is_flag=True, help="Split the extracted videos by class folder, keeping clip groups together.")
+@click.option("--split", "numbers", type=click.IntRange(1, 3), multiple=True,
+              help="Split number(s) to write. Default: 1, 2 and 3 for UCF101/HMDB51; 1 for --folders.")
+@click.option("--ratio", type=float, default=0.7, show_default=True, help="--folders: share of each class's clips for training.")
+@click.option("--seed", type=int, default=0, show_default=True, help="--folders: seed of the group shuffle.")
+@click.option("--group-regex", default=UCF101_GROUP, show_default=True,
+              help="--folders: regex on the file name whose first group (or match) names a clip's group; "
+                   "clips of one group stay on one side. Default: UCF101's _gNN_.")
+@click.option("--class-list", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="--hmdb51: class order from this file (one name a line) instead of sorted names.")
+@click.option("--list-root", default=None,
+              help="Prefix for the paths in the *_rgb.txt / *_flow.txt lists (e.g. the absolute workdir). "
+                   "Default: paths relative to the workdir.")
+def build_splits(workdir, ucf101_dir, hmdb51_dir, folders, numbers, ratio, seed, group_regex, class_list, list_root):
+    """Write W/splits/<source>/split<N>/: train.csv, test.csv (video_id, label, class_name, frames, flow_pairs),
+    classes.txt, the `<frame dir> <count> <label>` lists read by mmaction2 and tsn-pytorch (train_rgb.txt,
+    test_rgb.txt, train_flow.txt, test_flow.txt, 0-based labels) and missing.txt: videos a split names
+    that were not extracted or failed. The same inputs always give byte-identical files.
+    """
+    from tsnpipe.stages.splits import (SPLIT_NUMBERS, build_split, folder_entries, read_hmdb51, read_ucf101,
+                                       split_dir, split_files, write_split_files)
+
+    chosen = [name for name, given in (("ucf101", ucf101_dir), ("hmdb51", hmdb51_dir), ("folders", folders)) if given]
+    if len(chosen) != 1:
+        raise click.UsageError("Give exactly one source: --ucf101 DIR, --hmdb51 DIR or --folders.")
+    source = chosen[0]
+    workdir = Path(workdir)
+    with WorkdirLock(workdir, "tsnpipe build-splits"):
+        frames = load_table(workdir, "frames")
+        if frames.empty:
+            raise TsnpipeError(f"{manifest_path(workdir, 'frames')} has no videos; run `tsnpipe extract-frames` into {workdir} first.")
+        flow = load_table(workdir, "flow")
+        for number in numbers or (SPLIT_NUMBERS if source != "folders" else (1,)):
+            if source == "ucf101":
+                classes, entries = read_ucf101(ucf101_dir, number)
+                params = {"split_dir": str(ucf101_dir)}
+            elif source == "hmdb51":
+                classes, entries = read_hmdb51(hmdb51_dir, number, class_list)
+                params = {"split_dir": str(hmdb51_dir), "class_list": str(class_list) if class_list else "sorted"}
+            else:
+                classes, entries = folder_entries(frames["video_id"], number, ratio, seed, group_regex)
+                params = {"ratio": ratio, "seed": seed, "group_regex": group_regex}
+            split = build_split(source, number, classes, entries, frames, flow if not flow.empty else None, params)
+            out = write_split_files(split_dir(workdir, source, number), split_files(split, list_root))
+            click.echo(f"{source} split {number}: {len(split.train):,} train, {len(split.test):,} test videos over "
+                       f"{len(classes)} classes; {len(split.missing):,} listed but not extracted "
+                       f"(see missing.txt) -> {out}")

@@ -248,21 +248,21 @@ class Hdf5Reader(Reader):
         super().__init__(path)
         self._index: dict | None = None
         self._files: dict = {}
-        self._offsets: dict[tuple[str, str], tuple] = {}
+        self._blobs: dict[tuple[str, str], tuple] = {}
 
     def _handle_names(self) -> tuple[str, ...]:
-        return ("_index", "_files", "_offsets")
+        return ("_index", "_files", "_blobs")
 
     def _open(self) -> None:
         self._index = read_hdf5_index(self.path)
         self._files = {}
-        self._offsets = {}
+        self._blobs = {}
 
     def close(self) -> None:
         for handle, fd in (self._files or {}).values():
             handle.close()
             os.close(fd)
-        self._files, self._offsets, self._index = {}, {}, None
+        self._files, self._blobs, self._index = {}, {}, None
         super().close()
 
     def meta(self, video_id: str) -> dict:
@@ -280,7 +280,7 @@ class Hdf5Reader(Reader):
     def _blob(self, video_id: str, kind: str) -> tuple:
         """(file descriptor, blob's file offset or None, offsets array, blob dataset), looked up once per process."""
         key = (video_id, kind)
-        found = self._offsets.get(key)
+        found = self._blobs.get(key)
         if found is None:
             import h5py
 
@@ -291,7 +291,7 @@ class Hdf5Reader(Reader):
             group = handle["videos"][video_id]
             blob = group[kind]
             base = blob.id.get_offset() if blob.chunks is None and blob.compression is None else None
-            found = self._offsets[key] = (fd, base, group[f"{kind}_offsets"][()].tolist(), blob)
+            found = self._blobs[key] = (fd, base, group[f"{kind}_offsets"][()].tolist(), blob)
         return found
 
     def _count(self, video_id: str, kind: str) -> int:

@@ -96,3 +96,17 @@ def test_reader_pickles_after_use_and_reads_in_worker_processes(workdir, readers
     assert _first_bytes(clone) == expected
     with ProcessPoolExecutor(2) as pool:
         assert list(pool.map(_first_bytes, [reader, reader])) == [expected, expected]
+
+
+def test_hdf5_blobs_written_chunked_by_other_tools_still_read_back(workdir, tmp_path):
+    import h5py
+
+    store = tmp_path / "chunked.hdf5"
+    pack_videos(workdir, store, "hdf5", [VIDEO])
+    with h5py.File(store / "shard-00001.h5", "r+") as shard:
+        group = shard["videos"][VIDEO]
+        data = group["rgb"][()]
+        del group["rgb"]
+        group.create_dataset("rgb", data=data, chunks=(4096,), compression="gzip")
+    expected = [(workdir / "frames" / VIDEO / frame_name("rgb", k)).read_bytes() for k in (5, 0)]
+    assert open_reader(store).frames(VIDEO, [5, 0], "rgb", decode=False) == expected

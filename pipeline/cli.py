@@ -42,6 +42,7 @@ def main():
 
 
 def _register() -> None:
+    from tsnpipe.cmd_flow import extract_flow
     from tsnpipe.cmd_frames import extract_frames
     from tsnpipe.cmd_pack import pack
     from tsnpipe.cmd_splits import build_splits
@@ -52,6 +53,7 @@ def _register() -> None:
 
     # commands
     main.add_command(extract_frames)
+    main.add_command(extract_flow)
     main.add_command(build_splits)
     main.add_command(pack)
     main.add_command(status)

@@ -1,0 +1,118 @@
+"""`tsnpipe extract-flow`: TV-L1 optical flow between consecutive frames of every extracted video."""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import click
+
+from tsnpipe.manifests.files import WorkdirLock
+from tsnpipe.manifests.table import Manifest, manifest_path
+from tsnpipe.options import check_dask, progress_option, scheduler_option, workdir_option
+from tsnpipe.runner import Item, Stage, run_stage
+from tsnpipe.stages.errors import TsnpipeError
+from tsnpipe.stages.flow import FlowParams, flow_video
+
+
+def flow_work(source: str, out_dir: Path, workdir: str, params: FlowParams, device: str, batch: int,
+              threads: int) -> dict:
+    """One video's flow, in whichever process the runner picked; `threads` is this process's share of cores."""
+    if params.backend == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+    else:
+        import cv2
+
+        cv2.setNumThreads(threads)
+    return flow_video(Path(workdir) / source, out_dir, params, device=device, batch=batch)
+
+
+def flow_items(workdir: Path) -> list[Item]:
+    """Every video whose frames are done, fingerprinted by how and when its frames were made."""
+    frames = Manifest(workdir, "frames").rows
+    if not frames:
+        raise TsnpipeError(
+            f"{manifest_path(workdir, 'frames')} has no videos; run `tsnpipe extract-frames VIDEO_DIR -w {workdir}` first.")
+    pick = ("frames", "params_hash", "started_at", "fingerprint")
+    return [Item(video_id=vid, source=row["output"],
+                 fingerprint={"size": row.get("frames"), "frames": {k: row.get(k) for k in pick}},
+                 weight=max(int(row.get("frames") or 0) - 1, 0))
+            for vid, row in sorted(frames.items()) if row.get("status") == "done"]
+
+
+def choose_backend(backend: str, device: str) -> tuple[str, str]:
+    """auto: the torch backend on a GPU when there is one (or when --device cuda), OpenCV otherwise."""
+    if backend != "auto" and (backend == "opencv" or device != "auto"):
+        return backend, device
+    import torch
+
+    gpu = torch.cuda.is_available()
+    if backend == "auto":
+        backend = "torch" if gpu or device == "cuda" else "opencv"
+    if device == "auto":
+        device = "cuda" if gpu else "cpu"
+    return backend, device
+
+
+def describe(params: FlowParams, device: str, batch: int) -> str:
+    where = f"torch on {device}, batch {batch}" if params.backend == "torch" else "opencv"
+    return (f"TV-L1 ({where}): tau {params.tau:g}, lambda {params.lambda_:g}, theta {params.theta:g}, "
+            f"{params.nscales} scales x {params.scale_step:g}, {params.warps} warps, epsilon {params.epsilon:g}, "
+            f"{params.inner_iterations}x{params.outer_iterations} iterations, median {params.median_filtering}; "
+            f"bound +-{params.bound:g} -> {params.image_format}"
+            + (f" q{params.jpeg_quality}" if params.image_format == "jpg" else ""))
+
+
+@click.command("extract-flow")
+@workdir_option
+@click.option("--backend", "flow_backend", type=click.Choice(["auto", "opencv", "torch"]), default="auto",
+              show_default=True, help="TV-L1 implementation: OpenCV's (CPU), or tsnpipe's batched torch one "
+              "(CUDA or CPU). auto: torch when a GPU is present, opencv otherwise.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Device of the torch backend.")
+@click.option("--batch", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Frame pairs computed at once by the torch backend; GPU memory grows with it.")
+@click.option("--bound", type=click.FloatRange(min=0, min_open=True), default=20.0, show_default=True,
+              help="Flow values are clipped to +-bound pixels, then mapped to 0..255 (128 is no motion).")
+@click.option("--format", "image_format", type=click.Choice(["jpg", "png"]), default="jpg", show_default=True,
+              help="Image format of flow_x_/flow_y_ files: JPEG quality 95 (the references'), or lossless PNG.")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
+              help="Videos in parallel. Default: one per core (opencv, torch on cpu); 1 on cuda.")
+@click.option("--executor", type=click.Choice(["loky", "threading", "dask"]), default="loky", show_default=True,
+              help="How videos are spread: local processes (loky), threads, or a Dask cluster (with --scheduler).")
+@scheduler_option
+@progress_option
+def extract_flow(workdir, flow_backend, device, batch, bound, image_format, jobs, executor, scheduler, progress):
+    """TV-L1 optical flow between consecutive frames of every video in W/frames, into W/flow/<video_id>/.
+
+    Pair i (from img_i to img_{i+1}) is written as flow_x_0000i.jpg and flow_y_0000i.jpg: each component
+    clipped to +-bound and mapped to round(255 * (v + bound) / (2 * bound)); N frames give N - 1 pairs.
+    Reruns only touch videos whose frames are new or were re-extracted, that failed before, or that were
+    computed with other options (backend, bound, format). Videos with missing or broken frames become failed
+    rows in W/manifests/flow.parquet and the run goes on; the exit code is 1 when any video failed.
+    """
+    check_dask(executor, scheduler)
+    workdir_path = Path(workdir)
+    backend, device = choose_backend(flow_backend, device)
+    params = FlowParams(backend=backend, bound=bound, image_format=image_format)
+    if jobs is None:
+        jobs = 1 if device == "cuda" and backend == "torch" else os.cpu_count() or 1
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    items = flow_items(workdir_path)
+    pairs = sum(item.weight for item in items)
+    click.echo(f"extract-flow: {len(items):,} videos ({pairs:,} frame pairs) in {workdir_path / 'frames'}; "
+               f"{describe(params, device, batch)}; {jobs} jobs ({executor})")
+    work = functools.partial(flow_work, workdir=str(workdir_path.resolve()), params=params, device=device,
+                             batch=batch, threads=threads)
+    stage = Stage(name="flow", verb="computed", params=params.hashed(), output_root="flow", work=work,
+                  inputs={"frames_manifest": str(manifest_path(workdir_path, "frames"))}, unit="pair",
+                  hash_content=False)
+    with WorkdirLock(workdir_path, "tsnpipe extract-flow"):
+        summary = run_stage(workdir_path, stage, items, jobs=jobs, backend=executor, scheduler=scheduler,
+                            progress=progress)
+    click.echo(summary.line())
+    if summary.failed:
+        raise SystemExit(1)

@@ -1,0 +1,120 @@
+"""`tsnpipe extract-flow` end to end on frames made by the real `tsnpipe extract-frames`."""
+
+from __future__ import annotations
+
+import shutil
+
+import cv2
+import pytest
+from click.testing import CliRunner
+
+from conftest import SAMPLES, run_tsnpipe
+from tsnpipe.cli import main
+from tsnpipe.manifests.table import Manifest
+
+EYE = "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01"
+WAVE = "wave/RATRACE_wave_f_nm_np1_fr_goo_37"
+
+
+@pytest.fixture(scope="module")
+def extracted(tmp_path_factory):
+    """A workdir with the frames of two real clips at 2 fps and 48x36 (TV-L1 at full settings stays quick)."""
+    root = tmp_path_factory.mktemp("flowcli")
+    videos = root / "videos"
+    for vid in (EYE, WAVE):
+        (videos / vid).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(SAMPLES / f"{vid}.avi", videos / f"{vid}.avi")
+    result = CliRunner().invoke(main, ["extract-frames", str(videos), "-w", str(root / "w"), "--fps", "2",
+                                       "--size", "48x36", "-j", "1", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    return root / "w"
+
+
+@pytest.fixture()
+def workdir(extracted, tmp_path):
+    """A private copy of the extracted workdir, so each test starts from frames only."""
+    return shutil.copytree(extracted, tmp_path / "w")
+
+
+def flow(workdir, *extra):
+    result = CliRunner().invoke(main, ["extract-flow", "-w", str(workdir), "--no-progress", "-j", "1", *extra])
+    return result, Manifest(workdir, "flow").rows
+
+
+def test_every_video_gets_one_flow_pair_per_consecutive_frames(workdir):
+    result, rows = flow(workdir)
+    assert result.exit_code == 0, result.output
+    assert "2 computed, 0 up to date, 0 failed" in result.output
+    frames = Manifest(workdir, "frames").rows
+    for vid in (EYE, WAVE):
+        pairs = frames[vid]["frames"] - 1
+        assert rows[vid]["status"] == "done" and rows[vid]["pairs"] == pairs
+        assert rows[vid]["output"] == f"flow/{vid}"
+        folder = workdir / "flow" / vid
+        assert len(list(folder.glob("flow_x_*.jpg"))) == len(list(folder.glob("flow_y_*.jpg"))) == pairs
+        assert (folder / f"flow_y_{pairs:05d}.jpg").exists() and not (folder / f"flow_x_{pairs + 1:05d}.jpg").exists()
+        assert cv2.imread(str(folder / "flow_x_00001.jpg"), cv2.IMREAD_UNCHANGED).shape == (36, 48)
+        assert 0.0 <= rows[vid]["clipped_fraction"] < 0.05
+
+
+def test_rerun_is_noop(workdir):
+    _, first = flow(workdir)
+    result, second = flow(workdir)
+    assert "0 computed, 2 up to date, 0 failed" in result.output
+    assert second == first
+
+
+@pytest.mark.parametrize("option", [["--bound", "10"], ["--format", "png"], ["--backend", "torch", "--device", "cpu"]])
+def test_param_change_reruns_every_video(workdir, option):
+    flow(workdir)
+    result, rows = flow(workdir, *option)
+    assert result.exit_code == 0, result.output
+    assert "2 computed, 0 up to date" in result.output
+    assert all(row["status"] == "done" for row in rows.values())
+
+
+def test_reextracted_frames_redo_only_that_video(workdir):
+    _, first = flow(workdir)
+    videos = workdir.parent / "videos"
+    (videos / "wave").mkdir(parents=True)
+    shutil.copy2(SAMPLES / "wave/TrumanShow_wave_f_nm_np1_fr_med_26.avi", videos / f"{WAVE}.avi")  # new content
+    CliRunner().invoke(main, ["extract-frames", str(videos), "-w", str(workdir), "--fps", "2",
+                              "--size", "48x36", "-j", "1", "--no-progress"])
+    result, rows = flow(workdir)
+    assert "1 computed, 1 up to date, 0 failed" in result.output
+    assert rows[EYE] == first[EYE] and rows[WAVE]["started_at"] >= first[WAVE]["started_at"]
+    assert rows[WAVE]["pairs"] == Manifest(workdir, "frames").rows[WAVE]["frames"] - 1
+
+
+def test_one_frame_video_is_a_done_row_with_zero_pairs(workdir):
+    folder = workdir / "frames" / EYE
+    for extra in sorted(folder.glob("img_*.jpg"))[1:]:
+        extra.unlink()
+    result, rows = flow(workdir)
+    assert result.exit_code == 0, result.output
+    assert rows[EYE]["status"] == "done" and rows[EYE]["pairs"] == 0
+    assert list((workdir / "flow" / EYE).iterdir()) == []
+
+
+def test_missing_frames_fail_the_video_and_name_them(workdir):
+    (workdir / "frames" / WAVE / "img_00003.jpg").unlink()
+    result, rows = flow(workdir)
+    assert result.exit_code == 1
+    assert "1 computed, 0 up to date, 1 failed" in result.output
+    assert rows[WAVE]["status"] == "failed" and "img_00003.jpg" in rows[WAVE]["error"]
+    assert rows[EYE]["status"] == "done"
+    assert not (workdir / "flow" / WAVE).exists()
+
+
+def test_without_frames_the_user_is_told_to_extract_them_first(tmp_path):
+    result = CliRunner().invoke(main, ["extract-flow", "-w", str(tmp_path / "empty"), "--no-progress"])
+    assert result.exit_code == 1
+    assert "tsnpipe extract-frames" in result.output and "Traceback" not in result.output
+
+
+def test_real_subprocess_in_two_processes(workdir):
+    done = run_tsnpipe("extract-flow", "-w", str(workdir), "-j", "2")
+    assert done.returncode == 0, done.stderr
+    assert "extract-flow: 2 videos" in done.stdout and "2 computed, 0 up to date, 0 failed" in done.stdout
+    assert "pair" in done.stderr  # the progress bar counts frame pairs
+    assert Manifest(workdir, "flow").rows[EYE]["pairs"] == Manifest(workdir, "frames").rows[EYE]["frames"] - 1

@@ -1,0 +1,73 @@
+"""The test protocol: snippets x crops per video, averaging rule, score file and its accuracies."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tsnpipe.stages.evaluate import score_split, video_scores
+from tsnpipe.stages.scores import read_scores
+from tsnpipe.stages.train.loop import fit
+from tsnpipe.stages.train.model import TSN
+from tsnpipe.stages.train.recipe import make_params
+from train_workdir import build_sample_workdir
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A one-epoch flow checkpoint trained on the sample clips, and the workdir."""
+    workdir = build_sample_workdir(tmp_path_factory.getbasetemp() / "train_samples")
+    params = make_params(
+        "flow", split_dir=str(workdir / "splits" / "samples" / "split1"), store=str(workdir), backbone="resnet18",
+        pretrained="none", segments=2, size=32, epochs=1, lr=0.01, batch=3, workers=0, channels_last=False,
+    )
+    run = tmp_path_factory.mktemp("flow_run")
+    fit(params, run, progress=False, log=lambda line: None)
+    return run / "last.pt", workdir
+
+
+def test_score_file_accuracies_match_a_direct_computation(trained, tmp_path):
+    checkpoint, workdir = trained
+    result = score_split(checkpoint, tmp_path / "flow.pkl", segments=5, crops=3, workers=0, progress=False)
+    content = read_scores(tmp_path / "flow.pkl")
+    scores, labels = content["scores"], content["labels"]
+    assert scores.shape == (7, 4)
+    assert content["video_ids"][0] == "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01"
+    assert list(labels) == [0, 1, 1, 2, 3, 3, 3]
+    assert content["aggregation"]["segments"] == 5 and content["aggregation"]["crops"] == 3
+    assert content["aggregation"]["average"] == "raw" and content["aggregation"]["modality"] == "flow"
+    predicted = scores.argmax(axis=1)
+    top1 = np.mean(predicted == labels)
+    recall = [np.mean(predicted[labels == c] == c) for c in range(4)]
+    assert result["top1"] == pytest.approx(top1)
+    assert result["mean_class"] == pytest.approx(np.mean(recall))
+    assert result["top5"] == 1.0  # 4 classes: every label is in the top 5
+    report = json.loads((tmp_path / "flow.json").read_text())
+    assert report["top1"] == pytest.approx(top1) and report["mean_class"] == pytest.approx(np.mean(recall))
+
+
+def test_ten_crops_and_one_crop_both_score_every_video(trained, tmp_path):
+    checkpoint, _ = trained
+    ten = score_split(checkpoint, tmp_path / "ten.pkl", segments=3, crops=10, workers=0, progress=False)
+    one = score_split(checkpoint, tmp_path / "one.pkl", segments=3, crops=1, workers=0, progress=False)
+    assert ten["videos"] == one["videos"] == 7
+    assert not np.allclose(read_scores(ten["scores"])["scores"], read_scores(one["scores"])["scores"])
+
+
+def test_video_score_is_the_mean_over_crops_then_snippets():
+    torch.manual_seed(0)
+    model = TSN(5, "rgb", "resnet18", partial_bn=False).eval()
+    views = torch.randn(2, 3, 4, 3, 32, 32)  # 2 videos, 3 crops, 4 snippets
+    with torch.no_grad():
+        each = model.snippet_scores(views.flatten(0, 2)).view(2, 3, 4, 5)
+    raw = video_scores(model, views, "raw")
+    assert torch.allclose(raw, each.mean(dim=1).mean(dim=1), atol=1e-5)
+    soft = video_scores(model, views, "softmax")
+    assert torch.allclose(soft, each.softmax(-1).mean(dim=(1, 2)), atol=1e-6)
+    assert torch.allclose(soft.sum(dim=1), torch.ones(2), atol=1e-5)
+
+
+def test_unknown_crop_count_is_refused(trained, tmp_path):
+    with pytest.raises(ValueError, match="crops must be 1, 3 or 10"):
+        score_split(trained[0], tmp_path / "x.pkl", crops=5)

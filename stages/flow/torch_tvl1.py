@@ -25,7 +25,8 @@ from tsnpipe.stages.flow.params import FlowParams
 MIN_LEVEL_SIZE = 16
 # Pixels whose squared gradient is below this carry no data term (OpenCV uses FLT_EPSILON).
 GRAD_EPSILON = 1.1920929e-07
-MEDIAN_CHUNK_PIXELS = 4_000_000
+# The median filter unfolds size*size copies of the flow: this many float values (128 MB) at a time.
+MEDIAN_CHUNK_VALUES = 32_000_000
 
 
 def pyramid_sizes(height: int, width: int, nscales: int, scale_step: float) -> list[tuple[int, int]]:
@@ -55,7 +56,7 @@ def median_filter(flow: torch.Tensor, size: int) -> torch.Tensor:
     b, c, h, w = flow.shape
     r = size // 2
     out = torch.empty_like(flow)
-    step = max(1, MEDIAN_CHUNK_PIXELS // (c * h * w * size * size // 4 + 1))
+    step = max(1, MEDIAN_CHUNK_VALUES // (c * h * w * size * size))
     for start in range(0, b, step):
         chunk = F.pad(flow[start : start + step], (r, r, r, r), mode="replicate")
         windows = chunk.unfold(2, size, 1).unfold(3, size, 1)  # (b, c, h, w, size, size)

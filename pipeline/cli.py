@@ -47,6 +47,7 @@ def _register() -> None:
     from tsnpipe.cmd_pack import pack
     from tsnpipe.cmd_splits import build_splits
     from tsnpipe.cmd_fuse import fuse, report
+    from tsnpipe.cmd_train import run_test, train
     from tsnpipe.demo import demo
     from tsnpipe.doctor import doctor
     from tsnpipe.status import status
@@ -61,6 +62,8 @@ def _register() -> None:
     main.add_command(demo)
     main.add_command(fuse)
     main.add_command(report)
+    main.add_command(train)
+    main.add_command(run_test)
 
 
 _register()

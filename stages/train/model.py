@@ -48,7 +48,22 @@ def input_channels(modality: str, length: int) -> int:
 
 def build_backbone(name: str, weights: str | Path | None) -> tuple[nn.Module, int]:
     """A torchvision classifier with its last linear layer replaced by Identity, and its feature width."""
-    imagenet = "DEFAULT" if weights == "imagenet" else None
+    try:
+        model, head_owner, head_key = torchvision_classifier(name, "DEFAULT" if weights == "imagenet" else None)
+    except (OSError, RuntimeError) as error:  # no network, a proxy, a damaged download cache
+        raise ModelError(
+            f"Cannot get torchvision's ImageNet weights for {name} ({error}); check the network or the torch hub "
+            "cache (~/.cache/torch/hub), or pass --pretrained PATH to a saved state dict or --pretrained none."
+        ) from error
+    if weights not in (None, "none", "imagenet"):
+        load_backbone_file(model, Path(weights))
+    feature_dim = getattr(head_owner, head_key).in_features
+    setattr(head_owner, head_key, nn.Identity())
+    return model, feature_dim
+
+
+def torchvision_classifier(name: str, imagenet: str | None) -> tuple[nn.Module, nn.Module, str]:
+    """The torchvision model, and where its last linear layer sits (owner module, attribute name)."""
     if name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"):
         model = getattr(torchvision.models, name)(weights=imagenet)
         head_owner, head_key = model, "fc"
@@ -60,11 +75,7 @@ def build_backbone(name: str, weights: str | Path | None) -> tuple[nn.Module, in
         head_owner, head_key = model.classifier, "3"
     else:
         raise ModelError(f"Unknown backbone {name!r}; use one of {', '.join(BACKBONES)}.")
-    if weights not in (None, "none", "imagenet"):
-        load_backbone_file(model, Path(weights))
-    feature_dim = getattr(head_owner, head_key).in_features
-    setattr(head_owner, head_key, nn.Identity())
-    return model, feature_dim
+    return model, head_owner, head_key
 
 
 def load_backbone_file(model: nn.Module, path: Path) -> None:

@@ -1,0 +1,182 @@
+"""`tsnpipe train` (a TSN for one modality) and `tsnpipe test` (score the test videos with a checkpoint).
+
+Both run one job, not per-video work, so they use neither manifests nor the runner: a training run's
+record is its checkpoint (params, data hashes, epoch) and metrics.csv. torch is imported inside the
+commands so that `tsnpipe --help` stays quick.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+from click.core import ParameterSource
+
+from tsnpipe.options import progress_option, workdir_option
+
+SOURCES = ("ucf101", "hmdb51", "folders")
+
+# CLI option name -> TrainParams field, for the options that set training params.
+PARAM_OPTIONS = {
+    "backbone": "backbone", "pretrained": "pretrained", "segments": "segments", "length": "length", "size": "size",
+    "epochs": "epochs", "lr": "lr", "lr_steps": "lr_steps", "batch": "batch", "wd": "weight_decay", "clip": "clip",
+    "dropout": "dropout", "partial_bn": "partial_bn", "amp": "amp", "channels_last": "channels_last",
+    "compile_model": "compile", "workers": "workers", "seed": "seed", "deterministic": "deterministic",
+}
+
+
+class StepsType(click.ParamType):
+    """`30,60`: the epochs after which the lr is multiplied by 0.1."""
+
+    name = "E1,E2,..."
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        text = str(value).strip()
+        if not re.fullmatch(r"\d+(\s*,\s*\d+)*", text):
+            self.fail(f"{value!r} is not a list of epochs: give them comma-separated, such as 30,60.", param, ctx)
+        return [int(part) for part in text.split(",")]
+
+
+def find_source(workdir: Path, source: str | None) -> str:
+    """The split source to use: the one given, else the only one under W/splits."""
+    if source:
+        return source
+    found = sorted(p.name for p in (workdir / "splits").glob("*") if p.is_dir()) if (workdir / "splits").is_dir() else []
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise click.ClickException(f"There are no split lists under {workdir / 'splits'}; run `tsnpipe build-splits` first.")
+    raise click.ClickException(f"{workdir / 'splits'} holds splits of {', '.join(found)}; choose one with --source.")
+
+
+def given_on_command_line(ctx: click.Context, name: str) -> bool:
+    return ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+
+
+def describe_params(params, given: set[str]) -> str:
+    """Every training param, the ones taken from defaults marked, so a run says what it used."""
+    parts = []
+    for key, value in params.as_dict().items():
+        if key in ("split_dir", "store"):
+            continue
+        text = ",".join(map(str, value)) if isinstance(value, list) else ("auto" if value is None else value)
+        parts.append(f"{key}={text}" + ("" if key in given else "*"))
+    return " ".join(parts)
+
+
+@click.command("train")
+@workdir_option
+@click.option("--modality", type=click.Choice(["rgb", "rgbdiff", "flow"]), required=True, help="What one snippet is: a frame, frame differences, or a stack of flow pairs.")
+@click.option("--split", "split_number", type=click.IntRange(1, 3), default=1, show_default=True, help="Which split of W/splits/<source>/.")
+@click.option("--source", type=click.Choice(SOURCES), default=None, help="Split source under W/splits (default: the only one there).")
+@click.option("--store", type=click.Path(exists=True, path_type=Path), default=None, help="A packed store (W/stores/frames.lmdb or .hdf5); default: the JPEG folders of W.")
+@click.option("--backbone", type=click.Choice(["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "vgg16", "mobilenet_v3_large"]), default="resnet50", show_default=True)
+@click.option("--pretrained", default="imagenet", show_default=True, help="imagenet (torchvision's weights), none, or the path of a backbone state dict.")
+@click.option("--segments", type=click.IntRange(min=1), default=3, show_default=True, help="K: segments per video, one snippet each.")
+@click.option("--length", type=click.IntRange(min=1), default=None, help="Snippet length: flow pairs (default 5) or frame differences (default 5); RGB uses 1.")
+@click.option("--size", type=click.IntRange(min=32), default=224, show_default=True, help="Crop size fed to the network.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Default per modality: rgb 80, rgbdiff 180, flow 340.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Base learning rate (default 0.001).")
+@click.option("--lr-steps", type=StepsType(), default=None, help="Epochs after which the lr drops x0.1 (rgb 30,60; rgbdiff 80,160; flow 190,300).")
+@click.option("--batch", type=click.IntRange(min=1), default=128, show_default=True, help="Videos per step (per GPU under torchrun).")
+@click.option("--wd", type=click.FloatRange(min=0), default=5e-4, show_default=True, help="Weight decay of conv and linear weights.")
+@click.option("--clip", type=click.FloatRange(min=0), default=None, help="Gradient L2-norm clip, 0 for none (rgb/flow 20, rgbdiff 40).")
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=None, help="Dropout before the classifier (rgb/rgbdiff 0.8, flow 0.7).")
+@click.option("--partial-bn/--no-partial-bn", default=None, help="Freeze every BN but the first (default: on with pretrained weights).")
+@click.option("--resume", is_flag=True, help="Continue W/runs/<run-name>/last.pt; options not given are taken from it.")
+@click.option("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when there is one).")
+@click.option("--amp/--no-amp", default=None, help="bf16 autocast (default: on for CUDA, off on the CPU).")
+@click.option("--channels-last/--no-channels-last", default=True, show_default=True)
+@click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model.")
+@click.option("--workers", type=click.IntRange(min=0), default=4, show_default=True, help="DataLoader worker processes.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--deterministic", is_flag=True, help="Deterministic algorithms (slower; exact reruns).")
+@click.option("--run-name", default=None, help="Folder under W/runs (default: <source>_split<N>_<modality>_<backbone>).")
+@progress_option
+@click.pass_context
+def train(ctx, workdir, modality, split_number, source, store, run_name, resume, device, progress, **options):
+    """Train a TSN for one modality on a split and write W/runs/<run-name>/.
+
+    Writes last.pt every epoch (atomically) and best.pt when the validation mean class accuracy improves,
+    metrics.csv, curves.png and TensorBoard logs. Options marked * in the printed settings are the
+    modality's recipe defaults.
+    """
+    from tsnpipe.stages.splits import split_dir as split_path
+    from tsnpipe.stages.train.checkpoint import load_checkpoint
+    from tsnpipe.stages.train.loop import fit
+    from tsnpipe.stages.train.recipe import make_params, params_from_dict
+
+    workdir = Path(workdir)
+    source = find_source(workdir, source)
+    given = {"modality"} | {PARAM_OPTIONS[name] for name in PARAM_OPTIONS if given_on_command_line(ctx, name)}
+    values = {PARAM_OPTIONS[name]: value for name, value in options.items()}
+    run_name = run_name or f"{source}_split{split_number}_{modality}_{values['backbone']}"
+    run_dir = workdir / "runs" / run_name
+    if resume:
+        before = params_from_dict(load_checkpoint(run_dir / "last.pt")["params"]).as_dict()
+        values = {key: (values[key] if key in given else before[key]) for key in values}
+        given |= set(values)
+    elif (run_dir / "last.pt").exists():
+        raise click.ClickException(f"{run_dir} already holds a checkpoint; pass --resume to continue it or choose another --run-name.")
+    if modality == "rgb":
+        values["length"] = 1
+    store = store or workdir
+    params = make_params(
+        modality, split_dir=str(split_path(workdir, source, split_number).resolve()), store=str(Path(store).resolve()), **values,
+    )
+    click.echo(f"train: {run_dir}; split {source} {split_number}; store {store}")
+    click.echo(f"train: {describe_params(params, given)} (* = default)")
+    result = fit(params, run_dir, resume=resume, device=device, progress=progress, log=click.echo)
+    best = result["best"]
+    click.echo(
+        f"train: best epoch {best.get('epoch')}: validation mean class {best['val_mean_class']:.4f}, "
+        f"top-1 {best.get('val_top1', float('nan')):.4f}; checkpoints {result['best_checkpoint']}, {result['last']}"
+    )
+
+
+@click.command("test")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="A .pt file written by `tsnpipe train` (best.pt or last.pt).")
+@workdir_option
+@click.option("--store", type=click.Path(exists=True, path_type=Path), default=None, help="A packed store; default: the JPEG folders of W.")
+@click.option("--source", type=click.Choice(SOURCES), default=None, help="Split source (default: the checkpoint's).")
+@click.option("--split", "split_number", type=click.IntRange(1, 3), default=None, help="Split number (default: the checkpoint's).")
+@click.option("--segments", type=click.IntRange(min=1), default=25, show_default=True, help="Snippets per video, at evenly spaced segment centres.")
+@click.option("--crops", type=click.Choice(["1", "3", "10"]), default="10", show_default=True, help="Views per snippet: centre; 3 along the long side; 4 corners + centre and their flips.")
+@click.option("--average", type=click.Choice(["raw", "softmax"]), default="raw", show_default=True, help="Average raw scores (the paper) or softmax probabilities.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Score file (default: W/scores/<run-name>.pkl); accuracies go to the same name with .json.")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Videos per forward pass.")
+@click.option("--workers", type=click.IntRange(min=0), default=4, show_default=True)
+@click.option("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when there is one).")
+@click.option("--amp/--no-amp", default=None, help="bf16 autocast (default: on for CUDA, off on the CPU).")
+@progress_option
+def run_test(checkpoint, workdir, store, source, split_number, segments, crops, average, out, batch, workers, device, amp, progress):
+    """Score every test video of the split with a checkpoint and write a score file for `tsnpipe fuse`.
+
+    Each video: SEGMENTS snippets x CROPS views at the stored frame size, class scores averaged over
+    crops then snippets; prints top-1, top-5 and mean class accuracy and writes them as JSON beside the
+    score file.
+    """
+    from tsnpipe.stages.evaluate import score_split
+    from tsnpipe.stages.splits import split_dir as split_path
+    from tsnpipe.stages.train.checkpoint import load_checkpoint
+    from tsnpipe.stages.train.recipe import params_from_dict
+
+    workdir = Path(workdir)
+    trained_on = Path(params_from_dict(load_checkpoint(checkpoint)["params"]).split_dir)
+    source = source or trained_on.parent.name
+    number = split_number or int(trained_on.name.removeprefix("split") or 1)
+    split_dir = split_path(workdir, source, number)
+    out = out or workdir / "scores" / f"{checkpoint.resolve().parent.name}.pkl"
+    click.echo(f"test: {checkpoint} on {split_dir}; {segments} snippets x {crops} crops, {average} scores averaged over crops then snippets")
+    result = score_split(
+        checkpoint, out, store=store or workdir, split_dir=split_dir, segments=segments, crops=int(crops), average=average,
+        device=device, batch=batch, workers=workers, amp=amp, progress=progress,
+    )
+    click.echo(
+        f"test: {result['videos']} videos: top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f}, "
+        f"mean class {result['mean_class']:.4f} ({result['videos_per_s']:.2f} videos/s)"
+    )
+    click.echo(f"test: scores {result['scores']}, accuracies {result['report']}")

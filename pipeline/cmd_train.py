@@ -106,7 +106,7 @@ def train(ctx, workdir, modality, split_number, source, store, run_name, resume,
     """
     from tsnpipe.stages.splits import split_dir as split_path
     from tsnpipe.stages.train.checkpoint import load_checkpoint
-    from tsnpipe.stages.train.loop import fit
+    from tsnpipe.stages.train.loop import fit, init_distributed
     from tsnpipe.stages.train.recipe import make_params, params_from_dict
 
     workdir = Path(workdir)
@@ -129,6 +129,7 @@ def train(ctx, workdir, modality, split_number, source, store, run_name, resume,
     )
     click.echo(f"train: {run_dir}; split {source} {split_number}; store {store}")
     click.echo(f"train: {describe_params(params, given)} (* = default)")
+    init_distributed()  # under torchrun: one process per GPU, each training on its share of the videos
     result = fit(params, run_dir, resume=resume, device=device, progress=progress, log=click.echo)
     best = result["best"]
     click.echo(

@@ -113,3 +113,15 @@ def test_resume_with_other_settings_is_refused(workdir, tmp_path):
 def test_resume_without_a_checkpoint_says_what_is_missing(workdir, tmp_path):
     with pytest.raises(TsnpipeError, match="There is no checkpoint"):
         fit(small_params(workdir), tmp_path / "empty", resume=True, progress=False)
+
+
+def test_training_inside_a_process_group_writes_a_plain_checkpoint_on_rank_zero(workdir, tmp_path):
+    store = torch.distributed.FileStore(str(tmp_path / "store"), 1)
+    torch.distributed.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        result = fit(small_params(workdir, epochs=1), tmp_path / "ddp", progress=False, log=lambda line: None)
+    finally:
+        torch.distributed.destroy_process_group()
+    state = load_checkpoint(result["last"])
+    assert not any(key.startswith("module.") for key in state["model"])  # loadable without DDP
+    assert len(result["rows"]) == 1

@@ -11,6 +11,7 @@ initialised by the caller) each rank trains on its share and rank 0 alone logs a
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from pathlib import Path
 
@@ -157,6 +158,8 @@ def fit(params: TrainParams, run_dir: str | Path, resume: bool = False, device: 
     run_dir = Path(run_dir)
     device = pick_device(device)
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if distributed and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
     main_rank = not distributed or torch.distributed.get_rank() == 0
     if params.deterministic:
         torch.use_deterministic_algorithms(True)
@@ -199,7 +202,8 @@ def fit(params: TrainParams, run_dir: str | Path, resume: bool = False, device: 
         start_epoch = int(checkpoint["epoch"]) + 1
         best = dict(checkpoint.get("best", best))
         rows = [row for row in rows if row["epoch"] < start_epoch]
-        log(f"resuming {last_path} after epoch {start_epoch - 1}")
+        if main_rank:
+            log(f"resuming {last_path} after epoch {start_epoch - 1}")
 
     trained = model
     if distributed:
@@ -272,6 +276,20 @@ def check_resumable(checkpoint: dict, params: TrainParams, hashes: dict, path: P
             f"{path} was trained on other split or store files than the ones given now; "
             "resume on the same data or start a new --run-name."
         )
+
+
+def init_distributed() -> bool:
+    """Join the process group torchrun describes (WORLD_SIZE > 1); False when not started by torchrun.
+
+    NCCL with one GPU per process (cuda:LOCAL_RANK) where there are GPUs, gloo on the CPU.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return True
 
 
 def pick_device(device: str | None) -> torch.device:

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from tsnpipe.stages.scores import accuracies, write_scores
 from tsnpipe.stages.train.checkpoint import load_checkpoint
-from tsnpipe.stages.train.data import SnippetDataset, counts_for, make_loader, read_split
+from tsnpipe.stages.train.data import SnippetDataset, make_loader, read_split, table_dataset
 from tsnpipe.stages.train.loop import autocast, autocast_dtype, build_model, pick_device
 from tsnpipe.stages.train.recipe import params_from_dict
 
@@ -76,10 +76,7 @@ def score_split(
     model = build_model(params, len(state["class_names"]), weights=None)
     model.load_state_dict(state["model"])
     model.to(torch_device)
-    dataset = SnippetDataset(
-        store, test_table["video_id"].tolist(), test_table["label"].tolist(), counts_for(test_table, params.modality),
-        params.modality, segments, params.length, params.size, mode="test", crops=crops,
-    )
+    dataset = table_dataset(store, test_table, params.modality, segments, params.length, params.size, "test", crops)
     scores, videos_per_s = score_videos(
         model, dataset, torch_device, average, batch, workers, autocast_dtype(torch_device, amp), progress,
     )

@@ -8,7 +8,7 @@ import torch
 
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.train.checkpoint import load_checkpoint
-from tsnpipe.stages.train.data import SnippetDataset, counts_for, read_split
+from tsnpipe.stages.train.data import read_split, table_dataset
 from tsnpipe.stages.train.loop import build_model, fit, optimizer_groups
 from tsnpipe.stages.train.recipe import make_params
 from train_workdir import build_sample_workdir
@@ -41,10 +41,7 @@ def small_params(workdir, modality="rgb", **overrides):
 )
 def test_dataset_reads_snippets_of_real_frames_and_flow(workdir, modality, length, channels, mode, shape):
     train, _, _ = read_split(workdir / "splits" / "samples" / "split1")
-    dataset = SnippetDataset(
-        workdir, train["video_id"].tolist(), train["label"].tolist(), counts_for(train, modality), modality,
-        segments=3, length=length, size=40, mode=mode, crops=10,
-    )
+    dataset = table_dataset(workdir, train, modality, segments=3, length=length, size=40, mode=mode, crops=10)
     shortest = int(train["frames"].idxmin())  # 17 frames: a 10-pair flow snippet runs past its end and clamps
     clips, label = dataset[shortest]
     assert clips.shape == shape and clips.dtype == torch.float32

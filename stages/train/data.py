@@ -123,6 +123,17 @@ class SnippetDataset(Dataset):
         return (views[0] if self.mode == "val" else views), self.labels[index]
 
 
+def table_dataset(
+    store: str | Path, table: pd.DataFrame, modality: str, segments: int, length: int, size: int, mode: str,
+    crops: int = 1,
+) -> SnippetDataset:
+    """A SnippetDataset over the videos of a split table (train.csv or test.csv)."""
+    return SnippetDataset(
+        store, table["video_id"].tolist(), table["label"].tolist(), counts_for(table, modality), modality,
+        segments, length, size, mode, crops,
+    )
+
+
 def make_loader(
     dataset: Dataset, batch: int, shuffle: bool, workers: int, drop_last: bool = False, shard: bool = True,
 ) -> DataLoader:

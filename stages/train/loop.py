@@ -25,7 +25,7 @@ from tsnpipe.stages.scores import per_class_accuracy
 from tsnpipe.stages.train.checkpoint import (
     CheckpointError, data_hashes, load_checkpoint, restore_rng, rng_state, save_checkpoint,
 )
-from tsnpipe.stages.train.data import SnippetDataset, counts_for, make_loader, read_split
+from tsnpipe.stages.train.data import make_loader, read_split, table_dataset
 from tsnpipe.stages.train.logs import plot_curves, read_metrics, write_metrics
 from tsnpipe.stages.train.model import TSN, first_layer_params
 from tsnpipe.stages.train.recipe import TrainParams, params_from_dict
@@ -166,15 +166,9 @@ def fit(params: TrainParams, run_dir: str | Path, resume: bool = False, device: 
     torch.manual_seed(params.seed)
 
     train_table, test_table, class_names = read_split(params.split_dir)
-    span = {"segments": params.segments, "length": params.length, "size": params.size}
-    train_set = SnippetDataset(
-        params.store, train_table["video_id"].tolist(), train_table["label"].tolist(), counts_for(train_table, params.modality),
-        params.modality, mode="train", **span,
-    )
-    val_set = SnippetDataset(
-        params.store, test_table["video_id"].tolist(), test_table["label"].tolist(), counts_for(test_table, params.modality),
-        params.modality, mode="val", **span,
-    )
+    shape = (params.modality, params.segments, params.length, params.size)
+    train_set = table_dataset(params.store, train_table, *shape, mode="train")
+    val_set = table_dataset(params.store, test_table, *shape, mode="val")
     train_loader = make_loader(train_set, params.batch, shuffle=True, workers=params.workers, drop_last=len(train_set) > params.batch)
     val_loader = make_loader(val_set, params.batch, shuffle=False, workers=params.workers, shard=False)
 

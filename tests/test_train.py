@@ -122,3 +122,22 @@ def test_training_inside_a_process_group_writes_a_plain_checkpoint_on_rank_zero(
     state = load_checkpoint(result["last"])
     assert not any(key.startswith("module.") for key in state["model"])  # loadable without DDP
     assert len(result["rows"]) == 1
+
+
+@pytest.mark.parametrize("format, name", [("lmdb", "frames.lmdb"), ("hdf5", "frames.hdf5")])
+def test_packed_store_read_by_loader_workers_gives_the_snippets_of_the_folders(workdir, tmp_path, format, name):
+    from tsnpipe.stages.pack import pack_videos
+    from tsnpipe.stages.train.data import make_loader
+
+    train, _, _ = read_split(workdir / "splits" / "samples" / "split1")
+    store = tmp_path / name
+    facts = pack_videos(workdir, store, format, train["video_id"].tolist())
+    assert {fact["status"] for fact in facts} == {"done"}
+    shape = dict(segments=3, length=5, size=40, mode="val")
+    from_folders = table_dataset(workdir, train, "flow", **shape)
+    from_store = table_dataset(store, train, "flow", **shape)
+    batches = list(make_loader(from_store, batch=4, shuffle=False, workers=2))
+    clips = torch.cat([clips for clips, _ in batches])
+    assert clips.shape == (7, 3, 10, 40, 40)
+    for index in range(7):
+        assert torch.equal(clips[index], from_folders[index][0])

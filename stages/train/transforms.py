@@ -81,8 +81,8 @@ def to_model_input(stack: torch.Tensor, modality: str, segments: int, length: in
     """Normalise a cropped float stack [T, C, S, S] and group it into K snippets [K, channels, S, S]."""
     size = stack.shape[-2:]
     if modality == "rgb":
-        mean = torch.tensor(RGB_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(RGB_STD).view(1, 3, 1, 1)
+        mean = torch.tensor(RGB_MEAN, device=stack.device).view(1, 3, 1, 1)
+        std = torch.tensor(RGB_STD, device=stack.device).view(1, 3, 1, 1)
         return ((stack / 255.0 - mean) / std).view(segments, 3, *size)
     if modality == "flow":
         return ((stack - 128.0) / 255.0 / GREY_STD).reshape(segments, 2 * length, *size)

@@ -50,6 +50,7 @@ def _register() -> None:
     from tsnpipe.cmd_train import run_test, train
     from tsnpipe.demo import demo
     from tsnpipe.doctor import doctor
+    from tsnpipe.run import run
     from tsnpipe.status import status
 
     # commands
@@ -60,6 +61,7 @@ def _register() -> None:
     main.add_command(status)
     main.add_command(doctor)
     main.add_command(demo)
+    main.add_command(run)
     main.add_command(fuse)
     main.add_command(report)
     main.add_command(train)

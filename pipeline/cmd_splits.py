@@ -28,12 +28,15 @@ UCF101_GROUP = r"_g(\d+)_"  # the stage's DEFAULT_GROUP_REGEX, spelled here so -
 @click.option("--group-regex", default=UCF101_GROUP, show_default=True,
               help="--folders: regex on the file name whose first group (or match) names a clip's group; "
                    "clips of one group stay on one side. Default: UCF101's _gNN_.")
+@click.option("--group-scope", type=click.Choice(["class", "all"]), default="class", show_default=True,
+              help="--folders: a group lives within one class (UCF101), or names one source across all classes "
+                   "(copies of a clip filed under several classes) and goes to one side everywhere.")
 @click.option("--class-list", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="--hmdb51: class order from this file (one name a line) instead of sorted names.")
 @click.option("--list-root", default=None,
               help="Prefix for the paths in the *_rgb.txt / *_flow.txt lists (e.g. the absolute workdir). "
                    "Default: paths relative to the workdir.")
-def build_splits(workdir, ucf101_dir, hmdb51_dir, folders, numbers, ratio, seed, group_regex, class_list, list_root):
+def build_splits(workdir, ucf101_dir, hmdb51_dir, folders, numbers, ratio, seed, group_regex, group_scope, class_list, list_root):
     """Write W/splits/<source>/split<N>/: train.csv, test.csv (video_id, label, class_name, frames, flow_pairs),
     classes.txt, the `<frame dir> <count> <label>` lists read by mmaction2 and tsn-pytorch (train_rgb.txt,
     test_rgb.txt, train_flow.txt, test_flow.txt, 0-based labels) and missing.txt: videos a split names
@@ -60,8 +63,8 @@ def build_splits(workdir, ucf101_dir, hmdb51_dir, folders, numbers, ratio, seed,
                 classes, entries = read_hmdb51(hmdb51_dir, number, class_list)
                 params = {"split_dir": str(hmdb51_dir), "class_list": str(class_list) if class_list else "sorted"}
             else:
-                classes, entries = folder_entries(frames["video_id"], number, ratio, seed, group_regex)
-                params = {"ratio": ratio, "seed": seed, "group_regex": group_regex}
+                classes, entries = folder_entries(frames["video_id"], number, ratio, seed, group_regex, group_scope)
+                params = {"ratio": ratio, "seed": seed, "group_regex": group_regex, "group_scope": group_scope}
             split = build_split(source, number, classes, entries, frames, flow if not flow.empty else None, params)
             out = write_split_files(split_dir(workdir, source, number), split_files(split, list_root))
             click.echo(f"{source} split {number}: {len(split.train):,} train, {len(split.test):,} test videos over "

@@ -13,12 +13,14 @@ from tsnpipe.manifests.table import Manifest, manifest_path
 from tsnpipe.options import check_dask, progress_option, scheduler_option, workdir_option
 from tsnpipe.runner import Item, Stage, run_stage
 from tsnpipe.stages.errors import TsnpipeError
-from tsnpipe.stages.flow import FlowParams, flow_video
+from tsnpipe.stages.flow import FlowParams
 
 
 def flow_work(source: str, out_dir: Path, workdir: str, params: FlowParams, device: str, batch: int,
               threads: int) -> dict:
     """One video's flow, in whichever process the runner picked; `threads` is this process's share of cores."""
+    from tsnpipe.stages.flow.driver import flow_video
+
     if params.backend == "torch":
         import torch
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from tsnpipe.stages.flow import FlowParams, flow_video
+from tsnpipe.stages.flow import FlowParams
+from tsnpipe.stages.flow.driver import flow_video
 from tsnpipe.stages.flow.opencv_tvl1 import create_tvl1, opencv_flow
 from tsnpipe.stages.flow.torch_tvl1 import tvl1_flow
 

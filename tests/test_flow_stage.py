@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from tsnpipe.stages.errors import TsnpipeError
-from tsnpipe.stages.flow import FlowParams, dequantize, flow_video, flow_videos, quantize
+from tsnpipe.stages.flow import FlowParams
+from tsnpipe.stages.flow.driver import flow_video, flow_videos
+from tsnpipe.stages.flow.images import dequantize, quantize
 
 SAMPLES = Path(__file__).resolve().parents[1] / "pipeline" / "samples" / "videos"
 CLIP = SAMPLES / "SoccerJuggling" / "v_SoccerJuggling_g23_c01.avi"

@@ -92,3 +92,11 @@ def test_pack_as_a_real_process_and_status_knows_it(workdir):
     assert len(open_reader(store).video_ids()) == 7
     status = run_tsnpipe("status", "-w", str(workdir))
     assert "pack-hdf5" in status.stdout and "7 up to date; needs work: nothing" in status.stdout.split("pack-hdf5")[1]
+
+
+def test_a_deleted_store_is_packed_again(workdir):
+    pack(workdir, "--format", "lmdb")
+    shutil.rmtree(workdir / "stores" / "frames.lmdb")
+    result = pack(workdir, "--format", "lmdb")
+    assert "7 packed, 0 up to date, 0 failed" in result.output
+    assert len(open_reader(workdir / "stores" / "frames.lmdb").video_ids()) == 7

@@ -119,7 +119,7 @@ def test_strong_motion_is_clipped_and_counted(tmp_path):
 
 def test_flow_videos_batches_across_videos_and_reports_each(tmp_path):
     good_a = write_frames(tmp_path / "frames" / "a", 3)
-    good_b = write_frames(tmp_path / "frames" / "b", 4, start=10)
+    good_b = write_frames(tmp_path / "frames" / "b", 4, size=(80, 60), start=10)  # another size: its own batches
     single = write_frames(tmp_path / "frames" / "c", 1)
     broken = write_frames(tmp_path / "frames" / "d", 3)
     (broken / "img_00001.jpg").unlink()
@@ -135,7 +135,7 @@ def test_flow_videos_batches_across_videos_and_reports_each(tmp_path):
     for k in (1, 2, 3):
         together = cv2.imread(str(tmp_path / "flow" / "b" / f"flow_y_{k:05d}.jpg"), cv2.IMREAD_GRAYSCALE)
         alone = cv2.imread(str(tmp_path / "alone" / f"flow_y_{k:05d}.jpg"), cv2.IMREAD_GRAYSCALE)
-        assert np.abs(together.astype(int) - alone).max() <= 1
+        assert together.shape == (60, 80) and np.abs(together.astype(int) - alone).max() <= 1
 
 
 @pytest.mark.parametrize(
@@ -145,6 +145,7 @@ def test_flow_videos_batches_across_videos_and_reports_each(tmp_path):
         (dict(image_format="webp"), "format"),
         (dict(bound=0), "bound"),
         (dict(median_filtering=7), "medianFiltering"),
+        (dict(jpeg_quality=101), "JPEG quality"),
     ],
 )
 def test_bad_params_are_explained(changes, fragment):

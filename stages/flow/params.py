@@ -48,6 +48,8 @@ class FlowParams:
             raise TsnpipeError(f"The flow bound must be positive (got {self.bound}); pass e.g. --bound 20.")
         if self.median_filtering not in (0, 1, 3, 5):
             raise TsnpipeError(f"medianFiltering must be 0, 1, 3 or 5 (got {self.median_filtering}), as in OpenCV.")
+        if not 0 <= self.jpeg_quality <= 100:
+            raise TsnpipeError(f"JPEG quality must be 0..100 (got {self.jpeg_quality}); 95 is the references' choice.")
         if not 0 < self.scale_step < 1 or self.nscales < 1 or self.warps < 1 or self.check_every < 1:
             raise TsnpipeError("TV-L1 needs 0 < scale_step < 1 and nscales, warps, check_every >= 1; fix the flow params.")
 

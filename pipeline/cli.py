@@ -45,6 +45,7 @@ def _register() -> None:
     from tsnpipe.cmd_flow import extract_flow
     from tsnpipe.cmd_frames import extract_frames
     from tsnpipe.cmd_pack import pack
+    from tsnpipe.cmd_predict import predict
     from tsnpipe.cmd_splits import build_splits
     from tsnpipe.cmd_fuse import fuse, report
     from tsnpipe.cmd_train import run_test, train
@@ -66,6 +67,7 @@ def _register() -> None:
     main.add_command(report)
     main.add_command(train)
     main.add_command(run_test)
+    main.add_command(predict)
 
 
 _register()

@@ -27,8 +27,9 @@ DEFAULT_SIZE = ("short", 256)
 def training_workdirs(checkpoint_params) -> list[Path]:
     """Where the checkpoint's training work folder may be: W of W/splits/<source>/split<N>, the store, or W/stores/."""
     candidates = []
-    if checkpoint_params.split_dir:
-        candidates.append(Path(checkpoint_params.split_dir).parents[2])
+    split_parents = Path(checkpoint_params.split_dir).parents if checkpoint_params.split_dir else []
+    if len(split_parents) > 2:
+        candidates.append(split_parents[2])
     if checkpoint_params.store:
         store = Path(checkpoint_params.store)
         candidates += [store, store.parent.parent]

@@ -26,9 +26,10 @@ like the commands it runs (`[extract-frames] fps = 10` is `tsnpipe extract-frame
     [fuse]
     weights = "1:1.5"
 
-Per-video stages skip what their manifests say is up to date. A modality whose run folder already holds
-a checkpoint is resumed (a finished one does no work; a changed split or recipe is refused by train), and
-its test is skipped when its score file is newer than the checkpoint. Delete `W/runs/<modality>` to retrain.
+Per-video stages skip what their manifests say is up to date. Each modality trains in
+`W/runs/<modality>-<hash of its options and of the split and store files>`: the same recipe on the same
+data resumes its run (a finished one does no work), new videos or another recipe start a new run beside
+the old one. A test is skipped when its score file is newer than the checkpoint.
 """
 
 from __future__ import annotations
@@ -81,44 +82,65 @@ def read_config(path: Path) -> dict:
     return config
 
 
-def plan_commands(config: dict, main: click.Group) -> list[tuple[str, list[str]]]:
-    """The commands the config asks for, in order, as (label, argv)."""
-    workdir = config["workdir"]
+def stage_commands(config: dict, main: click.Group) -> list[tuple[str, list[str]]]:
+    """The per-video stages the config asks for, in order, as (label, argv)."""
     steps = []
     for name in PER_VIDEO_STAGES:
         if name not in config and name != "extract-frames":
             continue
-        section = dict(config.get(name, {}))
         positional = [config["videos"]] if name == "extract-frames" else []
-        steps.append((name, [name, *positional, "--workdir", workdir, *option_args(main.commands[name], section)]))
-    store = None
-    if "pack" in config:
-        fmt = config["pack"].get("format", "lmdb")
-        store = config["pack"].get("store") or str(Path(workdir) / "stores" / f"frames.{fmt}")
+        steps.append((name, [name, *positional, "--workdir", config["workdir"],
+                             *option_args(main.commands[name], dict(config.get(name, {})))]))
+    return steps
+
+
+def store_path(config: dict) -> str | None:
+    if "pack" not in config:
+        return None
+    fmt = config["pack"].get("format", "lmdb")
+    return config["pack"].get("store") or str(Path(config["workdir"]) / "stores" / f"frames.{fmt}")
+
+
+def split_folder(config: dict) -> Path:
+    """W/splits/<source>/split<N> of the split training will use (the first one build-splits writes)."""
+    section = config.get("build-splits", {})
+    source = next((name for name in ("ucf101", "hmdb51", "folders") if section.get(name)), "folders")
+    number = section.get("split", 1)
+    number = number[0] if isinstance(number, list) else number
+    return Path(config["workdir"]) / "splits" / source / f"split{number}"
+
+
+def run_name(modality: str, options: list[str], split_dir: Path, store: str | None, workdir: str) -> str:
+    """`<modality>-<hash>`: the same recipe on the same data finds its run again (and resumes it); new data or
+    another recipe starts a new run beside the old one, which is kept."""
+    from tsnpipe.manifests.decide import params_hash
+    from tsnpipe.stages.train.checkpoint import data_hashes
+
+    return f"{modality}-{params_hash({'options': options, 'data': data_hashes(split_dir, Path(store or workdir))})[:8]}"
+
+
+def model_commands(config: dict, main: click.Group) -> list[tuple[str, list[str]]]:
+    """train and test per modality, then fuse; planned after the data stages ran, since run names hash the data."""
+    workdir, store = config["workdir"], store_path(config)
     train = dict(config.get("train", {}))
     modalities = train.pop("modalities", [])
     per_modality = {m: train.pop(m, {}) for m in ("rgb", "rgbdiff", "flow")}
-    scores = []
+    store_args = ["--store", store] if store else []
+    steps, scores = [], []
     for modality in modalities:
-        run_dir = Path(workdir) / "runs" / modality
-        args = ["train", "--workdir", workdir, "--modality", modality, "--run-name", modality,
-                *option_args(main.commands["train"], {**train, **per_modality[modality]})]
-        if store:
-            args += ["--store", store]
-        if (run_dir / "last.pt").exists():
-            args.append("--resume")
-        steps.append((f"train {modality}", args))
-        out = Path(workdir) / "scores" / f"{modality}.pkl"
-        checkpoint = run_dir / "best.pt"
-        test_args = ["test", "--checkpoint", str(checkpoint), "--workdir", workdir, "--out", str(out),
-                     *option_args(main.commands["test"], config.get("test", {}))]
-        if store:
-            test_args += ["--store", store]
-        steps.append((f"test {modality}", test_args))
+        options = option_args(main.commands["train"], {**train, **per_modality[modality]}) + store_args
+        name = run_name(modality, options, split_folder(config), store, workdir)
+        run_dir = Path(workdir) / "runs" / name
+        resume = ["--resume"] if (run_dir / "last.pt").exists() else []
+        steps.append((f"train {modality}", ["train", "--workdir", workdir, "--modality", modality, "--run-name", name,
+                                            *options, *resume]))
+        out = Path(workdir) / "scores" / f"{name}.pkl"
+        steps.append((f"test {modality}", ["test", "--checkpoint", str(run_dir / "best.pt"), "--workdir", workdir,
+                                           "--out", str(out), *option_args(main.commands["test"], config.get("test", {})),
+                                           *store_args]))
         scores.append(str(out))
     if len(scores) > 1:
-        fuse = dict(config.get("fuse", {}))
-        steps.append(("fuse", ["fuse", *scores, *option_args(main.commands["fuse"], fuse),
+        steps.append(("fuse", ["fuse", *scores, *option_args(main.commands["fuse"], dict(config.get("fuse", {}))),
                                "--out", str(Path(workdir) / "scores" / "fused.pkl")]))
     return steps
 
@@ -130,10 +152,9 @@ def scores_are_current(args: list[str]) -> bool:
     return checkpoint.exists() and out.exists() and out.stat().st_mtime > checkpoint.stat().st_mtime
 
 
-def run_chain(config: dict, main: click.Group) -> list[tuple[str, str]]:
-    """Run each planned command; a stage with failed videos lets the chain go on, a stage error stops it."""
-    outcomes = []
-    for label, args in plan_commands(config, main):
+def run_steps(steps: list[tuple[str, list[str]]], main: click.Group, outcomes: list) -> bool:
+    """Run each command; a stage with failed videos lets the chain go on, a stage error stops it (False)."""
+    for label, args in steps:
         if label.startswith("test") and scores_are_current(args):
             click.echo(f"== {label}: up to date ({args[args.index('--out') + 1]})")
             outcomes.append((label, "up to date"))
@@ -147,7 +168,14 @@ def run_chain(config: dict, main: click.Group) -> list[tuple[str, str]]:
         except click.ClickException as exc:
             click.echo(f"Error: {exc.format_message()}", err=True)
             outcomes.append((label, "error"))
-            break
+            return False
+    return True
+
+
+def run_chain(config: dict, main: click.Group) -> list[tuple[str, str]]:
+    outcomes: list[tuple[str, str]] = []
+    if run_steps(stage_commands(config, main), main, outcomes):
+        run_steps(model_commands(config, main), main, outcomes)
     return outcomes
 
 

@@ -34,9 +34,12 @@ def test_status_of_a_missing_workdir_is_one_line(tmp_path):
     assert result.exit_code == 1 and "not a tsnpipe workdir" in result.output
 
 
-def test_demo_runs_on_the_bundled_clips_and_a_second_run_does_no_work(tmp_path):
-    first = run_tsnpipe("demo", "-w", str(tmp_path / "demo"))
+def test_demo_runs_the_whole_chain_and_a_second_run_does_no_work(tmp_path):
+    first = run_tsnpipe("demo", "-w", str(tmp_path / "demo"), "--epochs", "1")
     assert first.returncode == 0, first.stderr
-    assert "7 extracted, 0 up to date, 0 failed" in first.stdout
-    second = run_tsnpipe("demo", "-w", str(tmp_path / "demo"))
-    assert "0 extracted, 7 up to date, 0 failed" in second.stdout
+    assert "21 extracted, 0 up to date, 0 failed" in first.stdout
+    assert "fused 1:1.5" in first.stdout and (tmp_path / "demo" / "scores" / "fused.pkl").exists()
+    second = run_tsnpipe("demo", "-w", str(tmp_path / "demo"), "--epochs", "1")
+    assert "0 extracted, 21 up to date, 0 failed" in second.stdout
+    assert "0 computed, 21 up to date, 0 failed" in second.stdout
+    assert "== test rgb: up to date" in second.stdout and "== test flow: up to date" in second.stdout

@@ -23,7 +23,7 @@ backend_option = click.option(
     help="joblib backend: local processes (loky), threads, or a Dask cluster (needs --scheduler).")
 scheduler_option = click.option(
     "--scheduler", metavar="ADDRESS", default=None,
-    help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (with --backend dask). Workers must see the same "
+    help="Dask scheduler address, e.g. tcp://10.0.0.5:8786, for the dask backend. Workers must see the same "
          "paths as this machine.")
 progress_option = click.option("--progress/--no-progress", default=True, show_default=True,
                                help="Show a progress bar with ETA on stderr.")

@@ -14,11 +14,16 @@ from tsnpipe.runner import Item, Stage, plan, run_info_path
 
 
 def stage_items(workdir: Path, name: str, inputs: dict, manifest: Manifest) -> list[Item]:
-    """The items the stage would look at now. Frames rescans its video folder; other stages list their rows."""
+    """The items the stage would look at now: frames rescans its video folder, flow reads the frames
+    manifest; other stages list their own rows."""
     if name == "frames" and inputs.get("video_dir") and Path(inputs["video_dir"]).is_dir():
         from tsnpipe.cmd_frames import video_items
 
         return video_items(Path(inputs["video_dir"]))
+    if name == "flow" and Manifest(workdir, "frames").rows:
+        from tsnpipe.cmd_flow import flow_items
+
+        return flow_items(workdir)
     return [Item(video_id=row["video_id"], source=row.get("source") or "",
                  fingerprint=json.loads(row.get("fingerprint") or "{}")) for row in manifest.rows.values()]
 

@@ -1,5 +1,6 @@
 """`tsnpipe run CONFIG.toml`: the whole chain on real clips, and a second run that does no work."""
 
+import json
 import shutil
 
 import click
@@ -102,6 +103,12 @@ def test_run_completes_and_a_second_run_does_no_work(tmp_path):
     assert "0 extracted, 9 up to date, 0 failed" in second.output
     assert "== test rgb: up to date" in second.output and "== test flow: up to date" in second.output
     assert "resuming" in second.output and "epoch 1/1" not in second.output
+    status = json.loads(CliRunner().invoke(main, ["status", "-w", str(tmp_path / "work"), "--json"]).output)
+    assert status["frames"]["up to date"] == status["flow"]["up to date"] == 9
+    shutil.rmtree(tmp_path / "work" / "frames" / "static" / "RATRACE_wave_f_nm_np1_fr_goo_37")
+    CliRunner().invoke(main, ["extract-frames", str(tmp_path / "videos"), "-w", str(tmp_path / "work"), "--size", "64"])
+    status = json.loads(CliRunner().invoke(main, ["status", "-w", str(tmp_path / "work"), "--json"]).output)
+    assert status["flow"]["input changed"] == 1  # re-extracted frames: its flow must be redone
     runs = sorted(p.name for p in (tmp_path / "work" / "runs").iterdir())
     assert len(runs) == 2
 

@@ -32,6 +32,15 @@ def flow_work(source: str, out_dir: Path, workdir: str, params: FlowParams, devi
     return flow_video(Path(workdir) / source, out_dir, params, device=device, batch=batch)
 
 
+def flow_batch_work(jobs: list[tuple[str, Path]], workdir: str, params: FlowParams, device: str, batch: int):
+    """Many videos through the torch backend at once: batches of pairs drawn across videos, decode and
+    encode on CPU threads while the device computes."""
+    from tsnpipe.stages.flow.driver import flow_videos
+
+    yield from flow_videos([(Path(workdir) / source, out_dir) for source, out_dir in jobs], params,
+                           device=device, batch=batch)
+
+
 def flow_items(workdir: Path) -> list[Item]:
     """Every video whose frames are done, fingerprinted by how and when its frames were made."""
     frames = Manifest(workdir, "frames").rows
@@ -111,7 +120,9 @@ def extract_flow(workdir, flow_backend, device, batch, bound, image_format, jobs
                              batch=batch, threads=threads)
     stage = Stage(name="flow", verb="computed", params=params.hashed(), output_root="flow", work=work,
                   inputs={"frames_manifest": str(manifest_path(workdir_path, "frames"))}, unit="pair",
-                  hash_content=False)
+                  hash_content=False,
+                  batch_work=functools.partial(flow_batch_work, workdir=str(workdir_path.resolve()), params=params,
+                                               device=device, batch=batch) if backend == "torch" else None)
     with WorkdirLock(workdir_path, "tsnpipe extract-flow"):
         summary = run_stage(workdir_path, stage, items, jobs=jobs, backend=executor, scheduler=scheduler,
                             progress=progress)

@@ -9,10 +9,11 @@ the manifest, one durable journal line per finished video.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from tsnpipe.manifests.decide import content_hash, needs_content_hash, needs_work, params_hash
 from tsnpipe.manifests.files import atomic_write_bytes, replace_dir, sweep_temps, temp_sibling
@@ -39,6 +40,8 @@ class Stage:
     inputs: dict = field(default_factory=dict)  # where the items came from, recorded for `tsnpipe status`
     unit: str = "video"
     hash_content: bool = True  # file inputs get a content hash, so a touched-but-same file is not redone
+    # optional: many videos in one call, yielding (index, facts or exception) as each finishes; used with 1 job
+    batch_work: Callable[[list[tuple[str, Path]]], Iterator[tuple[int, dict | Exception]]] | None = None
 
     @property
     def params_hash(self) -> str:
@@ -83,30 +86,52 @@ def plan(workdir: Path, stage: Stage, items: list[Item], manifest: Manifest) -> 
     return planned
 
 
-def run_item(work: Callable, item: Item, workdir: Path, output_root: str, phash: str, hash_content: bool) -> dict:
-    """Process one video into a temp folder, rename it into place, and return its row. Never raises."""
+def settle(item: Item, workdir: Path, output_root: str, phash: str, tmp: Path, started: float,
+           outcome: dict | Exception, fingerprint: dict) -> dict:
+    """Rename a finished temp folder into place and return the done row, or clear it and return the failed row."""
     final = workdir / output_root / item.video_id
-    tmp = temp_sibling(final)
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    started = time.time()
     row = {"video_id": item.video_id, "source": item.source, "params_hash": phash,
            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started))}
-    fingerprint = dict(item.fingerprint)
     try:
-        if hash_content:
-            fingerprint["hash"] = content_hash(Path(item.source))
-        facts = work(item.source, tmp)
+        if isinstance(outcome, Exception):
+            raise outcome
         replace_dir(tmp, final)
-        row.update(status="done", error=None, output=f"{output_root}/{item.video_id}", **facts)
+        row.update(status="done", error=None, output=f"{output_root}/{item.video_id}", **outcome)
     except Exception as exc:  # a failed video is a row, never a crashed run
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
         message = " ".join(str(exc).split()) or type(exc).__name__
         row.update(status="failed", error=message, output=None)
     row["fingerprint"] = json.dumps(fingerprint, sort_keys=True)
     row["seconds"] = round(time.time() - started, 3)
     return row
+
+
+def run_item(work: Callable, item: Item, workdir: Path, output_root: str, phash: str, hash_content: bool) -> dict:
+    """Process one video into a temp folder, rename it into place, and return its row. Never raises."""
+    tmp = temp_sibling(workdir / output_root / item.video_id)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    fingerprint = dict(item.fingerprint)
+    try:
+        if hash_content:
+            fingerprint["hash"] = content_hash(Path(item.source))
+        outcome = work(item.source, tmp)
+    except Exception as exc:
+        outcome = exc
+    return settle(item, workdir, output_root, phash, tmp, started, outcome, fingerprint)
+
+
+def _batched_rows(stage: Stage, todo: list[Item], workdir: Path):
+    """All videos through one `batch_work` call (e.g. a GPU drawing pairs from several videos at once)."""
+    started = time.time()
+    tmps = [temp_sibling(workdir / stage.output_root / item.video_id) for item in todo]
+    for tmp in tmps:
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+    for index, outcome in stage.batch_work([(item.source, tmp) for item, tmp in zip(todo, tmps)]):
+        item = todo[index]
+        yield settle(item, workdir, stage.output_root, stage.params_hash, tmps[index], started, outcome,
+                     dict(item.fingerprint))
+        started = time.time()
 
 
 def _parallel_rows(stage: Stage, todo: list[Item], workdir: Path, jobs: int, backend: str, scheduler: str | None):

@@ -118,3 +118,20 @@ def test_real_subprocess_in_two_processes(workdir):
     assert "extract-flow: 2 videos" in done.stdout and "2 computed, 0 up to date, 0 failed" in done.stdout
     assert "pair" in done.stderr  # the progress bar counts frame pairs
     assert Manifest(workdir, "flow").rows[EYE]["pairs"] == Manifest(workdir, "frames").rows[EYE]["frames"] - 1
+
+
+def test_torch_backend_batches_across_videos_like_one_video_at_a_time(workdir, tmp_path):
+    """With one job the torch backend draws pairs from several videos at once; the images match a run that
+    flows each video in its own process, and a broken video still fails alone."""
+    separate = shutil.copytree(workdir, tmp_path / "separate")
+    (workdir / "frames" / WAVE / "img_00002.jpg").unlink()
+    batched, rows = flow(workdir, "--backend", "torch", "--device", "cpu", "--batch", "8")
+    assert batched.exit_code == 1 and "1 computed, 0 up to date, 1 failed" in batched.output
+    assert rows[WAVE]["status"] == "failed" and "img_00002.jpg" in rows[WAVE]["error"]
+    result = CliRunner().invoke(main, ["extract-flow", "-w", str(separate), "--no-progress", "-j", "2",
+                                       "--backend", "torch", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    for path in sorted((separate / "flow" / EYE).glob("*.jpg")):
+        a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED).astype(int)
+        b = cv2.imread(str(workdir / "flow" / EYE / path.name), cv2.IMREAD_UNCHANGED).astype(int)
+        assert (abs(a - b) <= 1).mean() >= 0.99

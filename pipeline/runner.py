@@ -150,7 +150,7 @@ def _parallel_rows(stage: Stage, todo: list[Item], workdir: Path, jobs: int, bac
         for item in todo:  # in-process: simplest to debug and no pickling
             yield run_item(stage.work, item, workdir, stage.output_root, stage.params_hash, stage.hash_content)
         return
-    yield from Parallel(n_jobs=jobs, backend=backend, return_as="generator_unordered")(calls)
+    yield from Parallel(n_jobs=jobs, backend=backend, return_as="generator_unordered", batch_size=1)(calls)
 
 
 def run_stage(workdir: Path, stage: Stage, items: list[Item], jobs: int = 1, backend: str = "loky",

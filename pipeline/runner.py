@@ -62,7 +62,10 @@ class Summary:
         text = f"{self.done:,} {self.stage.verb}, {self.up_to_date:,} up to date, {len(self.failed):,} failed"
         if self.failed:
             text += f" (see {manifest_path(self.workdir, self.stage.name)})"
-        return text + f" in {self.seconds:.1f} s"
+        text += f" in {self.seconds:.1f} s"
+        if self.reasons:
+            text += "; why: " + ", ".join(f"{count:,} {reason}" for reason, count in self.reasons.items())
+        return text
 
 
 def run_info_path(workdir: Path, stage_name: str) -> Path:
@@ -144,7 +147,6 @@ def _parallel_rows(stage: Stage, todo: list[Item], workdir: Path, jobs: int, bac
 
         with Client(scheduler) as client, parallel_config(backend="dask"):
             yield from Parallel(n_jobs=jobs, return_as="generator_unordered")(calls)
-            client.close()
         return
     if jobs == 1:
         for item in todo:  # in-process: simplest to debug and no pickling

@@ -1,4 +1,4 @@
-"""What a run leaves beside its checkpoints: metrics.csv (one row per epoch) and curves.png."""
+"""What a run leaves beside its checkpoints: metrics.csv, one row per epoch (curves.png is drawn from it by `tsnpipe.stages.report.plot_curves`)."""
 
 from __future__ import annotations
 
@@ -28,32 +28,4 @@ def write_metrics(path: Path, rows: list[dict]) -> None:
         writer.writeheader()
         for row in rows:
             writer.writerow({key: row[key] for key in METRIC_COLUMNS})
-    os.replace(temp, path)
-
-
-def plot_curves(path: Path, rows: list[dict]) -> None:
-    """Loss and accuracy per epoch, train and validation, as a PNG (matplotlib's Agg backend, no display)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    epochs = [row["epoch"] for row in rows]
-    figure = Figure(figsize=(10, 4))
-    loss, accuracy = figure.subplots(1, 2)
-    loss.plot(epochs, [row["train_loss"] for row in rows], marker="o", label="train")
-    loss.plot(epochs, [row["val_loss"] for row in rows], marker="o", label="validation")
-    loss.set_xlabel("epoch")
-    loss.set_ylabel("cross-entropy loss")
-    loss.legend()
-    accuracy.plot(epochs, [row["train_top1"] for row in rows], marker="o", label="train top-1")
-    accuracy.plot(epochs, [row["val_top1"] for row in rows], marker="o", label="validation top-1")
-    accuracy.plot(epochs, [row["val_mean_class"] for row in rows], marker="o", label="validation mean class")
-    accuracy.set_xlabel("epoch")
-    accuracy.set_ylabel("accuracy")
-    accuracy.set_ylim(0, 1)
-    accuracy.legend()
-    figure.tight_layout()
-    temp = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(temp, dpi=80)
     os.replace(temp, path)

@@ -26,7 +26,8 @@ from tsnpipe.stages.train.checkpoint import (
     CheckpointError, data_hashes, load_checkpoint, restore_rng, rng_state, save_checkpoint,
 )
 from tsnpipe.stages.train.data import make_loader, read_split, table_dataset
-from tsnpipe.stages.train.logs import plot_curves, read_metrics, write_metrics
+from tsnpipe.stages.report import plot_curves
+from tsnpipe.stages.train.logs import read_metrics, write_metrics
 from tsnpipe.stages.train.model import TSN, first_layer_params
 from tsnpipe.stages.train.recipe import TrainParams, params_from_dict
 
@@ -234,7 +235,7 @@ def fit(params: TrainParams, run_dir: str | Path, resume: bool = False, device: 
                 writer.add_scalar(key, value, epoch)
         writer.flush()
         write_metrics(run_dir / "metrics.csv", rows)
-        plot_curves(run_dir / "curves.png", rows)
+        plot_curves(run_dir / "metrics.csv", run_dir / "curves.png")
         improved = val["mean_class"] > best["val_mean_class"]
         if improved:
             best = dict(row)

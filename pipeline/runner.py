@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -77,7 +77,8 @@ def output_present(workdir: Path, row: dict | None) -> bool:
 
 
 def plan(workdir: Path, stage: Stage, items: list[Item], manifest: Manifest) -> list[tuple[Item, str | None]]:
-    """Each item with the reason it needs work (None: up to date). Hashes content only where mtime moved."""
+    """Each item with the reason it needs work (None: up to date). Hashes content only where mtime moved, and
+    keeps that hash in the returned item so the worker does not read the file again."""
     planned = []
     for item in items:
         row = manifest.rows.get(item.video_id)
@@ -85,6 +86,7 @@ def plan(workdir: Path, stage: Stage, items: list[Item], manifest: Manifest) -> 
         old = json.loads(row["fingerprint"]) if row and row.get("fingerprint") else None
         if stage.hash_content and needs_content_hash(old, fingerprint):
             fingerprint = {**fingerprint, "hash": content_hash(Path(item.source))}
+            item = replace(item, fingerprint=fingerprint)
         planned.append((item, needs_work(row, fingerprint, stage.params_hash, output_present(workdir, row))))
     return planned
 
@@ -116,7 +118,7 @@ def run_item(work: Callable, item: Item, workdir: Path, output_root: str, phash:
     started = time.time()
     fingerprint = dict(item.fingerprint)
     try:
-        if hash_content:
+        if hash_content and "hash" not in fingerprint:
             fingerprint["hash"] = content_hash(Path(item.source))
         outcome = work(item.source, tmp)
     except Exception as exc:

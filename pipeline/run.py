@@ -172,11 +172,14 @@ def run_steps(steps: list[tuple[str, list[str]]], main: click.Group, outcomes: l
     return True
 
 
-def run_chain(config: dict, main: click.Group) -> list[tuple[str, str]]:
+def run_chain(config: dict, main: click.Group, name: str) -> None:
+    """Run the whole chain, print one line of outcomes, and exit 1 when a stage stopped it."""
     outcomes: list[tuple[str, str]] = []
     if run_steps(stage_commands(config, main), main, outcomes):
         run_steps(model_commands(config, main), main, outcomes)
-    return outcomes
+    click.echo(f"{name}: " + "; ".join(f"{label} {state}" for label, state in outcomes))
+    if any(state == "error" for _, state in outcomes):
+        raise SystemExit(1)
 
 
 @click.command("run")
@@ -188,7 +191,4 @@ def run(ctx, config_path):
     Every stage skips what is up to date, so a rerun after adding videos does only the new work and a rerun
     after a crash picks up where it stopped."""
     config = read_config(config_path)
-    outcomes = run_chain(config, ctx.find_root().command)
-    click.echo("run: " + "; ".join(f"{label} {state}" for label, state in outcomes))
-    if any(state == "error" for _, state in outcomes):
-        raise SystemExit(1)
+    run_chain(config, ctx.find_root().command, "run")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from pathlib import Path
 
 import click
@@ -14,6 +15,22 @@ from tsnpipe.options import check_dask, progress_option, scheduler_option, workd
 from tsnpipe.runner import Item, Stage, run_stage
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.flow import FlowParams
+
+
+class IterationsType(click.ParamType):
+    """`30x10` (inner x outer TV-L1 iterations a warp) or `300` (inner, with OpenCV's 10 outer)."""
+
+    name = "INNER[xOUTER]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        match = re.fullmatch(r"\s*(\d+)\s*(?:[x*]\s*(\d+))?\s*", str(value).lower())
+        if match and int(match[1]) >= 1 and int(match[2] or 10) >= 1:
+            return int(match[1]), int(match[2] or 10)
+        self.fail(f"{value!r} is not an iteration count: give inner x outer iterations such as 30x10 (the "
+                  "default), 300x1 (TSN's CUDA TV-L1 without median filtering rounds), or an inner count such as 60.",
+                  param, ctx)
 
 
 def flow_work(source: str, out_dir: Path, workdir: str, params: FlowParams, device: str, batch: int,
@@ -86,6 +103,9 @@ def describe(params: FlowParams, device: str, batch: int) -> str:
               help="Device of the torch backend.")
 @click.option("--batch", type=click.IntRange(min=1), default=32, show_default=True,
               help="Frame pairs computed at once by the torch backend; GPU memory grows with it.")
+@click.option("--iterations", type=IterationsType(), default="30x10", show_default=True,
+              help="TV-L1 iterations a warp, inner x outer (a median filter runs before each outer round), "
+              "as OpenCV's and dense_flow's defaults; a warp stops earlier once the flow settles (epsilon).")
 @click.option("--bound", type=click.FloatRange(min=0, min_open=True), default=20.0, show_default=True,
               help="Flow values are clipped to +-bound pixels, then mapped to 0..255 (128 is no motion).")
 @click.option("--format", "image_format", type=click.Choice(["jpg", "png"]), default="jpg", show_default=True,
@@ -96,19 +116,21 @@ def describe(params: FlowParams, device: str, batch: int) -> str:
               help="How videos are spread: local processes (loky), threads, or a Dask cluster (with --scheduler).")
 @scheduler_option
 @progress_option
-def extract_flow(workdir, flow_backend, device, batch, bound, image_format, jobs, executor, scheduler, progress):
+def extract_flow(workdir, flow_backend, device, batch, iterations, bound, image_format, jobs, executor, scheduler,
+                 progress):
     """TV-L1 optical flow between consecutive frames of every video in W/frames, into W/flow/<video_id>/.
 
     Pair i (from img_i to img_{i+1}) is written as flow_x_0000i.jpg and flow_y_0000i.jpg: each component
     clipped to +-bound and mapped to round(255 * (v + bound) / (2 * bound)); N frames give N - 1 pairs.
     Reruns only touch videos whose frames are new or were re-extracted, that failed before, or that were
-    computed with other options (backend, bound, format). Videos with missing or broken frames become failed
+    computed with other options (backend, iterations, bound, format). Videos with missing or broken frames become failed
     rows in W/manifests/flow.parquet and the run goes on; the exit code is 1 when any video failed.
     """
     check_dask(executor, scheduler)
     workdir_path = Path(workdir)
     backend, device = choose_backend(flow_backend, device)
-    params = FlowParams(backend=backend, bound=bound, image_format=image_format)
+    params = FlowParams(backend=backend, bound=bound, image_format=image_format, inner_iterations=iterations[0],
+                        outer_iterations=iterations[1])
     if jobs is None:
         jobs = 1 if device == "cuda" and backend == "torch" else os.cpu_count() or 1
     threads = max(1, (os.cpu_count() or 1) // jobs)

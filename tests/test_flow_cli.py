@@ -64,13 +64,36 @@ def test_rerun_is_noop(workdir):
     assert second == first
 
 
-@pytest.mark.parametrize("option", [["--bound", "10"], ["--format", "png"], ["--backend", "torch", "--device", "cpu"]])
+@pytest.mark.parametrize("option", [["--bound", "10"], ["--format", "png"], ["--backend", "torch", "--device", "cpu"],
+                                    ["--iterations", "60x10"]])
 def test_param_change_reruns_every_video(workdir, option):
     flow(workdir)
     result, rows = flow(workdir, *option)
     assert result.exit_code == 0, result.output
     assert "2 computed, 0 up to date" in result.output
     assert all(row["status"] == "done" for row in rows.values())
+
+
+@pytest.mark.parametrize("text, expected", [("30x10", (30, 10)), ("300x1", (300, 1)), ("60", (60, 10)),
+                                           (" 5 X 2 ", (5, 2)), ("7*3", (7, 3))])
+def test_iterations_option_reads_inner_and_outer(text, expected):
+    from tsnpipe.cmd_flow import IterationsType
+
+    assert IterationsType().convert(text, None, None) == expected
+
+
+@pytest.mark.parametrize("text", ["0x10", "30x0", "ten", "30x10x2", "-3"])
+def test_bad_iterations_are_explained(workdir, text):
+    result, _ = flow(workdir, "--iterations", text)
+    assert result.exit_code == 2 and "such as 30x10" in result.output and "Traceback" not in result.output
+
+
+def test_run_prints_the_iterations_it_used(workdir):
+    result, rows = flow(workdir, "--iterations", "12x2")
+    assert result.exit_code == 0, result.output
+    assert "12x2 iterations" in result.output
+    default, _ = flow(workdir)
+    assert "30x10 iterations" in default.output and "2 computed" in default.output
 
 
 def test_reextracted_frames_redo_only_that_video(workdir):

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 from tsnpipe.stages.errors import TsnpipeError
 
-STAGE_VERSION = 1  # bump when the flow images change for the same params
+STAGE_VERSION = 2  # bump when the flow images change for the same params (2: 30 x 10 iterations, the references')
 BACKENDS = ("opencv", "torch")
 IMAGE_FORMATS = ("jpg", "png")
 
@@ -15,27 +15,30 @@ IMAGE_FORMATS = ("jpg", "png")
 class FlowParams:
     """TV-L1 settings, quantization and image format; the runner hashes all of them.
 
-    Defaults are OpenCV's DualTVL1 with the references' 300 inner iterations (dense_flow, TSN)
-    and the TSN storage convention: clip each component to +-20, map to 0..255, JPEG.
+    Two references fix the TV-L1 values. dense_flow's CPU tool (the flow of most TSN reproductions)
+    calls OpenCV's DualTVL1 with its defaults: 30 inner x 10 outer iterations a warp, a 5x5 median
+    filter at the start of each outer iteration. TSN's own extraction used OpenCV's CUDA TV-L1:
+    300 iterations a warp, no median filter. 30 x 10 = 300, so both cap a warp at 300 iterations;
+    tsnpipe follows the CPU tool. The storage convention (clip to +-20, map to 0..255, JPEG) is TSN's.
     """
 
     backend: str = "opencv"
-    bound: float = 20.0
-    tau: float = 0.25
-    lambda_: float = 0.15
-    theta: float = 0.3
-    nscales: int = 5
-    warps: int = 5
-    epsilon: float = 0.01
-    inner_iterations: int = 300
-    outer_iterations: int = 10
-    scale_step: float = 0.8
-    gamma: float = 0.0
-    median_filtering: int = 5
-    # torch backend: how often (in iterations) the epsilon stopping rule is evaluated.
+    bound: float = 20.0  # TSN / dense_flow: each component clipped to +-20 px before mapping to 0..255
+    tau: float = 0.25  # OpenCV DualTVL1 default (the same in its CUDA TV-L1)
+    lambda_: float = 0.15  # OpenCV default
+    theta: float = 0.3  # OpenCV default
+    nscales: int = 5  # OpenCV default
+    warps: int = 5  # OpenCV default
+    epsilon: float = 0.01  # OpenCV default: stop once the mean squared flow update is below epsilon^2
+    inner_iterations: int = 30  # OpenCV / dense_flow CPU default (TSN's CUDA TV-L1: 300 in one run)
+    outer_iterations: int = 10  # OpenCV / dense_flow CPU default (TSN's CUDA TV-L1 has no outer loop)
+    scale_step: float = 0.8  # OpenCV default
+    gamma: float = 0.0  # OpenCV default: no illumination term
+    median_filtering: int = 5  # OpenCV / dense_flow CPU default (TSN's CUDA TV-L1: none)
+    # torch backend: how often (in iterations) the epsilon stopping rule is evaluated; not in OpenCV.
     check_every: int = 10
-    image_format: str = "jpg"
-    jpeg_quality: int = 95
+    image_format: str = "jpg"  # dense_flow and TSN store JPEG
+    jpeg_quality: int = 95  # OpenCV's imwrite default, which dense_flow writes with
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -50,6 +53,11 @@ class FlowParams:
             raise TsnpipeError(f"medianFiltering must be 0, 1, 3 or 5 (got {self.median_filtering}), as in OpenCV.")
         if not 0 <= self.jpeg_quality <= 100:
             raise TsnpipeError(f"JPEG quality must be 0..100 (got {self.jpeg_quality}); 95 is the references' choice.")
+        if self.inner_iterations < 1 or self.outer_iterations < 1:
+            raise TsnpipeError(
+                f"TV-L1 needs at least one inner and one outer iteration (got {self.inner_iterations}x"
+                f"{self.outer_iterations}); pass e.g. --iterations 30x10."
+            )
         if not 0 < self.scale_step < 1 or self.nscales < 1 or self.warps < 1 or self.check_every < 1:
             raise TsnpipeError("TV-L1 needs 0 < scale_step < 1 and nscales, warps, check_every >= 1; fix the flow params.")
 

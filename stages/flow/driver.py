@@ -140,9 +140,9 @@ def flow_videos(
 def _torch_flow_videos(jobs, params, device, batch, threads, prefetch, compile) -> Iterator:
     import torch
 
-    from tsnpipe.stages.flow.torch_tvl1 import compiled_iteration, tvl1_iteration
+    from tsnpipe.stages.flow.torch_tvl1 import compiled_iteration, iteration_for
 
-    step: Callable = compiled_iteration() if compile else tvl1_iteration
+    step: Callable = compiled_iteration() if compile else iteration_for(device)
     threads = threads or max(2, os.cpu_count() or 2)
     with ThreadPoolExecutor(threads) as pool, torch.inference_mode():
         waiting = iter(enumerate(jobs))

@@ -10,7 +10,9 @@ flow update summed over the image falls below epsilon^2 * area, with a 5x5 media
 at the start of each outer iteration. The flow is upsampled bilinearly and scaled by 1/scale_step.
 
 Tensors are (B, C, H, W) float32; images are grey levels 0..255. Pairs that meet the stopping rule
-leave the batch (checked every `check_every` iterations, the only host syncs in the loop).
+leave the batch (checked every `check_every` iterations, the only host syncs in the loop). The step is
+a parameter: `tvl1_iteration` below (eager torch, the CPU implementation and the reference) or the
+fused Triton kernels of triton_tvl1 on CUDA (`iteration_for` picks).
 """
 
 from __future__ import annotations
@@ -190,6 +192,15 @@ def tvl1_flow(
             u = F.interpolate(u, size=sizes[level - 1], mode="bilinear", align_corners=False)
             u.mul_(1.0 / params.scale_step)
     return u
+
+
+def iteration_for(device: torch.device | str) -> Callable:
+    """The step a device runs: the fused Triton kernels on CUDA, this module's eager reference elsewhere."""
+    if torch.device(device).type == "cuda":
+        from tsnpipe.stages.flow.triton_tvl1 import triton_iteration
+
+        return triton_iteration
+    return tvl1_iteration
 
 
 def compiled_iteration() -> Callable:

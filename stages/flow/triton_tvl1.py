@@ -1,0 +1,113 @@
+"""The TV-L1 primal-dual iteration as two Triton kernels, for the torch backend on CUDA.
+
+`tvl1_iteration` in torch_tvl1 is the reference and the CPU implementation; it runs about twenty small
+kernels a step, so on a GPU a step costs the launches, not the arithmetic. Here one step is two kernels
+over (pair, block of pixels):
+- primal: thresholding (TH) and u = v + theta * div(p), writing the new flow into a fresh buffer and,
+  on the steps that measure, each block's squared change, summed per pair afterwards in a fixed order
+  (no atomics: the stopping rule sees the same sums on every run);
+- dual: p = (p + taut * grad u) / (1 + taut * |grad u|) per flow component, in place.
+The arrays and their layout are those of `tvl1_iteration`; `g` is not needed (the gradient stays in
+registers). With TRITON_INTERPRET=1 set before Triton is imported, the kernels run on CPU tensors
+through Triton's interpreter: that is how the tests compare them with the reference without a GPU.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+BLOCK = 1024
+
+
+@triton.jit
+def _primal_kernel(u_ptr, p_ptr, wg_ptr, rho_ptr, ig_ptr, out_ptr, part_ptr, height, width, blocks,
+                   l_t, theta, MEASURE: tl.constexpr, BLOCK: tl.constexpr):
+    pair = tl.program_id(0).to(tl.int64)
+    block = tl.program_id(1)
+    area = height * width
+    offs = block * BLOCK + tl.arange(0, BLOCK)
+    inside = offs < area
+    x = offs % width
+    has_left = inside & (x > 0)
+    has_up = inside & (offs >= width)
+    flow = u_ptr + pair * 2 * area  # (2, H, W)
+    grad = wg_ptr + pair * 2 * area  # (2, H, W)
+    dual = p_ptr + pair * 4 * area  # (component 2, direction 2, H, W)
+    u0 = tl.load(flow + offs, mask=inside, other=0.0)
+    u1 = tl.load(flow + area + offs, mask=inside, other=0.0)
+    gx = tl.load(grad + offs, mask=inside, other=0.0)
+    gy = tl.load(grad + area + offs, mask=inside, other=0.0)
+    rho = tl.load(rho_ptr + pair * area + offs, mask=inside, other=0.0) + gx * u0 + gy * u1
+    coef = rho * tl.load(ig_ptr + pair * area + offs, mask=inside, other=0.0)
+    coef = tl.minimum(tl.maximum(coef, -l_t), l_t)
+    # Divergence of p per flow component: backward differences, zero outside the image.
+    p0x = dual + offs
+    p0y = dual + area + offs
+    p1x = dual + 2 * area + offs
+    p1y = dual + 3 * area + offs
+    div0 = (tl.load(p0x, mask=inside, other=0.0) - tl.load(p0x - 1, mask=has_left, other=0.0)
+            + tl.load(p0y, mask=inside, other=0.0) - tl.load(p0y - width, mask=has_up, other=0.0))
+    div1 = (tl.load(p1x, mask=inside, other=0.0) - tl.load(p1x - 1, mask=has_left, other=0.0)
+            + tl.load(p1y, mask=inside, other=0.0) - tl.load(p1y - width, mask=has_up, other=0.0))
+    new0 = u0 - coef * gx + theta * div0
+    new1 = u1 - coef * gy + theta * div1
+    out = out_ptr + pair * 2 * area
+    tl.store(out + offs, new0, mask=inside)
+    tl.store(out + area + offs, new1, mask=inside)
+    if MEASURE:
+        d0 = new0 - u0
+        d1 = new1 - u1
+        change = tl.where(inside, d0 * d0 + d1 * d1, 0.0)
+        tl.store(part_ptr + pair * blocks + block, tl.sum(change, axis=0))
+
+
+@triton.jit
+def _dual_kernel(u_ptr, p_ptr, height, width, taut, BLOCK: tl.constexpr):
+    pair = tl.program_id(0).to(tl.int64)
+    block = tl.program_id(1)
+    area = height * width
+    offs = block * BLOCK + tl.arange(0, BLOCK)
+    inside = offs < area
+    x = offs % width
+    has_right = inside & (x < width - 1)
+    has_down = inside & (offs < area - width)
+    flow = u_ptr + pair * 2 * area
+    dual = p_ptr + pair * 4 * area
+    for component in tl.static_range(2):
+        here = flow + component * area + offs
+        u = tl.load(here, mask=inside, other=0.0)
+        # Forward differences; zero in the last column (x) and the last row (y), as in the reference.
+        dx = tl.where(has_right, tl.load(here + 1, mask=has_right, other=0.0) - u, 0.0)
+        dy = tl.where(has_down, tl.load(here + width, mask=has_down, other=0.0) - u, 0.0)
+        norm = 1.0 + taut * tl.sqrt(dx * dx + dy * dy)
+        px = dual + 2 * component * area + offs
+        py = px + area
+        tl.store(px, (tl.load(px, mask=inside, other=0.0) + taut * dx) / norm, mask=inside)
+        tl.store(py, (tl.load(py, mask=inside, other=0.0) + taut * dy) / norm, mask=inside)
+
+
+def triton_iteration(
+    u: torch.Tensor,
+    p: torch.Tensor,
+    g: torch.Tensor,
+    warped_grad: torch.Tensor,
+    rho_c: torch.Tensor,
+    inv_grad: torch.Tensor,
+    l_t: float,
+    theta: float,
+    taut: float,
+    measure: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Drop-in for torch_tvl1.tvl1_iteration (same arguments and results; `g` is unused)."""
+    batch, _, height, width = u.shape
+    blocks = triton.cdiv(height * width, BLOCK)
+    u = u.contiguous()
+    out = torch.empty_like(u)
+    partial = torch.empty(batch, blocks, device=u.device, dtype=torch.float32) if measure else out
+    grid = (batch, blocks)
+    _primal_kernel[grid](u, p, warped_grad, rho_c, inv_grad, out, partial, height, width, blocks,
+                         float(l_t), float(theta), MEASURE=measure, BLOCK=BLOCK)
+    _dual_kernel[grid](out, p, height, width, float(taut), BLOCK=BLOCK)
+    return out, partial.sum(dim=1) if measure else None

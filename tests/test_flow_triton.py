@@ -1,0 +1,46 @@
+"""The fused Triton TV-L1 step equals the eager torch reference: through Triton's interpreter on the CPU
+(in a subprocess, since TRITON_INTERPRET must be set before Triton is imported), and compiled on CUDA."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+HERE = Path(__file__).resolve().parent
+
+
+def check(result: dict) -> None:
+    steps, flow = result["steps"], result["flow"]
+    assert steps["flow"] < 1e-5 and steps["dual"] < 1e-5, steps
+    assert steps["change_rel"] < 1e-4 and steps["skipped_change_is_none"], steps
+    assert flow["flow_mean_abs_px"] > 0.05, "the crop shows no motion, the comparison would prove nothing"
+    assert flow["flow_max_px"] < 1e-3, flow
+
+
+def test_triton_step_matches_eager_reference_in_the_interpreter():
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run([sys.executable, str(HERE / "triton_compare.py"), "cpu"], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    check(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_triton_step_matches_eager_reference_on_cuda():
+    sys.path.insert(0, str(HERE))
+    from triton_compare import compare_flow, compare_steps
+
+    check({"steps": compare_steps("cuda"), "flow": compare_flow("cuda")})
+
+
+def test_cuda_runs_the_fused_step_and_the_cpu_the_reference():
+    from tsnpipe.stages.flow.torch_tvl1 import iteration_for, tvl1_iteration
+
+    assert iteration_for("cpu") is tvl1_iteration
+    assert iteration_for("cuda").__name__ == "triton_iteration"

@@ -8,16 +8,11 @@ values that the bound clipped.
 from __future__ import annotations
 
 import os
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
-
-import numpy as np
+from typing import Callable, Iterable, Iterator, Sequence
 
 from tsnpipe.stages.errors import TsnpipeError
-from tsnpipe.stages.flow.images import list_frames, read_grey, read_video_grey, write_flow_pair
+from tsnpipe.stages.flow.images import list_frames, read_grey, write_flow_pair
 from tsnpipe.stages.flow.params import FlowParams
 
 Job = tuple[str | os.PathLike, str | os.PathLike]
@@ -67,42 +62,28 @@ def flow_video(
     return facts(len(paths) - 1, clipped, *previous.shape)
 
 
-def resolve_device(device: str):
-    """'auto' is CUDA when torch sees a GPU, else the CPU; asking for an absent GPU is an error."""
+def resolve_devices(device: str, devices: Sequence[int] | None = None) -> list:
+    """The torch devices to run on: 'cuda' is every visible GPU (or those `devices` names), 'cuda:1' one,
+    'auto' every GPU when torch sees one, else the CPU; asking for an absent GPU is an error."""
     import torch
 
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
+        device = "cuda" if count else "cpu"
+    if device == "cpu":
+        if devices:
+            raise TsnpipeError("--devices picks GPUs; use it with --device cuda or auto, not --device cpu.")
+        return [torch.device("cpu")]
+    if not count:
         raise TsnpipeError(f"--device {device} was asked for but torch sees no CUDA GPU; use --device cpu or auto.")
-    return torch.device(device)
-
-
-@dataclass
-class _Video:
-    """A video in flight: its decoded frames until all its pairs are computed, then its writes."""
-
-    index: int
-    out_dir: Path
-    frames: np.ndarray | None
-    pairs: int
-    computed: int = 0
-    writes: list[Future] = field(default_factory=list)
-
-
-def _load(frames_dir, out_dir) -> tuple[np.ndarray, Path]:
-    frames = read_video_grey(list_frames(frames_dir))
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    return frames, out
-
-
-def _finish(video: _Video, height: int, width: int) -> tuple[int, dict | Exception]:
-    try:
-        clipped = sum(future.result() for future in video.writes)
-    except Exception as exc:  # a failed write fails this video only; the runner records it
-        return video.index, exc
-    return video.index, facts(video.pairs, clipped, height, width)
+    if device != "cuda":
+        return [torch.device(device)]
+    wanted = list(devices) if devices else list(range(count))
+    absent = [index for index in wanted if not 0 <= index < count]
+    if absent:
+        raise TsnpipeError(f"--devices names GPU {absent[0]} but torch sees {count} GPU(s), numbered 0 to "
+                           f"{count - 1}; check CUDA_VISIBLE_DEVICES and pick from those.")
+    return [torch.device("cuda", index) for index in wanted]
 
 
 def flow_videos(
@@ -111,16 +92,18 @@ def flow_videos(
     device: str = "auto",
     batch: int = 32,
     *,
+    devices: Sequence[int] | None = None,
     threads: int | None = None,
-    prefetch: int = 4,
+    prefetch: int | None = None,
     compile: bool = False,
 ) -> Iterator[tuple[int, dict | Exception]]:
     """Flow many videos, yielding (job index, facts or the exception that failed it) as each finishes.
 
-    With the torch backend, pairs are drawn across videos into batches of `batch` pairs of equal
-    size; CPU threads decode the next videos and quantize/encode finished flow while the device
-    computes. `compile` runs the inner iteration through torch.compile. With the opencv backend,
-    the videos are done one after another (the runner gives each process its own videos).
+    With the torch backend, every device (`resolve_devices`) solves pairs drawn across videos with
+    `batch` slots that are refilled as pairs finish (streaming.py, refill.py); CPU threads decode the
+    frames in chunks and quantize/encode the flow while the devices compute. `prefetch` is how many
+    chunks are decoded ahead; `compile` runs the inner iteration through torch.compile. With the
+    opencv backend, the videos are done one after another (the runner gives each process its own videos).
     """
     jobs = list(jobs)
     if params.backend == "opencv":
@@ -134,84 +117,13 @@ def flow_videos(
         raise TsnpipeError("The torch TV-L1 backend does not implement gamma != 0; use --backend opencv for it.")
     if batch < 1:
         raise TsnpipeError(f"--batch must be at least 1 (got {batch}).")
-    yield from _torch_flow_videos(jobs, params, resolve_device(device), batch, threads, prefetch, compile)
+    yield from _torch_flow_videos(jobs, params, resolve_devices(device, devices), batch, threads, prefetch, compile)
 
 
-def _torch_flow_videos(jobs, params, device, batch, threads, prefetch, compile) -> Iterator:
-    import torch
-
+def _torch_flow_videos(jobs, params, devices, batch, threads, prefetch, compile) -> Iterator:
+    from tsnpipe.stages.flow.streaming import stream_flow_videos
     from tsnpipe.stages.flow.torch_tvl1 import compiled_iteration, iteration_for
 
-    step: Callable = compiled_iteration() if compile else iteration_for(device)
-    threads = threads or max(2, os.cpu_count() or 2)
-    with ThreadPoolExecutor(threads) as pool, torch.inference_mode():
-        waiting = iter(enumerate(jobs))
-        loads: deque = deque()
-
-        def load_next() -> None:
-            nxt = next(waiting, None)
-            if nxt is not None:
-                loads.append((nxt[0], pool.submit(_load, *nxt[1])))
-
-        for _ in range(max(1, prefetch)):
-            load_next()
-        queues: dict[tuple[int, int], list[tuple[_Video, int]]] = {}
-        writing: list[tuple[_Video, int, int]] = []
-        while loads:
-            index, future = loads.popleft()
-            load_next()
-            try:
-                frames, out = future.result()
-            except Exception as exc:  # missing or broken frames fail this video only
-                yield index, exc
-                continue
-            if len(frames) < 2:
-                yield index, facts(0, 0, 0, 0)
-                continue
-            video = _Video(index, out, frames, len(frames) - 1)
-            queue = queues.setdefault(frames.shape[1:], [])
-            queue.extend((video, k) for k in range(video.pairs))
-            while len(queue) >= batch:
-                chunk = queue[:batch]
-                del queue[:batch]
-                writing += _run_batch(chunk, params, device, step, pool)
-                writing = yield from _yield_written(writing, wait=False)
-        for queue in queues.values():
-            if queue:
-                writing += _run_batch(queue, params, device, step, pool)
-        yield from _yield_written(writing, wait=True)
-
-
-def _run_batch(chunk, params, device, step, pool) -> list[tuple[_Video, int, int]]:
-    """Compute one batch on the device, hand its images to the encoder threads; returns videos now complete."""
-    import torch
-
-    from tsnpipe.stages.flow.torch_tvl1 import tvl1_flow
-
-    first = torch.from_numpy(np.stack([video.frames[k] for video, k in chunk])).unsqueeze(1)
-    second = torch.from_numpy(np.stack([video.frames[k + 1] for video, k in chunk])).unsqueeze(1)
-    if device.type == "cuda":
-        first, second = first.pin_memory(), second.pin_memory()
-    first = first.to(device, non_blocking=True).float()
-    second = second.to(device, non_blocking=True).float()
-    flow = tvl1_flow(first, second, params, step).permute(0, 2, 3, 1).cpu().numpy()
-    complete = []
-    for (video, k), pair_flow in zip(chunk, flow):
-        video.writes.append(pool.submit(write_flow_pair, video.out_dir, k, pair_flow, params))
-        video.computed += 1
-        if video.computed == video.pairs:
-            height, width = video.frames.shape[1:]
-            video.frames = None
-            complete.append((video, height, width))
-    return complete
-
-
-def _yield_written(writing, wait: bool):
-    """Yield the complete videos whose images are all written (all of them when `wait`); return the rest."""
-    still = []
-    for video, height, width in writing:
-        if wait or all(future.done() for future in video.writes):
-            yield _finish(video, height, width)
-        else:
-            still.append((video, height, width))
-    return still
+    step: Callable = compiled_iteration() if compile else iteration_for(devices[0])
+    yield from stream_flow_videos(jobs, params, devices, batch, step, threads=threads or max(2, os.cpu_count() or 2),
+                                  lookahead=prefetch)

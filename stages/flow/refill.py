@@ -1,0 +1,227 @@
+"""Continuous batching for the torch TV-L1: a batch whose free slots are refilled with new pairs.
+
+`tvl1_flow` runs a batch level by level and warp by warp, and every warp waits for its slowest pair:
+on a GPU most of its steps then run a handful of pairs (the tail). Here each pair is a small state
+machine over (level, warp, outer, inner iteration), and each pyramid level size has a pool of slots.
+A round runs one pool's slots for up to `check_every` steps; then the pairs whose warp met the
+stopping rule or the iteration cap leave their slot and start their next warp, or go on to the next
+finer level, or come out as flow; the pool is topped up from the pairs waiting at that level. New
+pairs are drawn from the source while fewer than `in_flight` are being solved, so the slots stay full
+until the source runs dry. A pair goes through exactly the steps `tvl1_flow` gives it alone (same
+warps, median filters and stopping checks), so its flow is the same; only its kernel companions change.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tsnpipe.stages.flow.params import FlowParams
+from tsnpipe.stages.flow.torch_tvl1 import (GRAD_EPSILON, centred_gradient, median_filter, pixel_grid,
+                                            pyramid_sizes, tvl1_iteration, warp_bicubic)
+
+Pair = tuple[Any, np.ndarray, np.ndarray]  # (key, first, second): H x W uint8 grey frames
+
+
+@dataclass
+class _Flowing:
+    """One pair in flight: its pyramid (finest first) and where it is in it."""
+
+    key: Any
+    images: list[torch.Tensor]  # per level (4, h, w): i0, then i1 and its x and y gradients
+    level: int
+    warp: int = 0
+
+
+@dataclass
+class _Entry:
+    """A pair waiting for a slot: the flow and duals it starts its next warp from."""
+
+    pair: _Flowing
+    u: torch.Tensor  # (2, h, w)
+    p: torch.Tensor  # (2, 2, h, w)
+
+
+@dataclass
+class _Pool:
+    """The slots of one level size: batched state of the active pairs, and the queue for the level."""
+
+    size: tuple[int, int]
+    base: torch.Tensor
+    waiting: deque = field(default_factory=deque)
+    pairs: list[_Flowing] = field(default_factory=list)
+    inner: list[int] = field(default_factory=list)  # iterations done in the current outer round
+    outer: list[int] = field(default_factory=list)
+    state: dict[str, torch.Tensor] = field(default_factory=dict)  # u, p, warped_grad, rho_c, inv_grad
+
+    def load(self) -> int:
+        return len(self.pairs) + len(self.waiting)
+
+
+@dataclass
+class RefillStats:
+    """What the solver did: primal-dual steps launched and the pair-steps they computed."""
+
+    steps: int = 0
+    pair_steps: int = 0
+    rounds: int = 0
+    pairs: int = 0
+
+    @property
+    def mean_active(self) -> float:
+        return self.pair_steps / self.steps if self.steps else 0.0
+
+
+class RefillSolver:
+    """TV-L1 for a stream of pairs on one device with `batch` slots per level size."""
+
+    def __init__(self, params: FlowParams, device: torch.device, batch: int, step: Callable = tvl1_iteration,
+                 in_flight: int | None = None):
+        self.params = params
+        self.device = torch.device(device)
+        self.batch = batch
+        self.step = step
+        self.in_flight = in_flight or 4 * batch
+        self.pools: dict[tuple[int, int], _Pool] = {}
+        self.flowing = 0
+        self.stats = RefillStats()
+
+    def solve(self, source: Iterator[Pair]) -> Iterator[list[tuple[Any, torch.Tensor]]]:
+        """For every pair of `source`, (key, flow (2, H, W) on the device), in lists of the pairs that finish
+        together (one round), in the order they finish."""
+        source = iter(source)
+        exhausted = False
+        while True:
+            if not exhausted and self.flowing < self.in_flight:
+                exhausted = not self._admit(source, self.in_flight - self.flowing)
+            pool = max(self.pools.values(), key=lambda pl: (pl.load(), pl.size[0] * pl.size[1]), default=None)
+            if pool is None or pool.load() == 0:
+                if exhausted:
+                    return
+                continue
+            finished = self._round(pool)
+            if finished:
+                yield finished
+
+    def _pool(self, size: tuple[int, int]) -> _Pool:
+        if size not in self.pools:
+            self.pools[size] = _Pool(size, pixel_grid(*size, self.device))
+        return self.pools[size]
+
+    def _admit(self, source: Iterator[Pair], room: int) -> bool:
+        """Draw up to `room` pairs, build their pyramids, queue them at their coarsest level; False when dry."""
+        drawn: dict[tuple[int, int], list[Pair]] = {}
+        for _ in range(room):
+            pair = next(source, None)
+            if pair is None:
+                break
+            drawn.setdefault(pair[1].shape, []).append(pair)
+        for (height, width), pairs in drawn.items():
+            sizes = pyramid_sizes(height, width, self.params.nscales, self.params.scale_step)
+            frames = np.stack([np.stack((first, second)) for _, first, second in pairs])
+            level = torch.from_numpy(frames).to(self.device, non_blocking=True).float()
+            per_level = []
+            for index, size in enumerate(sizes):
+                if index:
+                    level = F.interpolate(level, size=size, mode="bilinear", align_corners=False)
+                i1x, i1y = centred_gradient(level[:, 1:])
+                per_level.append(torch.cat((level, i1x, i1y), dim=1))
+            coarsest = self._pool(sizes[-1])
+            for n, (key, _, _) in enumerate(pairs):
+                flowing = _Flowing(key, [images[n] for images in per_level], len(sizes) - 1)
+                zeros = torch.zeros(2, *sizes[-1], device=self.device)
+                coarsest.waiting.append(_Entry(flowing, zeros, torch.zeros(2, 2, *sizes[-1], device=self.device)))
+                self.flowing += 1
+        return len(drawn) > 0 and sum(map(len, drawn.values())) == room
+
+    def _start_warps(self, pool: _Pool, entries: list[_Entry]) -> None:
+        """Warp the second image by each entry's flow, linearise, median-filter: the start of a warp."""
+        u = torch.stack([entry.u for entry in entries])
+        images = torch.stack([entry.pair.images[entry.pair.level] for entry in entries])
+        warped = warp_bicubic(images[:, 1:], u, pool.base)
+        warped_grad = warped[:, 1:].contiguous()
+        rho_c = warped[:, :1] - (warped_grad * u).sum(dim=1, keepdim=True) - images[:, :1]
+        inv_grad = warped_grad.square().sum(dim=1, keepdim=True).clamp_(min=GRAD_EPSILON).reciprocal_()
+        new = {"u": median_filter(u, self.params.median_filtering), "p": torch.stack([entry.p for entry in entries]),
+               "warped_grad": warped_grad, "rho_c": rho_c, "inv_grad": inv_grad}
+        for name, tensor in new.items():
+            pool.state[name] = torch.cat((pool.state[name], tensor)) if pool.pairs else tensor
+        pool.pairs += [entry.pair for entry in entries]
+        pool.inner += [0] * len(entries)
+        pool.outer += [0] * len(entries)
+
+    def _round(self, pool: _Pool) -> list[tuple[Any, torch.Tensor]]:
+        params = self.params
+        free = self.batch - len(pool.pairs)
+        if free > 0 and pool.waiting:
+            self._start_warps(pool, [pool.waiting.popleft() for _ in range(min(free, len(pool.waiting)))])
+        inner_cap, every = params.inner_iterations, params.check_every
+        # Run until the first slot reaches a stopping check: every `check_every` steps and at an outer round's end.
+        length = min(min(every - k % every, inner_cap - k) for k in pool.inner)
+        state = pool.state
+        g = torch.zeros_like(state["p"])
+        l_t, taut = params.lambda_ * params.theta, params.tau / params.theta
+        u = state["u"]
+        for n in range(length):
+            u, change = self.step(u, state["p"], g, state["warped_grad"], state["rho_c"], state["inv_grad"],
+                                  l_t, params.theta, taut, n == length - 1)
+        state["u"] = u
+        self.stats.steps += length
+        self.stats.pair_steps += length * len(pool.pairs)
+        self.stats.rounds += 1
+        settled = (change <= params.epsilon**2 * pool.size[0] * pool.size[1]).tolist()
+        leaving, median = [], []
+        for slot in range(len(pool.pairs)):
+            k = pool.inner[slot] = pool.inner[slot] + length
+            checked = k % every == 0 or k == inner_cap
+            if (checked and settled[slot]) or (k == inner_cap and pool.outer[slot] == params.outer_iterations - 1):
+                leaving.append(slot)
+            elif k == inner_cap:
+                pool.inner[slot], pool.outer[slot] = 0, pool.outer[slot] + 1
+                median.append(slot)
+        if median and params.median_filtering > 1:
+            index = torch.tensor(median, device=self.device)
+            state["u"] = state["u"].index_copy(0, index, median_filter(state["u"][index], params.median_filtering))
+        return self._retire(pool, leaving) if leaving else []
+
+    def _retire(self, pool: _Pool, leaving: list[int]) -> list[tuple[Any, torch.Tensor]]:
+        """Pairs whose warp ended: next warp (front of this pool's queue), next level, or finished flow."""
+        state = pool.state
+        index = torch.tensor(leaving, device=self.device)
+        u, p = state["u"][index], state["p"][index]
+        upward: list[tuple[_Flowing, torch.Tensor]] = []
+        finished = []
+        for n, slot in enumerate(leaving):
+            pair = pool.pairs[slot]
+            pair.warp += 1
+            if pair.warp < self.params.warps:
+                pool.waiting.appendleft(_Entry(pair, u[n], p[n]))
+            elif pair.level == 0:
+                self.flowing -= 1
+                self.stats.pairs += 1
+                finished.append((pair.key, u[n]))
+            else:
+                upward.append((pair, u[n]))
+        for pair, flow in upward:
+            pair.level -= 1
+            pair.warp = 0
+            size = tuple(pair.images[pair.level].shape[-2:])
+            finer = F.interpolate(flow[None], size=size, mode="bilinear", align_corners=False)[0]
+            finer.mul_(1.0 / self.params.scale_step)
+            self._pool(size).waiting.append(_Entry(pair, finer, torch.zeros(2, 2, *size, device=self.device)))
+        gone = set(leaving)
+        keep = [slot for slot in range(len(pool.pairs)) if slot not in gone]
+        if keep:
+            kept = torch.tensor(keep, device=self.device)
+            pool.state = {name: tensor[kept] for name, tensor in state.items()}
+        else:
+            pool.state = {}
+        pool.pairs = [pool.pairs[slot] for slot in keep]
+        pool.inner = [pool.inner[slot] for slot in keep]
+        pool.outer = [pool.outer[slot] for slot in keep]
+        return finished

@@ -1,0 +1,96 @@
+"""The refilled batch: each pair's flow is exactly what tvl1_flow gives it alone, slots stay full, and
+videos stream through in bounded chunks."""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from tsnpipe.stages.flow import FlowParams
+from tsnpipe.stages.flow.refill import RefillSolver
+from tsnpipe.stages.flow.streaming import stream_flow_videos
+from tsnpipe.stages.flow.torch_tvl1 import tvl1_flow, tvl1_iteration
+
+CLIP = Path(__file__).resolve().parents[1] / "pipeline" / "samples" / "videos" / "SoccerJuggling" / "v_SoccerJuggling_g23_c01.avi"
+# Several warps, outer rounds and stopping checks that do not divide the inner count: every path of the slots.
+SMALL = dict(backend="torch", warps=2, inner_iterations=7, outer_iterations=2, check_every=3)
+
+
+def grey_frames(count: int, size: tuple[int, int]) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(CLIP))
+    frames = []
+    for _ in range(count):
+        ok, frame = capture.read()
+        assert ok, "the sample clip is shorter than the test expects"
+        frames.append(cv2.cvtColor(cv2.resize(frame, size, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY))
+    return frames
+
+
+def alone(first: np.ndarray, second: np.ndarray, params: FlowParams) -> torch.Tensor:
+    as_batch = lambda image: torch.from_numpy(image)[None, None].float()  # noqa: E731
+    return tvl1_flow(as_batch(first), as_batch(second), params, tvl1_iteration)[0]
+
+
+@pytest.mark.parametrize("median", [5, 0])
+def test_refilled_batch_gives_each_pair_its_flow_alone(median):
+    big, small = grey_frames(7, (48, 36)), grey_frames(4, (40, 30))
+    pairs = [(("big", k), big[k], big[k + 1]) for k in range(6)] + [(("small", k), small[k], small[k + 1]) for k in range(3)]
+    params = FlowParams(median_filtering=median, **SMALL)
+    solver = RefillSolver(params, torch.device("cpu"), batch=3)
+    with torch.inference_mode():
+        flows = dict(item for finished in solver.solve(iter(pairs)) for item in finished)
+        assert sorted(flows, key=str) == sorted((key for key, _, _ in pairs), key=str)
+        for key, first, second in pairs:
+            reference = alone(first, second, params)
+            assert reference.abs().mean() > 0.01, "no motion: the comparison would prove nothing"
+            assert torch.equal(flows[key], reference), key
+    assert solver.stats.pairs == len(pairs)
+    assert solver.stats.mean_active > 2.0  # 3 slots, refilled: mostly full
+
+
+def test_slots_stay_full_where_a_fixed_batch_runs_its_tail():
+    """The steps a batch of 12 needs with refilled slots of 4, against three fixed batches of 4."""
+    frames = grey_frames(13, (48, 36))
+    pairs = [(k, frames[k], frames[k + 1]) for k in range(12)]
+    params = FlowParams(**SMALL)
+    solver = RefillSolver(params, torch.device("cpu"), batch=4)
+    with torch.inference_mode():
+        for _ in solver.solve(iter(pairs)):
+            pass
+    assert solver.stats.mean_active > 3.0
+    assert solver.stats.steps * solver.stats.mean_active == solver.stats.pair_steps
+
+
+def write_video(folder: Path, frames: list[np.ndarray]) -> Path:
+    folder.mkdir(parents=True)
+    for k, frame in enumerate(frames):
+        cv2.imwrite(str(folder / f"img_{k + 1:05d}.jpg"), frame)
+    return folder
+
+
+def peak_memory(tmp_path: Path, name: str, frames: list[np.ndarray]) -> int:
+    folder = write_video(tmp_path / "frames" / name, frames)
+    params = FlowParams(nscales=1, warps=1, inner_iterations=1, outer_iterations=1, backend="torch")
+    tracemalloc.start()
+    try:
+        [(_, facts)] = list(stream_flow_videos([(folder, tmp_path / "flow" / name)], params, [torch.device("cpu")],
+                                               batch=2, step=tvl1_iteration, threads=2, chunk=4, lookahead=2,
+                                               in_flight=4))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert facts["pairs"] == len(frames) - 1
+    assert len(list((tmp_path / "flow" / name).glob("flow_x_*.jpg"))) == len(frames) - 1
+    return peak
+
+
+def test_memory_does_not_grow_with_video_length(tmp_path):
+    frames = grey_frames(20, (320, 240))
+    short = peak_memory(tmp_path, "short", frames)
+    long = peak_memory(tmp_path, "long", frames * 5)  # 100 frames: 7.7 MB of grey frames in one piece
+    assert long < short + 2_000_000, f"peak {long / 1e6:.1f} MB for 100 frames, {short / 1e6:.1f} MB for 20"

@@ -33,8 +33,23 @@ class IterationsType(click.ParamType):
                   param, ctx)
 
 
+class DevicesType(click.ParamType):
+    """`0,2`: the CUDA device numbers (as torch sees them) that the torch backend runs on."""
+
+    name = "GPUS"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        parts = [part.strip() for part in str(value).split(",")]
+        if parts and all(part.isdigit() for part in parts) and len(set(parts)) == len(parts):
+            return tuple(int(part) for part in parts)
+        self.fail(f"{value!r} is not a list of GPUs: give distinct device numbers separated by commas, such as 0,2.",
+                  param, ctx)
+
+
 def flow_work(source: str, out_dir: Path, workdir: str, params: FlowParams, device: str, batch: int,
-              threads: int) -> dict:
+              threads: int, devices: tuple[int, ...] | None = None) -> dict:
     """One video's flow, in whichever process the runner picked; `threads` is this process's share of cores."""
     from tsnpipe.stages.flow.driver import flow_video
 
@@ -46,16 +61,17 @@ def flow_work(source: str, out_dir: Path, workdir: str, params: FlowParams, devi
         import cv2
 
         cv2.setNumThreads(threads)
-    return flow_video(Path(workdir) / source, out_dir, params, device=device, batch=batch)
+    return flow_video(Path(workdir) / source, out_dir, params, device=device, batch=batch, devices=devices)
 
 
-def flow_batch_work(jobs: list[tuple[str, Path]], workdir: str, params: FlowParams, device: str, batch: int):
-    """Many videos through the torch backend at once: batches of pairs drawn across videos, decode and
-    encode on CPU threads while the device computes."""
+def flow_batch_work(jobs: list[tuple[str, Path]], workdir: str, params: FlowParams, device: str, batch: int,
+                    devices: tuple[int, ...] | None = None):
+    """Many videos through the torch backend at once: pairs drawn across videos into every device's
+    refilled batch, decode and encode on CPU threads while the devices compute."""
     from tsnpipe.stages.flow.driver import flow_videos
 
     yield from flow_videos([(Path(workdir) / source, out_dir) for source, out_dir in jobs], params,
-                           device=device, batch=batch)
+                           device=device, batch=batch, devices=devices)
 
 
 def flow_items(workdir: Path) -> list[Item]:
@@ -71,9 +87,10 @@ def flow_items(workdir: Path) -> list[Item]:
             for vid, row in sorted(frames.items()) if row.get("status") == "done"]
 
 
-def choose_backend(backend: str, device: str) -> tuple[str, str]:
-    """auto: the torch backend on a GPU when there is one (or when --device cuda), OpenCV otherwise."""
-    if backend != "auto" and (backend == "opencv" or device != "auto"):
+def choose_backend(backend: str, device: str, executor: str = "loky") -> tuple[str, str]:
+    """auto: the torch backend on a GPU when there is one (or when --device cuda), OpenCV otherwise. On a Dask
+    cluster the torch backend's `auto` device is left for each worker to resolve on its own machine."""
+    if backend != "auto" and (backend == "opencv" or device != "auto" or executor == "dask"):
         return backend, device
     import torch
 
@@ -85,8 +102,9 @@ def choose_backend(backend: str, device: str) -> tuple[str, str]:
     return backend, device
 
 
-def describe(params: FlowParams, device: str, batch: int) -> str:
-    where = f"torch on {device}, batch {batch}" if params.backend == "torch" else "opencv"
+def describe(params: FlowParams, device: str, batch: int, devices: tuple[int, ...] | None = None) -> str:
+    on = f"{device} {','.join(map(str, devices))}" if devices else device
+    where = f"torch on {on}, batch {batch}" if params.backend == "torch" else "opencv"
     return (f"TV-L1 ({where}): tau {params.tau:g}, lambda {params.lambda_:g}, theta {params.theta:g}, "
             f"{params.nscales} scales x {params.scale_step:g}, {params.warps} warps, epsilon {params.epsilon:g}, "
             f"{params.inner_iterations}x{params.outer_iterations} iterations, median {params.median_filtering}; "
@@ -100,9 +118,12 @@ def describe(params: FlowParams, device: str, batch: int) -> str:
               show_default=True, help="TV-L1 implementation: OpenCV's (CPU), or tsnpipe's batched torch one "
               "(CUDA or CPU). auto: torch when a GPU is present, opencv otherwise.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="Device of the torch backend.")
+              help="Device of the torch backend; cuda is every visible GPU, one solver each, videos spread over them.")
+@click.option("--devices", type=DevicesType(), default=None,
+              help="Only these GPUs, e.g. 0,2 (numbers as torch sees them under CUDA_VISIBLE_DEVICES).")
 @click.option("--batch", type=click.IntRange(min=1), default=32, show_default=True,
-              help="Frame pairs computed at once by the torch backend; GPU memory grows with it.")
+              help="Frame pairs computed at once by the torch backend on each device (slots refilled as pairs "
+              "finish); GPU memory grows with it.")
 @click.option("--iterations", type=IterationsType(), default="30x10", show_default=True,
               help="TV-L1 iterations a warp, inner x outer (a median filter runs before each outer round), "
               "as OpenCV's and dense_flow's defaults; a warp stops earlier once the flow settles (epsilon).")
@@ -113,11 +134,13 @@ def describe(params: FlowParams, device: str, batch: int) -> str:
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
               help="Videos in parallel. Default: one per core (opencv, torch on cpu); 1 on cuda.")
 @click.option("--executor", type=click.Choice(["loky", "threading", "dask"]), default="loky", show_default=True,
-              help="How videos are spread: local processes (loky), threads, or a Dask cluster (with --scheduler).")
+              help="How videos are spread: local processes (loky), threads, or a Dask cluster (with --scheduler). "
+              "On Dask the torch backend (with --device auto or cuda) runs only on workers declaring a GPU "
+              "resource (dask worker --resources GPU=1).")
 @scheduler_option
 @progress_option
-def extract_flow(workdir, flow_backend, device, batch, iterations, bound, image_format, jobs, executor, scheduler,
-                 progress):
+def extract_flow(workdir, flow_backend, device, devices, batch, iterations, bound, image_format, jobs, executor,
+                 scheduler, progress):
     """TV-L1 optical flow between consecutive frames of every video in W/frames, into W/flow/<video_id>/.
 
     Pair i (from img_i to img_{i+1}) is written as flow_x_0000i.jpg and flow_y_0000i.jpg: each component
@@ -128,23 +151,29 @@ def extract_flow(workdir, flow_backend, device, batch, iterations, bound, image_
     """
     check_dask(executor, scheduler)
     workdir_path = Path(workdir)
-    backend, device = choose_backend(flow_backend, device)
+    backend, device = choose_backend(flow_backend, device, executor)
+    if devices and (backend != "torch" or device == "cpu"):
+        raise TsnpipeError("--devices picks GPUs for the torch backend; add --backend torch --device cuda, or drop it.")
     params = FlowParams(backend=backend, bound=bound, image_format=image_format, inner_iterations=iterations[0],
                         outer_iterations=iterations[1])
     if jobs is None:
         jobs = 1 if device == "cuda" and backend == "torch" else os.cpu_count() or 1
+    gpu_tasks = executor == "dask" and backend == "torch" and device in ("auto", "cuda")
     threads = max(1, (os.cpu_count() or 1) // jobs)
     items = flow_items(workdir_path)
     pairs = sum(item.weight for item in items)
     click.echo(f"extract-flow: {len(items):,} videos ({pairs:,} frame pairs) in {workdir_path / 'frames'}; "
-               f"{describe(params, device, batch)}; {jobs} jobs ({executor})")
+               f"{describe(params, device, batch, devices)}; {jobs} jobs ({executor}"
+               + (", on workers with a GPU resource)" if gpu_tasks else ")"))
     work = functools.partial(flow_work, workdir=str(workdir_path.resolve()), params=params, device=device,
-                             batch=batch, threads=threads)
+                             batch=batch, threads=threads, devices=devices)
     stage = Stage(name="flow", verb="computed", params=params.hashed(), output_root="flow", work=work,
                   inputs={"frames_manifest": str(manifest_path(workdir_path, "frames"))}, unit="pair",
                   hash_content=False,
+                  dask_resources={"GPU": 1} if gpu_tasks else None,
                   batch_work=functools.partial(flow_batch_work, workdir=str(workdir_path.resolve()), params=params,
-                                               device=device, batch=batch) if backend == "torch" else None)
+                                               device=device, batch=batch, devices=devices)
+                  if backend == "torch" else None)
     with WorkdirLock(workdir_path, "tsnpipe extract-flow"):
         summary = run_stage(workdir_path, stage, items, jobs=jobs, backend=executor, scheduler=scheduler,
                             progress=progress)

@@ -42,6 +42,8 @@ class Stage:
     hash_content: bool = True  # file inputs get a content hash, so a touched-but-same file is not redone
     # optional: many videos in one call, yielding (index, facts or exception) as each finishes; used with 1 job
     batch_work: Callable[[list[tuple[str, Path]]], Iterator[tuple[int, dict | Exception]]] | None = None
+    # what each task asks of a Dask worker, e.g. {"GPU": 1}: only workers declaring it run the videos
+    dask_resources: dict | None = None
 
     @property
     def params_hash(self) -> str:
@@ -147,8 +149,12 @@ def _parallel_rows(stage: Stage, todo: list[Item], workdir: Path, jobs: int, bac
     if backend == "dask":
         from distributed import Client
 
-        with Client(scheduler) as client, parallel_config(backend="dask"):
+        resources = {"resources": stage.dask_resources} if stage.dask_resources else {}
+        with Client(scheduler) as client, parallel_config(backend="dask", **resources):
             yield from Parallel(n_jobs=jobs, return_as="generator_unordered")(calls)
+        return
+    if jobs == 1 and stage.batch_work is not None:
+        yield from _batched_rows(stage, todo, workdir)
         return
     if jobs == 1:
         for item in todo:  # in-process: simplest to debug and no pickling

@@ -36,6 +36,12 @@ def workdir(extracted, tmp_path):
     return shutil.copytree(extracted, tmp_path / "w")
 
 
+def torch_sees_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def flow(workdir, *extra):
     result = CliRunner().invoke(main, ["extract-flow", "-w", str(workdir), "--no-progress", "-j", "1", *extra])
     return result, Manifest(workdir, "flow").rows
@@ -158,3 +164,51 @@ def test_torch_backend_batches_across_videos_like_one_video_at_a_time(workdir, t
         a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED).astype(int)
         b = cv2.imread(str(workdir / "flow" / EYE / path.name), cv2.IMREAD_UNCHANGED).astype(int)
         assert (abs(a - b) <= 1).mean() >= 0.99
+
+
+@pytest.mark.parametrize("text, expected", [("0", (0,)), ("0,2", (0, 2)), (" 1 , 3 ", (1, 3))])
+def test_devices_option_reads_gpu_numbers(text, expected):
+    from tsnpipe.cmd_flow import DevicesType
+
+    assert DevicesType().convert(text, None, None) == expected
+
+
+@pytest.mark.parametrize("text", ["gpu0", "0,0", "1,", "-1"])
+def test_bad_devices_are_explained(workdir, text):
+    result, _ = flow(workdir, "--backend", "torch", "--devices", text)
+    assert result.exit_code == 2 and "such as 0,2" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.skipif(torch_sees_gpu(), reason="checks the message of a machine without a GPU")
+def test_devices_without_a_gpu_are_refused_with_a_fix(workdir):
+    result, rows = flow(workdir, "--backend", "torch", "--device", "cuda", "--devices", "0,2")
+    assert result.exit_code == 1 and "no CUDA GPU" in result.output and "--device cpu" in result.output
+    assert "Traceback" not in result.output
+    result, _ = flow(workdir, "--backend", "torch", "--device", "cpu", "--devices", "1")
+    assert result.exit_code == 1 and "--devices picks GPUs" in result.output
+
+
+def test_dask_workers_with_a_gpu_resource_run_the_torch_backend(workdir):
+    """Each video is a task asking for GPU=1; a local cluster on the CPU whose worker declares one runs them."""
+    from distributed import LocalCluster
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    class Restrictions(SchedulerPlugin):
+        def __init__(self, scheduler):
+            self.scheduler, self.seen = scheduler, []
+
+        def transition(self, key, start, finish, *args, **kwargs):
+            task = self.scheduler.tasks.get(key)
+            if finish == "processing" and task is not None:
+                self.seen.append(task.resource_restrictions)
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None,
+                      resources={"GPU": 1}) as cluster:
+        plugin = Restrictions(cluster.scheduler)
+        cluster.scheduler.add_plugin(plugin)
+        result, rows = flow(workdir, "--backend", "torch", "--executor", "dask", "--scheduler",
+                            cluster.scheduler_address, "--iterations", "10x2")
+    assert result.exit_code == 0, result.output
+    assert "on workers with a GPU resource" in result.output and "2 computed" in result.output
+    assert all(row["status"] == "done" and row["pairs"] > 0 for row in rows.values())
+    assert sum(restriction == {"GPU": 1} for restriction in plugin.seen) >= 2, plugin.seen

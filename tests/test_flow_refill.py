@@ -94,3 +94,27 @@ def test_memory_does_not_grow_with_video_length(tmp_path):
     short = peak_memory(tmp_path, "short", frames)
     long = peak_memory(tmp_path, "long", frames * 5)  # 100 frames: 7.7 MB of grey frames in one piece
     assert long < short + 2_000_000, f"peak {long / 1e6:.1f} MB for 100 frames, {short / 1e6:.1f} MB for 20"
+
+
+def test_two_devices_share_the_videos_and_agree_with_one(tmp_path):
+    """One solver thread per device drawing from the same feed (two CPU 'devices' here): every video is
+    reported once, complete, with the images of a one-device run; a broken video fails alone."""
+    frames = grey_frames(9, (48, 36))
+    jobs = []
+    for name in "abcd":
+        jobs.append((write_video(tmp_path / "frames" / name, frames[: 3 + "abcd".index(name) * 2]), None))
+    (tmp_path / "frames" / "c" / "img_00004.jpg").write_bytes(b"not a jpeg")
+    params = FlowParams(**SMALL)
+    results = {}
+    for run, devices in (("one", [torch.device("cpu")]), ("two", [torch.device("cpu")] * 2)):
+        run_jobs = [(folder, tmp_path / run / folder.name) for folder, _ in jobs]
+        results[run] = list(stream_flow_videos(run_jobs, params, devices, batch=2, step=tvl1_iteration, threads=2,
+                                               chunk=3, lookahead=2))
+    for run in ("one", "two"):
+        outcome = dict(results[run])
+        assert sorted(index for index, _ in results[run]) == [0, 1, 2, 3]
+        assert [outcome[i]["pairs"] for i in (0, 1, 3)] == [2, 4, 8]
+        assert "img_00004.jpg" in str(outcome[2])
+    for name in ("a", "b", "d"):
+        for path in sorted((tmp_path / "one" / name).glob("*.jpg")):
+            assert (tmp_path / "two" / name / path.name).read_bytes() == path.read_bytes(), path.name

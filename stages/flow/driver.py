@@ -31,14 +31,15 @@ def flow_video(
     *,
     device: str = "auto",
     batch: int = 16,
+    devices: Sequence[int] | None = None,
 ) -> dict:
     """Flow between consecutive frames of one video, written into out_dir; returns its facts.
 
-    `device` and `batch` only matter for the torch backend. Raises TsnpipeError for missing or
+    `device`, `batch` and `devices` only matter for the torch backend. Raises TsnpipeError for missing or
     undecodable frames.
     """
     if params.backend == "torch":
-        [(_, result)] = list(flow_videos([(frames_dir, out_dir)], params, device=device, batch=batch))
+        [(_, result)] = list(flow_videos([(frames_dir, out_dir)], params, device=device, batch=batch, devices=devices))
         if isinstance(result, Exception):
             raise result
         return result

@@ -1,12 +1,19 @@
-"""Throughput and accuracy of the two TV-L1 backends, in one run, printed as one JSON object.
+"""Throughput and accuracy of the TV-L1 backends, in one run, printed as one JSON object.
 
-Pairs are consecutive 10 fps frames of the bundled clips, resized to 340x256 and turned grey, as
-`extract-frames --size 340x256` and `extract-flow` see them; the flow is computed in memory (no JPEG
-reading or writing). Measured: OpenCV and the torch backend on the CPU, each in 1 process with 1 thread
-(the per-core comparison, also in CPU seconds) and in one 1-thread process per core; torch on CUDA at
-batch sizes 8/32/64/128 when a GPU is present. Each backend also reports its mean end-point error on the
-Middlebury pairs in tests/data/middlebury.
-Usage: python benchmarks/flow.py [--pairs 12] [--cuda-pairs 256] [--skip-epe]
+Pairs are consecutive 10 fps frames of the bundled clips, resized (340x256 unless --size) and turned grey,
+as `extract-frames --size 340x256` and `extract-flow` see them. Sections:
+- kernel: the torch backend in memory (no JPEG reading or writing) on the device (CUDA when present),
+  per batch: pairs/s, primal-dual steps run and mean pairs active per step, with slots refilled as
+  pairs finish (what extract-flow runs) and, for one batch size, a fixed batch that waits for its
+  slowest pair at every warp (the earlier scheme) for comparison;
+- end_to_end: `tsnpipe extract-flow --backend torch` on frames that the real `extract-frames` cut from
+  the bundled clips copied until there are at least --e2e-pairs pairs; pairs/s over the command's wall time;
+- cpu (unless --skip-cpu): OpenCV and the torch backend per core (1 process, 1 thread, also in CPU
+  seconds) and in one 1-thread process per core;
+- middlebury_epe (unless --skip-epe): mean end-point error per pair in tests/data/middlebury.
+Usage on a GPU: python benchmarks/flow.py --skip-cpu
+Tiny CPU run: python benchmarks/flow.py --size 64x48 --iterations 10x2 --kernel-pairs 8 --batches 2,4 --fixed-batch 4
+    --e2e-pairs 20 --e2e-fps 1 --skip-cpu --skip-epe
 """
 
 from __future__ import annotations
@@ -15,6 +22,10 @@ import argparse
 import json
 import os
 import platform
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from multiprocessing import get_context
 from pathlib import Path
@@ -25,16 +36,18 @@ import torch
 
 from tsnpipe.stages.flow import FlowParams
 from tsnpipe.stages.flow.opencv_tvl1 import create_tvl1, opencv_flow
-from tsnpipe.stages.flow.torch_tvl1 import compiled_iteration, tvl1_flow, tvl1_iteration
+from tsnpipe.stages.flow.refill import RefillSolver
+from tsnpipe.stages.flow.torch_tvl1 import iteration_for, tvl1_flow
 
 REPO = Path(__file__).resolve().parents[1]
-CLIPS = sorted((REPO / "pipeline" / "samples" / "videos").glob("*/*.avi"))
+SAMPLES = REPO / "pipeline" / "samples" / "videos"
+CLIPS = sorted(SAMPLES.glob("*/*.avi"))
 MIDDLEBURY = REPO / "tests" / "data" / "middlebury"
 SIZE = (340, 256)
 
 
-def clip_pairs(count: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """`count` consecutive-frame pairs at 10 fps and 340x256, drawn in turn from every bundled clip."""
+def clip_pairs(count: int, size=SIZE) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`count` consecutive-frame pairs at 10 fps and `size`, drawn in turn from every bundled clip."""
     per_clip = []
     for clip in CLIPS:
         capture = cv2.VideoCapture(str(clip))
@@ -45,7 +58,7 @@ def clip_pairs(count: int) -> list[tuple[np.ndarray, np.ndarray]]:
             if not ok:
                 break
             if index >= round(wanted):
-                grey = cv2.cvtColor(cv2.resize(frame, SIZE, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
+                grey = cv2.cvtColor(cv2.resize(frame, size, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
                 frames.append(grey)
                 wanted += fps / 10.0
             index += 1
@@ -111,31 +124,110 @@ def bench_processes(pairs, processes: int, worker) -> dict:
             "pairs_per_s": round(len(pairs) / seconds, 3)}
 
 
-def torch_pairs_per_s(pairs, device: torch.device, batch: int, step=tvl1_iteration) -> dict:
-    params = FlowParams(backend="torch")
-    stacked = torch.from_numpy(np.stack([np.stack(p) for p in pairs])).float()  # (N, 2, H, W)
-    with torch.inference_mode():
-        warm = stacked[: min(batch, len(pairs))].to(device)
-        tvl1_flow(warm[:, :1], warm[:, 1:], params, step)  # warm-up: kernels, allocator, compilation
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start, cpu_start = time.perf_counter(), time.process_time()
-        for first in range(0, len(pairs), batch):
-            chunk = stacked[first : first + batch].to(device, non_blocking=True)
-            tvl1_flow(chunk[:, :1], chunk[:, 1:], params, step).cpu()
-        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def refill_run(pairs, params: FlowParams, device: torch.device, batch: int) -> dict:
+    """The extract-flow scheme in memory: slots refilled as pairs finish; flow brought back to the host."""
+    solver = RefillSolver(params, device, batch, iteration_for(device))
+    source = ((k, first, second) for k, (first, second) in enumerate(pairs))
+    sync(device)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    for finished in solver.solve(source):
+        torch.stack([flow for _, flow in finished]).cpu()
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    stats = solver.stats
     figures = {"batch": batch, "pairs": len(pairs), "seconds": round(seconds, 2),
-               "pairs_per_s": round(len(pairs) / seconds, 3)}
+               "pairs_per_s": round(len(pairs) / seconds, 2), "steps": stats.steps,
+               "mean_active_pairs": round(stats.mean_active, 1), "steps_per_pair": round(stats.steps / len(pairs), 1)}
     if device.type == "cpu" and torch.get_num_threads() == 1:
         figures["cpu_s_per_pair"] = round(cpu / len(pairs), 3)
     return figures
 
 
-def torch_epe(device: torch.device) -> dict[str, float]:
+class CountingStep:
+    """The device's step, counting launches and the pairs each one computed."""
+
+    def __init__(self, step):
+        self.step, self.steps, self.pair_steps = step, 0, 0
+
+    def __call__(self, u, *args):
+        self.steps += 1
+        self.pair_steps += u.shape[0]
+        return self.step(u, *args)
+
+
+def fixed_run(pairs, params: FlowParams, device: torch.device, batch: int) -> dict:
+    """The earlier scheme: batches of `batch` pairs, each warp waiting for its slowest pair."""
+    step = CountingStep(iteration_for(device))
+    stacked = torch.from_numpy(np.stack([np.stack(p) for p in pairs])).float()  # (N, 2, H, W)
+    sync(device)
+    start = time.perf_counter()
+    for first in range(0, len(pairs), batch):
+        chunk = stacked[first : first + batch].to(device, non_blocking=True)
+        tvl1_flow(chunk[:, :1], chunk[:, 1:], params, step).cpu()
+    seconds = time.perf_counter() - start
+    batches = -(-len(pairs) // batch)
+    return {"batch": batch, "pairs": len(pairs), "seconds": round(seconds, 2),
+            "pairs_per_s": round(len(pairs) / seconds, 2), "steps_per_batch": step.steps // batches,
+            "mean_active_pairs": round(step.pair_steps / max(step.steps, 1), 1)}
+
+
+def kernel(pairs, params: FlowParams, device: torch.device, batches: list[int], fixed_batch: int | None) -> dict:
+    with torch.inference_mode():
+        refill_run(pairs[: max(2, min(batches))], params, device, min(batches))  # warm-up: compilation, allocator
+        result = {f"refill_batch_{b}": refill_run(pairs, params, device, b) for b in batches}
+        if fixed_batch:
+            result[f"fixed_batch_{fixed_batch}"] = fixed_run(pairs, params, device, fixed_batch)
+    return result
+
+
+def tsnpipe(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-c", "from tsnpipe.cli import main; main()", *args]
+    return subprocess.run(command, capture_output=True, text=True, check=False)
+
+
+def end_to_end(pairs_wanted: int, size: tuple[int, int], device: str, batch: int, iterations: str, fps: float) -> dict:
+    """extract-frames on copies of the bundled clips until there are enough pairs, then a timed extract-flow."""
+    root = Path(tempfile.mkdtemp(prefix="tsnpipe-flow-bench-"))
+    try:
+        workdir, videos = root / "w", root / "videos"
+        copies, pairs, frames_s = 0, 0, 0.0
+        while pairs < pairs_wanted:
+            copies += 1
+            for clip in CLIPS:
+                target = videos / clip.parent.name / f"{clip.stem}_copy{copies}{clip.suffix}"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(clip, target)
+            start = time.perf_counter()
+            done = tsnpipe("extract-frames", str(videos), "-w", str(workdir), "--fps", f"{fps:g}", "--size",
+                           f"{size[0]}x{size[1]}", "--no-progress")
+            frames_s += time.perf_counter() - start
+            if done.returncode:
+                raise SystemExit(f"extract-frames failed: {done.stderr[-2000:]}")
+            counts = [int(path.name[4:9]) for path in workdir.glob("frames/*/*/img_*.jpg")]
+            pairs = len(counts) - len(list(workdir.glob("frames/*/*")))
+        start = time.perf_counter()
+        done = tsnpipe("extract-flow", "-w", str(workdir), "--backend", "torch", "--device", device, "--batch",
+                       str(batch), "--iterations", iterations, "--no-progress")
+        seconds = time.perf_counter() - start
+        if done.returncode:
+            raise SystemExit(f"extract-flow failed: {done.stderr[-2000:]}{done.stdout[-2000:]}")
+        written = len(list(workdir.glob("flow/*/*/flow_x_*.jpg")))
+        return {"videos": len(list(workdir.glob("frames/*/*"))), "pairs": written, "device": device, "batch": batch,
+                "seconds": round(seconds, 2), "pairs_per_s": round(written / seconds, 2),
+                "extract_frames_s": round(frames_s, 2), "command_line": done.stdout.strip().splitlines()[0]}
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def torch_epe(device: torch.device, params: FlowParams) -> dict[str, float]:
     def flow(first, second):
         as_batch = lambda image: torch.from_numpy(image)[None, None].float().to(device)  # noqa: E731
         with torch.inference_mode():
-            out = tvl1_flow(as_batch(first), as_batch(second), FlowParams(backend="torch"))
+            out = tvl1_flow(as_batch(first), as_batch(second), params, iteration_for(device))
         return out[0].permute(1, 2, 0).cpu().numpy()
 
     return middlebury_epe(flow)
@@ -148,50 +240,61 @@ def machine() -> dict:
             "opencv": cv2.__version__, "gpu": None}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
+        info["gpus"] = torch.cuda.device_count()
     return info
+
+
+def cpu_comparison(pairs, params: FlowParams, skip_epe: bool) -> dict:
+    cores = os.cpu_count() or 1
+    opencv = {"one_process": bench_opencv(pairs), "all_cores": bench_processes(pairs, cores, _opencv_worker)}
+    if not skip_epe:
+        cv2.setNumThreads(1)
+        tvl1 = create_tvl1(FlowParams())
+        opencv["middlebury_epe"] = middlebury_epe(lambda a, b: opencv_flow(tvl1, a, b))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with torch.inference_mode():
+        cpu = {"one_thread": refill_run(pairs, params, torch.device("cpu"), 1)}
+    cpu["all_cores"] = bench_processes(pairs, cores, _torch_worker)
+    torch.set_num_threads(threads)
+    # Above 1: the torch backend is faster than OpenCV on one core.
+    ratio = {"pairs_per_s_ratio": round(cpu["one_thread"]["pairs_per_s"] / opencv["one_process"]["pairs_per_s"], 3),
+             "cpu_time_ratio": round(opencv["one_process"]["cpu_s_per_pair"] / cpu["one_thread"]["cpu_s_per_pair"], 3)}
+    return {"opencv": opencv, "torch": cpu, "torch_vs_opencv_one_core": ratio}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=12, help="pairs for each CPU measurement")
-    parser.add_argument("--cuda-pairs", type=int, default=256, help="pairs for each CUDA measurement")
-    parser.add_argument("--compile", action="store_true", help="also time torch.compile'd iterations on CUDA")
+    parser.add_argument("--size", default="340x256", help="frame size WxH")
+    parser.add_argument("--iterations", default="30x10", help="TV-L1 iterations INNER x OUTER, as extract-flow")
+    parser.add_argument("--kernel-pairs", type=int, default=512, help="pairs for each in-memory kernel measurement")
+    parser.add_argument("--batches", default=None, help="batch sizes, e.g. 16,64,128,256 (the default on CUDA)")
+    parser.add_argument("--fixed-batch", type=int, default=None, help="also time a fixed batch of this size "
+                        "(default: 128 on CUDA, none on the CPU); 0 leaves it out")
+    parser.add_argument("--e2e-pairs", type=int, default=2000, help="pairs of the end-to-end run; 0 leaves it out")
+    parser.add_argument("--e2e-fps", type=float, default=10.0, help="frames per second cut for the end-to-end run")
+    parser.add_argument("--e2e-batch", type=int, default=None, help="extract-flow --batch (default: the largest batch)")
+    parser.add_argument("--pairs", type=int, default=12, help="pairs for each CPU per-core measurement")
+    parser.add_argument("--skip-cpu", action="store_true", help="leave out the CPU per-core comparison with OpenCV")
     parser.add_argument("--skip-epe", action="store_true", help="leave out the Middlebury accuracy")
     args = parser.parse_args()
-    cores = os.cpu_count() or 1
-    pairs = clip_pairs(args.pairs)
-    result = {"machine": machine(), "frame_size": f"{SIZE[0]}x{SIZE[1]}", "params": FlowParams().hashed()}
-
-    opencv = {"one_process": bench_opencv(pairs), "all_cores": bench_processes(pairs, cores, _opencv_worker)}
+    size = tuple(int(v) for v in args.size.lower().split("x"))
+    inner, _, outer = args.iterations.lower().partition("x")
+    params = FlowParams(backend="torch", inner_iterations=int(inner), outer_iterations=int(outer or 10))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    gpu = device.type == "cuda"
+    batches = [int(b) for b in (args.batches or ("16,64,128,256" if gpu else "4,16")).split(",")]
+    fixed = args.fixed_batch if args.fixed_batch is not None else (128 if gpu else 0)
+    result = {"machine": machine(), "frame_size": f"{size[0]}x{size[1]}", "params": params.hashed(),
+              "device": str(device)}
+    result["kernel"] = kernel(clip_pairs(args.kernel_pairs, size), params, device, batches, fixed)
+    if args.e2e_pairs:
+        result["end_to_end"] = end_to_end(args.e2e_pairs, size, device.type, args.e2e_batch or max(batches),
+                                          args.iterations, args.e2e_fps)
     if not args.skip_epe:
-        cv2.setNumThreads(1)
-        tvl1 = create_tvl1(FlowParams())
-        opencv["middlebury_epe"] = middlebury_epe(lambda a, b: opencv_flow(tvl1, a, b))
-    result["opencv"] = opencv
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    cpu = {"one_thread": torch_pairs_per_s(pairs, torch.device("cpu"), 1)}
-    cpu["all_cores"] = bench_processes(pairs, cores, _torch_worker)
-    torch.set_num_threads(threads)
-    if not args.skip_epe:
-        cpu["middlebury_epe"] = torch_epe(torch.device("cpu"))
-    result["torch_cpu"] = cpu
-    # Above 1: the torch backend is faster than OpenCV on one core.
-    result["torch_vs_opencv_one_core"] = {
-        "pairs_per_s_ratio": round(cpu["one_thread"]["pairs_per_s"] / opencv["one_process"]["pairs_per_s"], 3),
-        "cpu_time_ratio": round(opencv["one_process"]["cpu_s_per_pair"] / cpu["one_thread"]["cpu_s_per_pair"], 3)}
-
-    if torch.cuda.is_available():
-        device = torch.device("cuda")
-        gpu_pairs = clip_pairs(args.cuda_pairs)
-        cuda = {f"batch_{b}": torch_pairs_per_s(gpu_pairs, device, b) for b in (8, 32, 64, 128)}
-        if args.compile:
-            step = compiled_iteration()
-            cuda |= {f"compiled_batch_{b}": torch_pairs_per_s(gpu_pairs, device, b, step) for b in (32, 128)}
-        if not args.skip_epe:
-            cuda["middlebury_epe"] = torch_epe(device)
-        result["torch_cuda"] = cuda
+        result["middlebury_epe"] = {"torch": torch_epe(device, params)}
+    if not args.skip_cpu:
+        result["cpu"] = cpu_comparison(clip_pairs(args.pairs, size), params, args.skip_epe)
     print(json.dumps(result, indent=2))
 
 

@@ -5,9 +5,9 @@ on a GPU most of its steps then run a handful of pairs (the tail). Here each pai
 machine over (level, warp, outer, inner iteration), and each pyramid level size has a pool of slots.
 A round runs one pool's slots for up to `check_every` steps; then the pairs whose warp met the
 stopping rule or the iteration cap leave their slot and start their next warp, or go on to the next
-finer level, or come out as flow; the pool is topped up from the pairs waiting at that level. New
-pairs are drawn from the source while fewer than `in_flight` are being solved, so the slots stay full
-until the source runs dry. A pair goes through exactly the steps `tvl1_flow` gives it alone (same
+finer level, or come out as flow; the pool is topped up from the pairs waiting at that level. The
+solver runs the finest pool that can fill all `batch` slots; when none can, it draws new pairs from
+the source (up to `in_flight` pairs being solved), so the slots stay full until the source runs dry. A pair goes through exactly the steps `tvl1_flow` gives it alone (same
 warps, median filters and stopping checks), so its flow is the same; only its kernel companions change.
 """
 
@@ -97,13 +97,17 @@ class RefillSolver:
         source = iter(source)
         exhausted = False
         while True:
-            if not exhausted and self.flowing < self.in_flight:
-                exhausted = not self._admit(source, self.in_flight - self.flowing)
-            pool = max(self.pools.values(), key=lambda pl: (pl.load(), pl.size[0] * pl.size[1]), default=None)
-            if pool is None or pool.load() == 0:
-                if exhausted:
-                    return
+            # The finest level that fills every slot; else new pairs; else whichever level has most to do.
+            full = [pool for pool in self.pools.values() if pool.load() >= self.batch]
+            if not full and not exhausted and self.flowing < self.in_flight:
+                exhausted = not self._admit(source, min(self.batch, self.in_flight - self.flowing))
                 continue
+            if full:
+                pool = max(full, key=lambda pl: pl.size[0] * pl.size[1])
+            else:
+                pool = max(self.pools.values(), key=lambda pl: (pl.load(), pl.size[0] * pl.size[1]), default=None)
+            if pool is None or pool.load() == 0:
+                return
             finished = self._round(pool)
             if finished:
                 yield finished

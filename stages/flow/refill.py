@@ -58,6 +58,8 @@ class _Pool:
     inner: list[int] = field(default_factory=list)  # iterations done in the current outer round
     outer: list[int] = field(default_factory=list)
     state: dict[str, torch.Tensor] = field(default_factory=dict)  # u, p, warped_grad, rho_c, inv_grad
+    # The eager step's buffer for the flow's gradient; its last column (x) and row (y) are never written.
+    gradient: torch.Tensor | None = None
 
     def load(self) -> int:
         return len(self.pairs) + len(self.waiting)
@@ -168,7 +170,9 @@ class RefillSolver:
         # Run until the first slot reaches a stopping check: every `check_every` steps and at an outer round's end.
         length = min(min(every - k % every, inner_cap - k) for k in pool.inner)
         state = pool.state
-        g = torch.zeros_like(state["p"])
+        if pool.gradient is None:
+            pool.gradient = torch.zeros(self.batch, 2, 2, *pool.size, device=self.device)
+        g = pool.gradient[: len(pool.pairs)]
         l_t, taut = params.lambda_ * params.theta, params.tau / params.theta
         u = state["u"]
         for n in range(length):

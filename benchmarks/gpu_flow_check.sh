@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The flow stage's GPU check in one command, on a CUDA machine (written for one H100/H200 with 16 cores):
+#   bash benchmarks/gpu_flow_check.sh [RESULTS_DIR]
+# 1. the Triton kernels against the eager reference on the GPU (tests/test_flow_triton.py);
+# 2. benchmarks/flow.py at 340x256: kernel pairs/s, steps and active pairs for batches 16/64/128/256 (refilled)
+#    and 128 (fixed), extract-flow end to end on >= 2,000 pairs, Middlebury EPE; JSON in RESULTS_DIR/flow_gpu.json.
+# tsnpipe is installed without its dependencies into /tmp/tsnpipe-site. A machine without package access that
+# lacks some of them can bring wheels in .whl/ (ffmpeg-python, future, imageio-ffmpeg, lmdb; the benchmark
+# needs no OpenCV contrib): they are installed there first. About 3-6 minutes.
+set -euo pipefail
+results=${1:-${OUT:-.}}
+mkdir -p "$results"
+site=/tmp/tsnpipe-site
+python=${PYTHON:-python3}
+if compgen -G ".whl/*.whl" >/dev/null; then
+    "$python" -m pip install -q --no-index --no-deps --no-compile --target "$site" .whl/*.whl
+fi
+"$python" -m pip install -q --no-deps --no-build-isolation --no-compile --target "$site" .
+export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$results/gpu.txt"
+"$python" -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'gpus', torch.cuda.device_count())" \
+    | tee -a "$results/gpu.txt"
+# -p no:cacheprovider: the working tree may be read-only there.
+timeout 240 "$python" -m pytest -p no:cacheprovider -q tests/test_flow_triton.py -k cuda 2>&1 | tee "$results/triton_test.txt"
+timeout 420 "$python" benchmarks/flow.py --skip-cpu --kernel-pairs 512 --e2e-pairs 2000 | tee "$results/flow_gpu.json"

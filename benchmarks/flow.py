@@ -141,7 +141,9 @@ def refill_run(pairs, params: FlowParams, device: torch.device, batch: int) -> d
     stats = solver.stats
     figures = {"batch": batch, "pairs": len(pairs), "seconds": round(seconds, 2),
                "pairs_per_s": round(len(pairs) / seconds, 2), "steps": stats.steps,
-               "mean_active_pairs": round(stats.mean_active, 1), "steps_per_pair": round(stats.steps / len(pairs), 1)}
+               "mean_active_pairs": round(stats.mean_active, 1),
+               "mean_active_while_fed": round(stats.mean_active_while_fed, 1),
+               "steps_per_pair": round(stats.steps / len(pairs), 1)}
     if device.type == "cpu" and torch.get_num_threads() == 1:
         figures["cpu_s_per_pair"] = round(cpu / len(pairs), 3)
     return figures

@@ -53,17 +53,18 @@ def test_refilled_batch_gives_each_pair_its_flow_alone(median):
     assert solver.stats.mean_active > 2.0  # 3 slots, refilled: mostly full
 
 
-def test_slots_stay_full_where_a_fixed_batch_runs_its_tail():
-    """The steps a batch of 12 needs with refilled slots of 4, against three fixed batches of 4."""
-    frames = grey_frames(13, (48, 36))
-    pairs = [(k, frames[k], frames[k + 1]) for k in range(12)]
+def test_slots_stay_full_while_pairs_keep_coming():
+    """16 pairs through 4 slots: every step runs 4 pairs until the source is dry; only the end drains."""
+    frames = grey_frames(17, (48, 36))
+    pairs = [(k, frames[k], frames[k + 1]) for k in range(16)]
     params = FlowParams(**SMALL)
-    solver = RefillSolver(params, torch.device("cpu"), batch=4)
+    solver = RefillSolver(params, torch.device("cpu"), batch=4, in_flight=8)
     with torch.inference_mode():
-        for _ in solver.solve(iter(pairs)):
-            pass
-    assert solver.stats.mean_active > 3.0
-    assert solver.stats.steps * solver.stats.mean_active == solver.stats.pair_steps
+        finished = [key for round_ in solver.solve(iter(pairs)) for key, _ in round_]
+    assert sorted(finished) == list(range(16))
+    stats = solver.stats
+    assert stats.fed_steps > 0 and stats.mean_active_while_fed >= 3.5
+    assert stats.pair_steps / 4 < stats.steps < stats.pair_steps  # the drain runs partly filled levels
 
 
 def write_video(folder: Path, frames: list[np.ndarray]) -> Path:

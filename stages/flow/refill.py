@@ -73,10 +73,18 @@ class RefillStats:
     pair_steps: int = 0
     rounds: int = 0
     pairs: int = 0
+    # The same while the source still had pairs: the end of a run drains the last pairs through partly
+    # filled levels, as long as its slowest pair needs (at most levels x warps x the iteration cap).
+    fed_steps: int = 0
+    fed_pair_steps: int = 0
 
     @property
     def mean_active(self) -> float:
         return self.pair_steps / self.steps if self.steps else 0.0
+
+    @property
+    def mean_active_while_fed(self) -> float:
+        return self.fed_pair_steps / self.fed_steps if self.fed_steps else 0.0
 
 
 class RefillSolver:
@@ -88,7 +96,9 @@ class RefillSolver:
         self.device = torch.device(device)
         self.batch = batch
         self.step = step
-        self.in_flight = in_flight or 4 * batch
+        # Enough pairs in flight that every level's pool can fill its slots.
+        self.in_flight = in_flight or (params.nscales + 1) * batch
+        self.exhausted = False
         self.pools: dict[tuple[int, int], _Pool] = {}
         self.flowing = 0
         self.stats = RefillStats()
@@ -97,12 +107,12 @@ class RefillSolver:
         """For every pair of `source`, (key, flow (2, H, W) on the device), in lists of the pairs that finish
         together (one round), in the order they finish."""
         source = iter(source)
-        exhausted = False
+        self.exhausted = False
         while True:
             # The finest level that fills every slot; else new pairs; else whichever level has most to do.
             full = [pool for pool in self.pools.values() if pool.load() >= self.batch]
-            if not full and not exhausted and self.flowing < self.in_flight:
-                exhausted = not self._admit(source, min(self.batch, self.in_flight - self.flowing))
+            if not full and not self.exhausted and self.flowing < self.in_flight:
+                self.exhausted = not self._admit(source, min(self.batch, self.in_flight - self.flowing))
                 continue
             if full:
                 pool = max(full, key=lambda pl: pl.size[0] * pl.size[1])
@@ -182,6 +192,9 @@ class RefillSolver:
         self.stats.steps += length
         self.stats.pair_steps += length * len(pool.pairs)
         self.stats.rounds += 1
+        if not self.exhausted:
+            self.stats.fed_steps += length
+            self.stats.fed_pair_steps += length * len(pool.pairs)
         settled = (change <= params.epsilon**2 * pool.size[0] * pool.size[1]).tolist()
         leaving, median = [], []
         for slot in range(len(pool.pairs)):

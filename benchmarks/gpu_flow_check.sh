@@ -5,8 +5,13 @@
 # 2. benchmarks/flow.py at 340x256: kernel pairs/s, steps and active pairs for batches 16/64/128/256 (refilled)
 #    and 128 (fixed), extract-flow end to end on >= 2,000 pairs, Middlebury EPE; JSON in RESULTS_DIR/flow_gpu.json.
 # tsnpipe is installed without its dependencies into /tmp/tsnpipe-site. A machine without package access that
-# lacks some of them can bring wheels in .whl/ (ffmpeg-python, future, imageio-ffmpeg, lmdb; the benchmark
-# needs no OpenCV contrib): they are installed there first. About 3-6 minutes.
+# lacks some of them can bring wheels in .whl/, installed there first; the CLI needs ffmpeg-python (and its
+# `future`) and imageio-ffmpeg (the ffmpeg binary extract-frames runs); the benchmark needs no OpenCV contrib.
+# Fetch them where pip works, for the GPU machine's Python (3.12 on the H200 image):
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 -d .whl \
+#     ffmpeg-python==0.2.0 future imageio-ffmpeg
+# About 3-6 minutes on one H200.
 set -euo pipefail
 results=${1:-${OUT:-.}}
 mkdir -p "$results"

@@ -29,7 +29,7 @@ class IterationsType(click.ParamType):
         if match and int(match[1]) >= 1 and int(match[2] or 10) >= 1:
             return int(match[1]), int(match[2] or 10)
         self.fail(f"{value!r} is not an iteration count: give inner x outer iterations such as 30x10 (the "
-                  "default), 300x1 (TSN's CUDA TV-L1 without median filtering rounds), or an inner count such as 60.",
+                  "default), 300x1 (one round of 300 a warp, like TSN's CUDA TV-L1), or an inner count such as 60.",
                   param, ctx)
 
 
@@ -146,8 +146,8 @@ def extract_flow(workdir, flow_backend, device, devices, batch, iterations, boun
     Pair i (from img_i to img_{i+1}) is written as flow_x_0000i.jpg and flow_y_0000i.jpg: each component
     clipped to +-bound and mapped to round(255 * (v + bound) / (2 * bound)); N frames give N - 1 pairs.
     Reruns only touch videos whose frames are new or were re-extracted, that failed before, or that were
-    computed with other options (backend, iterations, bound, format). Videos with missing or broken frames become failed
-    rows in W/manifests/flow.parquet and the run goes on; the exit code is 1 when any video failed.
+    computed with other options (backend, iterations, bound, format). Videos with missing or broken frames
+    become failed rows in W/manifests/flow.parquet and the run goes on; the exit code is 1 when any video failed.
     """
     check_dask(executor, scheduler)
     workdir_path = Path(workdir)

@@ -119,3 +119,22 @@ def test_two_devices_share_the_videos_and_agree_with_one(tmp_path):
     for name in ("a", "b", "d"):
         for path in sorted((tmp_path / "one" / name).glob("*.jpg")):
             assert (tmp_path / "two" / name / path.name).read_bytes() == path.read_bytes(), path.name
+
+
+def test_a_device_that_fails_fails_the_videos_instead_of_hanging(tmp_path):
+    """A solver that dies mid-run (out of memory on a GPU, say): every video not yet written is reported
+    failed with that error, and the call returns."""
+    frames = grey_frames(6, (48, 36))
+    jobs = [(write_video(tmp_path / "frames" / name, frames), tmp_path / "flow" / name) for name in "ab"]
+    calls = []
+
+    def failing_step(*args):
+        calls.append(1)
+        if len(calls) > 5:
+            raise RuntimeError("CUDA out of memory (as a GPU would say)")
+        return tvl1_iteration(*args)
+
+    results = dict(stream_flow_videos(jobs, FlowParams(**SMALL), [torch.device("cpu")], batch=2, step=failing_step,
+                                      threads=2, chunk=3, lookahead=2))
+    assert sorted(results) == [0, 1]
+    assert all("out of memory" in str(outcome) for outcome in results.values())

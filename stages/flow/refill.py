@@ -7,8 +7,9 @@ A round runs one pool's slots for up to `check_every` steps; then the pairs whos
 stopping rule or the iteration cap leave their slot and start their next warp, or go on to the next
 finer level, or come out as flow; the pool is topped up from the pairs waiting at that level. The
 solver runs the finest pool that can fill all `batch` slots; when none can, it draws new pairs from
-the source (up to `in_flight` pairs being solved), so the slots stay full until the source runs dry. A pair goes through exactly the steps `tvl1_flow` gives it alone (same
-warps, median filters and stopping checks), so its flow is the same; only its kernel companions change.
+the source (up to `in_flight` pairs being solved), so the slots stay full until the source runs dry.
+A pair goes through exactly the steps `tvl1_flow` gives it alone (same warps, median filters and
+stopping checks), so its flow is the same; only its kernel companions change.
 """
 
 from __future__ import annotations
@@ -96,8 +97,10 @@ class RefillSolver:
         self.device = torch.device(device)
         self.batch = batch
         self.step = step
-        # Enough pairs in flight that every level's pool can fill its slots.
-        self.in_flight = in_flight or (params.nscales + 1) * batch
+        # On a GPU, enough pairs in flight that every level's pool can fill its slots; on the CPU, where time
+        # follows the pair-steps whatever the batch, no more than one batch (memory).
+        default = batch if self.device.type == "cpu" else (params.nscales + 1) * batch
+        self.in_flight = in_flight or default
         self.exhausted = False
         self.pools: dict[tuple[int, int], _Pool] = {}
         self.flowing = 0

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from tsnpipe.stages.scores import accuracies, write_scores
+from tsnpipe.stages.scores import accuracies, check_split_classes, write_scores
 from tsnpipe.stages.train.checkpoint import load_checkpoint
 from tsnpipe.stages.train.data import SnippetDataset, make_loader, read_split, table_dataset
 from tsnpipe.stages.train.loop import autocast, autocast_dtype, build_model, pick_device
@@ -72,6 +72,7 @@ def score_split(
     store = Path(store or params.store)
     split_dir = Path(split_dir or params.split_dir)
     _, test_table, class_names = read_split(split_dir)
+    check_split_classes(state["class_names"], class_names, checkpoint, split_dir)
     torch_device = pick_device(device)
     model = build_model(params, len(state["class_names"]), weights=None)
     model.load_state_dict(state["model"])

@@ -24,6 +24,7 @@ from tsnpipe.stages.flow import FlowParams
 from tsnpipe.stages.flow.driver import flow_video
 from tsnpipe.stages.frames import FrameParams, extract_video
 from tsnpipe.stages.fuse import format_weights, weighted_sum
+from tsnpipe.stages.scores import check_class_order
 from tsnpipe.stages.train.checkpoint import load_checkpoint
 from tsnpipe.stages.train.data import SnippetDataset
 from tsnpipe.stages.train.loop import autocast_dtype, build_model, pick_device
@@ -58,11 +59,8 @@ def load_streams(paths: list[Path]) -> list[Stream]:
         streams.append(Stream(Path(path), state, params_from_dict(state["params"])))
     first = streams[0]
     for other in streams[1:]:
-        if other.class_names != first.class_names:
-            raise PredictError(
-                f"{first.path} and {other.path} were trained on different class lists ({len(first.class_names)} and "
-                f"{len(other.class_names)} classes, or another order); use checkpoints trained on the same splits."
-            )
+        check_class_order(first.class_names, other.class_names, f"The checkpoint {first.path}", str(other.path),
+                          "use checkpoints trained on the same splits")
     return streams
 
 

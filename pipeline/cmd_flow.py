@@ -1,9 +1,15 @@
-"""`tsnpipe extract-flow`: TV-L1 optical flow between consecutive frames of every extracted video."""
+"""`tsnpipe extract-flow`: TV-L1 optical flow between consecutive frames of every extracted video.
+
+Each flow row records the image format and which frames were paired (`image_format`, `pairs_of`), so pack
+and test can carry them on.
+"""
 
 from __future__ import annotations
 
 import functools
+import json
 import os
+from dataclasses import fields
 from pathlib import Path
 
 import click
@@ -11,14 +17,19 @@ import click
 from tsnpipe.manifests.files import WorkdirLock
 from tsnpipe.manifests.table import Manifest, manifest_path
 from tsnpipe.options import check_dask, progress_option, scheduler_option, workdir_option
-from tsnpipe.runner import Item, Stage, run_stage
+from tsnpipe.runner import Item, Stage, run_info_path, run_stage
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.flow import FlowParams
+from tsnpipe.stages.frames import FrameParams
 
 
 def flow_work(source: str, out_dir: Path, workdir: str, params: FlowParams, device: str, batch: int,
-              threads: int) -> dict:
-    """One video's flow, in whichever process the runner picked; `threads` is this process's share of cores."""
+              threads: int, frames: dict, videos: dict[str, str]) -> dict:
+    """One video's flow, in whichever process the runner picked; `threads` is this process's share of cores.
+
+    With --pairs source, `videos` maps each frames folder to its video file and `frames` holds the
+    FrameParams the frames were extracted with; both are empty otherwise.
+    """
     from tsnpipe.stages.flow.driver import flow_video
 
     if params.backend == "torch":
@@ -29,7 +40,19 @@ def flow_work(source: str, out_dir: Path, workdir: str, params: FlowParams, devi
         import cv2
 
         cv2.setNumThreads(threads)
-    return flow_video(Path(workdir) / source, out_dir, params, device=device, batch=batch)
+    if params.pairs == "source":
+        from tsnpipe.stages.flow.source_pairs import source_flow_video
+
+        video, frame_params = videos[source], FrameParams(**frames)
+        done = source_flow_video(video, Path(workdir) / source, out_dir, params, frame_params, device=device, batch=batch)
+    else:
+        done = flow_video(Path(workdir) / source, out_dir, params, device=device, batch=batch)
+    return {**done, **row_facts(params)}
+
+
+def row_facts(params: FlowParams) -> dict:
+    """What every flow row records beside the pair count: the image format and which frames were paired."""
+    return {"image_format": params.image_format, "pairs_of": params.pairs}
 
 
 def flow_batch_work(jobs: list[tuple[str, Path]], workdir: str, params: FlowParams, device: str, batch: int):
@@ -37,8 +60,24 @@ def flow_batch_work(jobs: list[tuple[str, Path]], workdir: str, params: FlowPara
     encode on CPU threads while the device computes."""
     from tsnpipe.stages.flow.driver import flow_videos
 
-    yield from flow_videos([(Path(workdir) / source, out_dir) for source, out_dir in jobs], params,
-                           device=device, batch=batch)
+    for index, done in flow_videos([(Path(workdir) / source, out_dir) for source, out_dir in jobs], params,
+                                   device=device, batch=batch):
+        yield index, done if isinstance(done, Exception) else {**done, **row_facts(params)}
+
+
+def source_inputs(workdir: Path) -> tuple[dict, dict]:
+    """For --pairs source: the params the frames were extracted with, and each frames folder's video file."""
+    path = run_info_path(workdir, "frames")
+    try:
+        recorded = json.loads(path.read_text())["params"]
+    except (OSError, ValueError, KeyError):
+        raise TsnpipeError(f"--pairs source needs the frame settings in {path}, which cannot be read; "
+                           "rerun `tsnpipe extract-frames` into this workdir.") from None
+    frames = {f.name: recorded[f.name] for f in fields(FrameParams) if f.name in recorded}
+    frames["size"] = tuple(frames["size"]) if frames.get("size") else None
+    videos = {row["output"]: row["source"] for row in Manifest(workdir, "frames").rows.values()
+              if row.get("status") == "done"}
+    return frames, videos
 
 
 def flow_items(workdir: Path) -> list[Item]:
@@ -74,7 +113,8 @@ def describe(params: FlowParams, device: str, batch: int) -> str:
             f"{params.nscales} scales x {params.scale_step:g}, {params.warps} warps, epsilon {params.epsilon:g}, "
             f"{params.inner_iterations}x{params.outer_iterations} iterations, median {params.median_filtering}; "
             f"bound +-{params.bound:g} -> {params.image_format}"
-            + (f" q{params.jpeg_quality}" if params.image_format == "jpg" else ""))
+            + (f" q{params.jpeg_quality}" if params.image_format == "jpg" else "")
+            + ("; pairs: each frame to its next source frame" if params.pairs == "source" else ""))
 
 
 @click.command("extract-flow")
@@ -90,13 +130,16 @@ def describe(params: FlowParams, device: str, batch: int) -> str:
               help="Flow values are clipped to +-bound pixels, then mapped to 0..255 (128 is no motion).")
 @click.option("--format", "image_format", type=click.Choice(["jpg", "png"]), default="jpg", show_default=True,
               help="Image format of flow_x_/flow_y_ files: JPEG quality 95 (the references'), or lossless PNG.")
+@click.option("--pairs", type=click.Choice(["frames", "source"]), default="frames", show_default=True,
+              help="frames: flow between consecutive extracted frames (at 10 fps, 0.1 s apart). source: for each "
+              "extracted frame, the flow to the next frame of the video at its own rate (TSN's motion scale).")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
               help="Videos in parallel. Default: one per core (opencv, torch on cpu); 1 on cuda.")
 @click.option("--executor", type=click.Choice(["loky", "threading", "dask"]), default="loky", show_default=True,
               help="How videos are spread: local processes (loky), threads, or a Dask cluster (with --scheduler).")
 @scheduler_option
 @progress_option
-def extract_flow(workdir, flow_backend, device, batch, bound, image_format, jobs, executor, scheduler, progress):
+def extract_flow(workdir, flow_backend, device, batch, bound, image_format, pairs, jobs, executor, scheduler, progress):
     """TV-L1 optical flow between consecutive frames of every video in W/frames, into W/flow/<video_id>/.
 
     Pair i (from img_i to img_{i+1}) is written as flow_x_0000i.jpg and flow_y_0000i.jpg: each component
@@ -108,7 +151,8 @@ def extract_flow(workdir, flow_backend, device, batch, bound, image_format, jobs
     check_dask(executor, scheduler)
     workdir_path = Path(workdir)
     backend, device = choose_backend(flow_backend, device)
-    params = FlowParams(backend=backend, bound=bound, image_format=image_format)
+    params = FlowParams(backend=backend, bound=bound, image_format=image_format, pairs=pairs)
+    frames, videos = source_inputs(workdir_path) if pairs == "source" else ({}, {})
     if jobs is None:
         jobs = 1 if device == "cuda" and backend == "torch" else os.cpu_count() or 1
     threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -117,12 +161,13 @@ def extract_flow(workdir, flow_backend, device, batch, bound, image_format, jobs
     click.echo(f"extract-flow: {len(items):,} videos ({pairs:,} frame pairs) in {workdir_path / 'frames'}; "
                f"{describe(params, device, batch)}; {jobs} jobs ({executor})")
     work = functools.partial(flow_work, workdir=str(workdir_path.resolve()), params=params, device=device,
-                             batch=batch, threads=threads)
+                             batch=batch, threads=threads, frames=frames, videos=videos)
     stage = Stage(name="flow", verb="computed", params=params.hashed(), output_root="flow", work=work,
                   inputs={"frames_manifest": str(manifest_path(workdir_path, "frames"))}, unit="pair",
                   hash_content=False,
                   batch_work=functools.partial(flow_batch_work, workdir=str(workdir_path.resolve()), params=params,
-                                               device=device, batch=batch) if backend == "torch" else None)
+                                               device=device, batch=batch)
+                  if backend == "torch" and pairs == "frames" else None)
     with WorkdirLock(workdir_path, "tsnpipe extract-flow"):
         summary = run_stage(workdir_path, stage, items, jobs=jobs, backend=executor, scheduler=scheduler,
                             progress=progress)

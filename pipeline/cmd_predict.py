@@ -64,17 +64,19 @@ def frames_for(checkpoint_params, fps: float | None, size: tuple | None):
 
 
 def flow_params_for(streams, backend: str):
-    """The TV-L1 settings the first flow checkpoint's training flow used (else the defaults), on `backend`."""
+    """The TV-L1 settings the first flow checkpoint's training flow used (else the defaults), on `backend`,
+    paired as the checkpoint records (each flow checkpoint's own pairing is used for its own flow)."""
     from tsnpipe.stages.flow import FlowParams
 
-    known = {f.name for f in fields(FlowParams)} - {"backend", "image_format"}
+    known = {f.name for f in fields(FlowParams)} - {"backend", "image_format", "pairs"}
     for stream in streams:
         if stream.params.modality == "flow":
+            pairs = stream.params.flow_pairs
             recorded, path = recorded_params(stream.params, "flow")
             if recorded is not None:
                 values = {key: value for key, value in recorded.items() if key in known}
-                return FlowParams(backend=backend, image_format="jpg", **values), f"from {path}"
-            return FlowParams(backend=backend), "not recorded with the checkpoint's data: defaults"
+                return FlowParams(backend=backend, image_format="jpg", pairs=pairs, **values), f"from {path}"
+            return FlowParams(backend=backend, pairs=pairs), "not recorded with the checkpoint's data: defaults"
     return FlowParams(backend=backend), None
 
 
@@ -132,7 +134,8 @@ def predict(video, checkpoints, weights, segments, crops, top, fps, size, device
     torch_device = pick_device(device)
     flow, flow_origin = flow_params_for(streams, "torch" if torch_device.type == "cuda" else "opencv")
     if flow_origin:
-        notes.append(f"flow: TV-L1 {flow.backend} on {torch_device.type}, bound {flow.bound:g} ({flow_origin})")
+        notes.append(f"flow: TV-L1 {flow.backend} on {torch_device.type}, bound {flow.bound:g}, pairs of "
+                     f"{'source frames' if flow.pairs == 'source' else 'extracted frames'} ({flow_origin})")
     for note in notes:
         click.echo(f"predict: {note}", err=as_json)
     result = predict_video(video, streams, weights, flow, segments=segments, crops=int(crops), device=str(torch_device),

@@ -7,6 +7,7 @@ commands so that `tsnpipe --help` stays quick.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import click
 from click.core import ParameterSource
 
 from tsnpipe.options import progress_option, workdir_option
+from tsnpipe.runner import run_info_path
 
 SOURCES = ("ucf101", "hmdb51", "folders")
 
@@ -56,11 +58,19 @@ def given_on_command_line(ctx: click.Context, name: str) -> bool:
     return ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
 
 
+def recorded_flow_pairs(workdir: Path) -> str:
+    """How the workdir's flow was paired (extract-flow --pairs), as W/manifests/flow.run.json records it."""
+    try:
+        return json.loads(run_info_path(workdir, "flow").read_text())["params"].get("pairs", "frames")
+    except (OSError, ValueError, KeyError):
+        return "frames"
+
+
 def describe_params(params, given: set[str]) -> str:
     """Every training param, the ones taken from defaults marked, so a run says what it used."""
     parts = []
     for key, value in params.as_dict().items():
-        if key in ("split_dir", "store"):
+        if key in ("split_dir", "store") or (key == "flow_pairs" and params.modality != "flow"):
             continue
         text = ",".join(map(str, value)) if isinstance(value, list) else ("auto" if value is None else value)
         parts.append(f"{key}={text}" + ("" if key in given else "*"))
@@ -118,11 +128,15 @@ def train(ctx, workdir, modality, split_number, source, store, run_name, resume,
     if resume:
         before = params_from_dict(load_checkpoint(run_dir / "last.pt")["params"]).as_dict()
         values = {key: (values[key] if key in given else before[key]) for key in values}
+        values["flow_pairs"] = before["flow_pairs"]
         given |= set(values)
     elif (run_dir / "last.pt").exists():
         raise click.ClickException(f"{run_dir} already holds a checkpoint; pass --resume to continue it or choose another --run-name.")
     if modality == "rgb":
         values["length"] = 1
+    if not resume and modality == "flow":  # the flow the run reads: how W's flow was paired
+        values["flow_pairs"] = recorded_flow_pairs(workdir)
+        given.add("flow_pairs")
     store = store or workdir
     params = make_params(
         modality, split_dir=str(split_path(workdir, source, split_number).resolve()), store=str(Path(store).resolve()), **values,

@@ -89,6 +89,7 @@ def score_split(
     source = {
         "checkpoint": str(Path(checkpoint).resolve()), "epoch": int(state["epoch"]), "split_dir": str(split_dir),
         "store": str(store), "backbone": params.backbone,
+        **({"flow_pairs": params.flow_pairs} if params.modality == "flow" else {}),
     }
     out = write_scores(out, test_table["video_id"].tolist(), labels, class_names, scores, aggregation, source)
     result = {**accuracies(scores, labels), "videos": len(labels), "videos_per_s": videos_per_s}

@@ -51,6 +51,7 @@ class TrainParams:
     workers: int = 4
     seed: int = 0
     deterministic: bool = False
+    flow_pairs: str = "frames"  # which flow the run trains on (extract-flow --pairs); test and predict follow it
 
     def as_dict(self) -> dict:
         return asdict(self)

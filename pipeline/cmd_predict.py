@@ -19,6 +19,7 @@ from tsnpipe.cmd_fuse import WeightsType
 from tsnpipe.cmd_frames import describe as describe_frames, frame_params
 from tsnpipe.options import SizeType
 from tsnpipe.runner import run_info_path
+from tsnpipe.stages.protocol import TEST_CROPS, TEST_SEGMENTS
 
 DEFAULT_FPS = 10.0
 DEFAULT_SIZE = ("short", 256)
@@ -94,9 +95,9 @@ def table(classes: list[dict]) -> str:
               help="A .pt file written by `tsnpipe train`; repeat it to fuse streams (e.g. rgb then flow).")
 @click.option("--weights", type=WeightsType(), default=None,
               help="One weight per --checkpoint, in their order, e.g. 1:1.5; raw scores are summed. Default: all 1.")
-@click.option("--segments", type=click.IntRange(min=1), default=25, show_default=True,
+@click.option("--segments", type=click.IntRange(min=1), default=TEST_SEGMENTS, show_default=True,
               help="Snippets, at evenly spaced segment centres (as `tsnpipe test`).")
-@click.option("--crops", type=click.Choice(["1", "3", "10"]), default="10", show_default=True,
+@click.option("--crops", type=click.Choice(["1", "3", "10"]), default=TEST_CROPS, show_default=True,
               help="Views per snippet: centre; 3 along the long side; 4 corners + centre and their flips.")
 @click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="Classes to print.")
 @click.option("--fps", type=click.FloatRange(min=0.1, max=240), default=None,

@@ -16,6 +16,7 @@ from click.core import ParameterSource
 
 from tsnpipe.options import progress_option, workdir_option
 from tsnpipe.runner import run_info_path
+from tsnpipe.stages.protocol import TEST_AVERAGE, TEST_CROPS, TEST_SEGMENTS
 
 SOURCES = ("ucf101", "hmdb51", "folders")
 
@@ -158,9 +159,9 @@ def train(ctx, workdir, modality, split_number, source, store, run_name, resume,
 @click.option("--store", type=click.Path(exists=True, path_type=Path), default=None, help="A packed store; default: the JPEG folders of W.")
 @click.option("--source", type=click.Choice(SOURCES), default=None, help="Split source (default: the checkpoint's).")
 @click.option("--split", "split_number", type=click.IntRange(1, 3), default=None, help="Split number (default: the checkpoint's).")
-@click.option("--segments", type=click.IntRange(min=1), default=25, show_default=True, help="Snippets per video, at evenly spaced segment centres.")
-@click.option("--crops", type=click.Choice(["1", "3", "10"]), default="10", show_default=True, help="Views per snippet: centre; 3 along the long side; 4 corners + centre and their flips.")
-@click.option("--average", type=click.Choice(["raw", "softmax"]), default="raw", show_default=True, help="Average raw scores (the paper) or softmax probabilities.")
+@click.option("--segments", type=click.IntRange(min=1), default=TEST_SEGMENTS, show_default=True, help="Snippets per video, at evenly spaced segment centres.")
+@click.option("--crops", type=click.Choice(["1", "3", "10"]), default=TEST_CROPS, show_default=True, help="Views per snippet: centre; 3 along the long side; 4 corners + centre and their flips.")
+@click.option("--average", type=click.Choice(["raw", "softmax"]), default=TEST_AVERAGE, show_default=True, help="Average raw scores (the paper) or softmax probabilities.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Score file (default: W/scores/<run-name>.pkl); accuracies go to the same name with .json.")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Videos per forward pass.")
 @click.option("--workers", type=click.IntRange(min=0), default=4, show_default=True)

@@ -130,7 +130,7 @@ def describe(params: FlowParams, device: str, batch: int) -> str:
               help="Flow values are clipped to +-bound pixels, then mapped to 0..255 (128 is no motion).")
 @click.option("--format", "image_format", type=click.Choice(["jpg", "png"]), default="jpg", show_default=True,
               help="Image format of flow_x_/flow_y_ files: JPEG quality 95 (the references'), or lossless PNG.")
-@click.option("--pairs", type=click.Choice(["frames", "source"]), default="frames", show_default=True,
+@click.option("--pairs", "pairing", type=click.Choice(["frames", "source"]), default="frames", show_default=True,
               help="frames: flow between consecutive extracted frames (at 10 fps, 0.1 s apart). source: for each "
               "extracted frame, the flow to the next frame of the video at its own rate (TSN's motion scale).")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
@@ -139,7 +139,8 @@ def describe(params: FlowParams, device: str, batch: int) -> str:
               help="How videos are spread: local processes (loky), threads, or a Dask cluster (with --scheduler).")
 @scheduler_option
 @progress_option
-def extract_flow(workdir, flow_backend, device, batch, bound, image_format, pairs, jobs, executor, scheduler, progress):
+def extract_flow(workdir, flow_backend, device, batch, bound, image_format, pairing, jobs, executor, scheduler,
+                 progress):
     """TV-L1 optical flow between consecutive frames of every video in W/frames, into W/flow/<video_id>/.
 
     Pair i (from img_i to img_{i+1}) is written as flow_x_0000i.jpg and flow_y_0000i.jpg: each component
@@ -151,8 +152,8 @@ def extract_flow(workdir, flow_backend, device, batch, bound, image_format, pair
     check_dask(executor, scheduler)
     workdir_path = Path(workdir)
     backend, device = choose_backend(flow_backend, device)
-    params = FlowParams(backend=backend, bound=bound, image_format=image_format, pairs=pairs)
-    frames, videos = source_inputs(workdir_path) if pairs == "source" else ({}, {})
+    params = FlowParams(backend=backend, bound=bound, image_format=image_format, pairs=pairing)
+    frames, videos = source_inputs(workdir_path) if pairing == "source" else ({}, {})
     if jobs is None:
         jobs = 1 if device == "cuda" and backend == "torch" else os.cpu_count() or 1
     threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -167,7 +168,7 @@ def extract_flow(workdir, flow_backend, device, batch, bound, image_format, pair
                   hash_content=False,
                   batch_work=functools.partial(flow_batch_work, workdir=str(workdir_path.resolve()), params=params,
                                                device=device, batch=batch)
-                  if backend == "torch" and pairs == "frames" else None)
+                  if backend == "torch" and params.pairs == "frames" else None)
     with WorkdirLock(workdir_path, "tsnpipe extract-flow"):
         summary = run_stage(workdir_path, stage, items, jobs=jobs, backend=executor, scheduler=scheduler,
                             progress=progress)

@@ -4,7 +4,7 @@ Every bundled clip is decoded as `extract-frames` does (10 fps, short side 256 b
 computed by the flow stage itself (OpenCV TV-L1 with the FlowParams defaults) once per pairing. Printed as
 one JSON object: per clip and in total, the pairs, the clipped fraction (values with |v| > bound, over both
 components) and the 99th percentile of |v| in pixels read back from the written images.
-Usage: python benchmarks/flow_pairs.py [--fps 10] [--short-side 256] [--clips 7] [--inner-iterations 30]
+Usage: python benchmarks/flow_pairs.py [--fps 10] [--short-side 256] [--start 0] [--clips 7] [--inner-iterations 30]
 (30 inner iterations are OpenCV's own default and dense_flow's; the clipped fraction barely depends on them.)
 """
 
@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=10.0)
     parser.add_argument("--short-side", type=int, default=256)
     parser.add_argument("--clips", type=int, default=len(CLIPS))
+    parser.add_argument("--start", type=int, default=0, help="skip the first clips (to split the run over processes)")
     parser.add_argument("--inner-iterations", type=int, default=FlowParams.inner_iterations)
     args = parser.parse_args()
     cv2.setNumThreads(1)
@@ -49,7 +50,7 @@ def main() -> None:
                "short_side": args.short_side, "inner_iterations": args.inner_iterations, "clips": {}, "total": {}}
     totals = {pairs: {"pairs": 0, "clipped_values": 0.0, "values": 0, "seconds": 0.0} for pairs in ("frames", "source")}
     with tempfile.TemporaryDirectory() as temp:
-        for clip in CLIPS[: args.clips]:
+        for clip in CLIPS[args.start: args.start + args.clips]:
             name = f"{clip.parent.name}/{clip.stem}"
             frames_dir = Path(temp) / "frames" / name
             facts = extract_video(clip, frames_dir, frames)

@@ -127,11 +127,12 @@ def predict_video(
     timings = {"decode_s": 0.0, "flow_s": 0.0, "score_s": 0.0}
     per_stream = []
     with tempfile.TemporaryDirectory(prefix="tsnpipe-predict-") as temp:
-        workspaces: dict[FrameParams, Path] = {}
+        workspaces: dict[tuple[FrameParams, str], Path] = {}  # one per frame settings and flow pairing
         for stream in streams:
-            workspace = workspaces.get(stream.frames)
+            key = (stream.frames, stream.params.flow_pairs)
+            workspace = workspaces.get(key)
             if workspace is None:
-                workspace = workspaces[stream.frames] = Path(temp) / f"w{len(workspaces)}"
+                workspace = workspaces[key] = Path(temp) / f"w{len(workspaces)}"
                 start = time.perf_counter()
                 extract_video(video, workspace / "frames" / VIDEO_ID, stream.frames)
                 timings["decode_s"] += time.perf_counter() - start

@@ -1,10 +1,16 @@
-"""`tsnpipe extract-flow`: TV-L1 optical flow between consecutive frames of every extracted video."""
+"""`tsnpipe extract-flow`: TV-L1 optical flow between consecutive frames of every extracted video.
+
+Each flow row records the image format and which frames were paired (`image_format`, `pairs_of`), so pack
+and test can carry them on.
+"""
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
+from dataclasses import fields
 from pathlib import Path
 
 import click
@@ -12,9 +18,10 @@ import click
 from tsnpipe.manifests.files import WorkdirLock
 from tsnpipe.manifests.table import Manifest, manifest_path
 from tsnpipe.options import check_dask, progress_option, scheduler_option, workdir_option
-from tsnpipe.runner import Item, Stage, run_stage
+from tsnpipe.runner import Item, Stage, run_info_path, run_stage
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.flow import FlowParams
+from tsnpipe.stages.frames import FrameParams
 
 
 class IterationsType(click.ParamType):
@@ -49,8 +56,13 @@ class DevicesType(click.ParamType):
 
 
 def flow_work(source: str, out_dir: Path, workdir: str, params: FlowParams, device: str, batch: int,
-              threads: int, devices: tuple[int, ...] | None = None) -> dict:
-    """One video's flow, in whichever process the runner picked; `threads` is this process's share of cores."""
+              threads: int, devices: tuple[int, ...] | None = None, frames: dict | None = None,
+              videos: dict[str, str] | None = None) -> dict:
+    """One video's flow, in whichever process the runner picked; `threads` is this process's share of cores.
+
+    With --pairs source, `videos` maps each frames folder to its video file and `frames` holds the
+    FrameParams the frames were extracted with; both are empty otherwise.
+    """
     from tsnpipe.stages.flow.driver import flow_video
 
     if params.backend == "torch":
@@ -61,7 +73,19 @@ def flow_work(source: str, out_dir: Path, workdir: str, params: FlowParams, devi
         import cv2
 
         cv2.setNumThreads(threads)
-    return flow_video(Path(workdir) / source, out_dir, params, device=device, batch=batch, devices=devices)
+    if params.pairs == "source":
+        from tsnpipe.stages.flow.source_pairs import source_flow_video
+
+        video, frame_params = videos[source], FrameParams(**frames)
+        done = source_flow_video(video, Path(workdir) / source, out_dir, params, frame_params, device=device, batch=batch)
+    else:
+        done = flow_video(Path(workdir) / source, out_dir, params, device=device, batch=batch, devices=devices)
+    return {**done, **row_facts(params)}
+
+
+def row_facts(params: FlowParams) -> dict:
+    """What every flow row records beside the pair count: the image format and which frames were paired."""
+    return {"image_format": params.image_format, "pairs_of": params.pairs}
 
 
 def flow_batch_work(jobs: list[tuple[str, Path]], workdir: str, params: FlowParams, device: str, batch: int,
@@ -70,8 +94,24 @@ def flow_batch_work(jobs: list[tuple[str, Path]], workdir: str, params: FlowPara
     refilled batch, decode and encode on CPU threads while the devices compute."""
     from tsnpipe.stages.flow.driver import flow_videos
 
-    yield from flow_videos([(Path(workdir) / source, out_dir) for source, out_dir in jobs], params,
-                           device=device, batch=batch, devices=devices)
+    for index, done in flow_videos([(Path(workdir) / source, out_dir) for source, out_dir in jobs], params,
+                                   device=device, batch=batch, devices=devices):
+        yield index, done if isinstance(done, Exception) else {**done, **row_facts(params)}
+
+
+def source_inputs(workdir: Path) -> tuple[dict, dict]:
+    """For --pairs source: the params the frames were extracted with, and each frames folder's video file."""
+    path = run_info_path(workdir, "frames")
+    try:
+        recorded = json.loads(path.read_text())["params"]
+    except (OSError, ValueError, KeyError):
+        raise TsnpipeError(f"--pairs source needs the frame settings in {path}, which cannot be read; "
+                           "rerun `tsnpipe extract-frames` into this workdir.") from None
+    frames = {f.name: recorded[f.name] for f in fields(FrameParams) if f.name in recorded}
+    frames["size"] = tuple(frames["size"]) if frames.get("size") else None
+    videos = {row["output"]: row["source"] for row in Manifest(workdir, "frames").rows.values()
+              if row.get("status") == "done"}
+    return frames, videos
 
 
 def flow_items(workdir: Path) -> list[Item]:
@@ -109,7 +149,8 @@ def describe(params: FlowParams, device: str, batch: int, devices: tuple[int, ..
             f"{params.nscales} scales x {params.scale_step:g}, {params.warps} warps, epsilon {params.epsilon:g}, "
             f"{params.inner_iterations}x{params.outer_iterations} iterations, median {params.median_filtering}; "
             f"bound +-{params.bound:g} -> {params.image_format}"
-            + (f" q{params.jpeg_quality}" if params.image_format == "jpg" else ""))
+            + (f" q{params.jpeg_quality}" if params.image_format == "jpg" else "")
+            + ("; pairs: each frame to its next source frame" if params.pairs == "source" else ""))
 
 
 @click.command("extract-flow")
@@ -131,6 +172,9 @@ def describe(params: FlowParams, device: str, batch: int, devices: tuple[int, ..
               help="Flow values are clipped to +-bound pixels, then mapped to 0..255 (128 is no motion).")
 @click.option("--format", "image_format", type=click.Choice(["jpg", "png"]), default="jpg", show_default=True,
               help="Image format of flow_x_/flow_y_ files: JPEG quality 95 (the references'), or lossless PNG.")
+@click.option("--pairs", "pairing", type=click.Choice(["frames", "source"]), default="frames", show_default=True,
+              help="frames: flow between consecutive extracted frames (at 10 fps, 0.1 s apart). source: for each "
+              "extracted frame, the flow to the next frame of the video at its own rate (TSN's motion scale).")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
               help="Videos in parallel. Default: one per core (opencv, torch on cpu); 1 on cuda.")
 @click.option("--executor", type=click.Choice(["loky", "threading", "dask"]), default="loky", show_default=True,
@@ -139,8 +183,8 @@ def describe(params: FlowParams, device: str, batch: int, devices: tuple[int, ..
               "resource (dask worker --resources GPU=1).")
 @scheduler_option
 @progress_option
-def extract_flow(workdir, flow_backend, device, devices, batch, iterations, bound, image_format, jobs, executor,
-                 scheduler, progress):
+def extract_flow(workdir, flow_backend, device, devices, batch, iterations, bound, image_format, pairing, jobs,
+                 executor, scheduler, progress):
     """TV-L1 optical flow between consecutive frames of every video in W/frames, into W/flow/<video_id>/.
 
     Pair i (from img_i to img_{i+1}) is written as flow_x_0000i.jpg and flow_y_0000i.jpg: each component
@@ -155,7 +199,8 @@ def extract_flow(workdir, flow_backend, device, devices, batch, iterations, boun
     if devices and (backend != "torch" or device == "cpu"):
         raise TsnpipeError("--devices picks GPUs for the torch backend; add --backend torch --device cuda, or drop it.")
     params = FlowParams(backend=backend, bound=bound, image_format=image_format, inner_iterations=iterations[0],
-                        outer_iterations=iterations[1])
+                        outer_iterations=iterations[1], pairs=pairing)
+    frames, videos = source_inputs(workdir_path) if pairing == "source" else ({}, {})
     if jobs is None:
         jobs = 1 if device == "cuda" and backend == "torch" else os.cpu_count() or 1
     gpu_tasks = executor == "dask" and backend == "torch" and device in ("auto", "cuda")
@@ -166,14 +211,14 @@ def extract_flow(workdir, flow_backend, device, devices, batch, iterations, boun
                f"{describe(params, device, batch, devices)}; {jobs} jobs ({executor}"
                + (", on workers with a GPU resource)" if gpu_tasks else ")"))
     work = functools.partial(flow_work, workdir=str(workdir_path.resolve()), params=params, device=device,
-                             batch=batch, threads=threads, devices=devices)
+                             batch=batch, threads=threads, devices=devices, frames=frames, videos=videos)
     stage = Stage(name="flow", verb="computed", params=params.hashed(), output_root="flow", work=work,
                   inputs={"frames_manifest": str(manifest_path(workdir_path, "frames"))}, unit="pair",
                   hash_content=False,
                   dask_resources={"GPU": 1} if gpu_tasks else None,
                   batch_work=functools.partial(flow_batch_work, workdir=str(workdir_path.resolve()), params=params,
                                                device=device, batch=batch, devices=devices)
-                  if backend == "torch" else None)
+                  if backend == "torch" and params.pairs == "frames" else None)
     with WorkdirLock(workdir_path, "tsnpipe extract-flow"):
         summary = run_stage(workdir_path, stage, items, jobs=jobs, backend=executor, scheduler=scheduler,
                             progress=progress)

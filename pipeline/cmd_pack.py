@@ -36,6 +36,12 @@ def pack_items(workdir: Path) -> list[Item]:
             for vid, row in sorted(frames.items()) if row.get("status") == "done"]
 
 
+def flow_formats(workdir: Path) -> dict[str, str]:
+    """video_id -> the flow image format (jpg, png) its flow manifest row records, for the videos whose flow is done."""
+    return {vid: row["image_format"] for vid, row in Manifest(workdir, "flow").rows.items()
+            if row.get("status") == "done" and row.get("image_format")}
+
+
 def store_size(store: Path) -> str:
     files = [p for p in store.iterdir() if p.is_file()]
     return f"{len(files)} files, {sum(p.stat().st_size for p in files) / 1e6:,.1f} MB"
@@ -53,7 +59,7 @@ def store_size(store: Path) -> str:
 def pack(workdir, fmt, store, shard_mb, progress):
     """Pack the JPEG frames (W/frames) and flow images (W/flow) of every extracted video into one store.
 
-    The JPEG bytes are stored as they are, so reads give back exactly the files. Reruns pack only videos that
+    Flow images are JPEG or PNG as extract-flow wrote them (the flow manifest says which). The bytes are stored as they are, so reads give back exactly the files. Reruns pack only videos that
     are new or were re-extracted since (W/manifests/pack-<format>.parquet) and never rewrite the others;
     a killed run leaves a readable store and the rerun finishes it. Video without flow yet: its frames are
     packed now and its flow once `tsnpipe extract-flow` has run.
@@ -89,7 +95,8 @@ def pack(workdir, fmt, store, shard_mb, progress):
             if fact["status"] == "failed":
                 bar.write(f"failed: {fact['video_id']}: {fact['error']}")
 
-        pack_videos(workdir, store, fmt, list(todo), shard_bytes=shard_mb << 20, progress=record)
+        pack_videos(workdir, store, fmt, list(todo), shard_bytes=shard_mb << 20, progress=record,
+                    flow_formats=flow_formats(workdir))
         bar.close()
         manifest.compact()
     line = f"{counts['done']:,} packed, {len(items) - len(todo):,} up to date, {counts['failed']:,} failed"

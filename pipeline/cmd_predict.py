@@ -19,6 +19,7 @@ from tsnpipe.cmd_fuse import WeightsType
 from tsnpipe.cmd_frames import describe as describe_frames, frame_params
 from tsnpipe.options import SizeType
 from tsnpipe.runner import run_info_path
+from tsnpipe.stages.protocol import TEST_CROPS, TEST_SEGMENTS
 
 DEFAULT_FPS = 10.0
 DEFAULT_SIZE = ("short", 256)
@@ -64,17 +65,19 @@ def frames_for(checkpoint_params, fps: float | None, size: tuple | None):
 
 
 def flow_params_for(streams, backend: str):
-    """The TV-L1 settings the first flow checkpoint's training flow used (else the defaults), on `backend`."""
+    """The TV-L1 settings the first flow checkpoint's training flow used (else the defaults), on `backend`,
+    paired as the checkpoint records (each flow checkpoint's own pairing is used for its own flow)."""
     from tsnpipe.stages.flow import FlowParams
 
-    known = {f.name for f in fields(FlowParams)} - {"backend", "image_format"}
+    known = {f.name for f in fields(FlowParams)} - {"backend", "image_format", "pairs"}
     for stream in streams:
         if stream.params.modality == "flow":
+            pairs = stream.params.flow_pairs
             recorded, path = recorded_params(stream.params, "flow")
             if recorded is not None:
                 values = {key: value for key, value in recorded.items() if key in known}
-                return FlowParams(backend=backend, image_format="jpg", **values), f"from {path}"
-            return FlowParams(backend=backend), "not recorded with the checkpoint's data: defaults"
+                return FlowParams(backend=backend, image_format="jpg", pairs=pairs, **values), f"from {path}"
+            return FlowParams(backend=backend, pairs=pairs), "not recorded with the checkpoint's data: defaults"
     return FlowParams(backend=backend), None
 
 
@@ -92,9 +95,9 @@ def table(classes: list[dict]) -> str:
               help="A .pt file written by `tsnpipe train`; repeat it to fuse streams (e.g. rgb then flow).")
 @click.option("--weights", type=WeightsType(), default=None,
               help="One weight per --checkpoint, in their order, e.g. 1:1.5; raw scores are summed. Default: all 1.")
-@click.option("--segments", type=click.IntRange(min=1), default=25, show_default=True,
+@click.option("--segments", type=click.IntRange(min=1), default=TEST_SEGMENTS, show_default=True,
               help="Snippets, at evenly spaced segment centres (as `tsnpipe test`).")
-@click.option("--crops", type=click.Choice(["1", "3", "10"]), default="10", show_default=True,
+@click.option("--crops", type=click.Choice(["1", "3", "10"]), default=TEST_CROPS, show_default=True,
               help="Views per snippet: centre; 3 along the long side; 4 corners + centre and their flips.")
 @click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="Classes to print.")
 @click.option("--fps", type=click.FloatRange(min=0.1, max=240), default=None,
@@ -132,7 +135,8 @@ def predict(video, checkpoints, weights, segments, crops, top, fps, size, device
     torch_device = pick_device(device)
     flow, flow_origin = flow_params_for(streams, "torch" if torch_device.type == "cuda" else "opencv")
     if flow_origin:
-        notes.append(f"flow: TV-L1 {flow.backend} on {torch_device.type}, bound {flow.bound:g} ({flow_origin})")
+        notes.append(f"flow: TV-L1 {flow.backend} on {torch_device.type}, bound {flow.bound:g}, pairs of "
+                     f"{'source frames' if flow.pairs == 'source' else 'extracted frames'} ({flow_origin})")
     for note in notes:
         click.echo(f"predict: {note}", err=as_json)
     result = predict_video(video, streams, weights, flow, segments=segments, crops=int(crops), device=str(torch_device),

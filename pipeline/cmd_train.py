@@ -7,6 +7,7 @@ commands so that `tsnpipe --help` stays quick.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import click
 from click.core import ParameterSource
 
 from tsnpipe.options import progress_option, workdir_option
+from tsnpipe.runner import run_info_path
+from tsnpipe.stages.protocol import TEST_AVERAGE, TEST_CROPS, TEST_SEGMENTS
 
 SOURCES = ("ucf101", "hmdb51", "folders")
 
@@ -56,11 +59,19 @@ def given_on_command_line(ctx: click.Context, name: str) -> bool:
     return ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
 
 
+def recorded_flow_pairs(workdir: Path) -> str:
+    """How the workdir's flow was paired (extract-flow --pairs), as W/manifests/flow.run.json records it."""
+    try:
+        return json.loads(run_info_path(workdir, "flow").read_text())["params"].get("pairs", "frames")
+    except (OSError, ValueError, KeyError):
+        return "frames"
+
+
 def describe_params(params, given: set[str]) -> str:
     """Every training param, the ones taken from defaults marked, so a run says what it used."""
     parts = []
     for key, value in params.as_dict().items():
-        if key in ("split_dir", "store"):
+        if key in ("split_dir", "store") or (key == "flow_pairs" and params.modality != "flow"):
             continue
         text = ",".join(map(str, value)) if isinstance(value, list) else ("auto" if value is None else value)
         parts.append(f"{key}={text}" + ("" if key in given else "*"))
@@ -118,11 +129,15 @@ def train(ctx, workdir, modality, split_number, source, store, run_name, resume,
     if resume:
         before = params_from_dict(load_checkpoint(run_dir / "last.pt")["params"]).as_dict()
         values = {key: (values[key] if key in given else before[key]) for key in values}
+        values["flow_pairs"] = before["flow_pairs"]
         given |= set(values)
     elif (run_dir / "last.pt").exists():
         raise click.ClickException(f"{run_dir} already holds a checkpoint; pass --resume to continue it or choose another --run-name.")
     if modality == "rgb":
         values["length"] = 1
+    if not resume and modality == "flow":  # the flow the run reads: how W's flow was paired
+        values["flow_pairs"] = recorded_flow_pairs(workdir)
+        given.add("flow_pairs")
     store = store or workdir
     params = make_params(
         modality, split_dir=str(split_path(workdir, source, split_number).resolve()), store=str(Path(store).resolve()), **values,
@@ -144,9 +159,9 @@ def train(ctx, workdir, modality, split_number, source, store, run_name, resume,
 @click.option("--store", type=click.Path(exists=True, path_type=Path), default=None, help="A packed store; default: the JPEG folders of W.")
 @click.option("--source", type=click.Choice(SOURCES), default=None, help="Split source (default: the checkpoint's).")
 @click.option("--split", "split_number", type=click.IntRange(1, 3), default=None, help="Split number (default: the checkpoint's).")
-@click.option("--segments", type=click.IntRange(min=1), default=25, show_default=True, help="Snippets per video, at evenly spaced segment centres.")
-@click.option("--crops", type=click.Choice(["1", "3", "10"]), default="10", show_default=True, help="Views per snippet: centre; 3 along the long side; 4 corners + centre and their flips.")
-@click.option("--average", type=click.Choice(["raw", "softmax"]), default="raw", show_default=True, help="Average raw scores (the paper) or softmax probabilities.")
+@click.option("--segments", type=click.IntRange(min=1), default=TEST_SEGMENTS, show_default=True, help="Snippets per video, at evenly spaced segment centres.")
+@click.option("--crops", type=click.Choice(["1", "3", "10"]), default=TEST_CROPS, show_default=True, help="Views per snippet: centre; 3 along the long side; 4 corners + centre and their flips.")
+@click.option("--average", type=click.Choice(["raw", "softmax"]), default=TEST_AVERAGE, show_default=True, help="Average raw scores (the paper) or softmax probabilities.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Score file (default: W/scores/<run-name>.pkl); accuracies go to the same name with .json.")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Videos per forward pass.")
 @click.option("--workers", type=click.IntRange(min=0), default=4, show_default=True)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from tsnpipe.stages.scores import accuracies, write_scores
+from tsnpipe.stages.scores import accuracies, check_split_classes, write_scores
 from tsnpipe.stages.train.checkpoint import load_checkpoint
 from tsnpipe.stages.train.data import SnippetDataset, make_loader, read_split, table_dataset
 from tsnpipe.stages.train.loop import autocast, autocast_dtype, build_model, pick_device
@@ -72,6 +72,7 @@ def score_split(
     store = Path(store or params.store)
     split_dir = Path(split_dir or params.split_dir)
     _, test_table, class_names = read_split(split_dir)
+    check_split_classes(state["class_names"], class_names, checkpoint, split_dir)
     torch_device = pick_device(device)
     model = build_model(params, len(state["class_names"]), weights=None)
     model.load_state_dict(state["model"])
@@ -88,6 +89,7 @@ def score_split(
     source = {
         "checkpoint": str(Path(checkpoint).resolve()), "epoch": int(state["epoch"]), "split_dir": str(split_dir),
         "store": str(store), "backbone": params.backbone,
+        **({"flow_pairs": params.flow_pairs} if params.modality == "flow" else {}),
     }
     out = write_scores(out, test_table["video_id"].tolist(), labels, class_names, scores, aggregation, source)
     result = {**accuracies(scores, labels), "videos": len(labels), "videos_per_s": videos_per_s}

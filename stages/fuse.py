@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from tsnpipe.stages.errors import TsnpipeError
-from tsnpipe.stages.scores import accuracies, per_class_accuracy, read_scores, write_scores
+from tsnpipe.stages.scores import accuracies, check_class_order, per_class_accuracy, read_scores, write_scores
 
 # Relative weights tried by the search for every file after the first (whose weight is 1).
 WEIGHT_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0)
@@ -231,18 +231,8 @@ def _check_same_videos(first: dict, other: dict, first_name: str, name: str) -> 
 
 
 def _check_same_classes(first: dict, other: dict, first_name: str, name: str) -> None:
-    a, b = first["class_names"], other["class_names"]
-    if a == b:
-        return
-    if len(a) != len(b):
-        detail = f"{len(a)} and {len(b)} classes"
-    else:
-        index = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
-        detail = f"label {index} is {a[index]!r} in one and {b[index]!r} in the other"
-    raise FusionError(
-        f"{first_name} and {name} use different class lists ({detail}); "
-        "score both streams with models trained on the same splits."
-    )
+    check_class_order(first["class_names"], other["class_names"], first_name, name,
+                      "score both streams with models trained on the same splits")
 
 
 def _check_same_labels(first: dict, other: dict, first_name: str, name: str) -> None:
@@ -283,9 +273,8 @@ def _check_validation_fits(validation, validation_names, aligned, names) -> None
                 f"the test files{_examples(shared)}; tuning weights on the videos whose accuracy is reported "
                 "overstates it, so score videos held out of training and of the test list instead."
             )
-        if val["class_names"] != test["class_names"]:
-            raise FusionError(f"The validation file {val_name} and {name} use different class lists; "
-                              "score both with the same model and splits.")
+        check_class_order(val["class_names"], test["class_names"], f"The validation file {val_name}", name,
+                          "score both with the same model and splits")
         val_modality, modality = val["aggregation"].get("modality"), test["aggregation"].get("modality")
         if val_modality and modality and val_modality != modality:
             raise FusionError(

@@ -1,7 +1,8 @@
 """Pack the JPEG frames and flow images of extracted videos into one LMDB or sharded HDF5 store.
 
-Training then opens a handful of files instead of millions. The JPEG bytes are copied as they are (no
-re-encoding), so a frame read back from a store is byte-identical to its file. Packing is incremental:
+Training then opens a handful of files instead of millions. The image bytes are copied as they are (no
+re-encoding), so a frame read back from a store is byte-identical to its file. Flow images are JPEG or
+PNG, as the flow manifest row of the video says (`extract-flow --format`); the store records which. Packing is incremental:
 a video whose images are already stored with the same checksum is skipped, a new video is added, a
 re-extracted one replaces its entries; nothing else is rewritten. How each format stays whole when the
 process is killed is told in `pack_lmdb` and `pack_hdf5`.
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tsnpipe.stages.errors import TsnpipeError
-from tsnpipe.stages.store import FILE_PREFIX, KINDS, frame_name
+from tsnpipe.stages.store import FILE_PREFIX, FLOW_FORMATS, KINDS, flow_format, frame_name
 
 FORMATS = ("lmdb", "hdf5")
 STAGE_VERSION = 1
@@ -29,8 +30,9 @@ class VideoImages:
     """All images of one video, in position order, read from the workdir's folders."""
 
     video_id: str
-    images: dict[str, list[bytes]]  # kind -> JPEG bytes, position order
+    images: dict[str, list[bytes]]  # kind -> image bytes (JPEG, flow JPEG or PNG), position order
     checksum: str
+    flow_format: str = "jpg"
 
     @property
     def counts(self) -> dict[str, int]:
@@ -41,16 +43,16 @@ class VideoImages:
         return sum(len(data) for kind in KINDS for data in self.images[kind])
 
 
-def _numbered(folder: Path, kind: str) -> int:
+def _numbered(folder: Path, kind: str, image_format: str = "jpg") -> int:
     """How many `kind` images the folder holds, checking they are numbered 1..N without gaps."""
     if not folder.is_dir():
         return 0
-    pattern = re.compile(rf"{re.escape(FILE_PREFIX[kind])}(\d{{5}})\.jpg")
+    pattern = re.compile(rf"{re.escape(FILE_PREFIX[kind])}(\d{{5}})\.{image_format}")
     numbers = sorted(int(m.group(1)) for name in os.listdir(folder) if (m := pattern.fullmatch(name)))
     if numbers != list(range(1, len(numbers) + 1)):
         missing = sorted(set(range(1, (numbers[-1] if numbers else 0) + 1)) - set(numbers))
         raise TsnpipeError(
-            f"{folder} has {kind} images numbered with gaps (first missing: {frame_name(kind, missing[0] - 1)}); "
+            f"{folder} has {kind} images numbered with gaps (first missing: {frame_name(kind, missing[0] - 1, image_format)}); "
             "re-extract that video before packing."
         )
     return len(numbers)
@@ -66,13 +68,29 @@ def checksum(images: dict[str, list[bytes]]) -> str:
     return digest.hexdigest()
 
 
-def read_video(workdir: str | os.PathLike, video_id: str) -> VideoImages:
-    """Read a video's frames (required) and flow pairs (when extracted) from `W/frames` and `W/flow`."""
+def read_video(workdir: str | os.PathLike, video_id: str, image_format: str | None = None) -> VideoImages:
+    """Read a video's frames (required) and flow pairs (when extracted) from `W/frames` and `W/flow`.
+
+    `image_format` is the flow images' format as the flow manifest records it; None reads what the folder holds.
+    """
     workdir = Path(workdir)
+    flow_folder = workdir / "flow" / video_id
+    image_format = image_format or flow_format(flow_folder)
+    if image_format not in FLOW_FORMATS:
+        raise TsnpipeError(f"The flow format {image_format!r} of {video_id} is unknown; re-run `tsnpipe extract-flow`.")
+    other = next(f for f in FLOW_FORMATS if f != image_format)
+    if not (flow_folder / frame_name("flow_x", 0, image_format)).is_file() and \
+            (flow_folder / frame_name("flow_x", 0, other)).is_file():
+        raise TsnpipeError(
+            f"{flow_folder} holds {other} flow images but the flow manifest says {image_format}; "
+            "re-run `tsnpipe extract-flow` for it before packing."
+        )
     images: dict[str, list[bytes]] = {}
     for kind in KINDS:
-        folder = workdir / ("frames" if kind == "rgb" else "flow") / video_id
-        images[kind] = [(folder / frame_name(kind, p)).read_bytes() for p in range(_numbered(folder, kind))]
+        folder = workdir / "frames" / video_id if kind == "rgb" else flow_folder
+        kind_format = "jpg" if kind == "rgb" else image_format
+        images[kind] = [(folder / frame_name(kind, p, kind_format)).read_bytes()
+                        for p in range(_numbered(folder, kind, kind_format))]
     if not images["rgb"]:
         raise TsnpipeError(f"{workdir / 'frames' / video_id} holds no frames; run `tsnpipe extract-frames` for it before packing.")
     if len(images["flow_x"]) != len(images["flow_y"]):
@@ -80,7 +98,7 @@ def read_video(workdir: str | os.PathLike, video_id: str) -> VideoImages:
             f"{workdir / 'flow' / video_id} has {len(images['flow_x'])} flow_x but {len(images['flow_y'])} flow_y images; "
             "re-run `tsnpipe extract-flow` for it before packing."
         )
-    return VideoImages(video_id, images, checksum(images))
+    return VideoImages(video_id, images, checksum(images), image_format)
 
 
 def stored_videos(store_path: str | os.PathLike, format: str) -> dict[str, dict]:
@@ -104,12 +122,15 @@ def pack_videos(
     skip_unchanged: bool = True,
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     progress: Callable[[dict], None] | None = None,
+    flow_formats: dict[str, str] | None = None,
 ) -> list[dict]:
     """Pack `videos` (ids of done videos in `workdir`) into the store; return one fact dict per video.
 
     Facts: video_id, status ("done" | "failed"), store, format, location (LMDB key prefix or HDF5 shard),
-    checksum, rgb, flow_pairs, bytes, unchanged (already stored as is), error. A video whose folders
-    cannot be read fails alone; the others are still packed. `progress` is called with each fact.
+    checksum, rgb, flow_pairs, flow_format, bytes, unchanged (already stored as is), error. `flow_formats`
+    maps a video to its flow image format as the flow manifest says; a video it does not name is read as its
+    folder holds. A video whose folders cannot be read fails alone; the others are still packed. `progress`
+    is called with each fact.
     """
     from tsnpipe.stages import pack_hdf5, pack_lmdb
 
@@ -127,7 +148,7 @@ def pack_videos(
     def changed() -> Iterator[VideoImages]:
         for video_id in videos:
             try:
-                video = read_video(workdir, video_id)
+                video = read_video(workdir, video_id, (flow_formats or {}).get(video_id))
             except (TsnpipeError, OSError) as error:
                 report(_failed(video_id, error))
                 continue
@@ -149,7 +170,8 @@ def pack_videos(
 def _done(video: VideoImages, location: str, unchanged: bool) -> dict:
     return {
         "video_id": video.video_id, "status": "done", "location": location, "checksum": video.checksum,
-        "rgb": video.counts["rgb"], "flow_pairs": video.counts["flow_x"], "bytes": video.nbytes,
+        "rgb": video.counts["rgb"], "flow_pairs": video.counts["flow_x"], "flow_format": video.flow_format,
+        "bytes": video.nbytes,
         "unchanged": unchanged, "error": None,
     }
 
@@ -157,5 +179,5 @@ def _done(video: VideoImages, location: str, unchanged: bool) -> dict:
 def _failed(video_id: str, error: Exception) -> dict:
     return {
         "video_id": video_id, "status": "failed", "location": None, "checksum": None, "rgb": 0, "flow_pairs": 0,
-        "bytes": 0, "unchanged": False, "error": str(error),
+        "flow_format": None, "bytes": 0, "unchanged": False, "error": str(error),
     }

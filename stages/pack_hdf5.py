@@ -1,9 +1,9 @@
 """Write videos into a sharded HDF5 store: a folder (`*.hdf5`) of shard files plus `index.json`.
 
 A shard `shard-00001.h5` holds group `/videos/<video_id>` per video with, per kind, one uint8 blob of the
-concatenated JPEG bytes (`rgb`, `flow_x`, `flow_y`) and an int64 offsets array (`rgb_offsets`, ...):
+concatenated image bytes (`rgb` JPEG, `flow_x`, `flow_y` JPEG or PNG) and an int64 offsets array (`rgb_offsets`, ...):
 image p is blob[offsets[p]:offsets[p+1]], one read per image. `index.json` maps each video to its shard,
-counts and checksum.
+counts, checksum and flow image format.
 
 Why shards: a pack run writes its videos into new shards only (each closed at about `shard_bytes`), so
 adding videos never rewrites the existing files. Why a kill cannot tear the store: a shard is written
@@ -87,6 +87,7 @@ def _commit(store_path: Path, index: dict, name: str, shard, videos: list) -> No
     for video in videos:
         index["videos"][video.video_id] = {
             "shard": name, "counts": video.counts, "checksum": video.checksum, "bytes": video.nbytes,
+            "flow_format": video.flow_format,
         }
     _write_index(store_path, index)
     _sweep(store_path, index)

@@ -1,6 +1,6 @@
 """Write videos into an LMDB store: the `images` database holds one key per image,
-`<video_id>/<kind>/<00001>` -> JPEG bytes; the `meta` database holds one JSON entry per video
-(counts per kind, checksum, bytes).
+`<video_id>/<kind>/<00001>` -> image bytes; the `meta` database holds one JSON entry per video
+(counts per kind, checksum, bytes, flow_format: jpg or png).
 
 Each video is written in one transaction that first deletes the entries of its previous version, so a
 kill mid-pack leaves every video either wholly old or wholly new (LMDB commits are atomic and durable);
@@ -64,7 +64,8 @@ def write_videos(store_path: Path, videos: Iterable) -> Iterator[tuple[object, s
                 for kind in KINDS:
                     for position, data in enumerate(video.images[kind]):
                         txn.put(lmdb_key(video.video_id, kind, position), data, db=images_db)
-                meta = {"counts": video.counts, "checksum": video.checksum, "bytes": video.nbytes}
+                meta = {"counts": video.counts, "checksum": video.checksum, "bytes": video.nbytes,
+                        "flow_format": video.flow_format}
                 txn.put(key, json.dumps(meta, sort_keys=True).encode(), db=meta_db)
             yield video, f"{video.video_id}/"
     finally:

@@ -2,7 +2,8 @@
 
 The video is decoded into a temporary work folder with the frame stage (`extract_video`) at the frame
 rate and size the checkpoint's training frames used, TV-L1 flow is computed there with the flow stage
-(`flow_video`) when a flow checkpoint is given, and each checkpoint scores the video exactly as
+(`flow_video`, or `source_flow_video` when the checkpoint's flow paired source frames) when a flow
+checkpoint is given, and each checkpoint scores the video exactly as
 `tsnpipe test` scores a test video (`SnippetDataset` in test mode and `score_videos`: the same snippet
 positions and crops, raw scores averaged over crops then snippets). Several checkpoints are fused as
 `tsnpipe fuse` fuses score files: a weighted sum of raw scores (`weighted_sum`).
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +23,10 @@ from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.evaluate import score_videos
 from tsnpipe.stages.flow import FlowParams
 from tsnpipe.stages.flow.driver import flow_video
+from tsnpipe.stages.flow.source_pairs import source_flow_video
 from tsnpipe.stages.frames import FrameParams, extract_video
 from tsnpipe.stages.fuse import format_weights, weighted_sum
+from tsnpipe.stages.scores import check_class_order
 from tsnpipe.stages.train.checkpoint import load_checkpoint
 from tsnpipe.stages.train.data import SnippetDataset
 from tsnpipe.stages.train.loop import autocast_dtype, build_model, pick_device
@@ -58,11 +61,8 @@ def load_streams(paths: list[Path]) -> list[Stream]:
         streams.append(Stream(Path(path), state, params_from_dict(state["params"])))
     first = streams[0]
     for other in streams[1:]:
-        if other.class_names != first.class_names:
-            raise PredictError(
-                f"{first.path} and {other.path} were trained on different class lists ({len(first.class_names)} and "
-                f"{len(other.class_names)} classes, or another order); use checkpoints trained on the same splits."
-            )
+        check_class_order(first.class_names, other.class_names, f"The checkpoint {first.path}", str(other.path),
+                          "use checkpoints trained on the same splits")
     return streams
 
 
@@ -96,6 +96,15 @@ def stream_scores(stream: Stream, workspace: Path, segments: int, crops: int, de
     return scores[0]
 
 
+def compute_flow(video: Path, workspace: Path, params: FlowParams, frames: FrameParams, device: torch.device) -> None:
+    """The video's flow in `workspace`, paired as the checkpoint's training flow was (`params.pairs`)."""
+    frames_dir, out_dir = workspace / "frames" / VIDEO_ID, workspace / "flow" / VIDEO_ID
+    if params.pairs == "source":
+        source_flow_video(video, frames_dir, out_dir, params, frames, device=str(device))
+    else:
+        flow_video(frames_dir, out_dir, params, device=str(device))
+
+
 def top_classes(scores: np.ndarray, class_names: list[str], top: int) -> list[dict]:
     """The `top` best classes with their scores, best first (ties keep the class order)."""
     order = np.argsort(-scores, kind="stable")[:top]
@@ -118,18 +127,19 @@ def predict_video(
     timings = {"decode_s": 0.0, "flow_s": 0.0, "score_s": 0.0}
     per_stream = []
     with tempfile.TemporaryDirectory(prefix="tsnpipe-predict-") as temp:
-        workspaces: dict[FrameParams, Path] = {}
+        workspaces: dict[tuple[FrameParams, str], Path] = {}  # one per frame settings and flow pairing
         for stream in streams:
-            workspace = workspaces.get(stream.frames)
+            key = (stream.frames, stream.params.flow_pairs)
+            workspace = workspaces.get(key)
             if workspace is None:
-                workspace = workspaces[stream.frames] = Path(temp) / f"w{len(workspaces)}"
+                workspace = workspaces[key] = Path(temp) / f"w{len(workspaces)}"
                 start = time.perf_counter()
                 extract_video(video, workspace / "frames" / VIDEO_ID, stream.frames)
                 timings["decode_s"] += time.perf_counter() - start
             if stream.params.modality == "flow" and not (workspace / "flow" / VIDEO_ID).is_dir():
                 start = time.perf_counter()
-                flow_video(workspace / "frames" / VIDEO_ID, workspace / "flow" / VIDEO_ID, flow_params,
-                           device=str(torch_device))
+                compute_flow(video, workspace, replace(flow_params, pairs=stream.params.flow_pairs), stream.frames,
+                             torch_device)
                 timings["flow_s"] += time.perf_counter() - start
             start = time.perf_counter()
             per_stream.append(stream_scores(stream, workspace, segments, crops, torch_device))

@@ -47,6 +47,51 @@ class ScoreFileError(TsnpipeError):
     """A score file that cannot be read, is not a tsnpipe score file, or is unsafe to load."""
 
 
+class ClassOrderError(TsnpipeError):
+    """Two things that must name the same classes in the same label order do not."""
+
+
+CLASS_EXAMPLES = 3  # how many differing labels a class-order error names
+
+
+def class_difference(first: list[str], second: list[str]) -> str | None:
+    """None when the two class lists are equal, else a phrase naming the first labels that differ."""
+    first, second = [str(name) for name in first], [str(name) for name in second]
+    if first == second:
+        return None
+    differ = [i for i in range(max(len(first), len(second)))
+              if i >= len(first) or i >= len(second) or first[i] != second[i]]
+
+    def name(names: list[str], i: int) -> str:
+        return repr(names[i]) if i < len(names) else "missing"
+
+    shown = "; ".join(f"label {i} is {name(first, i)} vs {name(second, i)}" for i in differ[:CLASS_EXAMPLES])
+    sizes = f"{len(first)} vs {len(second)} classes, " if len(first) != len(second) else ""
+    count = f"{len(differ)} labels differ, first" if len(differ) > 1 else "1 label differs:"
+    return f"{sizes}{count} {shown}"
+
+
+def check_class_order(first: list[str], second: list[str], first_name: str, second_name: str, fix: str) -> None:
+    """Refuse two class lists that differ in names or order, in one sentence naming the first labels that differ.
+
+    Scores are only comparable label by label: the same classes in another order (HMDB51 split lists built
+    with and without a class list, a folder split after a class was added) silently give wrong results.
+    """
+    difference = class_difference(first, second)
+    if difference is not None:
+        raise ClassOrderError(f"{first_name} and {second_name} do not list the same classes in the same order "
+                              f"({difference}); {fix}.")
+
+
+def check_split_classes(checkpoint_classes: list[str], split_classes: list[str], checkpoint, split_dir) -> None:
+    """Refuse to score a split whose classes.txt orders the classes unlike the checkpoint's training split."""
+    check_class_order(
+        checkpoint_classes, split_classes, f"The checkpoint {checkpoint}", f"{Path(split_dir) / 'classes.txt'}",
+        "rebuild the split with the class list the model was trained on (the same --class-list or class folders) "
+        "or test a checkpoint trained on this split",
+    )
+
+
 class _AllowListUnpickler(pickle.Unpickler):
     """Resolves only the numpy globals above; builtin containers and scalars need no global."""
 

@@ -6,7 +6,9 @@ which one it reads. Every reader opens its files lazily, in the process that fir
 drops its handles when pickled: each DataLoader worker opens its own (LMDB and HDF5 handles must
 not cross a fork).
 
-Positions are 0-based: position k is the file `img_{k+1:05d}.jpg` (or `flow_x_{k+1:05d}.jpg`).
+Positions are 0-based: position k is the file `img_{k+1:05d}.jpg` (or `flow_x_{k+1:05d}.jpg`). Frames are
+JPEG; flow images are JPEG or PNG (`extract-flow --format`): a folder's flow files say which, and stores
+keep the bytes as they are, so decoding looks at the bytes, not at a name.
 """
 
 from __future__ import annotations
@@ -26,11 +28,17 @@ LMDB_SUFFIX = ".lmdb"
 HDF5_SUFFIX = ".hdf5"
 HDF5_INDEX = "index.json"
 HDF5_FORMAT = "tsnpipe-hdf5-shards"
+FLOW_FORMATS = ("jpg", "png")  # what `extract-flow --format` writes; frames are always jpg
 
 
-def frame_name(kind: str, position: int) -> str:
-    """The file name (and store key suffix) of 0-based `position` of `kind`."""
-    return f"{FILE_PREFIX[kind]}{position + 1:05d}.jpg"
+def frame_name(kind: str, position: int, image_format: str = "jpg") -> str:
+    """The file name of 0-based `position` of `kind`, e.g. img_00001.jpg or flow_x_00001.png."""
+    return f"{FILE_PREFIX[kind]}{position + 1:05d}.{image_format}"
+
+
+def flow_format(folder: str | os.PathLike) -> str:
+    """The image format of a flow folder: png when it holds flow_x_00001.png, else jpg (also for no flow)."""
+    return "png" if (Path(folder) / frame_name("flow_x", 0, "png")).is_file() else "jpg"
 
 
 def lmdb_key(video_id: str, kind: str, position: int) -> bytes:
@@ -39,7 +47,7 @@ def lmdb_key(video_id: str, kind: str, position: int) -> bytes:
 
 
 def decode_image(data: bytes, kind: str) -> np.ndarray:
-    """JPEG bytes to HxWx3 uint8 RGB (rgb) or HxW uint8 (flow)."""
+    """JPEG (or PNG) bytes to HxWx3 uint8 RGB (rgb) or HxW uint8 (flow); the bytes say which format."""
     buffer = np.frombuffer(data, dtype=np.uint8)
     if kind == "rgb":
         image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
@@ -48,7 +56,7 @@ def decode_image(data: bytes, kind: str) -> np.ndarray:
     else:
         image = cv2.imdecode(buffer, cv2.IMREAD_GRAYSCALE)
     if image is None:
-        raise TsnpipeError(f"A stored {kind} image ({len(data)} bytes) is not a readable JPEG; re-extract and re-pack that video.")
+        raise TsnpipeError(f"A stored {kind} image ({len(data)} bytes) is not a readable JPEG or PNG; re-extract and re-pack that video.")
     return image
 
 
@@ -130,11 +138,12 @@ class Reader:
 
 
 class FolderReader(Reader):
-    """Reads `W/frames/<video_id>/img_*.jpg` and `W/flow/<video_id>/flow_[xy]_*.jpg`, one file per image."""
+    """Reads `W/frames/<video_id>/img_*.jpg` and `W/flow/<video_id>/flow_[xy]_*.jpg` (or `.png`), one file per image."""
 
     def __init__(self, workdir: str | os.PathLike) -> None:
         super().__init__(workdir)
         self._counts: dict[tuple[str, str], int] = {}
+        self._formats: dict[tuple[str, str], str] = {}
 
     def folder(self, video_id: str, kind: str) -> Path:
         return self.path / ("frames" if kind == "rgb" else "flow") / video_id
@@ -153,13 +162,15 @@ class FolderReader(Reader):
             if not folder.is_dir():
                 step = "extract-frames" if kind == "rgb" else "extract-flow"
                 raise TsnpipeError(f"There is no folder {folder} for video {video_id!r}; run `tsnpipe {step}` for it first.")
-            prefix = FILE_PREFIX[kind]
-            self._counts[key] = sum(1 for name in os.listdir(folder) if name.startswith(prefix) and name.endswith(".jpg"))
+            prefix, image_format = FILE_PREFIX[kind], "jpg" if kind == "rgb" else flow_format(folder)
+            suffix = f".{image_format}"
+            self._formats[key] = image_format
+            self._counts[key] = sum(1 for name in os.listdir(folder) if name.startswith(prefix) and name.endswith(suffix))
         return self._counts[key]
 
     def _read(self, video_id: str, kind: str, positions: list[int]) -> list[bytes]:
-        folder = self.folder(video_id, kind)
-        return [(folder / frame_name(kind, p)).read_bytes() for p in positions]
+        folder, image_format = self.folder(video_id, kind), self._formats[(video_id, kind)]
+        return [(folder / frame_name(kind, p, image_format)).read_bytes() for p in positions]
 
 
 class _LmdbHandle:

@@ -1,13 +1,16 @@
 """The test protocol: snippets x crops per video, averaging rule, score file and its accuracies."""
 
 import json
+import re
 
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 
 from tsnpipe.stages.evaluate import score_split, video_scores
-from tsnpipe.stages.scores import read_scores
+from tsnpipe.cli import main
+from tsnpipe.stages.scores import ClassOrderError, read_scores
 from tsnpipe.stages.train.loop import fit
 from tsnpipe.stages.train.model import TSN
 from tsnpipe.stages.train.recipe import make_params
@@ -71,3 +74,41 @@ def test_video_score_is_the_mean_over_crops_then_snippets():
 def test_unknown_crop_count_is_refused(trained, tmp_path):
     with pytest.raises(ValueError, match="crops must be 1, 3 or 10"):
         score_split(trained[0], tmp_path / "x.pkl", crops=5)
+
+
+def reordered_split(workdir, tmp_path):
+    """A copy of the sample split whose classes.txt lists the same classes in another order (labels follow)."""
+    import pandas as pd
+
+    source = workdir / "splits" / "samples" / "split1"
+    classes = (source / "classes.txt").read_text().split()
+    swapped = [classes[1], classes[0], *classes[2:]]
+    split = tmp_path / "splits" / "folders" / "split1"
+    split.mkdir(parents=True)
+    (split / "classes.txt").write_text("".join(f"{name}\n" for name in swapped))
+    for name in ("train.csv", "test.csv"):
+        table = pd.read_csv(source / name)
+        table["label"] = [swapped.index(c) for c in table["class_name"]]
+        table.to_csv(split / name, index=False)
+    return split, classes
+
+
+def test_a_split_with_the_classes_in_another_order_is_refused(trained, tmp_path):
+    checkpoint, workdir = trained
+    split, classes = reordered_split(workdir, tmp_path)
+    message = f"first label 0 is {classes[0]!r} vs {classes[1]!r}; label 1 is {classes[1]!r} vs {classes[0]!r}"
+    with pytest.raises(ClassOrderError, match=re.escape(message)):
+        score_split(checkpoint, tmp_path / "x.pkl", store=workdir, split_dir=split, workers=0, progress=False)
+    assert not (tmp_path / "x.pkl").exists()
+
+
+def test_test_command_refuses_another_class_order_in_one_line(trained, tmp_path):
+    checkpoint, workdir = trained
+    split, classes = reordered_split(workdir, tmp_path)
+    result = CliRunner().invoke(main, ["test", "--checkpoint", str(checkpoint), "-w", str(tmp_path), "--store",
+                                       str(workdir), "--source", "folders", "--split", "1", "--crops", "1",
+                                       "--segments", "2", "--workers", "0", "--no-progress", "--device", "cpu"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    error = result.output.strip().splitlines()[-1]
+    assert error.startswith("Error: The checkpoint") and str(split / "classes.txt") in error
+    assert f"label 0 is {classes[0]!r} vs {classes[1]!r}" in error

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tsnpipe.stages.fuse import FusionError, accuracy_table, fuse_files, parse_weights
-from tsnpipe.stages.scores import accuracies, read_scores, write_scores
+from tsnpipe.stages.scores import ClassOrderError, accuracies, read_scores, write_scores
 
 CLASSES = [f"Class{c:02d}" for c in range(8)]
 
@@ -125,8 +125,9 @@ def test_mismatched_labels_are_refused_naming_the_videos(tmp_path):
 @pytest.mark.parametrize(
     "other_classes, message",
     [
-        (CLASSES[:4] + ["kick_ball"] + CLASSES[5:], "label 4 is 'Class04' in one and 'kick_ball'"),
-        (CLASSES + ["Extra"], "8 and 9 classes"),
+        (CLASSES[:4] + ["kick_ball"] + CLASSES[5:], "1 label differs: label 4 is 'Class04' vs 'kick_ball'"),
+        (CLASSES[:3] + [CLASSES[4], CLASSES[3]] + CLASSES[5:], "first label 3 is 'Class03' vs 'Class04'; label 4"),
+        (CLASSES + ["Extra"], "8 vs 9 classes, 1 label differs: label 8 is missing vs 'Extra'"),
     ],
 )
 def test_mismatched_class_lists_are_refused(tmp_path, other_classes, message):
@@ -134,7 +135,7 @@ def test_mismatched_class_lists_are_refused(tmp_path, other_classes, message):
     save(tmp_path / "rgb.pkl", video_ids, labels, rgb, "rgb")
     flow = np.concatenate([flow, np.zeros((len(flow), len(other_classes) - 8))], axis=1)
     save(tmp_path / "flow.pkl", video_ids, labels, flow, "flow", class_names=other_classes)
-    with pytest.raises(FusionError, match=message):
+    with pytest.raises(ClassOrderError, match=message):
         fuse_files([tmp_path / "rgb.pkl", tmp_path / "flow.pkl"], (1.0, 1.0))
 
 

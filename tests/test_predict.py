@@ -84,7 +84,10 @@ def test_checkpoints_with_other_class_lists_are_refused(checkpoints, tmp_path):
     torch.save(state, other)
     result = CliRunner().invoke(main, ["predict", str(CLIP), "--checkpoint", str(checkpoints["rgb"]),
                                        "--checkpoint", str(other), *FAST])
-    assert result.exit_code == 1 and "different class lists" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    trained, reversed_ = state["class_names"][-1], state["class_names"][0]  # label 0 of each checkpoint
+    assert "do not list the same classes in the same order" in result.output
+    assert f"first label 0 is {trained!r} vs {reversed_!r}" in result.output
 
 
 @pytest.mark.parametrize("args, code, message", [

@@ -9,6 +9,7 @@ from tsnpipe.stages.errors import TsnpipeError
 STAGE_VERSION = 2  # bump when the flow images change for the same params (2: 30 x 10 iterations, the references')
 BACKENDS = ("opencv", "torch")
 IMAGE_FORMATS = ("jpg", "png")
+PAIRS = ("frames", "source")  # consecutive extracted frames; or each extracted frame and its next source frame
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class FlowParams:
     check_every: int = 10
     image_format: str = "jpg"  # dense_flow and TSN store JPEG
     jpeg_quality: int = 95  # OpenCV's imwrite default, which dense_flow writes with
+    pairs: str = "frames"  # consecutive extracted frames (see stages/flow/source_pairs.py for "source")
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -47,6 +49,8 @@ class FlowParams:
             raise TsnpipeError(
                 f"Flow image format {self.image_format!r} is unknown; choose one of {', '.join(IMAGE_FORMATS)}."
             )
+        if self.pairs not in PAIRS:
+            raise TsnpipeError(f"Flow pairs {self.pairs!r} are unknown; choose one of {', '.join(PAIRS)}.")
         if not self.bound > 0:
             raise TsnpipeError(f"The flow bound must be positive (got {self.bound}); pass e.g. --bound 20.")
         if self.median_filtering not in (0, 1, 3, 5):
@@ -62,8 +66,15 @@ class FlowParams:
             raise TsnpipeError("TV-L1 needs 0 < scale_step < 1 and nscales, warps, check_every >= 1; fix the flow params.")
 
     def hashed(self) -> dict:
-        """Exactly what the flow images depend on, with the stage version: the runner hashes this."""
-        return {**asdict(self), "stage_version": STAGE_VERSION}
+        """Exactly what the flow images depend on, with the stage version: the runner hashes this.
+
+        `pairs` joins the hash only when it is not the default, so flow computed before the option existed
+        (always between consecutive frames) stays up to date.
+        """
+        values = asdict(self)
+        if values["pairs"] == "frames":
+            del values["pairs"]
+        return {**values, "stage_version": STAGE_VERSION}
 
     @property
     def extension(self) -> str:

@@ -2,18 +2,22 @@
 
 | default | rgb | rgbdiff | flow | reference |
 | --- | --- | --- | --- | --- |
-| snippet length L | 1 frame | 5 differences (6 frames, 15 channels) | 5 pairs (10 channels) | TSN paper, tsn-pytorch |
-| segments K | 3 | 3 (tsn-pytorch used 7) | 3 | TSN paper |
+| snippet length L | 1 frame | 5 differences (6 frames, 15 channels) | 5 pairs (10 channels) | TSN paper, tsn-pytorch `models.py` |
+| segments K | 3 | 3 (tsn-pytorch used 7) | 3 | TSN paper, tsn-pytorch README |
 | lr / steps (x0.1) / epochs | 0.001 / 30, 60 / 80 | 0.001 / 80, 160 / 180 | 0.001 / 190, 300 / 340 | tsn-pytorch README |
-| gradient clip (L2) | 20 | 40 | 20 | tsn-pytorch |
-| dropout | 0.8 | 0.8 | 0.7 | TSN paper |
-| batch (videos) | 128 | 128 | 128 | TSN paper (32 x 4 GPUs) |
-| momentum / weight decay | 0.9 / 5e-4 | same | same | TSN paper |
+| gradient clip (L2) | 20 | 40 | 20 | tsn-pytorch README (`--gd`) |
+| dropout | 0.8 | 0.8 | 0.7 | tsn-pytorch README, Caffe TSN prototxts |
+| batch (videos) | 128 | 128 | 128 | tsn-pytorch README (`-b 128`); Caffe TSN 32 x 4 GPUs |
+| momentum / weight decay | 0.9 / 5e-4 | same | same | tsn-pytorch `opts.py`, Caffe TSN solvers |
 | first conv lr x (weight, bias) | 1, 2 | 1, 2 | 5, 10 | tsn-pytorch `get_optim_policies` |
-| partial BN | on with pretrained weights | same | same | TSN paper |
+| partial BN | on with pretrained weights | same | same | TSN paper, tsn-pytorch (`--no_partialbn` off) |
+| crop size | 224 | 224 | 224 | tsn-pytorch `input_size`, Caffe TSN |
+| backbone | ResNet-50, ImageNet | same | same | tsnpipe (torchvision's nearest to BN-Inception, as mmaction2's TSN R50) |
 
 Weight decay applies to conv and linear weights only, never to biases or BN parameters; biases train
-at twice the lr (tsn-pytorch). With a smaller batch, scale the lr by the same factor.
+at twice the lr (tsn-pytorch). With a smaller batch, scale the lr by the same factor. Each default below
+names its source in its comment; the speed knobs (amp, channels_last, compile, workers) are tsnpipe's and
+change no result beyond rounding.
 """
 
 from __future__ import annotations
@@ -31,26 +35,27 @@ class TrainParams:
     modality: str = "rgb"
     split_dir: str = ""
     store: str = ""
-    backbone: str = "resnet50"
-    pretrained: str = "imagenet"  # "imagenet", "none", or a path to a backbone state dict
-    segments: int = 3
-    length: int = 1
-    size: int = 224
-    epochs: int = 80
-    lr: float = 0.001
-    lr_steps: list[int] = field(default_factory=lambda: [30, 60])
-    batch: int = 128
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    clip: float = 20.0
-    dropout: float = 0.8
-    partial_bn: bool = True
-    amp: bool | None = None  # None: bf16 autocast where CUDA supports it, else off
-    channels_last: bool = True
-    compile: bool = False
-    workers: int = 4
-    seed: int = 0
-    deterministic: bool = False
+    backbone: str = "resnet50"  # tsnpipe: torchvision's nearest to BN-Inception (mmaction2's TSN R50 configs)
+    pretrained: str = "imagenet"  # TSN paper: ImageNet init ("imagenet", "none", or a backbone state dict path)
+    segments: int = 3  # TSN paper; tsn-pytorch README --num_segments 3 (its RGBDiff command: 7)
+    length: int = 1  # per modality in modality_defaults (tsn-pytorch models.py new_length)
+    size: int = 224  # tsn-pytorch models.py input_size; Caffe TSN crop_size
+    epochs: int = 80  # per modality in modality_defaults (tsn-pytorch README)
+    lr: float = 0.001  # tsn-pytorch README --lr 0.001
+    lr_steps: list[int] = field(default_factory=lambda: [30, 60])  # per modality (tsn-pytorch README)
+    batch: int = 128  # tsn-pytorch README -b 128; Caffe TSN 32 x 4 GPUs
+    momentum: float = 0.9  # tsn-pytorch opts.py --momentum; Caffe TSN solvers
+    weight_decay: float = 5e-4  # tsn-pytorch opts.py --weight-decay; Caffe TSN solvers
+    clip: float = 20.0  # per modality in modality_defaults (tsn-pytorch README --gd)
+    dropout: float = 0.8  # per modality in modality_defaults (tsn-pytorch README --dropout)
+    partial_bn: bool = True  # TSN paper; tsn-pytorch partialBN on unless --no_partialbn
+    amp: bool | None = None  # tsnpipe speed knob. None: bf16 autocast where CUDA supports it, else off
+    channels_last: bool = True  # tsnpipe speed knob
+    compile: bool = False  # tsnpipe speed knob
+    workers: int = 4  # tsn-pytorch opts.py -j 4
+    seed: int = 0  # tsnpipe: runs repeat
+    deterministic: bool = False  # tsnpipe: exact reruns at some speed
+    flow_pairs: str = "frames"  # tsnpipe: how its flow was paired (extract-flow --pairs); test and predict follow it
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -58,11 +63,11 @@ class TrainParams:
 
 def modality_defaults(modality: str) -> dict:
     """The recipe values that differ between modalities (see the module's table)."""
-    if modality == "rgb":
+    if modality == "rgb":  # tsn-pytorch README, UCF101 RGB command; one frame a snippet (TSN paper)
         return {"length": 1, "lr": 0.001, "lr_steps": [30, 60], "epochs": 80, "clip": 20.0, "dropout": 0.8}
-    if modality == "rgbdiff":
+    if modality == "rgbdiff":  # tsn-pytorch README, RGB-diff command; 5 differences a snippet (models.py)
         return {"length": 5, "lr": 0.001, "lr_steps": [80, 160], "epochs": 180, "clip": 40.0, "dropout": 0.8}
-    if modality == "flow":
+    if modality == "flow":  # tsn-pytorch README, Flow command; 5 stacked pairs a snippet (TSN paper, models.py)
         return {"length": 5, "lr": 0.001, "lr_steps": [190, 300], "epochs": 340, "clip": 20.0, "dropout": 0.7}
     raise TsnpipeError(f"Unknown modality {modality!r}; use one of {', '.join(MODALITIES)}.")
 

@@ -189,6 +189,8 @@ def extract_flow(workdir, flow_backend, device, devices, batch, iterations, boun
 
     Pair i (from img_i to img_{i+1}) is written as flow_x_0000i.jpg and flow_y_0000i.jpg: each component
     clipped to +-bound and mapped to round(255 * (v + bound) / (2 * bound)); N frames give N - 1 pairs.
+    With --pairs source, pair i is instead the flow from the source frame img_i shows to the next frame of
+    the video at its own rate (decoded again from the video the frames came from), as TSN computed flow.
     Reruns only touch videos whose frames are new or were re-extracted, that failed before, or that were
     computed with other options (backend, iterations, bound, format). Videos with missing or broken frames
     become failed rows in W/manifests/flow.parquet and the run goes on; the exit code is 1 when any video failed.

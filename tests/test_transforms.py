@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from tsnpipe.stages.train.transforms import (
-    FLOW_SCALES, GREY_STD, RGB_SCALES, crop_resize, evaluation_views, hflip, multiscale_crop_box, to_model_input,
-    train_transform, view_boxes,
+    GREY_STD, crop_resize, evaluation_views, hflip, multiscale_crop_box, scales_for, to_model_input, train_transform,
+    view_boxes,
 )
 
 
@@ -28,14 +28,17 @@ def test_flipping_rgb_only_mirrors():
     assert torch.equal(hflip(stack, "rgb"), stack.flip(-1))
 
 
-@pytest.mark.parametrize("modality, scales", [("rgb", RGB_SCALES), ("flow", FLOW_SCALES)])
+@pytest.mark.parametrize(
+    "modality, scales",  # tsn-pytorch `TSN.get_augmentation`
+    [("rgb", (1, 0.875, 0.75, 0.66)), ("flow", (1, 0.875, 0.75)), ("rgbdiff", (1, 0.875, 0.75))],
+)
 def test_multiscale_crops_use_the_scales_of_the_shorter_side_and_stay_inside(modality, scales):
     height, width, size = 256, 340, 224
     allowed = {size if abs(int(height * s) - size) < 3 else int(height * s) for s in scales}
     generator = torch.Generator().manual_seed(0)
     seen = set()
     for _ in range(300):
-        top, left, crop_h, crop_w = multiscale_crop_box(height, width, size, scales, generator)
+        top, left, crop_h, crop_w = multiscale_crop_box(height, width, size, scales_for(modality), generator)
         assert crop_h in allowed and crop_w in allowed
         assert 0 <= top and top + crop_h <= height and 0 <= left and left + crop_w <= width
         seen.add((crop_h, crop_w))

@@ -5,7 +5,8 @@ snippet order, C = 3 (RGB) or 2 (flow x, y). Every picture of a video gets the s
 as TSN's Group* transforms do, so a flow stack stays consistent.
 
 Training (tsn-pytorch `GroupMultiScaleCrop` + `GroupRandomHorizontalFlip`): a crop whose sides are
-chosen from scales of the shorter image side (RGB 1, .875, .75, .66; flow 1, .875, .75), the two
+chosen from scales of the shorter image side (RGB 1, .875, .75, .66; flow and RGBDiff 1, .875, .75,
+as tsn-pytorch's `TSN.get_augmentation`), the two
 sides at most one scale step apart, at one of 13 fixed offsets (corners, centre, and the 8 points
 between them: tsn-pytorch's `more_fix_crop`), resized (bilinear, antialiased) to `size`, then flipped
 with probability 1/2; a flipped flow x image is inverted (255 - x), since motion to the right
@@ -14,6 +15,13 @@ becomes motion to the left.
 Normalisation (tsn-pytorch): RGB pixels /255 then ImageNet mean/std; flow centred on 128,
 (q - 128) / 255 / 0.226 (0.226 = mean of the ImageNet stds); RGBDiff: frames /255, differences of
 consecutive frames, divided by 2 * 0.226.
+
+Where RGBDiff differs from tsn-pytorch: its `models.py` declares mean 0 and std 2 * 0.226 for the
+difference channels, but its `main.py` replaces the normalisation by `IdentityTransform` for RGBDiff,
+so its network sees raw differences in [-1, 1] (mostly within +-0.1). tsnpipe applies the std that
+tsn-pytorch declares: the first conv of an RGBDiff TSN starts from the mean of ImageNet RGB filters,
+which expect inputs of unit spread, and differences divided by 0.452 are about 2.2x larger than raw
+ones, nearer that spread. The crop scales, the flip and the channel order are tsn-pytorch's.
 """
 
 from __future__ import annotations
@@ -25,12 +33,12 @@ RGB_MEAN = (0.485, 0.456, 0.406)
 RGB_STD = (0.229, 0.224, 0.225)
 GREY_STD = sum(RGB_STD) / 3
 RGB_SCALES = (1.0, 0.875, 0.75, 0.66)
-FLOW_SCALES = (1.0, 0.875, 0.75)
+STACK_SCALES = (1.0, 0.875, 0.75)  # flow and RGBDiff: stacks of several pictures crop less deep
 
 
 def scales_for(modality: str) -> tuple[float, ...]:
-    """The multi-scale crop scales of the paper for this modality."""
-    return FLOW_SCALES if modality == "flow" else RGB_SCALES
+    """The multi-scale crop scales of tsn-pytorch for this modality: four for RGB, three for flow and RGBDiff."""
+    return RGB_SCALES if modality == "rgb" else STACK_SCALES
 
 
 def fixed_offsets(height: int, width: int, crop_h: int, crop_w: int) -> list[tuple[int, int]]:

@@ -48,7 +48,7 @@ class TrainParams:
     amp: bool | None = None  # None: bf16 autocast where CUDA supports it, else off
     channels_last: bool = True
     compile: bool = False
-    workers: int = 4
+    workers: int | None = None  # None: the available cores less one (`data.default_workers`)
     seed: int = 0
     deterministic: bool = False
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.store import open_reader
@@ -137,7 +137,8 @@ def collate_pictures(items: list[tuple[torch.Tensor, bool, int]]) -> tuple:
     picture size, else a list (test videos of mixed sizes); flips bool [B]; labels int64 [B]."""
     pictures, flips, labels = zip(*items)
     same = all(p.shape == pictures[0].shape for p in pictures)
-    return (torch.stack(pictures) if same else list(pictures)), torch.tensor(flips), torch.tensor(labels)
+    stacked = default_collate(list(pictures)) if same else list(pictures)  # in a worker, straight into shared memory
+    return stacked, torch.tensor(flips), torch.tensor(labels)
 
 
 def table_dataset(

@@ -193,17 +193,15 @@ def video_views(
     `videos` is a tensor [B, T, C, H, W] or a list of [T, C, H, W] stacks whose picture sizes may
     differ, on the device that is to do the work. Pictures are used at their stored size (short side
     256 or 340x256); only pictures smaller than the crop are first enlarged so their shorter side
-    equals `size`. Each video's views are cut from its own picture size, then all are flipped and
+    equals `size`. Each video's views are cut (and mirrored) at its own picture size, then all are
     normalised in one batch.
     """
-    cut, flips = [], None
+    cut = []
     for video in videos:
         video = enlarge(video.float(), size)
-        boxes = view_boxes(*video.shape[-2:], size, crops)
-        cut.append(torch.stack([video[..., top:top + size, left:left + size] for top, left, _ in boxes]))
-        flips = [flip for _, _, flip in boxes]
-    views = torch.stack(cut)  # [B, crops, T, C, S, S]
-    batch = views.shape[0]
-    mask = torch.tensor(flips, device=views.device).repeat(batch)
-    flat = flip_and_normalise(views.flatten(0, 1), mask, modality, segments, length)
-    return flat.unflatten(0, (batch, crops))
+        views = []
+        for top, left, flip in view_boxes(*video.shape[-2:], size, crops):
+            view = video[..., top:top + size, left:left + size]
+            views.append(hflip(view, modality) if flip else view)
+        cut.append(torch.stack(views))
+    return to_model_input(torch.stack(cut), modality, segments, length)

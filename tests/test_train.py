@@ -197,3 +197,16 @@ def test_ddp_gets_gradients_in_its_bucket_layout_when_a_1x1_conv_sees_channels_l
     for mine, reference in zip(model.parameters(), plain.parameters()):
         assert mine.grad.stride() == mine.stride()
         assert torch.allclose(mine.grad, reference.grad, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_batches_prepared_on_the_gpu_one_ahead_equal_the_cpu_ones():
+    torch.manual_seed(0)
+    items = [(torch.randint(0, 256, (6, 2, 32, 32), dtype=torch.uint8), index % 2 == 0, index) for index in range(7)]
+    prepare = functools.partial(prepare_clips, modality="flow", segments=2, length=3, channels_last=True)
+    on_cpu = list(DeviceBatches(make_loader(items, 3, shuffle=False, workers=0), torch.device("cpu"), prepare))
+    on_gpu = list(DeviceBatches(make_loader(items, 3, shuffle=False, workers=0, pin=True), torch.device("cuda"), prepare))
+    assert len(on_gpu) == len(on_cpu) == 3
+    for (gpu_clips, gpu_labels), (cpu_clips, cpu_labels) in zip(on_gpu, on_cpu):
+        assert gpu_clips.flatten(0, 1).is_contiguous(memory_format=torch.channels_last)
+        assert torch.allclose(gpu_clips.cpu(), cpu_clips, atol=1e-6) and torch.equal(gpu_labels.cpu(), cpu_labels)

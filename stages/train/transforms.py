@@ -13,11 +13,10 @@ so the CPU path gives the tensors the GPU path gives; `train_transform` is both 
 
 Training (tsn-pytorch `GroupMultiScaleCrop` + `GroupRandomHorizontalFlip`): a crop whose sides are
 chosen from scales of the shorter image side (RGB 1, .875, .75, .66; flow and RGBDiff 1, .875, .75,
-as tsn-pytorch's `TSN.get_augmentation`), the two
-sides at most one scale step apart, at one of 13 fixed offsets (corners, centre, and the 8 points
-between them: tsn-pytorch's `more_fix_crop`), resized (bilinear, antialiased) to `size`, then flipped
-with probability 1/2; a flipped flow x image is inverted (255 - x), since motion to the right
-becomes motion to the left.
+as tsn-pytorch's `TSN.get_augmentation`), the two sides at most one scale step apart, at one of 13
+fixed offsets (corners, centre, and the 8 points between them: tsn-pytorch's `more_fix_crop`),
+resized (bilinear, antialiased) to `size`, then flipped with probability 1/2; a flipped flow x image
+is inverted (255 - x), since motion to the right becomes motion to the left.
 
 Normalisation (tsn-pytorch): RGB pixels /255 then ImageNet mean/std; flow centred on 128,
 (q - 128) / 255 / 0.226 (0.226 = mean of the ImageNet stds); RGBDiff: frames /255, differences of
@@ -25,7 +24,7 @@ consecutive frames, divided by 2 * 0.226.
 
 Where RGBDiff differs from tsn-pytorch: its `models.py` declares mean 0 and std 2 * 0.226 for the
 difference channels, but its `main.py` replaces the normalisation by `IdentityTransform` for RGBDiff,
-so its network sees raw differences in [-1, 1] (mostly within +-0.1). tsnpipe applies the std that
+so its network sees raw differences in [-1, 1]. tsnpipe applies the std that
 tsn-pytorch declares: the first conv of an RGBDiff TSN starts from the mean of ImageNet RGB filters,
 which expect inputs of unit spread, and differences divided by 0.452 are about 2.2x larger than raw
 ones, nearer that spread. The crop scales, the flip and the channel order are tsn-pytorch's.

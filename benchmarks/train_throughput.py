@@ -1,23 +1,34 @@
-"""TSN training and test throughput: the model's own limit, the real data pipeline, and the test protocol.
+"""TSN training and test throughput, rgb and flow: the model's own limit, the real data pipeline, the test protocol.
 
-Prints one JSON object:
-- synthetic: training clips/s (one clip = one video's K snippets) on random tensors already on the
-  device: what the model, optimizer and mixed precision allow;
-- pipeline: training clips/s on real frames (the bundled sample clips decoded at 10 fps, short side
-  256, or the frames of `--workdir`) read through `tsnpipe.stages.store.open_reader` by DataLoader
-  workers with the training augmentation; `ratio` = pipeline / synthetic (1.0: the data keeps up);
-- loader: clips/s of the data loader alone (read + decode + augment, no model);
-- test: videos/s of the test protocol (`--test-snippets` x `--test-crops` views per video).
-`--gpu-decode` reads raw JPEG bytes in the workers and decodes them with
-torchvision.io.decode_jpeg(device="cuda") in the main process, augmenting on the GPU.
+Prints one JSON object with, per modality (`--modalities rgb,flow`):
+- model_clips_per_s: training clips/s (one clip = one video's K snippets) on random tensors already on
+  the device: what the model, optimizer and mixed precision allow;
+- pipeline_clips_per_s: training clips/s on real pictures read by DataLoader workers (uint8 crops),
+  copied and normalised on the device one batch ahead (`DeviceBatches`); `ratio` = pipeline / model
+  (1.0: the data keeps up);
+- loader_clips_per_s: the same data path alone, up to normalised clips on the device, no model;
+- test_videos_per_s: the test protocol (`--test-snippets` x `--test-crops` views per video, videos per
+  forward pass sized to the device unless `--test-batch`), timed on a second pass after a warm-up;
+- test_bf16_vs_fp32: with autocast on, the largest score difference between a bf16-backbone run and
+  a full-fp32 run of the same test videos, absolute and relative to the largest fp32 score.
+`--gpu-decode` (rgb only) reads raw JPEG bytes in the workers and decodes a whole batch with one
+torchvision.io.decode_jpeg(device="cuda") call, cropping and normalising on the GPU.
+
+Data: the bundled sample clips at 10 fps, short side 256, and flow images made from them with OpenCV's
+DIS (ultrafast) quantised and written as tsnpipe stores TV-L1 (JPEG, +-20): the loader's cost depends
+on the number and size of the JPEGs, not on how the motion was estimated. `--workdir` reads a real
+workdir or packed store instead. `--device cpu` gives the CPU figures. A machine without ffmpeg (such
+as the GPU image) reads a sample workdir made elsewhere with `--prepare DIR`, then `--workdir DIR`.
 
     python benchmarks/train_throughput.py                      # the GPU goal: ResNet-50, 8 segments, 224, batch 32
-    python benchmarks/train_throughput.py --device cpu --batch 2 --segments 3 --steps 3 --test-snippets 5 --test-crops 1
+    python benchmarks/train_throughput.py --device cpu --backbone resnet18 --batch 2 --segments 2 --size 112 \\
+        --steps 2 --test-snippets 3 --test-crops 10 --test-videos 2
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -25,25 +36,50 @@ import tempfile
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
 import torch
 
 from tsnpipe.stages.evaluate import score_videos
-from tsnpipe.stages.frames import FrameParams, extract_video, find_videos
+from tsnpipe.stages.flow.images import write_flow_pair
+from tsnpipe.stages.flow.params import FlowParams
 from tsnpipe.stages.store import open_reader
-from tsnpipe.stages.train.data import SnippetDataset, make_loader
+from tsnpipe.stages.train.batches import DeviceBatches, prepare_clips
+from tsnpipe.stages.train.data import SnippetDataset, available_cores, default_workers, make_loader
 from tsnpipe.stages.train.loop import autocast, autocast_dtype, build_model, optimizer_groups, to_device
+from tsnpipe.stages.train.model import input_channels
 from tsnpipe.stages.train.recipe import make_params
 from tsnpipe.stages.train.sampling import snippet_positions, train_starts
-from tsnpipe.stages.train.transforms import train_transform
+from tsnpipe.stages.train.transforms import crop_resize, flip_and_normalise, multiscale_crop_box, scales_for
 
 SAMPLES = Path(__file__).resolve().parents[1] / "pipeline" / "samples" / "videos"
+CLASSES = 101
 
 
 def sample_workdir(root: Path) -> Path:
-    """The bundled clips as 10 fps frames at short side 256, the size training reads."""
+    """The bundled clips as 10 fps frames at short side 256, and flow images of consecutive frames."""
+    from tsnpipe.stages.frames import FrameParams, extract_video, find_videos  # needs ffmpeg-python: only here
+
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
     for video_id, source in find_videos(SAMPLES):
-        extract_video(source, root / "frames" / video_id, FrameParams(short_side=256))
+        frames_dir = root / "frames" / video_id
+        extract_video(source, frames_dir, FrameParams(short_side=256))
+        grey = [cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) for path in sorted(frames_dir.glob("img_*.jpg"))]
+        flow_dir = root / "flow" / video_id
+        flow_dir.mkdir(parents=True, exist_ok=True)
+        for index in range(len(grey) - 1):
+            write_flow_pair(flow_dir, index, dis.calc(grey[index], grey[index + 1], None), FlowParams())
     return root
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def endless(batches):
+    while True:
+        yield from batches
 
 
 def train_steps(model, batches, optimizer, device, dtype, channels_last, steps: int) -> float:
@@ -53,7 +89,7 @@ def train_steps(model, batches, optimizer, device, dtype, channels_last, steps: 
     seen, start = 0, None
     for step in range(steps + 1):
         clips, labels = next(batches)
-        clips, labels = to_device(clips, device, channels_last), labels.to(device)
+        clips, labels = to_device(clips, device, channels_last), labels.to(device, non_blocking=True)
         with autocast(device, dtype):
             loss = loss_fn(model(clips).float(), labels)
         optimizer.zero_grad(set_to_none=True)
@@ -68,25 +104,27 @@ def train_steps(model, batches, optimizer, device, dtype, channels_last, steps: 
     return seen / (time.perf_counter() - start)
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def synthetic_batches(batch: int, segments: int, size: int, classes: int, device: torch.device):
-    clips = torch.randn(batch, segments, 3, size, size, device=device)
-    labels = torch.randint(classes, (batch,), device=device)
+def synthetic_batches(batch: int, segments: int, channels: int, size: int, device: torch.device):
+    clips = torch.randn(batch, segments, channels, size, size, device=device)
+    labels = torch.randint(CLASSES, (batch,), device=device)
     while True:
         yield clips, labels
 
 
-def endless(loader):
-    while True:
-        yield from loader
+def loader_rate(batches, device: torch.device, steps: int) -> float:
+    """Clips per second of the data path alone, up to clips on the device (after one warm-up batch)."""
+    next(batches)
+    synchronize(device)
+    start, seen = time.perf_counter(), 0
+    for _ in range(steps):
+        clips, _ = next(batches)
+        seen += len(clips)
+    synchronize(device)
+    return seen / (time.perf_counter() - start)
 
 
 class RawSnippets(torch.utils.data.Dataset):
-    """Training snippets as raw JPEG bytes, for decoding on the GPU (the --gpu-decode path)."""
+    """RGB training snippets as raw JPEG bytes, for decoding on the GPU (the --gpu-decode path)."""
 
     def __init__(self, store: Path, video_ids: list[str], counts: list[int], segments: int):
         self.reader, self.video_ids, self.counts, self.segments = open_reader(store), video_ids, counts, segments
@@ -97,7 +135,7 @@ class RawSnippets(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         positions = snippet_positions(train_starts(self.counts[index], self.segments, 1), 1, self.counts[index])
         raw = self.reader.frames(self.video_ids[index], positions, "rgb", decode=False)
-        return [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in raw], index % 101
+        return [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in raw], index % CLASSES
 
 
 def transpose(items: list) -> tuple:
@@ -105,97 +143,127 @@ def transpose(items: list) -> tuple:
     return tuple(zip(*items))
 
 
-def gpu_decoded_batches(loader, segments: int, size: int, device: torch.device):
-    """Decode each batch's JPEGs with nvjpeg and augment on the GPU."""
+def gpu_decoded_batches(loader, segments: int, size: int, device: torch.device, channels_last: bool):
+    """Decode each batch's JPEGs in one nvjpeg call, crop per video and normalise the batch on the GPU."""
     from torchvision.io import decode_jpeg
 
     for videos, labels in endless(loader):
-        clips = []
-        for encoded in videos:
-            stack = torch.stack(decode_jpeg(encoded, device=device))
-            clips.append(train_transform(stack, "rgb", segments, 1, size))
-        yield torch.stack(clips), torch.as_tensor(labels)
+        pictures = decode_jpeg([data for video in videos for data in video], device=device)
+        crops, flips = [], []
+        for index in range(len(videos)):
+            stack = torch.stack(pictures[index * segments:(index + 1) * segments])
+            box = multiscale_crop_box(*stack.shape[-2:], size, scales_for("rgb"))
+            crops.append(crop_resize(stack, box, size))
+            flips.append(bool(torch.rand(()) < 0.5))
+        clips = flip_and_normalise(torch.stack(crops), torch.tensor(flips), "rgb", segments, 1)
+        yield to_device(clips, device, channels_last), torch.as_tensor(labels)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", default="resnet50")
-    parser.add_argument("--segments", type=int, default=8)
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None)
-    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--workdir", type=Path, default=None, help="a workdir or store to read; default: the sample clips")
-    parser.add_argument("--gpu-decode", action="store_true")
-    parser.add_argument("--test-snippets", type=int, default=25)
-    parser.add_argument("--test-crops", type=int, default=10, choices=(1, 3, 10))
-    parser.add_argument("--test-videos", type=int, default=7)
-    args = parser.parse_args()
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    classes = 101
-    params = make_params("rgb", backbone=args.backbone, pretrained="none", segments=args.segments, size=args.size)
-    model = build_model(params, classes, "none").to(device)
+def measure(modality: str, args, store: Path, device: torch.device) -> dict:
+    """Every figure of one modality."""
+    length = 1 if modality == "rgb" else args.length
+    params = make_params(
+        modality, backbone=args.backbone, pretrained="none", segments=args.segments, size=args.size, length=length,
+        channels_last=args.channels_last,
+    )
+    model = build_model(params, CLASSES, "none").to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(optimizer_groups(model, params), lr=1e-4, momentum=0.9)
     dtype = autocast_dtype(device, args.amp)
-
-    synthetic = train_steps(
-        model, synthetic_batches(args.batch, args.segments, args.size, classes, device), optimizer, device, dtype,
+    channels = input_channels(modality, length)
+    figures = {"length": length}
+    figures["model_clips_per_s"] = train_steps(
+        model, synthetic_batches(args.batch, args.segments, channels, args.size, device), optimizer, device, dtype,
         args.channels_last, args.steps,
     )
+
+    reader = open_reader(store)
+    ids = reader.video_ids()
+    counts = [reader.count(video_id, "flow_x" if modality == "flow" else "rgb") for video_id in ids]
+    labels = [index % CLASSES for index in range(len(ids))]
+    repeat = max(1, -(-args.batch * (args.steps + 1) // len(ids)))  # enough videos for every step
+    train_set = SnippetDataset(
+        store, ids * repeat, labels * repeat, counts * repeat, modality, args.segments, length, args.size, mode="train",
+    )
+    prepare = functools.partial(
+        prepare_clips, modality=modality, segments=args.segments, length=length, channels_last=args.channels_last,
+    )
+    loader = make_loader(train_set, args.batch, shuffle=True, workers=args.workers, drop_last=True, pin=device.type == "cuda")
+    if args.gpu_decode and modality == "rgb":
+        raw = RawSnippets(store, ids * repeat, counts * repeat, args.segments)
+        raw_loader = torch.utils.data.DataLoader(
+            raw, batch_size=args.batch, shuffle=True, num_workers=args.workers, collate_fn=transpose,
+            persistent_workers=args.workers > 0,
+        )
+        batches = gpu_decoded_batches(raw_loader, args.segments, args.size, device, args.channels_last)
+    else:
+        batches = endless(DeviceBatches(loader, device, prepare))
+    figures["pipeline_clips_per_s"] = train_steps(model, batches, optimizer, device, dtype, args.channels_last, args.steps)
+    figures["ratio"] = figures["pipeline_clips_per_s"] / figures["model_clips_per_s"]
+    figures["loader_clips_per_s"] = loader_rate(endless(DeviceBatches(loader, device, prepare)), device, args.steps)
+
+    videos = (ids * -(-args.test_videos // len(ids)))[: args.test_videos]
+    video_counts = [counts[ids.index(video_id)] for video_id in videos]
+    test_set = SnippetDataset(
+        store, videos, [0] * len(videos), video_counts, modality, args.test_snippets, length, args.size, mode="test",
+        crops=args.test_crops,
+    )
+    score = functools.partial(
+        score_videos, model, test_set, device, "raw", args.test_batch, args.workers, progress=False,
+        channels_last=args.channels_last,
+    )
+    score(dtype=dtype)  # warm-up: worker start-up, cuDNN's choice of kernels
+    mixed, figures["test_videos_per_s"] = score(dtype=dtype)
+    if dtype is not None:
+        full, _ = score(dtype=None)
+        difference = float(np.abs(mixed - full).max())
+        relative = difference / float(np.abs(full).max())
+        figures["test_bf16_vs_fp32"] = {"max_abs": difference, "relative": relative, "within_1e-3": relative <= 1e-3}
+    return {key: round(value, 4) if isinstance(value, float) else value for key, value in figures.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--modalities", default="rgb,flow")
+    parser.add_argument("--backbone", default="resnet50")
+    parser.add_argument("--segments", type=int, default=8)
+    parser.add_argument("--length", type=int, default=5, help="flow pairs per snippet")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=None, help="default: the available cores less one")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--workdir", type=Path, default=None, help="a workdir or store to read; default: the sample clips")
+    parser.add_argument("--prepare", type=Path, default=None, help="only write the sample workdir to this folder")
+    parser.add_argument("--gpu-decode", action="store_true")
+    parser.add_argument("--test-snippets", type=int, default=25)
+    parser.add_argument("--test-crops", type=int, default=10, choices=(1, 3, 10))
+    parser.add_argument("--test-videos", type=int, default=64)
+    parser.add_argument("--test-batch", type=int, default=None, help="videos per forward pass; default: sized to the device")
+    args = parser.parse_args()
+    if args.prepare:
+        print(json.dumps({"prepared": str(sample_workdir(args.prepare))}))
+        return
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    results = {}
     with tempfile.TemporaryDirectory() as temp:
         store = args.workdir or sample_workdir(Path(temp))
-        reader = open_reader(store)
-        ids = reader.video_ids()
-        counts = [reader.count(video_id, "rgb") for video_id in ids]
-        labels = [i % classes for i in range(len(ids))]
-        repeat = max(1, -(-args.batch * (args.steps + 1) // len(ids)))  # enough items for every step
-        train_set = SnippetDataset(
-            store, ids * repeat, labels * repeat, counts * repeat, "rgb", args.segments, 1, args.size, mode="train",
-        )
-        if args.gpu_decode:
-            raw = RawSnippets(store, ids * repeat, counts * repeat, args.segments)
-            loader = torch.utils.data.DataLoader(
-                raw, batch_size=args.batch, shuffle=True, num_workers=args.workers, collate_fn=transpose,
-            )
-            batches = gpu_decoded_batches(loader, args.segments, args.size, device)
-        else:
-            batches = endless(make_loader(train_set, args.batch, shuffle=True, workers=args.workers, drop_last=True))
-        pipeline = train_steps(model, batches, optimizer, device, dtype, args.channels_last, args.steps)
-        loader_only = loader_rate(train_set, args.batch, args.workers, args.steps)
-        test_set = SnippetDataset(
-            store, ids[: args.test_videos], labels[: args.test_videos], counts[: args.test_videos], "rgb",
-            args.test_snippets, 1, args.size, mode="test", crops=args.test_crops,
-        )
-        _, test_rate = score_videos(model, test_set, device, "raw", 1, min(args.workers, 4), dtype, progress=False)
+        for modality in args.modalities.split(","):
+            results[modality] = measure(modality, args, store, device)
     print(json.dumps({
         "machine": {"device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-                    "cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
+                    "cores": available_cores(), "platform": platform.platform(), "torch": torch.__version__,
                     "threads": torch.get_num_threads()},
         "config": {"backbone": args.backbone, "segments": args.segments, "size": args.size, "batch": args.batch,
-                   "steps": args.steps, "workers": args.workers, "amp": str(dtype), "channels_last": args.channels_last,
-                   "gpu_decode": args.gpu_decode, "test_views": f"{args.test_snippets} snippets x {args.test_crops} crops"},
-        "synthetic_clips_per_s": round(synthetic, 2),
-        "pipeline_clips_per_s": round(pipeline, 2),
-        "ratio": round(pipeline / synthetic, 3),
-        "loader_clips_per_s": round(loader_only, 2),
-        "test_videos_per_s": round(test_rate, 3),
+                   "steps": args.steps, "workers": default_workers() if args.workers is None else args.workers,
+                   "amp": str(autocast_dtype(device, args.amp)), "channels_last": args.channels_last,
+                   "gpu_decode": args.gpu_decode, "test_views": f"{args.test_snippets} snippets x {args.test_crops} crops",
+                   "test_videos": args.test_videos},
+        **results,
     }, indent=2))
-
-
-def loader_rate(dataset, batch: int, workers: int, steps: int) -> float:
-    """Clips per second of the data loader alone (after its first batch, which pays the worker start-up)."""
-    batches = endless(make_loader(dataset, batch, shuffle=True, workers=workers, drop_last=True))
-    next(batches)
-    start, seen = time.perf_counter(), 0
-    for _ in range(steps):
-        clips, _ = next(batches)
-        seen += len(clips)
-    return seen / (time.perf_counter() - start)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """`tsnpipe train` and `tsnpipe test` through Click's runner and as real processes."""
 
 import json
+import os
+import warnings
 
 import pytest
 from click.testing import CliRunner
@@ -70,3 +72,25 @@ def test_train_and_test_run_as_real_processes(workdir, tmp_path):
     assert tested.returncode == 0, tested.stderr
     assert "7 videos: top-1" in tested.stdout
     assert read_scores(out)["scores"].shape == (7, 4)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores and affinity")
+def test_on_two_cores_train_and_test_pick_worker_counts_the_loader_does_not_warn_about(workdir, tmp_path):
+    runner = CliRunner()
+    cores = os.sched_getaffinity(0)
+    no_workers_option = [arg for arg in TINY if arg not in ("--workers", "0")]
+    os.sched_setaffinity(0, sorted(cores)[:2])
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trained = runner.invoke(main, ["train", "-w", str(workdir), "--modality", "rgb", "--epochs", "1",
+                                           "--run-name", "cli_two_cores", *no_workers_option])
+            tested = runner.invoke(main, ["test", "--checkpoint", str(workdir / "runs" / "cli_two_cores" / "last.pt"),
+                                          "-w", str(workdir), "--segments", "2", "--crops", "1",
+                                          "--out", str(tmp_path / "rgb.pkl"), "--no-progress"])
+    finally:
+        os.sched_setaffinity(0, cores)
+    assert trained.exit_code == 0, trained.output
+    assert tested.exit_code == 0, tested.output
+    assert "workers=auto*" in trained.output
+    assert not [w for w in caught if "suggested max number of worker" in str(w.message)]

@@ -112,3 +112,18 @@ def test_test_command_refuses_another_class_order_in_one_line(trained, tmp_path)
     error = result.output.strip().splitlines()[-1]
     assert error.startswith("Error: The checkpoint") and str(split / "classes.txt") in error
     assert f"label 0 is {classes[0]!r} vs {classes[1]!r}" in error
+
+
+def test_under_bf16_autocast_the_backbone_stays_bf16_and_the_head_and_average_are_fp32():
+    torch.manual_seed(0)
+    model = TSN(5, "rgb", "resnet18", partial_bn=False).eval()
+    torch.nn.init.normal_(model.fc.weight, 0, 0.1)
+    views = torch.randn(2, 10, 3, 3, 32, 32)  # 2 videos, 10 crops, 3 snippets
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        scores = video_scores(model, views, "raw")
+        features = model.base(views.flatten(0, 2))
+    assert features.dtype == torch.bfloat16
+    head = features.double() @ model.fc.weight.double().T + model.fc.bias.double()
+    expected = head.view(2, 30, 5).mean(dim=1)
+    assert scores.dtype == torch.float32
+    assert torch.allclose(scores.double(), expected, rtol=1e-5, atol=1e-6)  # a bf16 head is ~4e-3 off

@@ -1,6 +1,8 @@
 """Training on real frames of the shipped clips: data, lr policy, overfitting, checkpoints and exact resume."""
 
 import csv
+import functools
+import warnings
 from dataclasses import replace
 
 import pytest
@@ -8,7 +10,9 @@ import torch
 
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.train.checkpoint import load_checkpoint
-from tsnpipe.stages.train.data import read_split, table_dataset
+from tsnpipe.stages.train.batches import DeviceBatches, prepare_clips, prepare_views
+from tsnpipe.stages.train.data import collate_pictures, make_loader, read_split, table_dataset
+from tsnpipe.stages.train.transforms import hflip, to_model_input
 from tsnpipe.stages.train.loop import build_model, fit, optimizer_groups
 from tsnpipe.stages.train.recipe import make_params
 from train_workdir import build_sample_workdir
@@ -30,23 +34,47 @@ def small_params(workdir, modality="rgb", **overrides):
 
 
 @pytest.mark.parametrize(
-    "modality, length, channels, mode, shape",
+    "modality, length, mode, shape, model_shape",
     [
-        ("rgb", 1, 3, "train", (3, 3, 40, 40)),
-        ("rgbdiff", 5, 15, "train", (3, 15, 40, 40)),
-        ("flow", 5, 10, "train", (3, 10, 40, 40)),
-        ("flow", 10, 20, "val", (3, 20, 40, 40)),
-        ("rgb", 1, 3, "test", (10, 3, 3, 40, 40)),
+        ("rgb", 1, "train", (3, 3, 40, 40), (3, 3, 40, 40)),
+        ("rgbdiff", 5, "train", (18, 3, 40, 40), (3, 15, 40, 40)),
+        ("flow", 5, "train", (15, 2, 40, 40), (3, 10, 40, 40)),
+        ("flow", 10, "val", (30, 2, 40, 40), (3, 20, 40, 40)),
+        ("rgb", 1, "test", (3, 3, 256, 340), (10, 3, 3, 40, 40)),
     ],
 )
-def test_dataset_reads_snippets_of_real_frames_and_flow(workdir, modality, length, channels, mode, shape):
+def test_dataset_hands_over_uint8_pictures_that_become_snippets_on_the_device(workdir, modality, length, mode, shape, model_shape):
     train, _, _ = read_split(workdir / "splits" / "samples" / "split1")
     dataset = table_dataset(workdir, train, modality, segments=3, length=length, size=40, mode=mode, crops=10)
     shortest = int(train["frames"].idxmin())  # 17 frames: a 10-pair flow snippet runs past its end and clamps
-    clips, label = dataset[shortest]
-    assert clips.shape == shape and clips.dtype == torch.float32
+    pictures, flip, label = dataset[shortest]
+    assert pictures.shape[:2] == shape[:2] and pictures.dtype == torch.uint8
+    assert pictures.shape[2:] == shape[2:] or mode == "test"  # test videos cross at their stored size
     assert label == train["label"][shortest]
+    batch = collate_pictures([(pictures, flip, label)])
+    if mode == "test":
+        clips, _ = prepare_views(batch, torch.device("cpu"), modality, 3, length, size=40, crops=10)
+    else:
+        clips, _ = prepare_clips(batch, torch.device("cpu"), modality, 3, length)
+    assert clips.shape == (1, *model_shape) and clips.dtype == torch.float32
     assert clips.abs().sum() > 0
+
+
+def test_loader_batches_prepared_on_the_cpu_match_each_video_made_alone(workdir):
+    train, _, _ = read_split(workdir / "splits" / "samples" / "split1")
+    dataset = table_dataset(workdir, train, "flow", segments=2, length=3, size=40, mode="train")
+    torch.manual_seed(0)
+    items = [dataset[index] for index in range(len(dataset))]  # fixed random crops and flips
+    assert {flip for _, flip, _ in items} == {True, False}
+    loader = make_loader(items, batch=4, shuffle=False, workers=0)
+    prepare = functools.partial(prepare_clips, modality="flow", segments=2, length=3)
+    prepared = [clips for clips, _ in DeviceBatches(loader, torch.device("cpu"), prepare)]
+    alone = []
+    for pictures, flip, _ in items:
+        pictures = pictures.float()
+        alone.append(to_model_input(hflip(pictures, "flow") if flip else pictures, "flow", 2, 3))
+    assert [len(clips) for clips in prepared] == [4, 3]
+    assert torch.equal(torch.cat(prepared), torch.stack(alone))
 
 
 def test_flow_first_conv_learns_faster_and_biases_and_bn_have_no_weight_decay(workdir):
@@ -116,9 +144,12 @@ def test_training_inside_a_process_group_writes_a_plain_checkpoint_on_rank_zero(
     store = torch.distributed.FileStore(str(tmp_path / "store"), 1)
     torch.distributed.init_process_group("gloo", store=store, rank=0, world_size=1)
     try:
-        result = fit(small_params(workdir, epochs=1), tmp_path / "ddp", progress=False, log=lambda line: None)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = fit(small_params(workdir, epochs=1), tmp_path / "ddp", progress=False, log=lambda line: None)
     finally:
         torch.distributed.destroy_process_group()
+    assert not [w for w in caught if "Grad strides do not match" in str(w.message)]  # bucketed all-reduce kept
     state = load_checkpoint(result["last"])
     assert not any(key.startswith("module.") for key in state["model"])  # loadable without DDP
     assert len(result["rows"]) == 1
@@ -127,7 +158,6 @@ def test_training_inside_a_process_group_writes_a_plain_checkpoint_on_rank_zero(
 @pytest.mark.parametrize("format, name", [("lmdb", "frames.lmdb"), ("hdf5", "frames.hdf5")])
 def test_packed_store_read_by_loader_workers_gives_the_snippets_of_the_folders(workdir, tmp_path, format, name):
     from tsnpipe.stages.pack import pack_videos
-    from tsnpipe.stages.train.data import make_loader
 
     train, _, _ = read_split(workdir / "splits" / "samples" / "split1")
     store = tmp_path / name
@@ -137,7 +167,46 @@ def test_packed_store_read_by_loader_workers_gives_the_snippets_of_the_folders(w
     from_folders = table_dataset(workdir, train, "flow", **shape)
     from_store = table_dataset(store, train, "flow", **shape)
     batches = list(make_loader(from_store, batch=4, shuffle=False, workers=2))
-    clips = torch.cat([clips for clips, _ in batches])
-    assert clips.shape == (7, 3, 10, 40, 40)
+    clips = torch.cat([pictures for pictures, _, _ in batches])
+    assert clips.shape == (7, 15, 2, 40, 40)
     for index in range(7):
         assert torch.equal(clips[index], from_folders[index][0])
+
+
+def test_ddp_gets_gradients_in_its_bucket_layout_when_a_1x1_conv_sees_channels_last_input(tmp_path):
+    from tsnpipe.stages.train.distributed import wrap_distributed
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 1), torch.nn.Conv2d(16, 4, 3))  # 1x1 weight: strides (8, 1, 1, 1)
+    plain = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 1), torch.nn.Conv2d(16, 4, 3))
+    plain.load_state_dict(model.state_dict())
+    x = torch.randn(2, 8, 6, 6).contiguous(memory_format=torch.channels_last)
+    plain(x).sum().backward()
+    store = torch.distributed.FileStore(str(tmp_path / "store"), 1)
+    torch.distributed.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        wrapped = wrap_distributed(model, torch.device("cpu"))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(2):
+                model.zero_grad(set_to_none=True)
+                wrapped(x).sum().backward()
+    finally:
+        torch.distributed.destroy_process_group()
+    assert not [w for w in caught if "Grad strides do not match" in str(w.message)]
+    for mine, reference in zip(model.parameters(), plain.parameters()):
+        assert mine.grad.stride() == mine.stride()
+        assert torch.allclose(mine.grad, reference.grad, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_batches_prepared_on_the_gpu_one_ahead_equal_the_cpu_ones():
+    torch.manual_seed(0)
+    items = [(torch.randint(0, 256, (6, 2, 32, 32), dtype=torch.uint8), index % 2 == 0, index) for index in range(7)]
+    prepare = functools.partial(prepare_clips, modality="flow", segments=2, length=3, channels_last=True)
+    on_cpu = list(DeviceBatches(make_loader(items, 3, shuffle=False, workers=0), torch.device("cpu"), prepare))
+    on_gpu = list(DeviceBatches(make_loader(items, 3, shuffle=False, workers=0, pin=True), torch.device("cuda"), prepare))
+    assert len(on_gpu) == len(on_cpu) == 3
+    for (gpu_clips, gpu_labels), (cpu_clips, cpu_labels) in zip(on_gpu, on_cpu):
+        assert gpu_clips.flatten(0, 1).is_contiguous(memory_format=torch.channels_last)
+        assert torch.allclose(gpu_clips.cpu(), cpu_clips, atol=1e-6) and torch.equal(gpu_labels.cpu(), cpu_labels)

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from tsnpipe.stages.train.transforms import (
-    FLOW_SCALES, GREY_STD, RGB_SCALES, crop_resize, evaluation_views, hflip, multiscale_crop_box, to_model_input,
-    train_transform, view_boxes,
+    GREY_STD, centre_crop, crop_resize, flip_and_normalise, hflip, multiscale_crop_box, scales_for, to_model_input,
+    train_crop, train_transform, video_views, view_boxes,
 )
 
 
@@ -28,14 +28,17 @@ def test_flipping_rgb_only_mirrors():
     assert torch.equal(hflip(stack, "rgb"), stack.flip(-1))
 
 
-@pytest.mark.parametrize("modality, scales", [("rgb", RGB_SCALES), ("flow", FLOW_SCALES)])
+@pytest.mark.parametrize(
+    "modality, scales",  # tsn-pytorch `TSN.get_augmentation`
+    [("rgb", (1, 0.875, 0.75, 0.66)), ("flow", (1, 0.875, 0.75)), ("rgbdiff", (1, 0.875, 0.75))],
+)
 def test_multiscale_crops_use_the_scales_of_the_shorter_side_and_stay_inside(modality, scales):
     height, width, size = 256, 340, 224
     allowed = {size if abs(int(height * s) - size) < 3 else int(height * s) for s in scales}
     generator = torch.Generator().manual_seed(0)
     seen = set()
     for _ in range(300):
-        top, left, crop_h, crop_w = multiscale_crop_box(height, width, size, scales, generator)
+        top, left, crop_h, crop_w = multiscale_crop_box(height, width, size, scales_for(modality), generator)
         assert crop_h in allowed and crop_w in allowed
         assert 0 <= top and top + crop_h <= height and 0 <= left and left + crop_w <= width
         seen.add((crop_h, crop_w))
@@ -88,14 +91,66 @@ def test_test_views_are_centre_three_along_the_long_side_or_corners_centre_and_f
 
 def test_ten_views_of_flow_include_inverted_mirror_images():
     stack = flow_stack(pictures=2, height=8, width=10)
-    views = evaluation_views(stack, "flow", segments=1, length=2, size=8, crops=10)
+    views = video_views([stack], "flow", segments=1, length=2, size=8, crops=10)[0]
     assert views.shape == (10, 1, 4, 8, 8)
     plain, mirrored = views[0], views[5]  # top-left corner, and the same corner flipped
-    raw_plain = crop_resize(stack, (0, 0, 8, 8), 8)
+    raw_plain = crop_resize(stack, (0, 0, 8, 8), 8).float()
     assert torch.allclose(plain, to_model_input(raw_plain, "flow", 1, 2))
     assert torch.allclose(mirrored, to_model_input(hflip(raw_plain, "flow"), "flow", 1, 2))
 
 
 def test_pictures_smaller_than_the_crop_are_enlarged_first():
     stack = torch.randint(0, 256, (2, 3, 40, 60), dtype=torch.uint8)
-    assert evaluation_views(stack, "rgb", segments=2, length=1, size=56, crops=3).shape == (3, 2, 3, 56, 56)
+    assert video_views([stack], "rgb", segments=2, length=1, size=56, crops=3).shape == (1, 3, 2, 3, 56, 56)
+    assert centre_crop(stack, 56).shape == (2, 3, 56, 56) and centre_crop(stack, 56).dtype == torch.uint8
+
+
+def one_video_reference(pictures, flip, modality, segments, length):
+    """Model input of one video the plain way: float, flip if asked, normalise."""
+    pictures = pictures.float()
+    return to_model_input(hflip(pictures, modality) if flip else pictures, modality, segments, length)
+
+
+@pytest.mark.parametrize("modality, channels, length", [("rgb", 3, 1), ("flow", 2, 3), ("rgbdiff", 3, 2)])
+def test_batch_flip_and_normalise_gives_each_videos_own_tensors(modality, channels, length):
+    span = length + 1 if modality == "rgbdiff" else length
+    pictures = torch.randint(0, 256, (4, 2 * span, channels, 8, 8), dtype=torch.uint8)
+    flips = torch.tensor([True, False, False, True])
+    batch = flip_and_normalise(pictures, flips, modality, segments=2, length=length)
+    assert batch.dtype == torch.float32
+    for index in range(4):
+        expected = one_video_reference(pictures[index], bool(flips[index]), modality, 2, length)
+        assert torch.equal(batch[index], expected)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("modality, channels, length", [("rgb", 3, 1), ("flow", 2, 3)])
+def test_batch_transforms_on_the_gpu_give_the_cpu_tensors(modality, channels, length):
+    pictures = torch.randint(0, 256, (4, 2 * length, channels, 40, 50), dtype=torch.uint8)
+    flips = torch.tensor([True, False, False, True])
+    on_cpu = flip_and_normalise(pictures[..., :32, :32], flips, modality, 2, length)
+    on_gpu = flip_and_normalise(pictures[..., :32, :32].cuda(), flips.cuda(), modality, 2, length)
+    assert torch.allclose(on_gpu.cpu(), on_cpu, atol=1e-6)
+    views_cpu = video_views(pictures, modality, 2, length, 32, 10)
+    views_gpu = video_views(pictures.cuda(), modality, 2, length, 32, 10)
+    assert torch.allclose(views_gpu.cpu(), views_cpu, atol=1e-6)
+
+
+def test_views_of_a_batch_of_videos_of_mixed_sizes_are_each_videos_own_views():
+    wide = torch.randint(0, 256, (3, 3, 40, 56), dtype=torch.uint8)
+    tall = torch.randint(0, 256, (3, 3, 48, 40), dtype=torch.uint8)
+    views = video_views([wide, tall], "rgb", segments=3, length=1, size=32, crops=10)
+    assert views.shape == (2, 10, 3, 3, 32, 32)
+    for index, video in enumerate((wide, tall)):
+        for view, (top, left, flip) in enumerate(view_boxes(*video.shape[-2:], 32, 10)):
+            cut = video[..., top:top + 32, left:left + 32]
+            assert torch.equal(views[index, view], one_video_reference(cut, flip, "rgb", 3, 1))
+
+
+def test_worker_crop_stays_uint8_within_one_grey_level_of_a_float_resize():
+    stack = torch.randint(0, 256, (4, 2, 60, 80), dtype=torch.uint8)
+    generator = torch.Generator().manual_seed(3)
+    pictures, flip = train_crop(stack, "flow", 32, generator)
+    assert pictures.dtype == torch.uint8 and pictures.shape == (4, 2, 32, 32) and isinstance(flip, bool)
+    box = multiscale_crop_box(60, 80, 32, scales_for("flow"), torch.Generator().manual_seed(3))
+    assert (pictures.float() - crop_resize(stack.float(), box, 32)).abs().max() <= 1.0

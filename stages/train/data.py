@@ -4,21 +4,27 @@ A split folder (`W/splits/<source>/split<N>/`, written by `tsnpipe build-splits`
 test.csv (video_id, label, class_name, frames, flow_pairs; labels 0-based) and classes.txt (one class
 name a line, in label order). Pictures are read through `tsnpipe.stages.store.open_reader`, from the
 JPEG folders or a packed store; the reader opens its files lazily, so each worker gets its own handle.
+
+Workers hand over uint8 pictures, never float: a training clip of 8 RGB crops at 224 is 1.2 MB
+instead of 4.8 MB, a test video of 25 frames crosses whole (views are cut on the device). Scaling,
+normalisation, flips and test views happen per batch on the device (`transforms.flip_and_normalise`,
+`transforms.video_views`, driven by `batches.DeviceBatches`).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.store import open_reader
 from tsnpipe.stages.train.sampling import centre_starts, snippet_positions, train_starts
-from tsnpipe.stages.train.transforms import evaluation_views, train_transform
+from tsnpipe.stages.train.transforms import centre_crop, train_crop
 
 SPLIT_COLUMNS = ("video_id", "label", "class_name", "frames", "flow_pairs")
 
@@ -87,11 +93,12 @@ def read_stack(reader, video_id: str, positions: list[int], modality: str) -> to
 
 
 class SnippetDataset(Dataset):
-    """One item per video: (snippets, label).
+    """One item per video: (pictures, flip, label), the pictures uint8 [T, C, S, S] or [T, C, H, W].
 
-    mode "train": random segment starts and multi-scale crop/flip, snippets [K, C, S, S];
-    mode "val": segment centres, centre crop, [K, C, S, S];
-    mode "test": segment centres and `crops` views, [crops, K, C, S, S].
+    mode "train": random segment starts, a multi-scale crop resized to S x S, and a random flip
+    decision that the device carries out; mode "val": segment centres, the centre S x S crop, no flip;
+    mode "test": segment centres, the pictures whole at their stored size, from which the device cuts
+    `crops` views per snippet (`transforms.video_views`). T = K x pictures per snippet.
     """
 
     def __init__(
@@ -109,7 +116,7 @@ class SnippetDataset(Dataset):
     def __len__(self) -> int:
         return len(self.video_ids)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, bool, int]:
         video_id, count = self.video_ids[index], self.counts[index]
         if self.mode == "train":
             starts = train_starts(count, self.segments, self.span)
@@ -118,9 +125,20 @@ class SnippetDataset(Dataset):
         positions = snippet_positions(starts, self.span, count)
         stack = read_stack(self.reader, video_id, positions, self.modality)
         if self.mode == "train":
-            return train_transform(stack, self.modality, self.segments, self.length, self.size), self.labels[index]
-        views = evaluation_views(stack, self.modality, self.segments, self.length, self.size, self.crops)
-        return (views[0] if self.mode == "val" else views), self.labels[index]
+            pictures, flip = train_crop(stack, self.modality, self.size)
+            return pictures, flip, self.labels[index]
+        if self.mode == "val":
+            return centre_crop(stack, self.size), False, self.labels[index]
+        return stack, False, self.labels[index]
+
+
+def collate_pictures(items: list[tuple[torch.Tensor, bool, int]]) -> tuple:
+    """(pictures, flips, labels) of a batch: pictures stacked [B, T, C, H, W] when all videos share a
+    picture size, else a list (test videos of mixed sizes); flips bool [B]; labels int64 [B]."""
+    pictures, flips, labels = zip(*items)
+    same = all(p.shape == pictures[0].shape for p in pictures)
+    stacked = default_collate(list(pictures)) if same else list(pictures)  # in a worker, straight into shared memory
+    return stacked, torch.tensor(flips), torch.tensor(labels)
 
 
 def table_dataset(
@@ -134,15 +152,37 @@ def table_dataset(
     )
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, which containers and taskset narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no affinity mask
+        return os.cpu_count() or 1
+
+
+def default_workers() -> int:
+    """Loader workers when none are asked for: one per available core, less one for the main process
+    (it drives the device and runs the batch transforms); at least 1."""
+    return max(1, available_cores() - 1)
+
+
 def make_loader(
-    dataset: Dataset, batch: int, shuffle: bool, workers: int, drop_last: bool = False, shard: bool = True,
+    dataset: Dataset, batch: int, shuffle: bool, workers: int | None = None, drop_last: bool = False,
+    shard: bool = True, pin: bool | None = None,
 ) -> DataLoader:
-    """A DataLoader; under torch.distributed and with `shard`, each rank reads its own share (DistributedSampler)."""
+    """A DataLoader of uint8 pictures (`collate_pictures`); `workers` None means `default_workers()`.
+
+    Workers persist across epochs; batches land in pinned memory when `pin` (default: when there is a
+    CUDA GPU), so the copy to the GPU can run asynchronously. Under torch.distributed and with `shard`,
+    each rank reads its own share (DistributedSampler).
+    """
+    workers = default_workers() if workers is None else workers
+    pin = torch.cuda.is_available() if pin is None else pin
     sampler = None
     if shard and torch.distributed.is_available() and torch.distributed.is_initialized():
         sampler = torch.utils.data.DistributedSampler(dataset, shuffle=shuffle, drop_last=drop_last)
         shuffle = False
     return DataLoader(
-        dataset, batch_size=batch, shuffle=shuffle, sampler=sampler, num_workers=workers,
-        pin_memory=torch.cuda.is_available(), drop_last=drop_last, persistent_workers=workers > 0,
+        dataset, batch_size=batch, shuffle=shuffle, sampler=sampler, num_workers=workers, collate_fn=collate_pictures,
+        pin_memory=pin, drop_last=drop_last, persistent_workers=workers > 0,
     )

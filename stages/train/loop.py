@@ -11,6 +11,7 @@ initialised by the caller) each rank trains on its share and rank 0 alone logs a
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from pathlib import Path
@@ -25,13 +26,16 @@ from tsnpipe.stages.scores import per_class_accuracy
 from tsnpipe.stages.train.checkpoint import (
     CheckpointError, data_hashes, load_checkpoint, restore_rng, rng_state, save_checkpoint,
 )
+from tsnpipe.stages.train.batches import DeviceBatches, as_channels_last, prepare_clips
 from tsnpipe.stages.train.data import make_loader, read_split, table_dataset
+from tsnpipe.stages.train.distributed import wrap_distributed
 from tsnpipe.stages.report import plot_curves
 from tsnpipe.stages.train.logs import read_metrics, write_metrics
 from tsnpipe.stages.train.model import TSN, first_layer_params
 from tsnpipe.stages.train.recipe import TrainParams, params_from_dict
 
 # Params a resumed run may change without breaking the state it resumes (speed and logging knobs).
+PROGRESS_EVERY = 20  # training steps between two reads of the running loss (each read waits for the device)
 RESUMABLE_CHANGES = ("epochs", "workers", "compile", "amp", "channels_last", "deterministic")
 
 
@@ -84,13 +88,19 @@ def train_one_epoch(
     model: nn.Module, loader, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, device: torch.device,
     clip: float, dtype: torch.dtype | None, channels_last: bool = False, progress: bool = True, epoch: int = 0,
 ) -> dict:
-    """One pass over the training loader; returns mean loss, top-1 and clips (videos) per second."""
+    """One pass over the training loader; returns mean loss, top-1 and clips (videos) per second.
+
+    Loss and hits add up on the device; the host reads them only every PROGRESS_EVERY steps (for the
+    progress bar) and at the end, so it can queue the next step while the device runs this one.
+    """
     model.train()
     loss_fn = nn.CrossEntropyLoss()
-    total_loss, correct, seen = 0.0, 0, 0
+    total_loss = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
     start = time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", disable=not progress, leave=False)
-    for clips, labels in bar:
+    for step, (clips, labels) in enumerate(bar):
         clips, labels = to_device(clips, device, channels_last), labels.to(device, non_blocking=True)
         with autocast(device, dtype):
             scores = model(clips)
@@ -102,10 +112,12 @@ def train_one_epoch(
             nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip)
         scaler.step(optimizer)
         scaler.update()
-        total_loss += loss.item() * len(labels)
-        correct += int((scores.argmax(dim=1) == labels).sum())
+        total_loss += loss.detach() * len(labels)
+        correct += (scores.detach().argmax(dim=1) == labels).sum()
         seen += len(labels)
-        bar.set_postfix(loss=f"{total_loss / seen:.3f}", clips_s=f"{seen / (time.perf_counter() - start):.1f}")
+        if progress and step % PROGRESS_EVERY == 0:
+            bar.set_postfix(loss=f"{float(total_loss) / seen:.3f}", clips_s=f"{seen / (time.perf_counter() - start):.1f}")
+    total_loss, correct = float(total_loss), int(correct)
     seconds = time.perf_counter() - start
     return {"loss": total_loss / max(seen, 1), "top1": correct / max(seen, 1), "clips_per_s": seen / seconds, "seconds": seconds}
 
@@ -118,16 +130,17 @@ def evaluate(
     """Loss, top-1 and mean class accuracy of the model on a loader of [B, K, C, H, W] clips."""
     model.eval()
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
-    total_loss, all_scores, all_labels = 0.0, [], []
-    for clips, labels in loader:
-        clips, labels = to_device(clips, device, channels_last), labels.to(device)
+    total_loss, all_scores, all_labels = torch.zeros((), device=device), [], []
+    for clips, labels in loader:  # results stay on the device until the end: no wait per batch
+        clips, labels = to_device(clips, device, channels_last), labels.to(device, non_blocking=True)
         with autocast(device, dtype):
             scores = model(clips).float()
-        total_loss += float(loss_fn(scores, labels))
-        all_scores.append(scores.cpu().numpy())
-        all_labels.append(labels.cpu().numpy())
-    scores = np.concatenate(all_scores) if all_scores else np.zeros((0, num_classes), np.float32)
-    labels = np.concatenate(all_labels) if all_labels else np.zeros(0, np.int64)
+        total_loss += loss_fn(scores, labels)
+        all_scores.append(scores)
+        all_labels.append(labels)
+    total_loss = float(total_loss)
+    scores = torch.cat(all_scores).cpu().numpy() if all_scores else np.zeros((0, num_classes), np.float32)
+    labels = torch.cat(all_labels).cpu().numpy() if all_labels else np.zeros(0, np.int64)
     seen = max(len(labels), 1)
     recall = per_class_accuracy(scores, labels) if len(labels) else np.array([np.nan])
     return {
@@ -138,12 +151,19 @@ def evaluate(
 
 
 def to_device(clips: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
-    """Move a [B, K, C, H, W] batch; channels_last applies to the [B*K, C, H, W] view the backbone sees."""
+    """Move a [B, K, C, H, W] batch (no work when `DeviceBatches` made it there already); channels_last
+    applies to the [B*K, C, H, W] view the backbone sees."""
     clips = clips.to(device, non_blocking=True)
-    if channels_last:
-        batch, segments = clips.shape[:2]
-        clips = clips.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, (batch, segments))
-    return clips
+    return as_channels_last(clips) if channels_last else clips
+
+
+def device_batches(loader, params: TrainParams, device: torch.device) -> DeviceBatches:
+    """The loader's uint8 batches as normalised clips on the device, prepared one batch ahead on CUDA."""
+    prepare = functools.partial(
+        prepare_clips, modality=params.modality, segments=params.segments, length=params.length,
+        channels_last=params.channels_last,
+    )
+    return DeviceBatches(loader, device, prepare)
 
 
 def build_model(params: TrainParams, num_classes: int, weights: str | None = None) -> TSN:
@@ -170,8 +190,11 @@ def fit(params: TrainParams, run_dir: str | Path, resume: bool = False, device: 
     shape = (params.modality, params.segments, params.length, params.size)
     train_set = table_dataset(params.store, train_table, *shape, mode="train")
     val_set = table_dataset(params.store, test_table, *shape, mode="val")
-    train_loader = make_loader(train_set, params.batch, shuffle=True, workers=params.workers, drop_last=len(train_set) > params.batch)
-    val_loader = make_loader(val_set, params.batch, shuffle=False, workers=params.workers, shard=False)
+    pin = device.type == "cuda"
+    train_loader = make_loader(
+        train_set, params.batch, shuffle=True, workers=params.workers, drop_last=len(train_set) > params.batch, pin=pin,
+    )
+    val_loader = make_loader(val_set, params.batch, shuffle=False, workers=params.workers, shard=False, pin=pin)
 
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     checkpoint = load_checkpoint(last_path) if resume else None
@@ -202,7 +225,7 @@ def fit(params: TrainParams, run_dir: str | Path, resume: bool = False, device: 
 
     trained = model
     if distributed:
-        trained = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        trained = wrap_distributed(model, device)
     if params.compile:
         trained = torch.compile(trained)
     writer = None
@@ -217,13 +240,13 @@ def fit(params: TrainParams, run_dir: str | Path, resume: bool = False, device: 
             train_loader.sampler.set_epoch(epoch)
         lr = next(g["lr"] for g in optimizer.param_groups if g["name"] == "weight")
         train = train_one_epoch(
-            trained, train_loader, optimizer, scaler, device, params.clip, dtype, params.channels_last,
-            progress and main_rank, epoch,
+            trained, device_batches(train_loader, params, device), optimizer, scaler, device, params.clip, dtype,
+            params.channels_last, progress and main_rank, epoch,
         )
         scheduler.step()
         if not main_rank:
             continue
-        val = evaluate(model, val_loader, device, len(class_names), dtype, params.channels_last)
+        val = evaluate(model, device_batches(val_loader, params, device), device, len(class_names), dtype, params.channels_last)
         row = {
             "epoch": epoch, "lr": lr, "train_loss": train["loss"], "train_top1": train["top1"], "val_loss": val["loss"],
             "val_top1": val["top1"], "val_mean_class": val["mean_class"], "clips_per_s": train["clips_per_s"],

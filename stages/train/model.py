@@ -12,6 +12,7 @@ Choices (TSN paper, tsn-pytorch `models.py`), each tested:
   training (running mean/var frozen) and its affine weight and bias do not train (tsn-pytorch leaves
   them out of the optimizer; here they get requires_grad=False). Meant for a pretrained backbone: with
   random init the frozen statistics are meaningless, so callers turn it off then.
+- Precision: the classifier head runs in fp32 even under autocast (`snippet_scores`).
 - Weights: "imagenet" uses torchvision's weights API (`weights="DEFAULT"`), a path loads a state dict
   saved from the same torchvision backbone (its 1000-class head may be present; it is dropped), None
   or "none" starts from random init.
@@ -156,8 +157,15 @@ class TSN(nn.Module):
                 norm.bias.requires_grad_(False)
 
     def snippet_scores(self, snippets: torch.Tensor) -> torch.Tensor:
-        """Class scores of single snippets: [N, C, H, W] -> [N, classes]."""
-        return self.fc(self.dropout(self.base(snippets)))
+        """Class scores of single snippets: [N, C, H, W] -> [N, classes], always float32.
+
+        Under autocast the backbone runs in bf16 (or fp16), but the classifier runs in fp32 on the
+        features made float: a bf16 score keeps three significant digits, too few for averages over
+        the 250 views of a test video or for close calls between classes.
+        """
+        features = self.base(snippets)
+        with torch.autocast(features.device.type, enabled=False):
+            return self.fc(self.dropout(features.float()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, segments = x.shape[:2]

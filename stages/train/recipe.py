@@ -52,7 +52,7 @@ class TrainParams:
     amp: bool | None = None  # tsnpipe speed knob. None: bf16 autocast where CUDA supports it, else off
     channels_last: bool = True  # tsnpipe speed knob
     compile: bool = False  # tsnpipe speed knob
-    workers: int = 4  # tsn-pytorch opts.py -j 4
+    workers: int | None = None  # tsnpipe: the available cores less one (data.default_workers); tsn-pytorch's -j 4
     seed: int = 0  # tsnpipe: runs repeat
     deterministic: bool = False  # tsnpipe: exact reruns at some speed
     flow_pairs: str = "frames"  # tsnpipe: how its flow was paired (extract-flow --pairs); test and predict follow it

@@ -1,0 +1,188 @@
+"""Kills, full disks, torn and garbled records: every bad state ends in one sentence and exit code 1, a
+rerun finishes the work byte-identical to an uninterrupted run, and nothing outside tsnpipe's files moves."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import run_tsnpipe, tsnpipe_cmd
+from tsnpipe.cli import main
+from tsnpipe.manifests.table import Manifest, journal_path, manifest_path
+
+FRAMES = ("--fps", "1", "--size", "32", "-j", "1", "--no-progress")
+
+
+def tree(root: Path, below: str = "") -> dict[str, str]:
+    """Relative path -> sha256 of every file under root/below (what a user would compare)."""
+    base = root / below if below else root
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(base.rglob("*")) if p.is_file()}
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=True)
+
+
+def assert_one_line_error(result, *words: str) -> str:
+    """Exit code 1, no traceback, a single `Error:` line that says what happened."""
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.output
+    assert "Traceback" not in result.output
+    for word in words:
+        assert word in errors[0], errors[0]
+    return errors[0]
+
+
+def assert_clean_process(proc: subprocess.CompletedProcess, code: int = 1) -> None:
+    assert proc.returncode == code, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+
+
+@pytest.fixture()
+def clean_run(clips, tmp_path) -> dict[str, str]:
+    """The frames of an uninterrupted run: what every interrupted one must end up with."""
+    workdir = tmp_path / "clean"
+    assert invoke("extract-frames", str(clips), "-w", str(workdir), *FRAMES).exit_code == 0
+    return tree(workdir, "frames")
+
+
+# ---- the journal: torn tails, garbage, damaged tables -------------------------------------------------
+
+def test_torn_tail_is_cut_before_the_next_row_is_appended(tmp_path):
+    manifest = Manifest(tmp_path, "frames")
+    manifest.record({"video_id": "a", "status": "done"})
+    with open(manifest.journal, "ab") as fh:
+        fh.write(b'0badc0de {"video_id": "b", "sta')  # a kill or a full disk mid-write
+    Manifest(tmp_path, "frames").record({"video_id": "c", "status": "done"})
+    with open(manifest.journal, "ab") as fh:
+        fh.write(b'{"video_id": "d"')  # interrupted once more
+    Manifest(tmp_path, "frames").record({"video_id": "e", "status": "done"})
+    assert sorted(Manifest(tmp_path, "frames").rows) == ["a", "c", "e"]
+
+
+def test_garbled_journal_line_is_set_aside_with_a_warning(tmp_path, capsys):
+    manifest = Manifest(tmp_path, "frames")
+    for vid in "abc":
+        manifest.record({"video_id": vid, "status": "done"})
+    data = bytearray(manifest.journal.read_bytes())
+    second = data.index(b"\n") + 12
+    data[second] ^= 0x01  # one flipped bit inside row b, still valid JSON
+    manifest.journal.write_bytes(bytes(data) + b"\xff\xfejunk\n")
+    reread = Manifest(tmp_path, "frames")
+    assert sorted(reread.rows) == ["a", "c"]
+    assert "damaged line(s) (2, 4)" in capsys.readouterr().err
+    reread.record({"video_id": "d", "status": "done"})
+    aside = list(manifest.journal.parent.glob("frames.journal.jsonl.damaged-*"))
+    assert len(aside) == 1 and b"junk" in aside[0].read_bytes()
+    assert sorted(Manifest(tmp_path, "frames").rows) == ["a", "c", "d"]
+
+
+def test_rows_without_checksum_from_older_versions_still_load(tmp_path):
+    path = journal_path(tmp_path, "frames")
+    path.parent.mkdir(parents=True)
+    path.write_text('{"video_id": "a", "status": "done"}\n')
+    assert Manifest(tmp_path, "frames").rows["a"]["status"] == "done"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garble"])
+def test_damaged_table_is_one_sentence_for_every_command(clips, tmp_path, damage):
+    workdir = tmp_path / "w"
+    assert invoke("extract-frames", str(clips), "-w", str(workdir), *FRAMES).exit_code == 0
+    table = manifest_path(workdir, "frames")
+    data = table.read_bytes()
+    table.write_bytes(data[: len(data) // 2] if damage == "truncate" else data[:200] + b"\x00" * 64 + data[264:])
+    for args in (["extract-frames", str(clips)], ["pack", "--format", "hdf5"], ["build-splits", "--folders"]):
+        result = invoke(*args, "-w", str(workdir))
+        assert_one_line_error(result, str(table), "status --repair")
+
+
+def test_junk_appended_to_the_journal_is_a_warning_and_the_run_goes_on(clips, tmp_path, clean_run):
+    workdir = tmp_path / "w"
+    assert invoke("extract-frames", str(clips), "-w", str(workdir), *FRAMES).exit_code == 0
+    journal = journal_path(workdir, "frames")
+    journal.write_bytes(b"\x89PNG garbage that is not utf-8 \xff\n")
+    proc = run_tsnpipe("extract-frames", str(clips), "-w", str(workdir), *FRAMES)
+    assert_clean_process(proc, 0)
+    assert "warning:" in proc.stderr and "damaged" in proc.stderr
+    assert "3 up to date" in proc.stdout
+    assert tree(workdir, "frames") == clean_run
+
+
+# ---- a full disk at any write, a lock that cannot be taken -------------------------------------------
+
+def test_full_disk_at_every_fsync_is_one_sentence_and_the_rerun_completes(clips, tmp_path, clean_run, monkeypatch):
+    workdir = tmp_path / "w"
+    real_fsync, calls = os.fsync, {"n": 0}
+    nth = 1
+    while True:
+        calls["n"] = 0
+
+        def full_at_nth(fd, nth=nth):
+            calls["n"] += 1
+            if calls["n"] == nth:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", full_at_nth)
+        result = invoke("extract-frames", str(clips), "-w", str(workdir), *FRAMES)
+        monkeypatch.setattr(os, "fsync", real_fsync)
+        if calls["n"] < nth:
+            break  # this run wrote everything without reaching the injected failure
+        assert_one_line_error(result, "No space left on device")
+        nth += 1
+    assert nth > 3  # run info, journal rows and the table all were hit
+    assert invoke("extract-frames", str(clips), "-w", str(workdir), *FRAMES).exit_code == 0
+    assert tree(workdir, "frames") == clean_run
+    assert not [p for p in (workdir / "manifests").iterdir() if ".tmp-" in p.name]
+
+
+def test_full_disk_while_taking_the_lock_is_one_sentence(clips, tmp_path):
+    workdir = tmp_path / "w"
+    workdir.mkdir()
+    (workdir / ".tsnpipe.lock").symlink_to("/dev/full")  # every write there fails with ENOSPC
+    result = invoke("extract-frames", str(clips), "-w", str(workdir), *FRAMES)
+    assert_one_line_error(result, ".tsnpipe.lock", "full")
+
+
+def test_lock_file_that_cannot_be_created_is_one_sentence(clips, tmp_path):
+    workdir = tmp_path / "w"
+    (workdir / ".tsnpipe.lock").mkdir(parents=True)  # a folder where the lock file should be
+    result = invoke("extract-frames", str(clips), "-w", str(workdir), *FRAMES)
+    assert_one_line_error(result, ".tsnpipe.lock")
+
+
+# ---- kills -------------------------------------------------------------------------------------------
+
+def test_killed_run_with_torn_journal_reruns_to_the_same_frames(clips, tmp_path, clean_run):
+    workdir = tmp_path / "w"
+    journal = journal_path(workdir, "frames")
+    proc = subprocess.Popen(tsnpipe_cmd("extract-frames", str(clips), "-w", str(workdir), *FRAMES),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (journal.exists() and journal.read_bytes().count(b"\n") >= 1):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with open(journal, "ab") as fh:
+        fh.write(b'12345678 {"video_id": "wave/RA')  # as if the kill had hit mid-line
+    outside = tree(clips)
+    for _ in range(2):  # the second rerun reads what the first appended after the cut tail
+        rerun = run_tsnpipe("extract-frames", str(clips), "-w", str(workdir), *FRAMES)
+        assert_clean_process(rerun, 0)
+    assert "3 up to date" in rerun.stdout
+    assert tree(workdir, "frames") == clean_run
+    assert tree(clips) == outside
+    status = run_tsnpipe("status", "-w", str(workdir))
+    assert_clean_process(status, 0)
+    assert "needs work: nothing" in status.stdout

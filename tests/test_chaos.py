@@ -186,3 +186,55 @@ def test_killed_run_with_torn_journal_reruns_to_the_same_frames(clips, tmp_path,
     status = run_tsnpipe("status", "-w", str(workdir))
     assert_clean_process(status, 0)
     assert "needs work: nothing" in status.stdout
+
+
+# ---- files from elsewhere ----------------------------------------------------------------------------
+
+class _RunsCode:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("content", ["pickled code", "garbage"])
+def test_pretrained_file_that_is_not_a_state_dict_is_one_sentence(tmp_path, content):
+    import torch
+
+    from train_workdir import build_sample_workdir
+
+    workdir = build_sample_workdir(tmp_path / "w")
+    weights, marker = tmp_path / "evil.pt", tmp_path / "code-ran"
+    if content == "pickled code":
+        torch.save({"conv1.weight": _RunsCode(marker)}, weights)
+    else:
+        weights.write_bytes(b"PK\x03\x04 not really a zip")
+    result = invoke("train", "-w", str(workdir), "--modality", "rgb", "--run-name", "evil", "--backbone", "resnet18",
+                    "--pretrained", str(weights), "--segments", "1", "--size", "32", "--epochs", "1", "--workers", "0",
+                    "--no-progress")
+    line = assert_one_line_error(result, str(weights), "state_dict")
+    assert "weights_only" not in line and not marker.exists()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_score_files_reports_and_curves_follow_the_umask(tmp_path, umask):
+    import numpy as np
+
+    from tsnpipe.stages.report import plot_curves, write_report
+    from tsnpipe.stages.scores import write_scores
+
+    before = os.umask(umask)
+    try:
+        scores = write_scores(tmp_path / "rgb.pkl", ["a/v1", "b/v2"], np.array([0, 1]), ["a", "b"],
+                              np.eye(2, dtype=np.float32), {"modality": "rgb"}, {"checkpoint": "x"})
+        report = write_report(scores)
+        metrics = tmp_path / "metrics.csv"
+        metrics.write_text("epoch,train_loss,val_loss,train_top1,val_top1,val_mean_class\n1,2.0,2.1,0.1,0.2,0.2\n"
+                           "2,1.0,1.5,0.5,0.4,0.4\n")
+        plot_curves(metrics, tmp_path / "curves.png")
+    finally:
+        os.umask(before)
+    for path in (scores, report.confusion_png, report.per_class_csv, tmp_path / "curves.png"):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -115,6 +115,7 @@ def pack_videos(
 
     _check_format(format)
     workdir, store_path = Path(workdir), Path(store_path)
+    (pack_lmdb if format == "lmdb" else pack_hdf5).check_folder(store_path)
     before = stored_videos(store_path, format) if skip_unchanged else {}
     facts: list[dict] = []
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.store import KINDS, lmdb_key, release_lmdb
 
+LMDB_FILES = ("data.mdb", "lock.mdb")
 MAP_SIZE = 1 << 40  # address space only: LMDB grows the file as data is written (sparse on Linux)
 
 
@@ -45,8 +46,20 @@ def stored_videos(store_path: Path) -> dict[str, dict]:
         env.close()
 
 
+def check_folder(store_path: Path) -> None:
+    """Refuse a --store folder that holds anything but LMDB's own two files."""
+    if not store_path.is_dir():
+        return
+    strangers = sorted(path.name for path in store_path.iterdir() if path.name not in LMDB_FILES)
+    if strangers:
+        shown = ", ".join(strangers[:3]) + (", ..." if len(strangers) > 3 else "")
+        raise TsnpipeError(f"{store_path} holds files `tsnpipe pack` did not write ({shown}); give --store an empty "
+                           "or new folder, or one written by `tsnpipe pack --format lmdb`.")
+
+
 def write_videos(store_path: Path, videos: Iterable) -> Iterator[tuple[object, str]]:
     """Write each `VideoImages` in its own transaction, replacing its old entries; yield (video, key prefix)."""
+    check_folder(store_path)
     store_path.mkdir(parents=True, exist_ok=True)
     env = _open(store_path, create=True)
     try:

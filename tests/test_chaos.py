@@ -238,3 +238,56 @@ def test_score_files_reports_and_curves_follow_the_umask(tmp_path, umask):
     for path in (scores, report.confusion_png, report.per_class_csv, tmp_path / "curves.png"):
         assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+# ---- tsnpipe deletes only what it made ---------------------------------------------------------------
+
+@pytest.fixture()
+def extracted(clips, tmp_path) -> Path:
+    workdir = tmp_path / "w"
+    assert invoke("extract-frames", str(clips), "-w", str(workdir), *FRAMES).exit_code == 0
+    return workdir
+
+
+@pytest.mark.parametrize(("fmt", "theirs"), [("hdf5", "x.tmp"), ("hdf5", "shard-00007.h5"), ("lmdb", "notes.txt")])
+def test_pack_refuses_a_store_folder_holding_files_it_did_not_write(extracted, tmp_path, fmt, theirs):
+    store = tmp_path / "mine"
+    store.mkdir()
+    (store / theirs).write_bytes(b"the user's own file")
+    result = invoke("pack", "-w", str(extracted), "--format", fmt, "--store", str(store), "--no-progress")
+    assert_one_line_error(result, str(store), theirs, "did not write")
+    assert sorted(p.name for p in store.iterdir()) == [theirs]
+    assert (store / theirs).read_bytes() == b"the user's own file"
+
+
+def test_a_users_file_dropped_into_a_packed_store_is_never_deleted(extracted):
+    assert invoke("pack", "-w", str(extracted), "--format", "hdf5", "--no-progress").exit_code == 0
+    store = extracted / "stores" / "frames.hdf5"
+    (store / "x.tmp").write_bytes(b"mine")
+    result = invoke("pack", "-w", str(extracted), "--format", "hdf5", "--no-progress")
+    assert_one_line_error(result, "x.tmp")
+    assert (store / "x.tmp").read_bytes() == b"mine"
+
+
+def test_shard_renamed_but_not_yet_indexed_is_swept_as_tsnpipes_own(extracted, monkeypatch):
+    from tsnpipe.stages import pack_hdf5
+    from tsnpipe.stages.store import open_reader
+
+    real_write_index = pack_hdf5._write_index
+
+    def killed_right_after_the_rename(store_path, index):
+        real_write_index(store_path, index)
+        if index.get("pending"):  # the index names the shard as pending: rename it, then die
+            os.replace(store_path / f"{index['pending'][0]}.tmp", store_path / index["pending"][0])
+            raise KeyboardInterrupt
+
+    store = extracted / "stores" / "frames.hdf5"
+    monkeypatch.setattr(pack_hdf5, "_write_index", killed_right_after_the_rename)
+    result = invoke("pack", "-w", str(extracted), "--format", "hdf5", "--no-progress")
+    assert result.exit_code == 1 and "Aborted" in result.output
+    monkeypatch.undo()
+    assert sorted(p.name for p in store.iterdir()) == ["index.json", "shard-00001.h5"]
+    result = invoke("pack", "-w", str(extracted), "--format", "hdf5", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in store.iterdir()) == ["index.json", "shard-00002.h5"]
+    assert len(open_reader(store).video_ids()) == 3

@@ -84,7 +84,10 @@ def plan(workdir: Path, stage: Stage, items: list[Item], manifest: Manifest) -> 
         row = manifest.rows.get(item.video_id)
         fingerprint = item.fingerprint
         old = json.loads(row["fingerprint"]) if row and row.get("fingerprint") else None
-        if stage.hash_content and needs_content_hash(old, fingerprint):
+        if old and "hash" in old and row.get("seen") and json.loads(row["seen"]) == fingerprint:
+            fingerprint = {**fingerprint, "hash": old["hash"]}  # touched since, and hashed then: same content
+            item = replace(item, fingerprint=fingerprint)
+        elif stage.hash_content and needs_content_hash(old, fingerprint):
             fingerprint = {**fingerprint, "hash": content_hash(Path(item.source))}
             item = replace(item, fingerprint=fingerprint)
         planned.append((item, needs_work(row, fingerprint, stage.params_hash, output_present(workdir, row))))
@@ -102,15 +105,16 @@ def bad_name(video_id: str) -> str | None:
 
 
 def refresh_fingerprints(manifest: Manifest, planned: list[tuple[Item, str | None]]) -> int:
-    """Record the new mtime of up-to-date inputs whose content hash proved them unchanged (touched, copied
-    without timestamps), so the next run neither hashes them again nor reports them; returns how many."""
+    """Record, as `seen`, the new size and mtime of up-to-date inputs whose content hash proved them unchanged
+    (touched, or copied without timestamps), so the next run neither hashes them again nor reports them.
+    The row's own fingerprint stays as it was: stages downstream key on it. Returns how many rows changed."""
     refreshed = 0
     for item, why in planned:
         row = manifest.rows.get(item.video_id)
         if why is None and row and "hash" in item.fingerprint:
-            text = json.dumps(item.fingerprint, sort_keys=True)
-            if text != row.get("fingerprint"):
-                manifest.record({**row, "fingerprint": text})
+            seen = json.dumps({k: v for k, v in item.fingerprint.items() if k != "hash"}, sort_keys=True)
+            if seen != row.get("seen") and json.loads(row.get("fingerprint") or "{}") != item.fingerprint:
+                manifest.record({**row, "seen": seen})
                 refreshed += 1
     return refreshed
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import run_tsnpipe, tsnpipe_cmd
+from conftest import SAMPLES, run_tsnpipe, tsnpipe_cmd
 from tsnpipe.cli import main
 from tsnpipe.manifests.table import Manifest, journal_path, manifest_path
 
@@ -291,3 +292,96 @@ def test_shard_renamed_but_not_yet_indexed_is_swept_as_tsnpipes_own(extracted, m
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in store.iterdir()) == ["index.json", "shard-00002.h5"]
     assert len(open_reader(store).video_ids()) == 3
+
+
+# ---- status says what the next run will do -----------------------------------------------------------
+
+def test_status_counts_the_videos_a_killed_pack_left_undone(extracted, monkeypatch):
+    from tsnpipe.stages import pack as pack_stage
+
+    real_read, calls = pack_stage.read_video, {"n": 0}
+
+    def killed_at_the_second_video(workdir, video_id):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_read(workdir, video_id)
+
+    monkeypatch.setattr(pack_stage, "read_video", killed_at_the_second_video)
+    assert invoke("pack", "-w", str(extracted), "--format", "lmdb", "--no-progress").exit_code == 1
+    monkeypatch.undo()
+    status = invoke("status", "-w", str(extracted))
+    assert status.exit_code == 0, status.output
+    assert "pack-lmdb        1 up to date; needs work: 2 new" in status.output
+    assert invoke("pack", "-w", str(extracted), "--format", "lmdb", "--no-progress").output.count("2 packed, 1 up")
+
+
+def test_touched_but_same_video_is_not_reported_and_its_mtime_is_recorded(extracted, clips, monkeypatch):
+    from tsnpipe import runner
+
+    video = next(clips.rglob("*.avi"))
+    os.utime(video, ns=(time.time_ns(), time.time_ns() + 10**9))
+    status = invoke("status", "-w", str(extracted))
+    assert "frames           3 up to date; needs work: nothing" in status.output, status.output
+    result = invoke("extract-frames", str(clips), "-w", str(extracted), *FRAMES)
+    assert "0 extracted, 3 up to date" in result.output
+    hashed = []
+    monkeypatch.setattr(runner, "content_hash", lambda path: hashed.append(path) or "x")
+    result = invoke("extract-frames", str(clips), "-w", str(extracted), *FRAMES)
+    assert "0 extracted, 3 up to date" in result.output and hashed == []  # the new mtime was recorded
+    assert "needs work: nothing" in invoke("status", "-w", str(extracted)).output
+
+
+def test_status_follows_the_chain_through_splits_runs_and_scores(extracted, clips):
+    import json
+
+    import numpy as np
+
+    from tsnpipe.stages.scores import write_scores
+    from tsnpipe.stages.train.logs import write_metrics
+
+    assert invoke("pack", "-w", str(extracted), "--format", "hdf5", "--no-progress").exit_code == 0
+    assert invoke("build-splits", "-w", str(extracted), "--folders", "--ratio", "0.5").exit_code == 0
+    metrics = [{"epoch": e, "lr": 0.001, "train_loss": 1.0, "train_top1": 0.5, "val_loss": 1.0, "val_top1": acc,
+                "val_mean_class": acc, "clips_per_s": 1.0, "seconds": 1.0} for e, acc in ((1, 0.25), (2, 0.75), (3, 0.5))]
+    (extracted / "runs" / "rgb").mkdir(parents=True)
+    write_metrics(extracted / "runs" / "rgb" / "metrics.csv", metrics)
+    scores = write_scores(extracted / "scores" / "rgb.pkl", ["a"], np.array([0]), ["x"], np.ones((1, 1)),
+                          {"modality": "rgb"}, {})
+    scores.with_suffix(".json").write_text(json.dumps({"videos": 1, "top1": 1.0, "top5": 1.0, "mean_class": 1.0}))
+    output = invoke("status", "-w", str(extracted)).output
+    order = [output.index(word) for word in ("frames ", "pack-hdf5", "splits/folders/split1", "runs/rgb", "scores/rgb.pkl")]
+    assert order == sorted(order), output
+    assert "splits/folders/split1: " in output and "; up to date" in output
+    assert "runs/rgb: 3 epochs done, best validation mean class 0.7500 (epoch 2)" in output
+    assert "scores/rgb.pkl: 1 videos, top-1 1.0000, top-5 1.0000, mean class 1.0000" in output
+    shutil.copy(SAMPLES / "wave/TrumanShow_wave_f_nm_np1_fr_med_26.avi",  # 1.6 s instead of 2.4 s
+                clips / "wave/RATRACE_wave_f_nm_np1_fr_goo_37.avi")
+    assert invoke("extract-frames", str(clips), "-w", str(extracted), *FRAMES).exit_code == 0
+    output = invoke("status", "-w", str(extracted)).output
+    assert "pack-hdf5        2 up to date; needs work: 1 input changed" in output
+    assert "build-splits would rewrite it (1 videos re-extracted" in output
+
+
+# ---- repair ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("loss", ["deleted", "truncated"])
+def test_repair_rebuilds_lost_rows_from_the_outputs_so_nothing_is_redone(extracted, clips, loss):
+    assert invoke("pack", "-w", str(extracted), "--format", "hdf5", "--no-progress").exit_code == 0
+    frames_before = tree(extracted, "frames")
+    for stage in ("frames", "pack-hdf5"):
+        table = manifest_path(extracted, stage)
+        if loss == "deleted":
+            table.unlink()
+        else:
+            table.write_bytes(table.read_bytes()[:100])
+    if loss == "truncated":
+        assert_one_line_error(invoke("status", "-w", str(extracted)), "--repair")
+    repaired = invoke("status", "-w", str(extracted), "--repair")
+    assert repaired.exit_code == 0, repaired.output
+    assert "frames: 3 rows rebuilt" in repaired.output and "pack-hdf5: 3 rows rebuilt" in repaired.output
+    assert "needs work: nothing" in repaired.output and "needs work: 3" not in repaired.output
+    assert len(list((extracted / "manifests").glob("*.damaged-*"))) == (2 if loss == "truncated" else 0)
+    assert "0 extracted, 3 up to date" in invoke("extract-frames", str(clips), "-w", str(extracted), *FRAMES).output
+    assert "0 packed, 3 up to date" in invoke("pack", "-w", str(extracted), "--format", "hdf5", "--no-progress").output
+    assert tree(extracted, "frames") == frames_before

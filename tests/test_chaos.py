@@ -385,3 +385,56 @@ def test_repair_rebuilds_lost_rows_from_the_outputs_so_nothing_is_redone(extract
     assert "0 extracted, 3 up to date" in invoke("extract-frames", str(clips), "-w", str(extracted), *FRAMES).output
     assert "0 packed, 3 up to date" in invoke("pack", "-w", str(extracted), "--format", "hdf5", "--no-progress").output
     assert tree(extracted, "frames") == frames_before
+
+
+# ---- names that break nothing ------------------------------------------------------------------------
+
+def test_a_name_with_a_space_goes_through_every_stage(clips, tmp_path):
+    spaced = clips / "wave" / "my clip.avi"
+    (clips / "wave" / "RATRACE_wave_f_nm_np1_fr_goo_37.avi").rename(spaced)
+    shutil.copy(SAMPLES / "wave/TrumanShow_wave_f_nm_np1_fr_med_26.avi", clips / "wave")  # so the test side has one
+    workdir = tmp_path / "w"
+    assert invoke("extract-frames", str(clips), "-w", str(workdir), *FRAMES).exit_code == 0
+    flow = invoke("extract-flow", "-w", str(workdir), "--backend", "opencv", "-j", "1", "--no-progress")
+    assert flow.exit_code == 0, flow.output
+    assert (workdir / "flow" / "wave" / "my clip" / "flow_x_00001.jpg").is_file()
+    for fmt in ("lmdb", "hdf5"):
+        assert invoke("pack", "-w", str(workdir), "--format", fmt, "--no-progress").exit_code == 0
+    proc = run_tsnpipe("build-splits", "-w", str(workdir), "--folders", "--ratio", "0.5")
+    assert_clean_process(proc, 0)
+    assert "warning:" in proc.stderr and "'wave/my clip'" in proc.stderr
+    split = workdir / "splits" / "folders" / "split1"
+    lists = [(split / f"{s}_{m}.txt").read_text() for s in ("train", "test") for m in ("rgb", "flow")]
+    assert all(len(line.split()) == 3 for text in lists for line in text.splitlines())
+    assert "my clip" not in "".join(lists)
+    assert "wave/my clip\tname holds whitespace" in (split / "missing.txt").read_text()
+    assert "wave/my clip" in (split / "train.csv").read_text() + (split / "test.csv").read_text()
+    status = run_tsnpipe("status", "-w", str(workdir))
+    assert_clean_process(status, 0)
+    assert status.stdout.count("needs work: nothing") == 4, status.stdout
+    tiny = ["--backbone", "resnet18", "--pretrained", "none", "--segments", "1", "--size", "32", "--batch", "2",
+            "--workers", "0", "--no-progress", "--no-channels-last"]
+    trained = invoke("train", "-w", str(workdir), "--modality", "rgb", "--store", str(workdir / "stores" / "frames.hdf5"),
+                     "--epochs", "1", "--run-name", "spaced", *tiny)
+    assert trained.exit_code == 0, trained.output
+    out = tmp_path / "rgb.pkl"
+    tested = invoke("test", "--checkpoint", str(workdir / "runs" / "spaced" / "last.pt"), "-w", str(workdir),
+                    "--segments", "1", "--crops", "1", "--workers", "0", "--out", str(out), "--no-progress")
+    assert tested.exit_code == 0, tested.output
+    from tsnpipe.stages.scores import read_scores
+
+    assert ("wave/my clip" in read_scores(out)["video_ids"]) == ("wave/my clip" in (split / "test.csv").read_text())
+
+
+def test_a_name_with_a_newline_is_a_failed_row_with_its_reason(clips, tmp_path):
+    import shutil as sh
+
+    sh.copy(clips / "wave" / "RATRACE_wave_f_nm_np1_fr_goo_37.avi", clips / "wave" / "bad\nname.avi")
+    workdir = tmp_path / "w"
+    proc = run_tsnpipe("extract-frames", str(clips), "-w", str(workdir), *FRAMES)
+    assert_clean_process(proc, 1)
+    assert "3 extracted, 0 up to date, 1 failed" in proc.stdout
+    row = Manifest(workdir, "frames").rows["wave/bad\nname"]
+    assert row["status"] == "failed" and "control character ('\\n')" in row["error"]
+    assert not (workdir / "frames" / "wave" / "bad\nname").exists()
+    assert sorted(p.name for p in (workdir / "frames" / "wave").iterdir()) == ["RATRACE_wave_f_nm_np1_fr_goo_37"]

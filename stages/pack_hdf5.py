@@ -51,12 +51,16 @@ def _fsync_dir(folder: Path) -> None:
 
 def _write_index(store_path: Path, index: dict) -> None:
     tmp = store_path / f"{HDF5_INDEX}.tmp"
-    with open(tmp, "w") as handle:
-        json.dump(index, handle, sort_keys=True, indent=1)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, store_path / HDF5_INDEX)
-    _fsync_dir(store_path)
+    try:
+        with open(tmp, "w") as handle:
+            json.dump(index, handle, sort_keys=True, indent=1)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, store_path / HDF5_INDEX)
+        _fsync_dir(store_path)
+    except OSError as error:  # e.g. a full disk: the old index stays, and the message names the file
+        tmp.unlink(missing_ok=True)
+        raise OSError(error.errno, error.strerror, str(store_path / HDF5_INDEX)) from None
 
 
 def own_names(index: dict) -> set[str]:
@@ -72,8 +76,9 @@ def check_folder(store_path: Path) -> None:
     present = {path.name for path in store_path.iterdir()}
     if not present:
         return
-    if HDF5_INDEX not in present:
-        strangers = sorted(present)
+    if HDF5_INDEX not in present:  # only the temps of a first run cut short before its first index
+        strangers = sorted(name for name in present if name != f"{HDF5_INDEX}.tmp"
+                           and not (name.endswith(".h5.tmp") and SHARD_PATTERN.fullmatch(name[:-4])))
     else:
         index = read_hdf5_index(store_path)
         strangers = sorted(name for name in present - own_names(index)
@@ -117,8 +122,11 @@ def _commit(store_path: Path, index: dict, name: str, shard, videos: list) -> No
     """Close and rename the shard, then point the index at it and drop shards nothing points at."""
     shard.close()
     tmp = store_path / f"{name}.tmp"
-    with open(tmp, "rb+") as handle:
-        os.fsync(handle.fileno())
+    try:
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, str(tmp)) from None
     index["pending"] = [name]
     _write_index(store_path, index)
     os.replace(tmp, store_path / name)

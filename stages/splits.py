@@ -238,8 +238,12 @@ def write_split_files(out_dir: str | os.PathLike, files: dict[str, bytes]) -> Pa
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, data in sorted(files.items()):
         tmp = out_dir / f".{name}.tmp"
-        tmp.write_bytes(data)
-        os.replace(tmp, out_dir / name)
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, out_dir / name)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a full disk leaves the older file, never a temp beside it
+            raise
     return out_dir
 
 

@@ -438,3 +438,36 @@ def test_a_name_with_a_newline_is_a_failed_row_with_its_reason(clips, tmp_path):
     assert row["status"] == "failed" and "control character ('\\n')" in row["error"]
     assert not (workdir / "frames" / "wave" / "bad\nname").exists()
     assert sorted(p.name for p in (workdir / "frames" / "wave").iterdir()) == ["RATRACE_wave_f_nm_np1_fr_goo_37"]
+
+
+def test_full_disk_at_every_fsync_of_pack_is_one_sentence_and_the_rerun_completes(extracted, tmp_path, monkeypatch):
+    from tsnpipe.stages.store import open_reader
+
+    clean = tmp_path / "clean"
+    shutil.copytree(extracted, clean)
+    assert invoke("pack", "-w", str(clean), "--format", "hdf5", "--shard-mb", "1", "--no-progress").exit_code == 0
+    real_fsync, calls, nth = os.fsync, {"n": 0}, 1
+    while True:
+        calls["n"] = 0
+
+        def full_at_nth(fd, nth=nth):
+            calls["n"] += 1
+            if calls["n"] == nth:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", full_at_nth)
+        result = invoke("pack", "-w", str(extracted), "--format", "hdf5", "--shard-mb", "1", "--no-progress")
+        monkeypatch.setattr(os, "fsync", real_fsync)
+        if calls["n"] < nth:
+            break
+        assert_one_line_error(result, "No space left on device")
+        nth += 1
+    assert nth > 3
+    store, reference = open_reader(extracted / "stores" / "frames.hdf5"), open_reader(clean / "stores" / "frames.hdf5")
+    assert store.video_ids() == reference.video_ids()
+    for vid in store.video_ids():
+        count = reference.count(vid)
+        assert store.frames(vid, range(count), decode=False) == reference.frames(vid, range(count), decode=False)
+    assert not [p for p in (extracted / "stores" / "frames.hdf5").iterdir() if p.name.endswith(".tmp")]
+    assert "needs work: nothing" in invoke("status", "-w", str(extracted)).output.split("pack-hdf5")[1]

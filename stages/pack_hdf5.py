@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from tsnpipe.stages.errors import TsnpipeError
+from tsnpipe.stages.pack import check_free_space
 from tsnpipe.stages.store import HDF5_INDEX, KINDS, read_hdf5_index
 
 SHARD_PATTERN = re.compile(r"shard-(\d{5})\.h5")
@@ -153,6 +154,7 @@ def write_videos(store_path: Path, videos: Iterable, shard_bytes: int) -> Iterat
     number = _sweep(store_path, index)
     shard, name, pending, size = None, "", [], 0
     for video in videos:
+        check_free_space(store_path, video.nbytes)
         if shard is None:
             name = f"shard-{number:05d}.h5"
             shard = h5py.File(store_path / f"{name}.tmp", "w", libver="latest")

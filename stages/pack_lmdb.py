@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from tsnpipe.stages.errors import TsnpipeError
+from tsnpipe.stages.pack import check_free_space
 from tsnpipe.stages.store import KINDS, lmdb_key, release_lmdb
 
 LMDB_FILES = ("data.mdb", "lock.mdb")
@@ -59,6 +60,8 @@ def check_folder(store_path: Path) -> None:
 
 def write_videos(store_path: Path, videos: Iterable) -> Iterator[tuple[object, str]]:
     """Write each `VideoImages` in its own transaction, replacing its old entries; yield (video, key prefix)."""
+    import lmdb
+
     check_folder(store_path)
     store_path.mkdir(parents=True, exist_ok=True)
     env = _open(store_path, create=True)
@@ -66,6 +69,7 @@ def write_videos(store_path: Path, videos: Iterable) -> Iterator[tuple[object, s
         images_db = env.open_db(b"images")
         meta_db = env.open_db(b"meta")
         for video in videos:
+            check_free_space(store_path, video.nbytes)
             key = video.video_id.encode()
             with env.begin(write=True) as txn:
                 old = txn.get(key, db=meta_db)
@@ -80,5 +84,8 @@ def write_videos(store_path: Path, videos: Iterable) -> Iterator[tuple[object, s
                 meta = {"counts": video.counts, "checksum": video.checksum, "bytes": video.nbytes}
                 txn.put(key, json.dumps(meta, sort_keys=True).encode(), db=meta_db)
             yield video, f"{video.video_id}/"
+    except lmdb.Error as error:  # a failed commit (full disk, I/O error) leaves the earlier videos whole
+        raise TsnpipeError(f"Cannot write the LMDB store {store_path} ({error}); the videos packed before are kept: "
+                           "free some disk space and run `tsnpipe pack` again.") from None
     finally:
         env.close()

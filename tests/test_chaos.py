@@ -471,3 +471,34 @@ def test_full_disk_at_every_fsync_of_pack_is_one_sentence_and_the_rerun_complete
         assert store.frames(vid, range(count), decode=False) == reference.frames(vid, range(count), decode=False)
     assert not [p for p in (extracted / "stores" / "frames.hdf5").iterdir() if p.name.endswith(".tmp")]
     assert "needs work: nothing" in invoke("status", "-w", str(extracted)).output.split("pack-hdf5")[1]
+
+
+def _file_size_limit(limit: int):
+    import resource
+
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) like on a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def test_lmdb_store_on_a_disk_that_fills_is_one_sentence_and_the_rerun_completes(extracted):
+    args = tsnpipe_cmd("pack", "-w", str(extracted), "--format", "lmdb", "--no-progress")
+    proc = subprocess.run(args, capture_output=True, text=True, preexec_fn=_file_size_limit(16384))
+    assert_clean_process(proc, 1)
+    assert proc.stderr.startswith("Error: Cannot write the LMDB store") and proc.stderr.count("\n") == 1
+    assert_clean_process(run_tsnpipe("pack", "-w", str(extracted), "--format", "lmdb", "--no-progress"), 0)
+    assert "needs work: nothing" in run_tsnpipe("status", "-w", str(extracted)).stdout.split("pack-lmdb")[1]
+
+
+def test_pack_refuses_to_start_a_video_the_disk_has_no_room_for(extracted, monkeypatch):
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1 << 30, (1 << 30) - (1 << 20), 1 << 20))
+    result = invoke("pack", "-w", str(extracted), "--format", "hdf5", "--no-progress")
+    assert_one_line_error(result, "1.0 MB free", "frames.hdf5")
+    monkeypatch.undo()
+    assert invoke("pack", "-w", str(extracted), "--format", "hdf5", "--no-progress").exit_code == 0
+    assert sorted(p.name for p in (extracted / "stores" / "frames.hdf5").iterdir()) == ["index.json", "shard-00001.h5"]

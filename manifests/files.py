@@ -65,13 +65,13 @@ class WorkdirBusy(ManifestError):
     """Another tsnpipe run holds this workdir."""
 
 
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no space, over quota, over a file size limit
 
 
 def write_error(path: Path, error: OSError, kept: str = "finished work is kept") -> ManifestError:
     """One sentence for a failed write: what, where, and what to do."""
     if error.errno in DISK_FULL:
-        return ManifestError(f"The disk holding {path} is full ({error.strerror}); {kept}; free some space and "
+        return ManifestError(f"Cannot write {path}: {error.strerror}; {kept}; free some space and "
                              "run the command again.")
     return ManifestError(f"Cannot write {path} ({error.strerror or error}); {kept}; check that the folder is "
                          "writable and run the command again.")
@@ -112,11 +112,9 @@ class WorkdirLock:
             fh.close()
             raise ManifestError(f"Cannot lock {self.path} ({error.strerror}); the file system of the workdir does not "
                                 "support locks: mount it with locking, or use a local workdir.") from None
-        try:
-            fh.seek(0)
-            fh.truncate()
-            fh.write(f"pid {os.getpid()} ({self.command})")
-            fh.flush()
+        try:  # unbuffered, so a failed write cannot fail again when the file is closed
+            os.ftruncate(fh.fileno(), 0)
+            os.write(fh.fileno(), f"pid {os.getpid()} ({self.command})".encode())
         except OSError as error:
             fcntl.flock(fh, fcntl.LOCK_UN)
             fh.close()
@@ -126,7 +124,7 @@ class WorkdirLock:
 
     def __exit__(self, *exc) -> None:
         try:
-            self.fh.truncate(0)
+            os.ftruncate(self.fh.fileno(), 0)
         except OSError:
             pass  # the holder's name stays in the file; the lock itself goes with the handle
         fcntl.flock(self.fh, fcntl.LOCK_UN)

@@ -150,10 +150,11 @@ def test_full_disk_at_every_fsync_is_one_sentence_and_the_rerun_completes(clips,
 
 def test_full_disk_while_taking_the_lock_is_one_sentence(clips, tmp_path):
     workdir = tmp_path / "w"
-    workdir.mkdir()
-    (workdir / ".tsnpipe.lock").symlink_to("/dev/full")  # every write there fails with ENOSPC
-    result = invoke("extract-frames", str(clips), "-w", str(workdir), *FRAMES)
-    assert_one_line_error(result, ".tsnpipe.lock", "full")
+    proc = subprocess.run(tsnpipe_cmd("extract-frames", str(clips), "-w", str(workdir), *FRAMES),
+                          capture_output=True, text=True, preexec_fn=_file_size_limit(0))
+    assert_clean_process(proc, 1)
+    assert proc.stderr.startswith(f"Error: Cannot write {workdir / '.tsnpipe.lock'}: File too large; nothing was started")
+    assert proc.stderr.count("\n") == 1
 
 
 def test_lock_file_that_cannot_be_created_is_one_sentence(clips, tmp_path):

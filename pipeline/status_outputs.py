@@ -33,7 +33,8 @@ def split_status(workdir: Path, folder: Path, frames: dict[str, int], pairs: dic
                   or pairs.get(row["video_id"], 0) != int(row["flow_pairs"]))
     missing = [line.split("\t") for line in (folder / "missing.txt").read_text(encoding="utf-8").splitlines()
                if line.strip()] if (folder / "missing.txt").is_file() else []
-    found = sum(1 for parts in missing if len(parts) > 1 and parts[1] in frames)
+    upstream = ("not extracted", "frames failed")  # not the names left out of the lists for their whitespace
+    found = sum(1 for parts in missing if len(parts) > 2 and parts[2] in upstream and parts[1] in frames)
     return {"train": len(train), "test": len(test), "missing": len(missing), "changed": changed,
             "now extracted": found}
 

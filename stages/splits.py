@@ -212,7 +212,7 @@ def _list_file(table: pd.DataFrame, folder: str, count: str, root: str | None) -
         raise TsnpipeError(f"--list-root {root!r} holds whitespace, which the `path count label` lists cannot hold; "
                            "give a path without spaces (e.g. a symlink to the workdir).")
     prefix = f"{root.rstrip('/')}/{folder}" if root else folder
-    rows = table[(table[count] > 0) & table["video_id"].map(listable)]
+    rows = table[(table[count] > 0) & table["video_id"].map(listable).astype(bool)]
     return "".join(f"{prefix}/{v} {n} {label}\n" for v, n, label in zip(rows["video_id"], rows[count], rows["label"])).encode()
 
 

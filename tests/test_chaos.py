@@ -413,6 +413,7 @@ def test_a_name_with_a_space_goes_through_every_stage(clips, tmp_path):
     status = run_tsnpipe("status", "-w", str(workdir))
     assert_clean_process(status, 0)
     assert status.stdout.count("needs work: nothing") == 4, status.stdout
+    assert "splits/folders/split1: 3 train, 1 test, 1 missing; up to date" in status.stdout
     tiny = ["--backbone", "resnet18", "--pretrained", "none", "--segments", "1", "--size", "32", "--batch", "2",
             "--workers", "0", "--no-progress", "--no-channels-last"]
     trained = invoke("train", "-w", str(workdir), "--modality", "rgb", "--store", str(workdir / "stores" / "frames.hdf5"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import shutil
@@ -29,13 +30,18 @@ def replace_dir(tmp: Path, final: Path) -> None:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write `data` to a temp sibling, then rename it into place; a failed write leaves the old file."""
     tmp = temp_sibling(path)
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise write_error(path, error) from None
 
 
 def sweep_temps(root: Path) -> int:
@@ -51,8 +57,33 @@ def sweep_temps(root: Path) -> int:
     return len(leftovers)
 
 
-class WorkdirBusy(Exception):
+class ManifestError(Exception):
+    """A bad state of the workdir's records or disk, explained in one sentence that names the file and the fix."""
+
+
+class WorkdirBusy(ManifestError):
     """Another tsnpipe run holds this workdir."""
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no space, over quota, over a file size limit
+
+
+def write_error(path: Path, error: OSError, kept: str = "finished work is kept") -> ManifestError:
+    """One sentence for a failed write: what, where, and what to do."""
+    if error.errno in DISK_FULL:
+        return ManifestError(f"Cannot write {path}: {error.strerror}; {kept}; free some space and "
+                             "run the command again.")
+    return ManifestError(f"Cannot write {path} ({error.strerror or error}); {kept}; check that the folder is "
+                         "writable and run the command again.")
+
+
+def os_error_message(error: OSError) -> str | None:
+    """The sentence for an OSError that is a bad state of the disk (full, quota, read-only), else None."""
+    if error.errno not in DISK_FULL + (errno.EROFS,):
+        return None
+    where = f" while writing {error.filename}" if error.filename else ""
+    fix = "free some space" if error.errno in DISK_FULL else "make it writable"
+    return f"{error.strerror}{where}; finished work is kept: {fix} and run the command again."
 
 
 class WorkdirLock:
@@ -64,8 +95,11 @@ class WorkdirLock:
         self.fh = None
 
     def __enter__(self) -> "WorkdirLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path, "a+")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(self.path, "a+")
+        except OSError as error:
+            raise write_error(self.path, error, "nothing was started") from None
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -74,14 +108,24 @@ class WorkdirLock:
             fh.close()
             raise WorkdirBusy(f"{self.path.parent} is in use by {holder}; wait for that run to finish "
                               "(or stop it) and try again.") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()} ({self.command})")
-        fh.flush()
+        except OSError as error:  # e.g. an NFS mount without a lock service (ENOLCK)
+            fh.close()
+            raise ManifestError(f"Cannot lock {self.path} ({error.strerror}); the file system of the workdir does not "
+                                "support locks: mount it with locking, or use a local workdir.") from None
+        try:  # unbuffered, so a failed write cannot fail again when the file is closed
+            os.ftruncate(fh.fileno(), 0)
+            os.write(fh.fileno(), f"pid {os.getpid()} ({self.command})".encode())
+        except OSError as error:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            fh.close()
+            raise write_error(self.path, error, "nothing was started") from None
         self.fh = fh
         return self
 
     def __exit__(self, *exc) -> None:
-        self.fh.truncate(0)
+        try:
+            os.ftruncate(self.fh.fileno(), 0)
+        except OSError:
+            pass  # the holder's name stays in the file; the lock itself goes with the handle
         fcntl.flock(self.fh, fcntl.LOCK_UN)
         self.fh.close()

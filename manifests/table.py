@@ -1,9 +1,18 @@
 """A stage's manifest: one row per video, persisted as each video finishes and compacted atomically.
 
-On disk: `W/manifests/<stage>.parquet` (the compacted table, replaced with os.replace) and
-`W/manifests/<stage>.journal.jsonl` (rows appended and fsynced the moment a video finishes). Loading
-applies the journal over the table, later rows winning; a torn last line from a crash is ignored, so a
-row is either fully recorded or not at all. `compact()` folds the journal into the table.
+On disk: `W/manifests/<stage>.parquet` (the compacted table, written with page checksums and replaced with
+os.replace) and `W/manifests/<stage>.journal.jsonl` (rows appended and fsynced the moment a video
+finishes). Only one writer (the lock holder) appends and renames, which is all that works reliably on a
+network file system. Loading applies the journal over the table, later rows winning.
+
+Every journal line is `<crc32 of the JSON, 8 hex> <JSON row>`, so a line is verifiable on its own:
+- a torn last line (a crash or a full disk mid-write) is not a row; the writer cuts it off before it
+  appends, so the next row never lands on a fragment;
+- a damaged line (garbled bytes, junk appended) is skipped with a warning; the writer folds the good
+  rows into the table and sets the journal aside as `<journal>.damaged-<time>`; those videos are redone;
+- a damaged table stops every command with one sentence pointing at `tsnpipe status --repair`, which
+  sets it aside and rebuilds the rows from the outputs on disk.
+Lines without a checksum (written by older versions) are accepted when they parse.
 """
 
 from __future__ import annotations
@@ -11,9 +20,16 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
+import time
+import zlib
 from pathlib import Path
 
+from tsnpipe.manifests.files import ManifestError, write_error
+
 MANIFEST_DIR = "manifests"
+DAMAGED_MARK = ".damaged-"
+_warned: set[str] = set()
 
 
 def manifest_path(workdir: Path, stage: str) -> Path:
@@ -24,29 +40,84 @@ def journal_path(workdir: Path, stage: str) -> Path:
     return Path(workdir) / MANIFEST_DIR / f"{stage}.journal.jsonl"
 
 
+def warn(message: str) -> None:
+    """One warning line on stderr, once per process."""
+    if message not in _warned:
+        _warned.add(message)
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def damaged_name(path: Path) -> Path:
+    """Where a damaged file is set aside: beside it, stamped with the time (never overwriting another)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    candidate, n = path.with_name(f"{path.name}{DAMAGED_MARK}{stamp}"), 1
+    while candidate.exists():
+        candidate, n = path.with_name(f"{path.name}{DAMAGED_MARK}{stamp}-{n}"), n + 1
+    return candidate
+
+
+def encode_line(row: dict) -> bytes:
+    text = json.dumps(row, default=str, ensure_ascii=True, separators=(",", ":"))
+    return f"{zlib.crc32(text.encode()):08x} {text}\n".encode()
+
+
+def decode_line(line: bytes) -> dict | None:
+    """The row a complete journal line holds, or None when the line is damaged."""
+    try:
+        text = line.decode("ascii").rstrip("\n")
+        if text[:1] != "{":  # `<crc> <json>`
+            crc, _, text = text.partition(" ")
+            if len(crc) != 8 or int(crc, 16) != zlib.crc32(text.encode()):
+                return None
+        row = json.loads(text)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return row if isinstance(row, dict) and isinstance(row.get("video_id"), str) else None
+
+
 def _clean(value):
     if isinstance(value, float) and math.isnan(value):
         return None
     return value
 
 
-def _read_table(path: Path) -> list[dict]:
+def read_table(path: Path) -> list[dict]:
+    """The rows of a compacted table; ManifestError when it is damaged."""
     if not path.exists():
         return []
     import pyarrow.parquet as pq  # pyarrow directly: a third of pandas' import time on every run
 
-    return [{k: _clean(v) for k, v in row.items()} for row in pq.read_table(path).to_pylist()]
-
-
-def _read_journal(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines(keepends=True):
-        if not line.endswith("\n"):
-            break  # torn by a crash mid-write: the row was never recorded
-        rows.append(json.loads(line))
+    try:
+        table = pq.read_table(path, page_checksum_verification=True)
+        rows = [{k: _clean(v) for k, v in row.items()} for row in table.to_pylist()]
+    except Exception as error:  # truncated, garbled, not parquet: arrow raises many kinds, all mean damaged
+        reason = " ".join(str(error).split())[:120] or type(error).__name__
+        workdir = path.parent.parent
+        raise ManifestError(
+            f"The manifest {path} is damaged ({reason}); run `tsnpipe status --repair -w {workdir}` to set it "
+            "aside and rebuild its rows from the outputs on disk (or delete it to redo that stage)."
+        ) from None
+    if any(not isinstance(row.get("video_id"), str) for row in rows):
+        raise ManifestError(f"The manifest {path} has rows without a video id; run `tsnpipe status --repair "
+                            f"-w {path.parent.parent}` to set it aside and rebuild its rows.")
     return rows
+
+
+def read_journal(path: Path) -> tuple[list[dict], list[int], bool]:
+    """(rows of the verified lines, 1-based numbers of damaged lines, whether the last line is torn)."""
+    if not path.exists():
+        return [], [], False
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    torn = lines.pop() != b""  # the piece after the last newline: empty unless a write was cut short
+    rows, damaged = [], []
+    for number, line in enumerate(lines, start=1):
+        row = decode_line(line)
+        if row is None:
+            damaged.append(number)
+        else:
+            rows.append(row)
+    return rows, damaged, torn
 
 
 class Manifest:
@@ -56,30 +127,70 @@ class Manifest:
         self.workdir, self.stage = Path(workdir), stage
         self.path, self.journal = manifest_path(workdir, stage), journal_path(workdir, stage)
         self.rows: dict[str, dict] = {}
-        for row in _read_table(self.path) + _read_journal(self.journal):
+        journal_rows, self.damaged_lines, self.torn = read_journal(self.journal)
+        for row in read_table(self.path) + journal_rows:
             self.rows[row["video_id"]] = row
+        if self.damaged_lines:
+            lines = ", ".join(map(str, self.damaged_lines[:5])) + ("..." if len(self.damaged_lines) > 5 else "")
+            warn(f"{self.journal} has {len(self.damaged_lines)} damaged line(s) ({lines}); they are skipped and "
+                 "the next run of that stage sets the journal aside and redoes those videos.")
+        self._ready = False
+
+    def _prepare(self) -> None:
+        """Before the first write: drop this table's own temp files, cut a torn tail, set damaged lines aside."""
+        self.journal.parent.mkdir(parents=True, exist_ok=True)
+        for leftover in self.path.parent.glob(f".{self.path.name}.tmp-*"):
+            leftover.unlink(missing_ok=True)
+        if self.journal.exists():
+            data = self.journal.read_bytes()
+            keep = data.rfind(b"\n") + 1
+            if keep < len(data):
+                os.truncate(self.journal, keep)
+        self._ready = True
+        if self.damaged_lines:
+            aside = damaged_name(self.journal)
+            self._write_table()
+            os.replace(self.journal, aside)
+            warn(f"{self.journal} had damaged lines; its good rows are now in {self.path} and the whole journal "
+                 f"was set aside as {aside.name}.")
+            self.damaged_lines = []
 
     def record(self, row: dict) -> None:
         """Add or replace a row and make it durable before returning."""
+        if not self._ready:
+            self._prepare()
         self.rows[row["video_id"]] = row
-        self.journal.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.journal, "a") as fh:
-            fh.write(json.dumps(row, default=str) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            with open(self.journal, "ab") as fh:
+                fh.write(encode_line(row))
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as error:
+            raise write_error(self.journal, error, f"the row of {row['video_id']!r} was not recorded") from None
 
     def compact(self) -> None:
         """Rewrite the table atomically with every row, then drop the journal it now contains."""
+        if not self._ready:
+            self._prepare()
+        self._write_table()
+        self.journal.unlink(missing_ok=True)
+
+    def _write_table(self) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         rows = sorted(self.rows.values(), key=lambda r: r["video_id"])
         columns = list(dict.fromkeys(key for row in rows for key in row))
-        pq.write_table(pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in rows]), tmp)
-        os.replace(tmp, self.path)
-        self.journal.unlink(missing_ok=True)
+        try:
+            table = pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in rows])
+            pq.write_table(table, tmp, write_page_checksum=True)
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except OSError as error:
+            tmp.unlink(missing_ok=True)
+            raise write_error(self.path, error, "the rows so far stay in the journal") from None
 
 
 def load_table(workdir: Path, stage: str):

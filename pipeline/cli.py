@@ -8,7 +8,7 @@ from __future__ import annotations
 import click
 
 from tsnpipe import __version__
-from tsnpipe.manifests.files import WorkdirBusy
+from tsnpipe.manifests.files import ManifestError, os_error_message
 from tsnpipe.stages.errors import TsnpipeError
 
 
@@ -18,8 +18,13 @@ class Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except (TsnpipeError, WorkdirBusy) as exc:
+        except (TsnpipeError, ManifestError) as exc:
             raise click.ClickException(str(exc)) from None
+        except OSError as exc:  # a full or read-only disk at any write is a bad state, not a bug
+            message = os_error_message(exc)
+            if message is None:
+                raise
+            raise click.ClickException(message) from None
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -43,7 +43,7 @@ def build_splits(workdir, ucf101_dir, hmdb51_dir, folders, numbers, ratio, seed,
     that were not extracted or failed. The same inputs always give byte-identical files.
     """
     from tsnpipe.stages.splits import (SPLIT_NUMBERS, build_split, folder_entries, read_hmdb51, read_ucf101,
-                                       split_dir, split_files, write_split_files)
+                                       split_dir, split_files, unlisted, write_split_files)
 
     chosen = [name for name, given in (("ucf101", ucf101_dir), ("hmdb51", hmdb51_dir), ("folders", folders)) if given]
     if len(chosen) != 1:
@@ -67,6 +67,10 @@ def build_splits(workdir, ucf101_dir, hmdb51_dir, folders, numbers, ratio, seed,
                 params = {"ratio": ratio, "seed": seed, "group_regex": group_regex, "group_scope": group_scope}
             split = build_split(source, number, classes, entries, frames, flow if not flow.empty else None, params)
             out = write_split_files(split_dir(workdir, source, number), split_files(split, list_root))
+            if names := list(unlisted(split)["video_id"]):
+                click.echo(f"warning: {len(names)} video(s) have whitespace in their names ({', '.join(map(repr, names[:3]))}"
+                           f"{', ...' if len(names) > 3 else ''}), which the *_rgb.txt/*_flow.txt lists cannot hold: "
+                           f"they are in train.csv/test.csv and listed in {out / 'missing.txt'}", err=True)
             click.echo(f"{source} split {number}: {len(split.train):,} train, {len(split.test):,} test videos over "
                        f"{len(classes)} classes; {len(split.missing):,} listed but not extracted "
                        f"(see missing.txt) -> {out}")

@@ -86,11 +86,39 @@ def plan(workdir: Path, stage: Stage, items: list[Item], manifest: Manifest) -> 
         row = manifest.rows.get(item.video_id)
         fingerprint = item.fingerprint
         old = json.loads(row["fingerprint"]) if row and row.get("fingerprint") else None
-        if stage.hash_content and needs_content_hash(old, fingerprint):
+        if old and "hash" in old and row.get("seen") and json.loads(row["seen"]) == fingerprint:
+            fingerprint = {**fingerprint, "hash": old["hash"]}  # touched since, and hashed then: same content
+            item = replace(item, fingerprint=fingerprint)
+        elif stage.hash_content and needs_content_hash(old, fingerprint):
             fingerprint = {**fingerprint, "hash": content_hash(Path(item.source))}
             item = replace(item, fingerprint=fingerprint)
         planned.append((item, needs_work(row, fingerprint, stage.params_hash, output_present(workdir, row))))
     return planned
+
+
+def bad_name(video_id: str) -> str | None:
+    """Why a video id cannot be an output folder or a list line (a newline or other control character)."""
+    bad = sorted({ch for ch in video_id if ord(ch) < 32 or ord(ch) == 127})
+    if bad:
+        shown = ", ".join(repr(ch) for ch in bad)
+        return (f"the file name holds a control character ({shown}) that breaks list files and shells; "
+                "rename the video without it")
+    return None
+
+
+def refresh_fingerprints(manifest: Manifest, planned: list[tuple[Item, str | None]]) -> int:
+    """Record, as `seen`, the new size and mtime of up-to-date inputs whose content hash proved them unchanged
+    (touched, or copied without timestamps), so the next run neither hashes them again nor reports them.
+    The row's own fingerprint stays as it was: stages downstream key on it. Returns how many rows changed."""
+    refreshed = 0
+    for item, why in planned:
+        row = manifest.rows.get(item.video_id)
+        if why is None and row and "hash" in item.fingerprint:
+            seen = json.dumps({k: v for k, v in item.fingerprint.items() if k != "hash"}, sort_keys=True)
+            if seen != row.get("seen") and json.loads(row.get("fingerprint") or "{}") != item.fingerprint:
+                manifest.record({**row, "seen": seen})
+                refreshed += 1
+    return refreshed
 
 
 def settle(item: Item, workdir: Path, output_root: str, phash: str, tmp: Path, started: float,
@@ -116,10 +144,12 @@ def settle(item: Item, workdir: Path, output_root: str, phash: str, tmp: Path, s
 def run_item(work: Callable, item: Item, workdir: Path, output_root: str, phash: str, hash_content: bool) -> dict:
     """Process one video into a temp folder, rename it into place, and return its row. Never raises."""
     tmp = temp_sibling(workdir / output_root / item.video_id)
-    tmp.parent.mkdir(parents=True, exist_ok=True)
     started = time.time()
     fingerprint = dict(item.fingerprint)
     try:
+        if reason := bad_name(item.video_id):
+            raise ValueError(reason)
+        tmp.parent.mkdir(parents=True, exist_ok=True)
         if hash_content and "hash" not in fingerprint:
             fingerprint["hash"] = content_hash(Path(item.source))
         outcome = work(item.source, tmp)
@@ -175,6 +205,7 @@ def run_stage(workdir: Path, stage: Stage, items: list[Item], jobs: int = 1, bac
     sweep_temps(workdir / stage.output_root)
     manifest = Manifest(workdir, stage.name)
     planned = plan(workdir, stage, items, manifest)
+    refresh_fingerprints(manifest, planned)
     todo = [item for item, why in planned if why is not None]
     summary = Summary(stage=stage, workdir=workdir, up_to_date=len(planned) - len(todo))
     for _, why in planned:

@@ -1,4 +1,11 @@
-"""`tsnpipe status`: per stage, how many videos are up to date and how many need work, and why."""
+"""`tsnpipe status`: what the next run of each stage will do, in the order the chain runs.
+
+Per-video stages (frames, flow, pack): videos up to date, and videos needing work by reason, judged
+against the stage's last run exactly as the runner would judge them (a touched file whose content is
+the same is not reported). Then the split folders (would `build-splits` change them?), the training
+runs (epochs done, best accuracy) and the score files (their accuracies). A damaged manifest is named
+with its fix; `--repair` sets it aside and rebuilds its rows from the outputs on disk.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +15,17 @@ from pathlib import Path
 import click
 
 from tsnpipe.manifests.decide import REASONS
+from tsnpipe.manifests.files import ManifestError
 from tsnpipe.manifests.table import Manifest, stages_present
 from tsnpipe.options import workdir_option
 from tsnpipe.runner import Item, Stage, plan, run_info_path
+from tsnpipe.stages.errors import TsnpipeError
+
+CHAIN = ("frames", "flow", "pack-lmdb", "pack-hdf5")
 
 
 def stage_items(workdir: Path, name: str, inputs: dict, manifest: Manifest) -> list[Item]:
-    """The items the stage would look at now: frames rescans its video folder, flow reads the frames
+    """The items the stage would look at now: frames rescans its video folder, flow and pack read the frames
     manifest; other stages list their own rows."""
     if name == "frames" and inputs.get("video_dir") and Path(inputs["video_dir"]).is_dir():
         from tsnpipe.cmd_frames import video_items
@@ -24,39 +35,89 @@ def stage_items(workdir: Path, name: str, inputs: dict, manifest: Manifest) -> l
         from tsnpipe.cmd_flow import flow_items
 
         return flow_items(workdir)
+    if name.startswith("pack-") and Manifest(workdir, "frames").rows:
+        from tsnpipe.cmd_pack import pack_items
+
+        return pack_items(workdir)
     return [Item(video_id=row["video_id"], source=row.get("source") or "",
                  fingerprint=json.loads(row.get("fingerprint") or "{}")) for row in manifest.rows.values()]
+
+
+def run_info(workdir: Path, name: str) -> dict:
+    path = run_info_path(workdir, name)
+    try:
+        info = json.loads(path.read_text()) if path.exists() else {}
+    except (ValueError, UnicodeDecodeError):
+        info = {}  # rewritten by the stage's next run; judged as if its params were unknown
+    return {"params": info.get("params", {}), "inputs": info.get("inputs", {})} if isinstance(info, dict) else {}
 
 
 def stage_status(workdir: Path, name: str) -> dict:
     """Counts of up-to-date rows and of rows needing work per reason, judged against the stage's last run."""
     manifest = Manifest(workdir, name)
-    info_path = run_info_path(workdir, name)
-    info = json.loads(info_path.read_text()) if info_path.exists() else {"params": {}, "inputs": {}}
-    stage = Stage(name=name, verb="", params=info["params"], output_root="", work=None, hash_content=False)
-    items = stage_items(workdir, name, info.get("inputs", {}), manifest)
+    info = run_info(workdir, name) or {"params": {}, "inputs": {}}
+    stage = Stage(name=name, verb="", params=info["params"], output_root="", work=None,
+                  hash_content=name == "frames")  # a touched video is hashed, as the run would
+    items = stage_items(workdir, name, info["inputs"], manifest)
     counts = {"up to date": 0, **{reason: 0 for reason in REASONS}}
     for _, why in plan(workdir, stage, items, manifest):
         counts[why or "up to date"] += 1
     return counts
 
 
+def chain_order(names: list[str]) -> list[str]:
+    return [name for name in CHAIN if name in names] + sorted(name for name in names if name not in CHAIN)
+
+
+def manifest_report(workdir: Path) -> tuple[dict, list[str]]:
+    """{stage: counts} for every per-video stage, and the sentences of the damaged ones."""
+    report, damaged = {}, []
+    for name in chain_order(stages_present(workdir)):
+        try:
+            report[name] = stage_status(workdir, name)
+        except (ManifestError, TsnpipeError) as error:
+            report[name] = {"damaged": str(error)}
+            damaged.append(str(error))
+    return report, damaged
+
+
 @click.command("status")
 @workdir_option
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
-def status(workdir, as_json):
-    """Per stage: videos up to date, and videos needing work by reason (new, input changed, params changed,
-    output missing, failed before), judged against each stage's last run."""
+@click.option("--repair", is_flag=True,
+              help="Set damaged or lost manifests aside and rebuild their rows from the complete outputs on disk.")
+def status(workdir, as_json, repair):
+    """What the next run of each stage will do, in chain order: per-video stages (videos up to date, and videos
+    needing work by reason: new, input changed, params changed, output missing, failed before), then splits,
+    training runs (epochs done, best accuracy) and score files (accuracies)."""
+    from tsnpipe.status_outputs import outputs_report, output_lines
+
     workdir = Path(workdir)
     if not workdir.is_dir():
         raise click.ClickException(f"{workdir} is not a tsnpipe workdir (no such folder); run a stage first.")
-    report = {name: stage_status(workdir, name) for name in stages_present(workdir)}
+    if repair:
+        from tsnpipe.manifests.files import WorkdirLock
+        from tsnpipe.repair import repair_workdir
+
+        with WorkdirLock(workdir, "tsnpipe status --repair"):
+            for line in repair_workdir(workdir):
+                click.echo(line)
+    report, damaged = manifest_report(workdir)
+    outputs = outputs_report(workdir, report)
     if as_json:
-        click.echo(json.dumps(report, indent=2))
-        return
-    if not report:
-        click.echo(f"{workdir}: no stage has run yet.")
-    for name, counts in report.items():
-        todo = {k: v for k, v in counts.items() if k != "up to date" and v}
-        needs = ", ".join(f"{v:,} {k}" for k, v in todo.items()) or "nothing"
-        click.echo(f"{name:<10} {counts['up to date']:>7,} up to date; needs work: {needs}")
+        click.echo(json.dumps({**report, **outputs}, indent=2))
+    else:
+        if not report and not any(outputs.values()):
+            click.echo(f"{workdir}: no stage has run yet.")
+        for name, counts in report.items():
+            if "damaged" in counts:
+                click.echo(f"{name:<10} damaged; see below")
+                continue
+            todo = {k: v for k, v in counts.items() if k != "up to date" and v}
+            needs = ", ".join(f"{v:,} {k}" for k, v in todo.items()) or "nothing"
+            click.echo(f"{name:<10} {counts['up to date']:>7,} up to date; needs work: {needs}")
+        for line in output_lines(outputs):
+            click.echo(line)
+    if damaged:
+        raise click.ClickException(damaged[0] if len(damaged) == 1 else
+                                   f"{len(damaged)} manifests are damaged, first: {damaged[0]}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +110,16 @@ def stored_videos(store_path: str | os.PathLike, format: str) -> dict[str, dict]
     return pack_lmdb.stored_videos(Path(store_path)) if format == "lmdb" else pack_hdf5.stored_videos(Path(store_path))
 
 
+def check_free_space(store_path: Path, nbytes: int, margin: int = 16 << 20) -> None:
+    """Refuse to start writing a video the disk has no room for (a full disk mid-write can crash HDF5's
+    own clean-up); what was committed before stays whole."""
+    free = shutil.disk_usage(store_path).free
+    if free < nbytes + margin:
+        raise TsnpipeError(f"The disk holding {store_path} has {free / 1e6:,.1f} MB free, too little for the next "
+                           f"video ({nbytes / 1e6:,.1f} MB); the videos packed before are kept: free some space and "
+                           "run `tsnpipe pack` again.")
+
+
 def _check_format(format: str) -> None:
     if format not in FORMATS:
         raise TsnpipeError(f"Unknown store format {format!r}; use --format lmdb or --format hdf5.")
@@ -136,6 +147,7 @@ def pack_videos(
 
     _check_format(format)
     workdir, store_path = Path(workdir), Path(store_path)
+    (pack_lmdb if format == "lmdb" else pack_hdf5).check_folder(store_path)
     before = stored_videos(store_path, format) if skip_unchanged else {}
     facts: list[dict] = []
 

@@ -8,10 +8,15 @@ counts, checksum and flow image format.
 Why shards: a pack run writes its videos into new shards only (each closed at about `shard_bytes`), so
 adding videos never rewrites the existing files. Why a kill cannot tear the store: a shard is written
 under a `.tmp` name, fsynced and renamed; only then is the index replaced (write, fsync, os.replace), and
-the index is the only thing readers trust. A kill loses at most the shard being written; its leftovers
-(a `.tmp` file, or a shard the index never named) are swept at the next run. A re-packed video's new
-entry lives in the new shard; a shard no longer named by the index for any video is deleted (space of
-an old version inside a still-used shard is reclaimed only when all its videos have moved on).
+the index is the only thing readers trust. Before a shard is renamed, the index lists it as `pending`,
+so a kill between the rename and the index update leaves a shard the index still names. A kill loses at
+most the shard being written; its leftovers (`shard-NNNNN.h5.tmp`, `index.json.tmp`, a pending shard)
+are swept at the next run. A re-packed video's new entry lives in the new shard; a shard the index
+named before and no video names now is deleted (space of an old version inside a still-used shard is
+reclaimed only when all its videos have moved on).
+
+tsnpipe deletes only what it made: the sweep removes only those names, and `check_folder` refuses a
+folder holding anything else (a user's `x.tmp`, or a `shard-00007.h5` the index never named).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tsnpipe.stages.errors import TsnpipeError
+from tsnpipe.stages.pack import check_free_space
 from tsnpipe.stages.store import HDF5_INDEX, KINDS, read_hdf5_index
 
 SHARD_PATTERN = re.compile(r"shard-(\d{5})\.h5")
@@ -45,24 +52,60 @@ def _fsync_dir(folder: Path) -> None:
 
 def _write_index(store_path: Path, index: dict) -> None:
     tmp = store_path / f"{HDF5_INDEX}.tmp"
-    with open(tmp, "w") as handle:
-        json.dump(index, handle, sort_keys=True, indent=1)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, store_path / HDF5_INDEX)
-    _fsync_dir(store_path)
+    try:
+        with open(tmp, "w") as handle:
+            json.dump(index, handle, sort_keys=True, indent=1)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, store_path / HDF5_INDEX)
+        _fsync_dir(store_path)
+    except OSError as error:  # e.g. a full disk: the old index stays, and the message names the file
+        tmp.unlink(missing_ok=True)
+        raise OSError(error.errno, error.strerror, str(store_path / HDF5_INDEX)) from None
 
 
-def _sweep(store_path: Path, index: dict) -> int:
-    """Delete temp files and shards the index does not name; return the next free shard number."""
+def own_names(index: dict) -> set[str]:
+    """The file names a store with this index may hold: the index, the shards it names, and their temps."""
+    shards = {entry["shard"] for entry in index["videos"].values()} | set(index.get("pending", []))
+    return {HDF5_INDEX, f"{HDF5_INDEX}.tmp"} | shards | {f"{name}.tmp" for name in shards}
+
+
+def check_folder(store_path: Path) -> None:
+    """Refuse a --store folder that holds files tsnpipe did not write there."""
+    if not store_path.is_dir():
+        return
+    present = {path.name for path in store_path.iterdir()}
+    if not present:
+        return
+    if HDF5_INDEX not in present:  # only the temps of a first run cut short before its first index
+        strangers = sorted(name for name in present if name != f"{HDF5_INDEX}.tmp"
+                           and not (name.endswith(".h5.tmp") and SHARD_PATTERN.fullmatch(name[:-4])))
+    else:
+        index = read_hdf5_index(store_path)
+        strangers = sorted(name for name in present - own_names(index)
+                           if not (name.endswith(".h5.tmp") and SHARD_PATTERN.fullmatch(name[:-4])))
+    if strangers:
+        shown = ", ".join(strangers[:3]) + (", ..." if len(strangers) > 3 else "")
+        raise TsnpipeError(f"{store_path} holds files `tsnpipe pack` did not write ({shown}); give --store an empty "
+                           "or new folder, or one written by `tsnpipe pack --format hdf5`.")
+
+
+def _sweep(store_path: Path, index: dict, named_before: set[str] = frozenset()) -> int:
+    """Delete tsnpipe's own leftovers (temp files, pending shards, shards no video names any more); return
+    the next free shard number."""
     live = {entry["shard"] for entry in index["videos"].values()}
-    highest = 0
+    ours = (set(index.get("pending", [])) | set(named_before)) - live
+    highest = max((int(m.group(1)) for name in own_names(index) | ours if (m := SHARD_PATTERN.fullmatch(name))),
+                  default=0)
     for path in store_path.iterdir():
-        match = SHARD_PATTERN.fullmatch(path.name)
+        match = SHARD_PATTERN.fullmatch(path.name.removesuffix(".tmp"))
         if match:
             highest = max(highest, int(match.group(1)))
-        if path.name.endswith(".tmp") or (match and path.name not in live):
+        if path.name in ours or path.name == f"{HDF5_INDEX}.tmp" or (match and path.name.endswith(".h5.tmp")):
             path.unlink()
+    if index.get("pending"):
+        index["pending"] = []
+        _write_index(store_path, index)
     return highest + 1
 
 
@@ -80,28 +123,39 @@ def _commit(store_path: Path, index: dict, name: str, shard, videos: list) -> No
     """Close and rename the shard, then point the index at it and drop shards nothing points at."""
     shard.close()
     tmp = store_path / f"{name}.tmp"
-    with open(tmp, "rb+") as handle:
-        os.fsync(handle.fileno())
+    try:
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, str(tmp)) from None
+    index["pending"] = [name]
+    _write_index(store_path, index)
     os.replace(tmp, store_path / name)
     _fsync_dir(store_path)
+    named_before = {entry["shard"] for entry in index["videos"].values()}
     for video in videos:
         index["videos"][video.video_id] = {
             "shard": name, "counts": video.counts, "checksum": video.checksum, "bytes": video.nbytes,
             "flow_format": video.flow_format,
         }
+    index["pending"] = []
     _write_index(store_path, index)
-    _sweep(store_path, index)
+    _sweep(store_path, index, named_before)
 
 
 def write_videos(store_path: Path, videos: Iterable, shard_bytes: int) -> Iterator[tuple[object, str]]:
     """Write `VideoImages` into new shards of about `shard_bytes`; yield (video, shard name) once committed."""
     import h5py
 
+    check_folder(store_path)
     store_path.mkdir(parents=True, exist_ok=True)
     index = read_hdf5_index(store_path)
+    if not (store_path / HDF5_INDEX).is_file():
+        _write_index(store_path, index)  # from the first moment, the folder says whose it is
     number = _sweep(store_path, index)
     shard, name, pending, size = None, "", [], 0
     for video in videos:
+        check_free_space(store_path, video.nbytes)
         if shard is None:
             name = f"shard-{number:05d}.h5"
             shard = h5py.File(store_path / f"{name}.tmp", "w", libver="latest")

@@ -14,8 +14,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from tsnpipe.stages.errors import TsnpipeError
+from tsnpipe.stages.pack import check_free_space
 from tsnpipe.stages.store import KINDS, lmdb_key, release_lmdb
 
+LMDB_FILES = ("data.mdb", "lock.mdb")
 MAP_SIZE = 1 << 40  # address space only: LMDB grows the file as data is written (sparse on Linux)
 
 
@@ -45,14 +47,29 @@ def stored_videos(store_path: Path) -> dict[str, dict]:
         env.close()
 
 
+def check_folder(store_path: Path) -> None:
+    """Refuse a --store folder that holds anything but LMDB's own two files."""
+    if not store_path.is_dir():
+        return
+    strangers = sorted(path.name for path in store_path.iterdir() if path.name not in LMDB_FILES)
+    if strangers:
+        shown = ", ".join(strangers[:3]) + (", ..." if len(strangers) > 3 else "")
+        raise TsnpipeError(f"{store_path} holds files `tsnpipe pack` did not write ({shown}); give --store an empty "
+                           "or new folder, or one written by `tsnpipe pack --format lmdb`.")
+
+
 def write_videos(store_path: Path, videos: Iterable) -> Iterator[tuple[object, str]]:
     """Write each `VideoImages` in its own transaction, replacing its old entries; yield (video, key prefix)."""
+    import lmdb
+
+    check_folder(store_path)
     store_path.mkdir(parents=True, exist_ok=True)
     env = _open(store_path, create=True)
     try:
         images_db = env.open_db(b"images")
         meta_db = env.open_db(b"meta")
         for video in videos:
+            check_free_space(store_path, video.nbytes)
             key = video.video_id.encode()
             with env.begin(write=True) as txn:
                 old = txn.get(key, db=meta_db)
@@ -68,5 +85,8 @@ def write_videos(store_path: Path, videos: Iterable) -> Iterator[tuple[object, s
                         "flow_format": video.flow_format}
                 txn.put(key, json.dumps(meta, sort_keys=True).encode(), db=meta_db)
             yield video, f"{video.video_id}/"
+    except lmdb.Error as error:  # a failed commit (full disk, I/O error) leaves the earlier videos whole
+        raise TsnpipeError(f"Cannot write the LMDB store {store_path} ({error}); the videos packed before are kept: "
+                           "free some disk space and run `tsnpipe pack` again.") from None
     finally:
         env.close()

@@ -7,7 +7,6 @@ figure state are involved; files are written to a temp name and renamed into pla
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from tsnpipe.stages.errors import TsnpipeError
+from tsnpipe.stages.outputs import replace_atomically
 from tsnpipe.stages.scores import accuracies, read_scores
 
 CELL_TEXT_MAX_CLASSES = 30  # above this, numbers in the cells are unreadable
@@ -82,7 +82,7 @@ def write_report(scores_path: str | os.PathLike, out_dir: str | os.PathLike | No
     png = out_dir / f"{scores_path.stem}_confusion.png"
     csv = out_dir / f"{scores_path.stem}_per_class.csv"
     plot_confusion(matrix, class_names, png, title)
-    _replace_atomically(csv, lambda temp: per_class_table(matrix, class_names).to_csv(temp, index=False))
+    replace_atomically(csv, lambda temp: per_class_table(matrix, class_names).to_csv(temp, index=False))
     return Report(confusion_png=png, per_class_csv=csv, accuracies=result, videos=len(labels),
                   classes=len(class_names))
 
@@ -90,7 +90,7 @@ def write_report(scores_path: str | os.PathLike, out_dir: str | os.PathLike | No
 def plot_confusion(matrix: np.ndarray, class_names: list[str], png: str | os.PathLike, title: str = "") -> None:
     """Write the confusion matrix figure as a PNG."""
     figure = confusion_figure(matrix, class_names, title)
-    _replace_atomically(Path(png), lambda temp: figure.savefig(temp, format="png", dpi=100))
+    replace_atomically(Path(png), lambda temp: figure.savefig(temp, format="png", dpi=100))
 
 
 def confusion_figure(matrix: np.ndarray, class_names: list[str], title: str = ""):
@@ -171,16 +171,5 @@ def plot_curves(metrics_csv: str | os.PathLike, png: str | os.PathLike) -> None:
         axes.set_xlabel("epoch")
         axes.legend()
     figure.suptitle(str(metrics_csv.parent.name or metrics_csv.name))
-    _replace_atomically(Path(png), lambda temp: figure.savefig(temp, format="png", dpi=100))
+    replace_atomically(Path(png), lambda temp: figure.savefig(temp, format="png", dpi=100))
 
-
-def _replace_atomically(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(temp_name)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise

@@ -12,13 +12,13 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tsnpipe.stages.errors import TsnpipeError
+from tsnpipe.stages.outputs import replace_atomically
 
 try:
     from numpy._core import multiarray as _multiarray, numeric as _numeric
@@ -160,18 +160,7 @@ def write_scores(
     data = pickle.dumps(content, protocol=pickle.HIGHEST_PROTOCOL)
     # Refuse to write what read_scores would refuse to read (e.g. a Path object in `source`).
     _AllowListUnpickler(data, path).load()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as temp_file:
-            temp_file.write(data)
-            temp_file.flush()
-            os.fsync(temp_file.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    return path
+    return replace_atomically(path, lambda temp_name: Path(temp_name).write_bytes(data))
 
 
 def check_scores(content: Any, path: str | os.PathLike) -> dict:

@@ -191,10 +191,28 @@ def build_split(source: str, number: int, classes: list[str], entries: pd.DataFr
     return Split(source, number, list(classes), pick("train"), pick("test"), missing.reset_index(drop=True), params or {})
 
 
+def listable(video_id: str) -> bool:
+    """Whether a video id fits the whitespace-separated `path count label` lists (no space, tab or newline)."""
+    return not any(ch.isspace() for ch in video_id)
+
+
+def unlisted(split: Split) -> pd.DataFrame:
+    """Videos of the split whose names hold whitespace: kept in train.csv/test.csv (which quote them) but left
+    out of the `path count label` lists, which mmaction2 and tsn-pytorch split on whitespace."""
+    rows = [(subset, video_id, f"name holds whitespace: left out of {subset}_rgb.txt and {subset}_flow.txt")
+            for subset, table in (("train", split.train), ("test", split.test))
+            for video_id in table["video_id"] if not listable(video_id)]
+    return pd.DataFrame(rows, columns=["subset", "video_id", "reason"])
+
+
 def _list_file(table: pd.DataFrame, folder: str, count: str, root: str | None) -> bytes:
-    """The `<frame dir> <count> <label>` list read by mmaction2 and tsn-pytorch; flow lists skip videos without flow."""
+    """The `<frame dir> <count> <label>` list read by mmaction2 and tsn-pytorch; flow lists skip videos without
+    flow, and every list skips names with whitespace (see `unlisted`)."""
+    if root and not listable(root):
+        raise TsnpipeError(f"--list-root {root!r} holds whitespace, which the `path count label` lists cannot hold; "
+                           "give a path without spaces (e.g. a symlink to the workdir).")
     prefix = f"{root.rstrip('/')}/{folder}" if root else folder
-    rows = table[table[count] > 0]
+    rows = table[(table[count] > 0) & table["video_id"].map(listable).astype(bool)]
     return "".join(f"{prefix}/{v} {n} {label}\n" for v, n, label in zip(rows["video_id"], rows[count], rows["label"])).encode()
 
 
@@ -204,7 +222,8 @@ def split_files(split: Split, list_root: str | None = None) -> dict[str, bytes]:
         "classes.txt": "".join(f"{name}\n" for name in split.classes).encode(),
         "train.csv": split.train.to_csv(index=False, lineterminator="\n").encode(),
         "test.csv": split.test.to_csv(index=False, lineterminator="\n").encode(),
-        "missing.txt": "".join(f"{s}\t{v}\t{r}\n" for s, v, r in split.missing.itertuples(index=False)).encode(),
+        "missing.txt": "".join(f"{s}\t{v}\t{r}\n" for table in (split.missing, unlisted(split))
+                               for s, v, r in table.itertuples(index=False)).encode(),
         "params.json": (json.dumps({"source": split.source, "split": split.number, **split.params}, indent=1, sort_keys=True) + "\n").encode(),
     }
     for subset, table in (("train", split.train), ("test", split.test)):
@@ -219,8 +238,12 @@ def write_split_files(out_dir: str | os.PathLike, files: dict[str, bytes]) -> Pa
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, data in sorted(files.items()):
         tmp = out_dir / f".{name}.tmp"
-        tmp.write_bytes(data)
-        os.replace(tmp, out_dir / name)
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, out_dir / name)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a full disk leaves the older file, never a temp beside it
+            raise
     return out_dir
 
 

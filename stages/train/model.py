@@ -20,6 +20,7 @@ Choices (TSN paper, tsn-pytorch `models.py`), each tested:
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -81,12 +82,23 @@ def torchvision_classifier(name: str, imagenet: str | None) -> tuple[nn.Module, 
 
 def load_backbone_file(model: nn.Module, path: Path) -> None:
     """Load a state dict saved from the same torchvision model; a classifier of another shape is skipped."""
+    if not Path(path).is_file():
+        raise ModelError(f"Cannot load backbone weights from {path}: there is no such file; give --pretrained "
+                         "imagenet, none, or the path of a state dict saved with torch.save(model.state_dict(), path).")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError) as error:
-        raise ModelError(f"Cannot load backbone weights from {path} ({error}); give a state dict file saved with torch.save.") from error
+    except pickle.UnpicklingError:  # torch's message suggests weights_only=False, i.e. running the file's code
+        raise ModelError(f"{path} holds Python objects beyond tensors, which tsnpipe does not load because unpickling "
+                         "them could run code; save only the weights with torch.save(model.state_dict(), path).") from None
+    except Exception as error:  # damaged, truncated or not a torch file at all: torch raises many kinds
+        reason = " ".join(str(error).split("\n")[0].split())[:120] or type(error).__name__
+        raise ModelError(f"Cannot load backbone weights from {path} ({reason}); give a state dict file saved with "
+                         "torch.save(model.state_dict(), path).") from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
+    if not isinstance(state, dict) or not all(torch.is_tensor(value) for value in state.values()):
+        raise ModelError(f"{path} is not a state dict (names -> tensors); save one with "
+                         "torch.save(model.state_dict(), path).")
     own = model.state_dict()
     usable = {key: value for key, value in state.items() if key in own and own[key].shape == value.shape}
     missing = [key for key in own if key not in usable and not _is_head(key)]

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from tsnpipe.stages.progress import progress_bar
 from tsnpipe.stages.scores import accuracies, write_scores
 from tsnpipe.stages.train.checkpoint import load_checkpoint
 from tsnpipe.stages.train.data import SnippetDataset, make_loader, read_split, table_dataset
@@ -46,7 +46,7 @@ def score_videos(
     model.eval()
     loader = make_loader(dataset, batch, shuffle=False, workers=workers, shard=False)
     start, scores = time.perf_counter(), []
-    for views, _ in tqdm(loader, desc="test", unit="batch", disable=not progress, leave=False):
+    for views, _ in progress_bar(loader, enabled=progress, desc="test", unit="batch", leave=False):
         with autocast(device, dtype):
             scores.append(video_scores(model, views.to(device, non_blocking=True), average).cpu().numpy())
     seconds = time.perf_counter() - start

@@ -77,9 +77,9 @@ progress = {progress}
 
 # Seconds each step takes on 2 idle cores (measured in CPU seconds, see docs/benchmarks.md); train scales
 # with the epochs. The ETA scales the steps left by how long the steps done so far took against these.
-EXPECTED_S = {"extract-frames": 4.0, "extract-flow": 16.0, "build-splits": 1.0, "pack": 1.5, "test": 2.0,
+EXPECTED_S = {"extract-frames": 3.0, "extract-flow": 18.0, "build-splits": 1.0, "pack": 1.0, "test": 2.0,
               "validate": 1.0, "fuse": 0.5}
-TRAIN_S = (3.0, 1.6)  # (start, per epoch)
+TRAIN_S = (3.0, 2.5)  # (start, per epoch)
 
 
 class Eta:
@@ -121,7 +121,7 @@ def step_labels(config: dict) -> list[str]:
 
 @click.command("demo")
 @click.option("--workdir", "-w", default="tsnpipe-demo", show_default=True,
-              type=click.Path(file_okay=False, path_type=Path), help="Where the demo writes its work (~190 MB).")
+              type=click.Path(file_okay=False, path_type=Path), help="Where the demo writes its work (~180 MB).")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=12, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split and of training.")
@@ -136,7 +136,7 @@ def demo(ctx, workdir, jobs, epochs, seed, progress):
     from tsnpipe.stages.pan_task import make_pan_clips, write_validation_split
 
     started = time.monotonic()
-    click.echo(f"demo: working in {workdir.resolve()} (about 190 MB; delete it when done)")
+    click.echo(f"demo: working in {workdir.resolve()} (about 180 MB; delete it when done)")
     workdir.mkdir(parents=True, exist_ok=True)
     clips = make_pan_clips(SAMPLES, workdir / "videos", jobs=jobs)
     config_path = workdir / "demo.toml"

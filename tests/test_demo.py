@@ -10,7 +10,7 @@ def test_demo_as_shipped_finds_flow_beats_rgb_and_a_second_run_does_no_work(tmp_
     first = run_tsnpipe("demo", "-w", str(workdir), "--no-progress", timeout=1500)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     out = first.stdout
-    assert out.splitlines()[0] == f"demo: working in {workdir} (about 190 MB; delete it when done)"
+    assert out.splitlines()[0] == f"demo: working in {workdir} (about 180 MB; delete it when done)"
     assert "42 extracted, 0 up to date, 0 failed" in out
     assert "folders split 1: 24 train, 18 test videos" in out
     assert "about" in out.splitlines()[2] and "left" in out.splitlines()[2]  # the overall ETA

@@ -117,12 +117,14 @@ def split_folder(config: dict, number: int | None = None) -> Path:
 
 def run_name(modality: str, options: list[str], split_dir: Path, store: str | None, workdir: str) -> str:
     """`<modality>-<hash>`: the same recipe on the same data finds its run again (and resumes it); new data or
-    another recipe starts a new run beside the old one, which is kept. The hash reads the recipe and the content
-    of the split and store files, never a path, so a workdir moved elsewhere still finds its runs."""
+    another recipe starts a new run beside the old one, which is kept. The hash reads the recipe (not where the
+    store is, nor whether bars are shown) and the content of the split and store files, never a path, so a
+    workdir moved elsewhere still finds its runs."""
     from tsnpipe.manifests.decide import params_hash
     from tsnpipe.stages.train.checkpoint import data_hashes
 
-    recipe = [arg for i, arg in enumerate(options) if arg != "--store" and (i == 0 or options[i - 1] != "--store")]
+    recipe = [arg for i, arg in enumerate(options)
+              if arg not in ("--store", "--progress", "--no-progress") and (i == 0 or options[i - 1] != "--store")]
     return f"{modality}-{params_hash({'options': recipe, 'data': data_hashes(split_dir, Path(store or workdir))})[:8]}"
 
 

@@ -68,6 +68,8 @@ def test_run_names_survive_moving_the_workdir_and_follow_the_data(tmp_path):
     moved_split, moved_store = tmp_path / "there" / "splits" / "folders" / "split1", tmp_path / "there" / "stores" / "frames.lmdb"
     assert run_name("rgb", ["--epochs", "3", "--store", str(moved_store)], moved_split, str(moved_store),
                     str(tmp_path / "there")) == name
+    assert run_name("rgb", ["--epochs", "3", "--store", str(store), "--no-progress"], split, str(store),
+                    str(tmp_path / "here")) == name
     assert run_name("rgb", ["--epochs", "4", "--store", str(store)], split, str(store), str(tmp_path / "here")) != name
     (moved_split / "train.csv").write_text("other videos\n")
     assert run_name("rgb", ["--epochs", "3", "--store", str(moved_store)], moved_split, str(moved_store),

@@ -1,4 +1,4 @@
-"""`tsnpipe demo`: the whole chain on the real clips bundled with tsnpipe, on 2 CPU cores in about a minute.
+"""`tsnpipe demo`: the whole chain on the real clips bundled with tsnpipe, on 2 CPU cores in under 2 minutes.
 
 Seven clips cannot teach action classes, so the demo builds a task they can teach: how the camera moves.
 It writes six copies of the first 1.6 s of every clip, seen through a square window that slides sideways

@@ -2,8 +2,8 @@
 
 tqdm redraws its bar with carriage returns; in a file those redraws pile up on one line (hundreds of them
 for one run). Off a terminal, `progress_bar` shows nothing for the first LOG_EVERY_S seconds, then writes
-one line at most every LOG_EVERY_S seconds, each ending in a newline, and the last state when a bar that
-stays (leave=True) closes.
+one line at most every LOG_EVERY_S seconds, each ending in a newline; a bar that stays (leave=True) and has
+shown itself writes its last state when it closes.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ def progress_bar(iterable=None, *, enabled: bool = True, stream=None, **options)
 
     stream = stream or sys.stderr
     if on_terminal(stream):
-        return tqdm(iterable, file=stream, disable=not enabled or options.pop("disable", False),
-                    dynamic_ncols=True, **options)
-    return tqdm(iterable, file=LogLines(stream), disable=not enabled or options.pop("disable", False),
-                mininterval=LOG_EVERY_S, delay=LOG_EVERY_S, ncols=100, **options)
+        return tqdm(iterable, file=stream, disable=not enabled, dynamic_ncols=True, **options)
+    return tqdm(iterable, file=LogLines(stream), disable=not enabled, mininterval=LOG_EVERY_S, delay=LOG_EVERY_S,
+                ncols=100, **options)

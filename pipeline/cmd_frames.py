@@ -12,7 +12,8 @@ from tsnpipe.manifests.files import WorkdirLock
 from tsnpipe.options import (SizeType, backend_option, check_dask, jobs_option, progress_option,
                              scheduler_option, workdir_option)
 from tsnpipe.runner import Item, Stage, run_stage
-from tsnpipe.stages.frames import FrameParams, extract_video, find_videos
+from tsnpipe.stages.errors import TsnpipeError
+from tsnpipe.stages.frames import VIDEO_SUFFIXES, FrameParams, extract_video, find_videos
 
 
 def frame_params(fps: float, size: tuple, quality: int, on_decode_error: str) -> FrameParams:
@@ -29,6 +30,15 @@ def frames_stage(video_dir: Path, params: FrameParams) -> Stage:
 def video_items(video_dir: Path) -> list[Item]:
     return [Item(video_id=vid, source=str(path), fingerprint=stat_fingerprint(path))
             for vid, path in find_videos(video_dir)]
+
+
+def no_videos_message(video_dir: Path) -> str:
+    """Why a folder gave no videos, and what to point extract-frames at instead."""
+    kinds = ", ".join(sorted(VIDEO_SUFFIXES))
+    found = sum(1 for p in video_dir.rglob("*") if p.is_file())
+    what = f"holds {found:,} file{'s' * (found != 1)} but no video" if found else "is empty"
+    return (f"{video_dir} {what} ({kinds}); point extract-frames at the folder holding the class folders of "
+            "videos, e.g. UCF-101/ with ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi inside.")
 
 
 def describe(params: FrameParams) -> str:
@@ -63,6 +73,8 @@ def extract_frames(video_dir, workdir, fps, size, quality, on_decode_error, jobs
     check_dask(backend, scheduler)
     params = frame_params(fps, size, quality, on_decode_error)
     items = video_items(video_dir)
+    if not items:
+        raise TsnpipeError(no_videos_message(video_dir))
     click.echo(f"extract-frames: {len(items):,} videos in {video_dir}; {describe(params)}; {jobs} jobs ({backend})")
     with WorkdirLock(Path(workdir), "tsnpipe extract-frames"):
         summary = run_stage(Path(workdir), frames_stage(video_dir, params), items, jobs=jobs, backend=backend,

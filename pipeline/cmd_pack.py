@@ -64,7 +64,7 @@ def pack(workdir, fmt, store, shard_mb, progress):
     a killed run leaves a readable store and the rerun finishes it. Video without flow yet: its frames are
     packed now and its flow once `tsnpipe extract-flow` has run.
     """
-    from tqdm import tqdm
+    from tsnpipe.stages.progress import progress_bar
 
     from tsnpipe.stages.pack import STAGE_VERSION, pack_videos
 
@@ -83,7 +83,7 @@ def pack(workdir, fmt, store, shard_mb, progress):
         manifest = Manifest(workdir, stage.name)
         todo = {item.video_id: item for item, why in plan(workdir, stage, items, manifest) if why}
         counts = {"done": 0, "failed": 0}
-        bar = tqdm(total=len(todo), unit="video", desc=stage.name, disable=not progress or not todo)
+        bar = progress_bar(total=len(todo), unit="video", desc=stage.name, enabled=progress and bool(todo))
 
         def record(fact: dict) -> None:
             item = todo[fact["video_id"]]

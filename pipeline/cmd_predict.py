@@ -23,6 +23,7 @@ from tsnpipe.stages.protocol import TEST_CROPS, TEST_SEGMENTS
 
 DEFAULT_FPS = 10.0
 DEFAULT_SIZE = ("short", 256)
+DEFAULT_ON_DECODE_ERROR = "keep"  # where the training frames recorded no rule: keep what decodes of one new clip
 
 
 def training_workdirs(checkpoint_params) -> list[Path]:
@@ -52,6 +53,7 @@ def recorded_params(checkpoint_params, stage: str) -> tuple[dict | None, Path | 
 def frames_for(checkpoint_params, fps: float | None, size: tuple | None):
     """FrameParams for one checkpoint and a note saying where they came from."""
     recorded, path = recorded_params(checkpoint_params, "frames")
+    on_decode_error = DEFAULT_ON_DECODE_ERROR
     if recorded is None:
         values, origin = (DEFAULT_FPS, DEFAULT_SIZE), "not recorded with the checkpoint's data: defaults"
     else:
@@ -59,9 +61,10 @@ def frames_for(checkpoint_params, fps: float | None, size: tuple | None):
         recorded_size = (("fixed", *fixed) if fixed else ("short", recorded["short_side"]) if recorded.get("short_side")
                          else ("source",))
         values, origin = (float(recorded.get("fps", DEFAULT_FPS)), recorded_size), f"from {path}"
+        on_decode_error = recorded.get("on_decode_error", DEFAULT_ON_DECODE_ERROR)
     if fps is not None or size is not None:
         values, origin = (fps or values[0], size or values[1]), f"{origin}, overridden by --fps/--size"
-    return frame_params(values[0], values[1], quality=2, on_decode_error="keep"), origin
+    return frame_params(values[0], values[1], quality=2, on_decode_error=on_decode_error), origin
 
 
 def flow_params_for(streams, backend: str):

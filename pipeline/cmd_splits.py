@@ -7,11 +7,19 @@ from pathlib import Path
 import click
 
 from tsnpipe.manifests.files import WorkdirLock
-from tsnpipe.manifests.table import load_table, manifest_path
+from tsnpipe.manifests.table import journal_path, load_table, manifest_path
 from tsnpipe.options import workdir_option
 from tsnpipe.stages.errors import TsnpipeError
 
 UCF101_GROUP = r"_g(\d+)_"  # the stage's DEFAULT_GROUP_REGEX, spelled here so --help does not import pandas
+
+
+def check_frames_extracted(workdir: Path) -> None:
+    """Splits list extracted videos: without a frames manifest there is nothing to split (and no workdir is made)."""
+    if not (manifest_path(workdir, "frames").exists() or journal_path(workdir, "frames").exists()):
+        where = f"{workdir} has no frames yet" if workdir.is_dir() else f"There is no workdir {workdir}"
+        raise TsnpipeError(f"{where}: splits list extracted videos; run `tsnpipe extract-frames VIDEO_DIR -w {workdir}` "
+                           "first, then build-splits.")
 
 
 @click.command("build-splits")
@@ -50,10 +58,12 @@ def build_splits(workdir, ucf101_dir, hmdb51_dir, folders, numbers, ratio, seed,
         raise click.UsageError("Give exactly one source: --ucf101 DIR, --hmdb51 DIR or --folders.")
     source = chosen[0]
     workdir = Path(workdir)
+    check_frames_extracted(workdir)
     with WorkdirLock(workdir, "tsnpipe build-splits"):
         frames = load_table(workdir, "frames")
         if frames.empty:
-            raise TsnpipeError(f"{manifest_path(workdir, 'frames')} has no videos; run `tsnpipe extract-frames` into {workdir} first.")
+            raise TsnpipeError(f"{manifest_path(workdir, 'frames')} lists no videos; run `tsnpipe extract-frames "
+                               f"VIDEO_DIR -w {workdir}` on a folder of videos first.")
         flow = load_table(workdir, "flow")
         for number in numbers or (SPLIT_NUMBERS if source != "folders" else (1,)):
             if source == "ucf101":

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from tsnpipe.options import progress_option, workdir_option
+from tsnpipe.options import CheckpointType, progress_option, workdir_option
 from tsnpipe.runner import run_info_path
 from tsnpipe.stages.protocol import TEST_AVERAGE, TEST_CROPS, TEST_SEGMENTS
 
@@ -154,7 +154,7 @@ def train(ctx, workdir, modality, split_number, source, store, run_name, resume,
 
 
 @click.command("test")
-@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="A .pt file written by `tsnpipe train` (best.pt or last.pt).")
+@click.option("--checkpoint", type=CheckpointType(), required=True, help="A .pt file written by `tsnpipe train` (best.pt or last.pt).")
 @workdir_option
 @click.option("--store", type=click.Path(exists=True, path_type=Path), default=None, help="A packed store; default: the JPEG folders of W.")
 @click.option("--source", type=click.Choice(SOURCES), default=None, help="Split source (default: the checkpoint's).")

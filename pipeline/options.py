@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 import click
 
+# eager: read before the other options, so that their checks can name what the workdir holds
 workdir_option = click.option(
-    "--workdir", "-w", required=True, envvar="TSNPIPE_WORKDIR", show_envvar=True,
+    "--workdir", "-w", required=True, envvar="TSNPIPE_WORKDIR", show_envvar=True, is_eager=True,
     type=click.Path(file_okay=False, path_type=str),
     help="Folder holding every stage's outputs and manifests (frames/, flow/, manifests/, ...).")
 
@@ -52,3 +54,40 @@ class SizeType(click.ParamType):
 def check_dask(backend: str, scheduler: str | None) -> None:
     if backend == "dask" and not scheduler:
         raise click.UsageError("--backend dask needs --scheduler ADDRESS (the Dask scheduler to send videos to).")
+
+
+class CheckpointType(click.ParamType):
+    """A checkpoint file. A path that is not one is a one-line error listing the checkpoints of the runs nearby
+    (the runs/ folder along the path given, and that of --workdir), since run folders carry hashed names."""
+
+    name = "FILE"
+
+    def convert(self, value, param, ctx):
+        path = Path(value)
+        if path.is_file():
+            return path
+        workdir = (ctx.params.get("workdir") if ctx else None) or os.environ.get("TSNPIPE_WORKDIR")
+        found = nearby_checkpoints(path, Path(workdir) if workdir else None)
+        if found:
+            shown = ", ".join(str(p) for p in found[:8]) + (f" and {len(found) - 8} more" if len(found) > 8 else "")
+            hint = f"the runs there hold {shown}; give one of them."
+        else:
+            hint = "no runs/ folder along that path holds one; give a best.pt or last.pt written by `tsnpipe train`."
+        raise click.ClickException(f"There is no checkpoint {path}; {hint}")
+
+
+def nearby_checkpoints(path: Path, workdir: Path | None = None) -> list[Path]:
+    """`runs/<run>/best.pt` and `last.pt` of the first runs/ folder found walking up from `path`, and of
+    workdir/runs."""
+    folders = [workdir / "runs"] if workdir else []
+    for parent in path.parents:
+        if parent.name == "runs" and parent.is_dir():
+            folders.append(parent)
+            break
+        if (parent / "runs").is_dir():
+            folders.append(parent / "runs")
+            break
+    found = []
+    for folder in dict.fromkeys(folders):
+        found += sorted(p for name in ("best.pt", "last.pt") for p in folder.glob(f"*/{name}"))
+    return list(dict.fromkeys(found))

@@ -27,15 +27,18 @@ like the commands it runs (`[extract-frames] fps = 10` is `tsnpipe extract-frame
     weights = "1:1.5"
 
 Per-video stages skip what their manifests say is up to date. Each modality trains in
-`W/runs/<modality>-<hash of its options and of the split and store files>`: the same recipe on the same
-data resumes its run (a finished one does no work), new videos or another recipe start a new run beside
-the old one. A test is skipped when its score file is newer than the checkpoint.
+`W/runs/<modality>-<hash of its options and of the content of the split and store files>` (no path: a moved
+workdir finds its runs): the same recipe on the same data resumes its run, new videos or another recipe
+start a new run beside the old one. A run keeps `last.pt` while it trains and only `best.pt` once it
+finished, which marks it done. A test is skipped when its score file is newer than the checkpoint.
+`[test] validation-split = 2` also scores each checkpoint on that split and lets fuse search its weights there.
 """
 
 from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Callable
 
 import click
 
@@ -101,46 +104,73 @@ def store_path(config: dict) -> str | None:
     return config["pack"].get("store") or str(Path(config["workdir"]) / "stores" / f"frames.{fmt}")
 
 
-def split_folder(config: dict) -> Path:
-    """W/splits/<source>/split<N> of the split training will use (the first one build-splits writes)."""
+def split_folder(config: dict, number: int | None = None) -> Path:
+    """W/splits/<source>/split<N> of the split training will use (`number`, else the first one build-splits
+    writes)."""
     section = config.get("build-splits", {})
     source = next((name for name in ("ucf101", "hmdb51", "folders") if section.get(name)), "folders")
-    number = section.get("split", 1)
-    number = number[0] if isinstance(number, list) else number
+    if number is None:
+        number = section.get("split", 1)
+        number = number[0] if isinstance(number, list) else number
     return Path(config["workdir"]) / "splits" / source / f"split{number}"
 
 
 def run_name(modality: str, options: list[str], split_dir: Path, store: str | None, workdir: str) -> str:
     """`<modality>-<hash>`: the same recipe on the same data finds its run again (and resumes it); new data or
-    another recipe starts a new run beside the old one, which is kept."""
+    another recipe starts a new run beside the old one, which is kept. The hash reads the recipe (not where the
+    store is, nor whether bars are shown) and the content of the split and store files, never a path, so a
+    workdir moved elsewhere still finds its runs."""
     from tsnpipe.manifests.decide import params_hash
     from tsnpipe.stages.train.checkpoint import data_hashes
 
-    return f"{modality}-{params_hash({'options': options, 'data': data_hashes(split_dir, Path(store or workdir))})[:8]}"
+    recipe = [arg for i, arg in enumerate(options)
+              if arg not in ("--store", "--progress", "--no-progress") and (i == 0 or options[i - 1] != "--store")]
+    return f"{modality}-{params_hash({'options': recipe, 'data': data_hashes(split_dir, Path(store or workdir))})[:8]}"
+
+
+def train_is_finished(run_dir: Path) -> bool:
+    """A run the chain trained to its last epoch keeps best.pt only; last.pt lives while training goes on."""
+    return (run_dir / "best.pt").exists() and not (run_dir / "last.pt").exists()
 
 
 def model_commands(config: dict, main: click.Group) -> list[tuple[str, list[str]]]:
-    """train and test per modality, then fuse; planned after the data stages ran, since run names hash the data."""
+    """train and test per modality, then fuse; planned after the data stages ran, since run names hash the data.
+
+    `[test] validation-split = N` also scores each checkpoint on split N (a validation split: videos neither
+    trained nor tested on) into W/scores/validation/, and fuse then searches its weights on those scores."""
     workdir, store = config["workdir"], store_path(config)
     train = dict(config.get("train", {}))
+    test = dict(config.get("test", {}))
+    validation_split = test.pop("validation-split", None)
     modalities = train.pop("modalities", [])
     per_modality = {m: train.pop(m, {}) for m in ("rgb", "rgbdiff", "flow")}
     store_args = ["--store", store] if store else []
-    steps, scores = [], []
+    test_args = option_args(main.commands["test"], test) + store_args
+    validate_args = (option_args(main.commands["test"], {**test, "split": validation_split}) + store_args
+                     if validation_split is not None else [])
+    steps, scores, validation = [], [], []
     for modality in modalities:
         options = option_args(main.commands["train"], {**train, **per_modality[modality]}) + store_args
-        name = run_name(modality, options, split_folder(config), store, workdir)
+        name = run_name(modality, options, split_folder(config, {**train, **per_modality[modality]}.get("split")),
+                        store, workdir)
         run_dir = Path(workdir) / "runs" / name
         resume = ["--resume"] if (run_dir / "last.pt").exists() else []
         steps.append((f"train {modality}", ["train", "--workdir", workdir, "--modality", modality, "--run-name", name,
                                             *options, *resume]))
-        out = Path(workdir) / "scores" / f"{name}.pkl"
-        steps.append((f"test {modality}", ["test", "--checkpoint", str(run_dir / "best.pt"), "--workdir", workdir,
-                                           "--out", str(out), *option_args(main.commands["test"], config.get("test", {})),
-                                           *store_args]))
-        scores.append(str(out))
+        for label, folder, args, found in ((f"test {modality}", "scores", test_args, scores),
+                                           (f"validate {modality}", "scores/validation", validate_args, validation)):
+            if label.startswith("validate") and validation_split is None:
+                continue
+            out = Path(workdir) / folder / f"{name}.pkl"
+            steps.append((label, ["test", "--checkpoint", str(run_dir / "best.pt"), "--workdir", workdir,
+                                  "--out", str(out), *args]))
+            found.append(str(out))
     if len(scores) > 1:
-        steps.append(("fuse", ["fuse", *scores, *option_args(main.commands["fuse"], dict(config.get("fuse", {}))),
+        fuse = dict(config.get("fuse", {}))
+        if validation:
+            fuse.pop("weights", None)
+        steps.append(("fuse", ["fuse", *scores, *option_args(main.commands["fuse"], fuse),
+                               *(["--search-weights", *validation] if validation else []),
                                "--out", str(Path(workdir) / "scores" / "fused.pkl")]))
     return steps
 
@@ -152,11 +182,28 @@ def scores_are_current(args: list[str]) -> bool:
     return checkpoint.exists() and out.exists() and out.stat().st_mtime > checkpoint.stat().st_mtime
 
 
-def run_steps(steps: list[tuple[str, list[str]]], main: click.Group, outcomes: list) -> bool:
-    """Run each command; a stage with failed videos lets the chain go on, a stage error stops it (False)."""
+def train_run_dir(args: list[str]) -> Path:
+    return Path(args[args.index("--workdir") + 1]) / "runs" / args[args.index("--run-name") + 1]
+
+
+def up_to_date(label: str, args: list[str]) -> str | None:
+    """What makes a train or test step up to date (to print), or None when it has work to do."""
+    if label.startswith("train") and train_is_finished(train_run_dir(args)):
+        return str(train_run_dir(args) / "best.pt")
+    if args[0] == "test" and scores_are_current(args):
+        return args[args.index("--out") + 1]
+    return None
+
+
+def run_steps(steps: list[tuple[str, list[str]]], main: click.Group, outcomes: list,
+              announce: Callable[[str], None] | None = None) -> bool:
+    """Run each command; a stage with failed videos lets the chain go on, a stage error stops it (False).
+    A finished training run keeps best.pt only. `announce(label)` is called before each step."""
     for label, args in steps:
-        if label.startswith("test") and scores_are_current(args):
-            click.echo(f"== {label}: up to date ({args[args.index('--out') + 1]})")
+        if announce:
+            announce(label)
+        if (done := up_to_date(label, args)) is not None:
+            click.echo(f"== {label}: up to date ({done})")
             outcomes.append((label, "up to date"))
             continue
         click.echo(f"== {label}: tsnpipe {' '.join(args)}")
@@ -169,14 +216,20 @@ def run_steps(steps: list[tuple[str, list[str]]], main: click.Group, outcomes: l
             click.echo(f"Error: {exc.format_message()}", err=True)
             outcomes.append((label, "error"))
             return False
+        if label.startswith("train"):
+            (train_run_dir(args) / "last.pt").unlink(missing_ok=True)
     return True
 
 
-def run_chain(config: dict, main: click.Group, name: str) -> None:
-    """Run the whole chain, print one line of outcomes, and exit 1 when a stage stopped it."""
+def run_chain(config: dict, main: click.Group, name: str, after_stages: Callable[[], None] | None = None,
+              announce: Callable[[str], None] | None = None) -> None:
+    """Run the whole chain, print one line of outcomes, and exit 1 when a stage stopped it. `after_stages` runs
+    between the per-video stages and training (the demo writes its validation split there)."""
     outcomes: list[tuple[str, str]] = []
-    if run_steps(stage_commands(config, main), main, outcomes):
-        run_steps(model_commands(config, main), main, outcomes)
+    if run_steps(stage_commands(config, main), main, outcomes, announce):
+        if after_stages:
+            after_stages()
+        run_steps(model_commands(config, main), main, outcomes, announce)
     click.echo(f"{name}: " + "; ".join(f"{label} {state}" for label, state in outcomes))
     if any(state == "error" for _, state in outcomes):
         raise SystemExit(1)

@@ -196,7 +196,7 @@ def _parallel_rows(stage: Stage, todo: list[Item], workdir: Path, jobs: int, bac
 def run_stage(workdir: Path, stage: Stage, items: list[Item], jobs: int = 1, backend: str = "loky",
               scheduler: str | None = None, progress: bool = True, compact_every_s: float = 30.0) -> Summary:
     """Bring every item's row up to date; the caller holds the workdir lock."""
-    from tqdm import tqdm
+    from tsnpipe.stages.progress import progress_bar
 
     workdir = Path(workdir)
     started = time.time()
@@ -212,8 +212,8 @@ def run_stage(workdir: Path, stage: Stage, items: list[Item], jobs: int = 1, bac
         if why:
             summary.reasons[why] = summary.reasons.get(why, 0) + 1
     weights = {item.video_id: item.weight for item in todo}
-    bar = tqdm(total=sum(weights.values()), unit=stage.unit, desc=stage.name, disable=not progress or not todo,
-               dynamic_ncols=True, smoothing=0.1)
+    bar = progress_bar(total=sum(weights.values()), unit=stage.unit, desc=stage.name, enabled=progress and bool(todo),
+                       smoothing=0.1)
     last_compact = time.time()
     for row in _parallel_rows(stage, todo, workdir, jobs, backend, scheduler):
         manifest.record(row)

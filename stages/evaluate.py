@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from tsnpipe.stages.progress import progress_bar
 from tsnpipe.stages.scores import accuracies, check_split_classes, write_scores
 from tsnpipe.stages.train.batches import DeviceBatches, prepare_views
 from tsnpipe.stages.train.checkpoint import load_checkpoint
@@ -76,7 +76,7 @@ def score_videos(
     )
     start, scores = time.perf_counter(), []
     batches = DeviceBatches(loader, device, prepare)
-    for views, _ in tqdm(batches, desc="test", unit="batch", disable=not progress, leave=False):
+    for views, _ in progress_bar(batches, enabled=progress, desc="test", unit="batch", leave=False):
         with autocast(device, dtype):
             scores.append(video_scores(model, views, average))
     scores = torch.cat(scores).cpu().numpy().astype(np.float32)

@@ -1,4 +1,4 @@
-"""The command line as a user meets it: help, version, doctor, status, demo."""
+"""The command line as a user meets it: help, version, doctor, status (the demo: test_demo.py)."""
 
 import subprocess
 import sys
@@ -33,13 +33,3 @@ def test_status_of_a_missing_workdir_is_one_line(tmp_path):
     result = CliRunner().invoke(main, ["status", "-w", str(tmp_path / "nope")])
     assert result.exit_code == 1 and "not a tsnpipe workdir" in result.output
 
-
-def test_demo_runs_the_whole_chain_and_a_second_run_does_no_work(tmp_path):
-    first = run_tsnpipe("demo", "-w", str(tmp_path / "demo"), "--epochs", "1")
-    assert first.returncode == 0, first.stderr
-    assert "21 extracted, 0 up to date, 0 failed" in first.stdout
-    assert "fused 1:1.5" in first.stdout and (tmp_path / "demo" / "scores" / "fused.pkl").exists()
-    second = run_tsnpipe("demo", "-w", str(tmp_path / "demo"), "--epochs", "1")
-    assert "0 extracted, 21 up to date, 0 failed" in second.stdout
-    assert "0 computed, 21 up to date, 0 failed" in second.stdout
-    assert "== test rgb: up to date" in second.stdout and "== test flow: up to date" in second.stdout

@@ -73,7 +73,7 @@ def test_bad_options_are_one_line_errors(workdir, args, message):
 
 def test_a_workdir_without_frames_says_to_extract_first(tmp_path):
     result = build(tmp_path / "empty", "--folders")
-    assert result.exit_code == 1 and "run `tsnpipe extract-frames`" in result.output
+    assert result.exit_code == 1 and "run `tsnpipe extract-frames VIDEO_DIR" in result.output
 
 
 def test_help_default_group_regex_matches_the_stage():

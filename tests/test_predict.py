@@ -124,6 +124,8 @@ def _write(path: Path, data: bytes) -> Path:
      FrameParams(fps=10.0, short_side=None, size=(340, 256), on_decode_error="keep"), "frames.run.json"),
     ({"fps": 5.0, "short_side": 128, "size": None}, 25.0, ("short", 64),
      FrameParams(fps=25.0, short_side=64, on_decode_error="keep"), "overridden"),
+    ({"fps": 10.0, "short_side": 256, "size": None, "on_decode_error": "fail"}, None, None,
+     FrameParams(fps=10.0, short_side=256, on_decode_error="fail"), "frames.run.json"),
 ])
 def test_frames_are_decoded_as_the_training_frames_were(tmp_path, recorded, fps, size, expected, origin):
     workdir = tmp_path / "W"

@@ -9,8 +9,8 @@ from click.testing import CliRunner
 
 from conftest import SAMPLES
 from tsnpipe.cli import main
-from tsnpipe.run import option_args
-from tsnpipe.stages.pan_task import make_pan_clips
+from tsnpipe.run import option_args, run_name
+from tsnpipe.stages.pan_task import GROUP_REGEX, make_pan_clips
 from tsnpipe.stages.splits import folder_entries
 
 
@@ -37,15 +37,43 @@ def test_unknown_config_key_is_refused():
 
 
 def test_pan_copies_split_by_source_clip_across_classes(tmp_path):
-    clips = make_pan_clips(SAMPLES / "wave", tmp_path / "videos")
-    assert sorted({p.parent.name for p in clips}) == ["pan_down", "pan_sideways", "static"]
+    clips = make_pan_clips(SAMPLES / "wave", tmp_path / "videos", jobs=2)
+    assert len(clips) == 3 * 6 and all(p.is_file() for p in clips)
     ids = [p.relative_to(tmp_path / "videos").with_suffix("").as_posix() for p in clips]
-    classes, entries = folder_entries(ids, ratio=0.5, group_regex="^(.*)$", scope="all")
-    assert classes == ["pan_down", "pan_sideways", "static"]
+    classes, entries = folder_entries(ids, ratio=0.5, group_regex=GROUP_REGEX, scope="all")
+    assert classes == ["pan_sideways", "pan_vertical", "static"]
     side = {}
     for video_id, subset in zip(entries.video_id, entries.subset):
-        side.setdefault(video_id.split("/")[1], set()).add(subset)
+        side.setdefault(video_id.split("/")[1].split("__")[0], set()).add(subset)
+    assert len(side) == 3
     assert all(len(s) == 1 for s in side.values()) and {"train", "test"} == set().union(*side.values())
+
+
+def _split_and_store(root):
+    split = root / "splits" / "folders" / "split1"
+    split.mkdir(parents=True)
+    for name in ("train.csv", "test.csv", "classes.txt"):
+        (split / name).write_text(f"{name}\n")
+    store = root / "stores" / "frames.lmdb"
+    store.mkdir(parents=True)
+    (store / "data.mdb").write_bytes(b"frames")
+    return split, store
+
+
+def test_run_names_survive_moving_the_workdir_and_follow_the_data(tmp_path):
+    split, store = _split_and_store(tmp_path / "here")
+    recipe = ["--epochs", "3", "--store", str(store)]
+    name = run_name("rgb", recipe, split, str(store), str(tmp_path / "here"))
+    shutil.copytree(tmp_path / "here", tmp_path / "there")
+    moved_split, moved_store = tmp_path / "there" / "splits" / "folders" / "split1", tmp_path / "there" / "stores" / "frames.lmdb"
+    assert run_name("rgb", ["--epochs", "3", "--store", str(moved_store)], moved_split, str(moved_store),
+                    str(tmp_path / "there")) == name
+    assert run_name("rgb", ["--epochs", "3", "--store", str(store), "--no-progress"], split, str(store),
+                    str(tmp_path / "here")) == name
+    assert run_name("rgb", ["--epochs", "4", "--store", str(store)], split, str(store), str(tmp_path / "here")) != name
+    (moved_split / "train.csv").write_text("other videos\n")
+    assert run_name("rgb", ["--epochs", "3", "--store", str(moved_store)], moved_split, str(moved_store),
+                    str(tmp_path / "there")) != name
 
 
 CONFIG = """
@@ -53,6 +81,7 @@ workdir = "work"
 videos = "videos"
 [extract-frames]
 size = "64"
+fps = 5
 jobs = 2
 progress = false
 [extract-flow]
@@ -62,7 +91,7 @@ progress = false
 [build-splits]
 folders = true
 ratio = 0.5
-group-regex = "^(.*)$"
+group-regex = "^(.*)__"
 group-scope = "all"
 [pack]
 format = "lmdb"
@@ -95,24 +124,28 @@ def test_run_completes_and_a_second_run_does_no_work(tmp_path):
     (tmp_path / "run.toml").write_text(CONFIG)
     first = CliRunner().invoke(main, ["run", str(tmp_path / "run.toml")])
     assert first.exit_code == 0, first.output
-    assert "9 extracted, 0 up to date, 0 failed" in first.output
+    assert "18 extracted, 0 up to date, 0 failed" in first.output
     assert "fused 1:1.5" in first.output
     assert (tmp_path / "work" / "scores" / "fused.pkl").exists()
     second = CliRunner().invoke(main, ["run", str(tmp_path / "run.toml")])
     assert second.exit_code == 0, second.output
-    assert "0 extracted, 9 up to date, 0 failed" in second.output
+    assert "0 extracted, 18 up to date, 0 failed" in second.output
     assert "== test rgb: up to date" in second.output and "== test flow: up to date" in second.output
-    assert "resuming" in second.output and "epoch 1/1" not in second.output
+    assert "== train rgb: up to date" in second.output and "epoch 1/1" not in second.output
+    assert len(list((tmp_path / "work" / "runs").glob("*/best.pt"))) == 2
+    assert not list((tmp_path / "work" / "runs").glob("*/last.pt"))  # a finished run keeps one checkpoint
     status = json.loads(CliRunner().invoke(main, ["status", "-w", str(tmp_path / "work"), "--json"]).output)
-    assert status["frames"]["up to date"] == status["flow"]["up to date"] == 9
-    shutil.rmtree(tmp_path / "work" / "frames" / "static" / "RATRACE_wave_f_nm_np1_fr_goo_37")
-    CliRunner().invoke(main, ["extract-frames", str(tmp_path / "videos"), "-w", str(tmp_path / "work"), "--size", "64"])
+    assert status["frames"]["up to date"] == status["flow"]["up to date"] == 18
+    shutil.rmtree(tmp_path / "work" / "frames" / "static" / "RATRACE_wave_f_nm_np1_fr_goo_37__left")
+    CliRunner().invoke(main, ["extract-frames", str(tmp_path / "videos"), "-w", str(tmp_path / "work"), "--size", "64",
+                              "--fps", "5"])
     status = json.loads(CliRunner().invoke(main, ["status", "-w", str(tmp_path / "work"), "--json"]).output)
     assert status["flow"]["input changed"] == 1  # re-extracted frames: its flow must be redone
     runs = sorted(p.name for p in (tmp_path / "work" / "runs").iterdir())
     assert len(runs) == 2
 
-    shutil.copy(SAMPLES / "cartwheel/Turnk_r_Pippi_Michel_cartwheel_f_cm_np2_le_med_6.avi", tmp_path / "videos" / "static")
+    shutil.copy(SAMPLES / "cartwheel/Turnk_r_Pippi_Michel_cartwheel_f_cm_np2_le_med_6.avi",
+                tmp_path / "videos" / "static" / "Turnk_r_Pippi_Michel_cartwheel_f_cm_np2_le_med_6__left.avi")
     third = CliRunner().invoke(main, ["run", str(tmp_path / "run.toml")])
-    assert "1 extracted, 9 up to date, 0 failed" in third.output
+    assert "1 extracted, 18 up to date, 0 failed" in third.output
     assert len(list((tmp_path / "work" / "runs").iterdir())) == 4  # new data: new runs, the old ones kept

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from tsnpipe.stages.errors import TsnpipeError
+from tsnpipe.stages.progress import progress_bar
 from tsnpipe.stages.scores import per_class_accuracy
 from tsnpipe.stages.train.checkpoint import (
     CheckpointError, data_hashes, load_checkpoint, restore_rng, rng_state, save_checkpoint,
@@ -99,7 +99,7 @@ def train_one_epoch(
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
     start = time.perf_counter()
-    bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", disable=not progress, leave=False)
+    bar = progress_bar(loader, enabled=progress, desc=f"epoch {epoch}", unit="batch", leave=False)
     for step, (clips, labels) in enumerate(bar):
         clips, labels = to_device(clips, device, channels_last), labels.to(device, non_blocking=True)
         with autocast(device, dtype):

@@ -1,0 +1,45 @@
+"""Progress bars that suit where stderr goes: a live bar on a terminal, one plain line every few seconds in a log.
+
+tqdm redraws its bar with carriage returns; in a file those redraws pile up on one line (hundreds of them
+for one run). Off a terminal, `progress_bar` shows nothing for the first LOG_EVERY_S seconds, then writes
+one line at most every LOG_EVERY_S seconds, each ending in a newline; a bar that stays (leave=True) and has
+shown itself writes its last state when it closes.
+"""
+
+from __future__ import annotations
+
+import sys
+
+LOG_EVERY_S = 5.0
+
+
+class LogLines:
+    """A file for tqdm that turns each carriage-return redraw into a line of its own."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        for part in text.replace("\n", "\r").split("\r"):
+            if part.strip():
+                self.stream.write(part.rstrip() + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def on_terminal(stream=None) -> bool:
+    stream = stream or sys.stderr
+    return hasattr(stream, "isatty") and stream.isatty()
+
+
+def progress_bar(iterable=None, *, enabled: bool = True, stream=None, **options):
+    """tqdm on `stream` (stderr), drawn live on a terminal and as a line every LOG_EVERY_S seconds elsewhere;
+    `enabled=False` (`--no-progress`) shows nothing. Other options go to tqdm (total, desc, unit, leave)."""
+    from tqdm import tqdm
+
+    stream = stream or sys.stderr
+    if on_terminal(stream):
+        return tqdm(iterable, file=stream, disable=not enabled, dynamic_ncols=True, **options)
+    return tqdm(iterable, file=LogLines(stream), disable=not enabled, mininterval=LOG_EVERY_S, delay=LOG_EVERY_S,
+                ncols=100, **options)

@@ -127,3 +127,12 @@ def test_under_bf16_autocast_the_backbone_stays_bf16_and_the_head_and_average_ar
     expected = head.view(2, 30, 5).mean(dim=1)
     assert scores.dtype == torch.float32
     assert torch.allclose(scores.double(), expected, rtol=1e-5, atol=1e-6)  # a bf16 head is ~4e-3 off
+
+
+def test_several_videos_per_forward_pass_score_as_one_video_at_a_time(trained, tmp_path):
+    checkpoint, _ = trained
+    alone = score_split(checkpoint, tmp_path / "one.pkl", segments=3, crops=10, batch=1, workers=0, progress=False)
+    together = score_split(checkpoint, tmp_path / "four.pkl", segments=3, crops=10, batch=4, workers=1, progress=False)
+    one, four = read_scores(alone["scores"]), read_scores(together["scores"])
+    assert list(one["video_ids"]) == list(four["video_ids"])
+    assert np.allclose(one["scores"], four["scores"], rtol=1e-4, atol=1e-6)

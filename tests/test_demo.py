@@ -7,7 +7,7 @@ from tsnpipe.demo import Eta, verdict
 
 def test_demo_as_shipped_finds_flow_beats_rgb_and_a_second_run_does_no_work(tmp_path):
     workdir = tmp_path / "demo"
-    first = run_tsnpipe("demo", "-w", str(workdir), "--no-progress", timeout=1500)
+    first = run_tsnpipe("demo", "-w", str(workdir), "--no-progress", timeout=3600)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     out = first.stdout
     assert out.splitlines()[0] == f"demo: working in {workdir} (about 180 MB; delete it when done)"

@@ -21,7 +21,8 @@ from tqdm import tqdm
 
 from tsnpipe.stages.scores import accuracies, write_scores
 from tsnpipe.stages.train.checkpoint import load_checkpoint
-from tsnpipe.stages.train.data import SnippetDataset, make_loader, read_split, table_dataset
+from tsnpipe.stages.train.clips import dataset_for
+from tsnpipe.stages.train.data import SnippetDataset, make_loader, read_split
 from tsnpipe.stages.train.loop import autocast, autocast_dtype, build_model, pick_device
 from tsnpipe.stages.train.recipe import params_from_dict
 
@@ -76,7 +77,7 @@ def score_split(
     model = build_model(params, len(state["class_names"]), weights=None)
     model.load_state_dict(state["model"])
     model.to(torch_device)
-    dataset = table_dataset(store, test_table, params.modality, segments, params.length, params.size, "test", crops)
+    dataset = dataset_for(params, test_table, "test", store, segments, crops)
     scores, videos_per_s = score_videos(
         model, dataset, torch_device, average, batch, workers, autocast_dtype(torch_device, amp), progress,
     )

@@ -81,7 +81,7 @@ def describe_params(params, given: set[str]) -> str:
 @click.option("--stride", type=click.IntRange(min=1), default=1, show_default=True, help="3D archs: take every k-th frame of the video into a clip.")
 @click.option("--segments", type=click.IntRange(min=1), default=3, show_default=True, help="K: segments per video, one snippet each.")
 @click.option("--length", type=click.IntRange(min=1), default=None, help="Snippet length: flow pairs (default 5) or frame differences (default 5); RGB uses 1.")
-@click.option("--size", type=click.IntRange(min=32), default=None, help="Crop size fed to the network (TSN 224; 3D 112, cut from a 128x171 resize).")
+@click.option("--size", type=click.IntRange(min=16), default=None, help="Crop size fed to the network (TSN 224; 3D 112, cut from a 128x171 resize).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Default per modality: rgb 80, rgbdiff 180, flow 340 (3D: c3d 50, ResNets 25).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Base learning rate (default 0.001).")
 @click.option("--lr-steps", type=StepsType(), default=None, help="Epochs after which the lr drops x0.1 (rgb 30,60; rgbdiff 80,160; flow 190,300).")
@@ -149,8 +149,9 @@ def train(ctx, workdir, modality, split_number, source, store, run_name, resume,
 @click.option("--store", type=click.Path(exists=True, path_type=Path), default=None, help="A packed store; default: the JPEG folders of W.")
 @click.option("--source", type=click.Choice(SOURCES), default=None, help="Split source (default: the checkpoint's).")
 @click.option("--split", "split_number", type=click.IntRange(1, 3), default=None, help="Split number (default: the checkpoint's).")
-@click.option("--segments", type=click.IntRange(min=1), default=25, show_default=True, help="Snippets per video, at evenly spaced segment centres.")
-@click.option("--crops", type=click.Choice(["1", "3", "10"]), default="10", show_default=True, help="Views per snippet: centre; 3 along the long side; 4 corners + centre and their flips.")
+@click.option("--segments", type=click.IntRange(min=1), default=None, help="Snippets (TSN, default 25) or clips (3D, default 10) per video, evenly spaced.")
+@click.option("--crops", type=click.Choice(["1", "3", "10"]), default=None, help="Views per snippet: centre; 3 along the long side; 4 corners + centre and their flips (default: TSN 10, 3D 3).")
+@click.option("--subset", type=click.Choice(["test", "val"]), default="test", show_default=True, help="Score the test list, or val.csv (from build-splits --val-ratio) for `fuse --search-weights`.")
 @click.option("--average", type=click.Choice(["raw", "softmax"]), default="raw", show_default=True, help="Average raw scores (the paper) or softmax probabilities.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Score file (default: W/scores/<run-name>.pkl); accuracies go to the same name with .json.")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Videos per forward pass.")
@@ -158,7 +159,7 @@ def train(ctx, workdir, modality, split_number, source, store, run_name, resume,
 @click.option("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when there is one).")
 @click.option("--amp/--no-amp", default=None, help="bf16 autocast (default: on for CUDA, off on the CPU).")
 @progress_option
-def run_test(checkpoint, workdir, store, source, split_number, segments, crops, average, out, batch, workers, device, amp, progress):
+def run_test(checkpoint, workdir, store, source, split_number, segments, crops, subset, average, out, batch, workers, device, amp, progress):
     """Score every test video of the split with a checkpoint and write a score file for `tsnpipe fuse`.
 
     Each video: SEGMENTS snippets x CROPS views at the stored frame size, class scores averaged over
@@ -171,15 +172,20 @@ def run_test(checkpoint, workdir, store, source, split_number, segments, crops, 
     from tsnpipe.stages.train.recipe import params_from_dict
 
     workdir = Path(workdir)
-    trained_on = Path(params_from_dict(load_checkpoint(checkpoint)["params"]).split_dir)
+    params = params_from_dict(load_checkpoint(checkpoint)["params"])
+    trained_on = Path(params.split_dir)
+    segments = segments or (25 if params.arch == "tsn" else 10)
+    crops = crops or ("10" if params.arch == "tsn" else "3")
     source = source or trained_on.parent.name
     number = split_number or int(trained_on.name.removeprefix("split") or 1)
     split_dir = split_path(workdir, source, number)
-    out = out or workdir / "scores" / f"{checkpoint.resolve().parent.name}.pkl"
-    click.echo(f"test: {checkpoint} on {split_dir}; {segments} snippets x {crops} crops, {average} scores averaged over crops then snippets")
+    suffix = "_val" if subset == "val" else ""
+    out = out or workdir / "scores" / f"{checkpoint.resolve().parent.name}{suffix}.pkl"
+    views = "snippets" if params.arch == "tsn" else f"clips of {params.clip_len}"
+    click.echo(f"test: {checkpoint} on the {subset} list of {split_dir}; {segments} {views} x {crops} crops, {average} scores averaged over crops then {views.split()[0]}")
     result = score_split(
         checkpoint, out, store=store or workdir, split_dir=split_dir, segments=segments, crops=int(crops), average=average,
-        device=device, batch=batch, workers=workers, amp=amp, progress=progress,
+        device=device, batch=batch, workers=workers, amp=amp, progress=progress, subset=subset,
     )
     click.echo(
         f"test: {result['videos']} videos: top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f}, "

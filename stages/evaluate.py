@@ -25,6 +25,7 @@ from tsnpipe.stages.train.clips import dataset_for
 from tsnpipe.stages.train.data import SnippetDataset, make_loader, read_split
 from tsnpipe.stages.train.loop import autocast, autocast_dtype, build_model, pick_device
 from tsnpipe.stages.train.recipe import params_from_dict
+from tsnpipe.stages.val_split import read_validation
 
 AVERAGES = ("raw", "softmax")
 
@@ -57,11 +58,13 @@ def score_videos(
 def score_split(
     checkpoint: str | Path, out: str | Path, store: str | Path | None = None, split_dir: str | Path | None = None,
     segments: int = 25, crops: int = 10, average: str = "raw", device: str | None = None, batch: int = 1,
-    workers: int = 2, amp: bool | None = None, progress: bool = True,
+    workers: int = 2, amp: bool | None = None, progress: bool = True, subset: str = "test",
 ) -> dict:
     """Score the split's test videos with a checkpoint, write the score file `out` and `out`.json.
 
-    `store` and `split_dir` default to the ones the checkpoint was trained on. Returns the accuracies
+    `store` and `split_dir` default to the ones the checkpoint was trained on; `subset` "val" scores the
+    split's val.csv instead of its test list (validation scores for a fusion weight search). For a 3D
+    checkpoint `segments` counts clips. Returns the accuracies
     (top1, top5, mean_class as fractions), the number of videos, videos/s and the two paths written.
     """
     if crops not in (1, 3, 10):
@@ -73,6 +76,8 @@ def score_split(
     store = Path(store or params.store)
     split_dir = Path(split_dir or params.split_dir)
     _, test_table, class_names = read_split(split_dir)
+    if subset == "val":
+        test_table = read_validation(split_dir, len(class_names))
     torch_device = pick_device(device)
     model = build_model(params, len(state["class_names"]), weights=None)
     model.load_state_dict(state["model"])
@@ -88,8 +93,10 @@ def score_split(
     }
     source = {
         "checkpoint": str(Path(checkpoint).resolve()), "epoch": int(state["epoch"]), "split_dir": str(split_dir),
-        "store": str(store), "backbone": params.backbone,
+        "store": str(store), "backbone": params.backbone, "arch": params.arch, "subset": subset,
     }
+    if params.arch != "tsn":
+        aggregation.update(clip_len=params.clip_len, stride=params.stride, order="crops then clips")
     out = write_scores(out, test_table["video_id"].tolist(), labels, class_names, scores, aggregation, source)
     result = {**accuracies(scores, labels), "videos": len(labels), "videos_per_s": videos_per_s}
     report = out.with_name(out.stem + ".json")

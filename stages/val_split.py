@@ -90,3 +90,13 @@ def validation_table(split_dir: str | os.PathLike, num_classes: int, fallback: p
 
     path = Path(split_dir) / VAL_FILE
     return read_split_table(path, num_classes) if path.is_file() else fallback
+
+
+def read_validation(split_dir: str | os.PathLike, num_classes: int) -> pd.DataFrame:
+    """The split's val.csv; its absence is a user error naming the fix."""
+    from tsnpipe.stages.train.data import read_split_table
+
+    path = Path(split_dir) / VAL_FILE
+    if not path.is_file():
+        raise TsnpipeError(f"There is no {path}; run `tsnpipe build-splits ... --val-ratio 0.1` to carve a validation list first.")
+    return read_split_table(path, num_classes)

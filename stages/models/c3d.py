@@ -14,6 +14,9 @@ One addition: an adaptive average pool to 1x4x4 between pool5 and fc6. At the pu
 is the identity (pool5 already gives 1x4x4), so the published network is unchanged; it lets smaller
 crops or other clip lengths (tests, quick trials) reach fc6 with the same 8,192 inputs.
 
+From scratch, convolutions and fc6/fc7 start from He-normal weights and zero biases (the PyTorch
+ports do the same): with PyTorch's default init the signal fades over ten layers without batch norm.
+
 State dict keys follow the common PyTorch port (`conv1`, `conv2`, `conv3a` ... `fc6`, `fc7`), so a
 C3D state dict saved by such a port loads with `--pretrained PATH`, its `fc8` skipped.
 """
@@ -48,6 +51,10 @@ class C3D(nn.Module):
         self.fc7 = nn.Linear(FEATURES, FEATURES)
         self.relu = nn.ReLU(inplace=True)
         self.dropout = nn.Dropout(p=dropout)
+        for module in self.modules():
+            if isinstance(module, (nn.Conv3d, nn.Linear)):
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                nn.init.zeros_(module.bias)
 
     def forward(self, x):
         x = self.pool1(self.relu(self.conv1(x)))

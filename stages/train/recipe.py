@@ -134,7 +134,7 @@ def check_params(params: TrainParams) -> None:
         (params.batch < 1, "--batch must be at least 1"),
         (params.lr <= 0, "--lr must be positive"),
         (not 0 <= params.dropout < 1, "--dropout must be in [0, 1)"),
-        (params.size < 32, "the crop size must be at least 32 pixels"),
+        (params.size < (32 if params.arch == "tsn" else 16), "the crop size must be at least 32 pixels (16 for a 3D arch)"),
     ]
     for bad, sentence in problems:
         if bad:

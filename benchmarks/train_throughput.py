@@ -13,6 +13,10 @@ torchvision.io.decode_jpeg(device="cuda") in the main process, augmenting on the
 
     python benchmarks/train_throughput.py                      # the GPU goal: ResNet-50, 8 segments, 224, batch 32
     python benchmarks/train_throughput.py --device cpu --batch 2 --segments 3 --steps 3 --test-snippets 5 --test-crops 1
+    python benchmarks/train_throughput.py --arch r2plus1d_18 --test-snippets 10 --test-crops 3   # a 3D model: 16x112x112 clips
+
+With `--arch` c3d, r3d_18, mc3_18 or r2plus1d_18 one clip is `--clip-len` frames of one video at a
+112 crop (`--segments` and `--gpu-decode` are TSN's); test views are `--test-snippets` clips x crops.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ import torch
 
 from tsnpipe.stages.evaluate import score_videos
 from tsnpipe.stages.frames import FrameParams, extract_video, find_videos
+from tsnpipe.stages.models import ARCHS
 from tsnpipe.stages.store import open_reader
+from tsnpipe.stages.train.clips import ClipDataset
 from tsnpipe.stages.train.data import SnippetDataset, make_loader
 from tsnpipe.stages.train.loop import autocast, autocast_dtype, build_model, optimizer_groups, to_device
 from tsnpipe.stages.train.recipe import make_params
@@ -73,8 +79,11 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def synthetic_batches(batch: int, segments: int, size: int, classes: int, device: torch.device):
-    clips = torch.randn(batch, segments, 3, size, size, device=device)
+def synthetic_batches(batch: int, segments: int, size: int, classes: int, device: torch.device, params=None):
+    if params is not None and params.arch != "tsn":  # one clip [3, T, S, S] per video
+        clips = torch.randn(batch, 1, 3, params.clip_len, size, size, device=device)
+    else:
+        clips = torch.randn(batch, segments, 3, size, size, device=device)
     labels = torch.randint(classes, (batch,), device=device)
     while True:
         yield clips, labels
@@ -119,9 +128,11 @@ def gpu_decoded_batches(loader, segments: int, size: int, device: torch.device):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default="tsn", choices=ARCHS, help="tsn, or a 3D model over 16-frame clips")
+    parser.add_argument("--clip-len", type=int, default=16, help="3D archs: frames per clip")
     parser.add_argument("--backbone", default="resnet50")
     parser.add_argument("--segments", type=int, default=8)
-    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--size", type=int, default=None, help="crop size (TSN 224, 3D 112)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
@@ -136,7 +147,9 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     classes = 101
-    params = make_params("rgb", backbone=args.backbone, pretrained="none", segments=args.segments, size=args.size)
+    params = make_params("rgb", arch=args.arch, backbone=args.backbone, pretrained="none", segments=args.segments,
+                         size=args.size, clip_len=args.clip_len)
+    args.size, args.channels_last = params.size, args.channels_last and params.arch == "tsn"
     model = build_model(params, classes, "none").to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -144,7 +157,7 @@ def main() -> None:
     dtype = autocast_dtype(device, args.amp)
 
     synthetic = train_steps(
-        model, synthetic_batches(args.batch, args.segments, args.size, classes, device), optimizer, device, dtype,
+        model, synthetic_batches(args.batch, args.segments, args.size, classes, device, params), optimizer, device, dtype,
         args.channels_last, args.steps,
     )
     with tempfile.TemporaryDirectory() as temp:
@@ -154,9 +167,12 @@ def main() -> None:
         counts = [reader.count(video_id, "rgb") for video_id in ids]
         labels = [i % classes for i in range(len(ids))]
         repeat = max(1, -(-args.batch * (args.steps + 1) // len(ids)))  # enough items for every step
-        train_set = SnippetDataset(
-            store, ids * repeat, labels * repeat, counts * repeat, "rgb", args.segments, 1, args.size, mode="train",
-        )
+        if params.arch == "tsn":
+            train_set = SnippetDataset(
+                store, ids * repeat, labels * repeat, counts * repeat, "rgb", args.segments, 1, args.size, mode="train",
+            )
+        else:
+            train_set = ClipDataset(store, ids * repeat, labels * repeat, counts * repeat, "rgb", params.clip_len, 1, args.size)
         if args.gpu_decode:
             raw = RawSnippets(store, ids * repeat, counts * repeat, args.segments)
             loader = torch.utils.data.DataLoader(
@@ -170,13 +186,16 @@ def main() -> None:
         test_set = SnippetDataset(
             store, ids[: args.test_videos], labels[: args.test_videos], counts[: args.test_videos], "rgb",
             args.test_snippets, 1, args.size, mode="test", crops=args.test_crops,
+        ) if params.arch == "tsn" else ClipDataset(
+            store, ids[: args.test_videos], labels[: args.test_videos], counts[: args.test_videos], "rgb",
+            params.clip_len, 1, args.size, mode="test", clips=args.test_snippets, crops=args.test_crops,
         )
         _, test_rate = score_videos(model, test_set, device, "raw", 1, min(args.workers, 4), dtype, progress=False)
     print(json.dumps({
         "machine": {"device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
                     "cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
                     "threads": torch.get_num_threads()},
-        "config": {"backbone": args.backbone, "segments": args.segments, "size": args.size, "batch": args.batch,
+        "config": {"arch": params.arch, "clip_len": params.clip_len if params.arch != "tsn" else None, "backbone": args.backbone, "segments": args.segments, "size": args.size, "batch": args.batch,
                    "steps": args.steps, "workers": args.workers, "amp": str(dtype), "channels_last": args.channels_last,
                    "gpu_decode": args.gpu_decode, "test_views": f"{args.test_snippets} snippets x {args.test_crops} crops"},
         "synthetic_clips_per_s": round(synthetic, 2),

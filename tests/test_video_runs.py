@@ -35,27 +35,27 @@ def train_args(workdir, run_name, epochs, *extra):
 @pytest.mark.slow
 def test_kill_mid_epoch_then_resume_gives_the_weights_of_an_uninterrupted_run(workdir, tmp_path):
     tag = tmp_path.name
-    straight = run_tsnpipe(*train_args(workdir, f"straight_{tag}", 3))
+    straight = run_tsnpipe(*train_args(workdir, f"straight_{tag}", 2))
     assert straight.returncode == 0, straight.stderr
     run_dir = workdir / "runs" / f"killed_{tag}"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(tsnpipe_cmd(*train_args(workdir, f"killed_{tag}", 3)), env=env,
+    process = subprocess.Popen(tsnpipe_cmd(*train_args(workdir, f"killed_{tag}", 2)), env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while not (run_dir / "last.pt").exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)  # epoch 1 is saved; epoch 2 is under way
     assert process.wait() == -signal.SIGKILL
-    assert load_checkpoint(run_dir / "last.pt")["epoch"] < 3
-    resumed = run_tsnpipe(*train_args(workdir, f"killed_{tag}", 3), "--resume")
+    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 1
+    resumed = run_tsnpipe(*train_args(workdir, f"killed_{tag}", 2), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stdout
     expected = load_checkpoint(workdir / "runs" / f"straight_{tag}" / "last.pt")
     got = load_checkpoint(run_dir / "last.pt")
-    assert got["epoch"] == expected["epoch"] == 3
+    assert got["epoch"] == expected["epoch"] == 2
     for key, tensor in expected["model"].items():
         assert torch.equal(tensor, got["model"][key]), key
-    assert [line.split(",")[0] for line in (run_dir / "metrics.csv").read_text().splitlines()[1:]] == ["1", "2", "3"]
+    assert [line.split(",")[0] for line in (run_dir / "metrics.csv").read_text().splitlines()[1:]] == ["1", "2"]
 
 
 def test_3d_score_file_fuses_with_a_tsn_one_by_video_id(workdir, tmp_path):

@@ -20,7 +20,8 @@ SOURCES = ("ucf101", "hmdb51", "folders")
 
 # CLI option name -> TrainParams field, for the options that set training params.
 PARAM_OPTIONS = {
-    "arch": "arch", "clip_len": "clip_len", "stride": "stride", "backbone": "backbone", "pretrained": "pretrained", "segments": "segments", "length": "length", "size": "size",
+    "arch": "arch", "clip_len": "clip_len", "stride": "stride",
+    "backbone": "backbone", "pretrained": "pretrained", "segments": "segments", "length": "length", "size": "size",
     "epochs": "epochs", "lr": "lr", "lr_steps": "lr_steps", "batch": "batch", "wd": "weight_decay", "clip": "clip",
     "dropout": "dropout", "partial_bn": "partial_bn", "amp": "amp", "channels_last": "channels_last",
     "compile_model": "compile", "workers": "workers", "seed": "seed", "deterministic": "deterministic",
@@ -162,9 +163,9 @@ def train(ctx, workdir, modality, split_number, source, store, run_name, resume,
 def run_test(checkpoint, workdir, store, source, split_number, segments, crops, subset, average, out, batch, workers, device, amp, progress):
     """Score every test video of the split with a checkpoint and write a score file for `tsnpipe fuse`.
 
-    Each video: SEGMENTS snippets x CROPS views at the stored frame size, class scores averaged over
-    crops then snippets; prints top-1, top-5 and mean class accuracy and writes them as JSON beside the
-    score file.
+    Each video: SEGMENTS snippets x CROPS views at the stored frame size (a 3D model: SEGMENTS clips x CROPS
+    views of the 128x171 resize), class scores averaged over crops then snippets; prints top-1, top-5 and
+    mean class accuracy and writes them as JSON beside the score file.
     """
     from tsnpipe.stages.evaluate import score_split
     from tsnpipe.stages.splits import split_dir as split_path

@@ -190,11 +190,11 @@ def one_per_class(workdir, tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "arch, modality, lr",
-    [("r3d_18", "rgb", 0.05), ("mc3_18", "rgb", 0.05), ("r2plus1d_18", "rgb", 0.05), ("mc3_18", "flow", 0.05)],
+    [("r3d_18", "rgb", 0.02), ("mc3_18", "rgb", 0.02), ("r2plus1d_18", "rgb", 0.02), ("mc3_18", "flow", 0.02)],
 )
 def test_each_video_resnet_overfits_the_sample_clips(workdir, one_per_class, tmp_path, arch, modality, lr):
     torch.manual_seed(0)
-    params = clip_params(workdir, arch, modality, split_dir=str(one_per_class), epochs=6, lr=lr, batch=4, clip=40.0, size=16)
+    params = clip_params(workdir, arch, modality, split_dir=str(one_per_class), epochs=7, lr=lr, batch=4, clip=40.0, size=16)
     result = fit(params, tmp_path / "run", progress=False, log=lambda line: None)
     rows = result["rows"]
     assert rows[-1]["train_top1"] == 1.0

@@ -99,3 +99,20 @@ def test_build_splits_writes_val_csv_out_of_train_and_a_rerun_without_it_removes
     assert result.exit_code == 0, result.output
     assert not (out / "val.csv").exists()
     assert len(pd.read_csv(out / "train.csv")) == len(train) + len(val)
+
+
+def test_training_validates_on_val_csv_when_the_split_has_one(tmp_path_factory, tmp_path):
+    from train_workdir import build_sample_workdir
+    from tsnpipe.stages.train.loop import fit
+    from tsnpipe.stages.train.recipe import make_params
+
+    workdir = build_sample_workdir(tmp_path_factory.getbasetemp() / "train_samples")
+    split = tmp_path / "split1"
+    shutil.copytree(workdir / "splits" / "samples" / "split1", split)
+    train = pd.read_csv(split / "train.csv")
+    ghost = train.head(1).assign(video_id="wave/not_extracted")  # a validation video no store holds
+    ghost.to_csv(split / "val.csv", index=False)
+    params = make_params("rgb", split_dir=str(split), store=str(workdir), backbone="resnet18", pretrained="none",
+                         segments=2, size=32, epochs=1, batch=7, workers=0, channels_last=False)
+    with pytest.raises(TsnpipeError, match="wave/not_extracted"):
+        fit(params, tmp_path / "run", progress=False, log=lambda line: None)

@@ -1,6 +1,5 @@
 """3D models beside TSN (C3D, R3D-18, MC3-18, R(2+1)D-18): layout, weights, clips, training and fusion on real frames."""
 
-import csv
 from pathlib import Path
 
 import pytest

@@ -21,6 +21,7 @@ workdir or packed store instead. `--device cpu` gives the CPU figures. A machine
 as the GPU image) reads a sample workdir made elsewhere with `--prepare DIR`, then `--workdir DIR`.
 
     python benchmarks/train_throughput.py                      # the GPU goal: ResNet-50, 8 segments, 224, batch 32
+    python benchmarks/train_throughput.py --arch r2plus1d_18 --test-snippets 10 --test-crops 3   # 16x112x112 clips
     python benchmarks/train_throughput.py --device cpu --backbone resnet18 --batch 2 --segments 2 --size 112 \\
         --steps 2 --test-snippets 3 --test-crops 10 --test-videos 2
 """
@@ -44,7 +45,9 @@ from tsnpipe.stages.evaluate import score_videos
 from tsnpipe.stages.flow.images import write_flow_pair
 from tsnpipe.stages.flow.params import FlowParams
 from tsnpipe.stages.store import open_reader
-from tsnpipe.stages.train.batches import DeviceBatches, prepare_clips
+from tsnpipe.stages.models import ARCHS
+from tsnpipe.stages.train.batches import DeviceBatches, prepare_clips, prepare_ready
+from tsnpipe.stages.train.clips import ClipDataset
 from tsnpipe.stages.train.data import SnippetDataset, available_cores, default_workers, make_loader
 from tsnpipe.stages.train.loop import autocast, autocast_dtype, build_model, optimizer_groups, to_device
 from tsnpipe.stages.train.model import input_channels
@@ -104,8 +107,11 @@ def train_steps(model, batches, optimizer, device, dtype, channels_last, steps: 
     return seen / (time.perf_counter() - start)
 
 
-def synthetic_batches(batch: int, segments: int, channels: int, size: int, device: torch.device):
-    clips = torch.randn(batch, segments, channels, size, size, device=device)
+def synthetic_batches(batch: int, segments: int, channels: int, size: int, device: torch.device, params=None):
+    if params is not None and params.arch != "tsn":  # one clip [channels, T, S, S] per video
+        clips = torch.randn(batch, 1, channels, params.clip_len, size, size, device=device)
+    else:
+        clips = torch.randn(batch, segments, channels, size, size, device=device)
     labels = torch.randint(CLASSES, (batch,), device=device)
     while True:
         yield clips, labels
@@ -161,21 +167,24 @@ def gpu_decoded_batches(loader, segments: int, size: int, device: torch.device, 
 
 def measure(modality: str, args, store: Path, device: torch.device) -> dict:
     """Every figure of one modality."""
-    length = 1 if modality == "rgb" else args.length
+    clip_model = args.arch != "tsn"
+    length = 1 if modality == "rgb" or clip_model else args.length
     params = make_params(
-        modality, backbone=args.backbone, pretrained="none", segments=args.segments, size=args.size, length=length,
-        channels_last=args.channels_last,
+        modality, arch=args.arch, backbone=args.backbone, pretrained="none", segments=args.segments,
+        size=args.size if not clip_model else None, length=length, channels_last=args.channels_last and not clip_model,
+        clip_len=args.clip_len,
     )
+    size, channels_last = params.size, params.channels_last
     model = build_model(params, CLASSES, "none").to(device)
-    if args.channels_last:
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(optimizer_groups(model, params), lr=1e-4, momentum=0.9)
     dtype = autocast_dtype(device, args.amp)
-    channels = input_channels(modality, length)
-    figures = {"length": length}
+    channels = 2 if clip_model and modality == "flow" else 3 if clip_model else input_channels(modality, length)
+    figures = {"length": length, "size": size}
     figures["model_clips_per_s"] = train_steps(
-        model, synthetic_batches(args.batch, args.segments, channels, args.size, device), optimizer, device, dtype,
-        args.channels_last, args.steps,
+        model, synthetic_batches(args.batch, args.segments, channels, size, device, params), optimizer, device, dtype,
+        channels_last, args.steps,
     )
 
     reader = open_reader(store)
@@ -183,35 +192,42 @@ def measure(modality: str, args, store: Path, device: torch.device) -> dict:
     counts = [reader.count(video_id, "flow_x" if modality == "flow" else "rgb") for video_id in ids]
     labels = [index % CLASSES for index in range(len(ids))]
     repeat = max(1, -(-args.batch * (args.steps + 1) // len(ids)))  # enough videos for every step
-    train_set = SnippetDataset(
-        store, ids * repeat, labels * repeat, counts * repeat, modality, args.segments, length, args.size, mode="train",
-    )
-    prepare = functools.partial(
-        prepare_clips, modality=modality, segments=args.segments, length=length, channels_last=args.channels_last,
-    )
+    if clip_model:
+        train_set = ClipDataset(store, ids * repeat, labels * repeat, counts * repeat, modality, params.clip_len, 1, size)
+        prepare = prepare_ready
+    else:
+        train_set = SnippetDataset(
+            store, ids * repeat, labels * repeat, counts * repeat, modality, args.segments, length, size, mode="train",
+        )
+        prepare = functools.partial(
+            prepare_clips, modality=modality, segments=args.segments, length=length, channels_last=channels_last,
+        )
     loader = make_loader(train_set, args.batch, shuffle=True, workers=args.workers, drop_last=True, pin=device.type == "cuda")
-    if args.gpu_decode and modality == "rgb":
+    if args.gpu_decode and modality == "rgb" and not clip_model:
         raw = RawSnippets(store, ids * repeat, counts * repeat, args.segments)
         raw_loader = torch.utils.data.DataLoader(
             raw, batch_size=args.batch, shuffle=True, num_workers=args.workers, collate_fn=transpose,
             persistent_workers=args.workers > 0,
         )
-        batches = gpu_decoded_batches(raw_loader, args.segments, args.size, device, args.channels_last)
+        batches = gpu_decoded_batches(raw_loader, args.segments, size, device, channels_last)
     else:
         batches = endless(DeviceBatches(loader, device, prepare))
-    figures["pipeline_clips_per_s"] = train_steps(model, batches, optimizer, device, dtype, args.channels_last, args.steps)
+    figures["pipeline_clips_per_s"] = train_steps(model, batches, optimizer, device, dtype, channels_last, args.steps)
     figures["ratio"] = figures["pipeline_clips_per_s"] / figures["model_clips_per_s"]
     figures["loader_clips_per_s"] = loader_rate(endless(DeviceBatches(loader, device, prepare)), device, args.steps)
 
     videos = (ids * -(-args.test_videos // len(ids)))[: args.test_videos]
     video_counts = [counts[ids.index(video_id)] for video_id in videos]
-    test_set = SnippetDataset(
-        store, videos, [0] * len(videos), video_counts, modality, args.test_snippets, length, args.size, mode="test",
+    test_set = ClipDataset(
+        store, videos, [0] * len(videos), video_counts, modality, params.clip_len, 1, size, mode="test",
+        clips=args.test_snippets, crops=args.test_crops,
+    ) if clip_model else SnippetDataset(
+        store, videos, [0] * len(videos), video_counts, modality, args.test_snippets, length, size, mode="test",
         crops=args.test_crops,
     )
     score = functools.partial(
         score_videos, model, test_set, device, "raw", args.test_batch, args.workers, progress=False,
-        channels_last=args.channels_last,
+        channels_last=channels_last,
     )
     score(dtype=dtype)  # warm-up: worker start-up, cuDNN's choice of kernels
     mixed, figures["test_videos_per_s"] = score(dtype=dtype)
@@ -226,10 +242,12 @@ def measure(modality: str, args, store: Path, device: torch.device) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modalities", default="rgb,flow")
+    parser.add_argument("--arch", default="tsn", choices=ARCHS, help="tsn, or a 3D model over --clip-len frame clips")
+    parser.add_argument("--clip-len", type=int, default=16, help="3D archs: frames (or flow pairs) per clip")
     parser.add_argument("--backbone", default="resnet50")
     parser.add_argument("--segments", type=int, default=8)
     parser.add_argument("--length", type=int, default=5, help="flow pairs per snippet")
-    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--size", type=int, default=224, help="TSN's crop (3D archs use their 112)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--workers", type=int, default=None, help="default: the available cores less one")
@@ -257,7 +275,7 @@ def main() -> None:
         "machine": {"device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
                     "cores": available_cores(), "platform": platform.platform(), "torch": torch.__version__,
                     "threads": torch.get_num_threads()},
-        "config": {"backbone": args.backbone, "segments": args.segments, "size": args.size, "batch": args.batch,
+        "config": {"arch": args.arch, "backbone": args.backbone, "segments": args.segments, "size": args.size, "batch": args.batch,
                    "steps": args.steps, "workers": default_workers() if args.workers is None else args.workers,
                    "amp": str(autocast_dtype(device, args.amp)), "channels_last": args.channels_last,
                    "gpu_decode": args.gpu_decode, "test_views": f"{args.test_snippets} snippets x {args.test_crops} crops",

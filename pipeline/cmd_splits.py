@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -41,17 +42,23 @@ def check_frames_extracted(workdir: Path) -> None:
                    "(copies of a clip filed under several classes) and goes to one side everywhere.")
 @click.option("--class-list", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="--hmdb51: class order from this file (one name a line) instead of sorted names.")
+@click.option("--val-ratio", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="Carve this share of each class's training clips, whole clip groups at a time, into val.csv: "
+                   "training picks best.pt on it and `tsnpipe test --subset val` scores it for `fuse --search-weights`. "
+                   "Without it there is no val.csv and training validates on the test list.")
 @click.option("--list-root", default=None,
               help="Prefix for the paths in the *_rgb.txt / *_flow.txt lists (e.g. the absolute workdir). "
                    "Default: paths relative to the workdir.")
-def build_splits(workdir, ucf101_dir, hmdb51_dir, folders, numbers, ratio, seed, group_regex, group_scope, class_list, list_root):
+def build_splits(workdir, ucf101_dir, hmdb51_dir, folders, numbers, ratio, seed, group_regex, group_scope, class_list, val_ratio, list_root):
     """Write W/splits/<source>/split<N>/: train.csv, test.csv (video_id, label, class_name, frames, flow_pairs),
     classes.txt, the `<frame dir> <count> <label>` lists read by mmaction2 and tsn-pytorch (train_rgb.txt,
     test_rgb.txt, train_flow.txt, test_flow.txt, 0-based labels) and missing.txt: videos a split names
-    that were not extracted or failed. The same inputs always give byte-identical files.
+    that were not extracted or failed; with --val-ratio also val.csv, whose clips leave train.csv and its lists.
+    The same inputs always give byte-identical files.
     """
     from tsnpipe.stages.splits import (SPLIT_NUMBERS, build_split, folder_entries, read_hmdb51, read_ucf101,
                                        split_dir, split_files, unlisted, write_split_files)
+    from tsnpipe.stages.val_split import VAL_FILE, carve_validation, remove_stale_validation, validation_bytes
 
     chosen = [name for name, given in (("ucf101", ucf101_dir), ("hmdb51", hmdb51_dir), ("folders", folders)) if given]
     if len(chosen) != 1:
@@ -76,11 +83,22 @@ def build_splits(workdir, ucf101_dir, hmdb51_dir, folders, numbers, ratio, seed,
                 classes, entries = folder_entries(frames["video_id"], number, ratio, seed, group_regex, group_scope)
                 params = {"ratio": ratio, "seed": seed, "group_regex": group_regex, "group_scope": group_scope}
             split = build_split(source, number, classes, entries, frames, flow if not flow.empty else None, params)
-            out = write_split_files(split_dir(workdir, source, number), split_files(split, list_root))
+            val = None
+            if val_ratio:
+                regex = group_regex if source == "folders" else UCF101_GROUP
+                train, val = carve_validation(source, split.train, val_ratio, seed, number, regex)
+                split = replace(split, train=train, params={**split.params, "val_ratio": val_ratio, "val_seed": seed})
+            files = split_files(split, list_root)
+            if val is not None:
+                files[VAL_FILE] = validation_bytes(val)
+            else:
+                remove_stale_validation(split_dir(workdir, source, number))
+            out = write_split_files(split_dir(workdir, source, number), files)
             if names := list(unlisted(split)["video_id"]):
                 click.echo(f"warning: {len(names)} video(s) have whitespace in their names ({', '.join(map(repr, names[:3]))}"
                            f"{', ...' if len(names) > 3 else ''}), which the *_rgb.txt/*_flow.txt lists cannot hold: "
                            f"they are in train.csv/test.csv and listed in {out / 'missing.txt'}", err=True)
-            click.echo(f"{source} split {number}: {len(split.train):,} train, {len(split.test):,} test videos over "
+            held = f"{len(val):,} validation, " if val is not None else ""
+            click.echo(f"{source} split {number}: {len(split.train):,} train, {held}{len(split.test):,} test videos over "
                        f"{len(classes)} classes; {len(split.missing):,} listed but not extracted "
                        f"(see missing.txt) -> {out}")

@@ -16,12 +16,14 @@ from click.core import ParameterSource
 
 from tsnpipe.options import CheckpointType, progress_option, workdir_option
 from tsnpipe.runner import run_info_path
-from tsnpipe.stages.protocol import TEST_AVERAGE, TEST_CROPS, TEST_SEGMENTS
+from tsnpipe.stages.models import ARCHS
+from tsnpipe.stages.protocol import CLIP_TEST_CLIPS, CLIP_TEST_CROPS, TEST_AVERAGE, TEST_CROPS, TEST_SEGMENTS
 
 SOURCES = ("ucf101", "hmdb51", "folders")
 
 # CLI option name -> TrainParams field, for the options that set training params.
 PARAM_OPTIONS = {
+    "arch": "arch", "clip_len": "clip_len", "stride": "stride",
     "backbone": "backbone", "pretrained": "pretrained", "segments": "segments", "length": "length", "size": "size",
     "epochs": "epochs", "lr": "lr", "lr_steps": "lr_steps", "batch": "batch", "wd": "weight_decay", "clip": "clip",
     "dropout": "dropout", "partial_bn": "partial_bn", "amp": "amp", "channels_last": "channels_last",
@@ -84,15 +86,18 @@ def describe_params(params, given: set[str]) -> str:
 @click.option("--split", "split_number", type=click.IntRange(1, 3), default=1, show_default=True, help="Which split of W/splits/<source>/.")
 @click.option("--source", type=click.Choice(SOURCES), default=None, help="Split source under W/splits (default: the only one there).")
 @click.option("--store", type=click.Path(exists=True, path_type=Path), default=None, help="A packed store (W/stores/frames.lmdb or .hdf5); default: the JPEG folders of W.")
-@click.option("--backbone", type=click.Choice(["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "vgg16", "mobilenet_v3_large"]), default="resnet50", show_default=True)
-@click.option("--pretrained", default="imagenet", show_default=True, help="imagenet (torchvision's weights), none, or the path of a backbone state dict.")
+@click.option("--arch", type=click.Choice(ARCHS), default="tsn", show_default=True, help="TSN (2D backbone over K snippets) or a 3D model over one clip: C3D, or torchvision's R3D-18, MC3-18, R(2+1)D-18.")
+@click.option("--backbone", type=click.Choice(["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "vgg16", "mobilenet_v3_large"]), default="resnet50", show_default=True, help="TSN's 2D backbone.")
+@click.option("--pretrained", default=None, help="TSN: imagenet (default), none or a backbone state dict PATH; 3D: kinetics400 (default for the ResNets), none (default for c3d) or a PATH.")
+@click.option("--clip-len", type=click.IntRange(min=1), default=16, show_default=True, help="3D archs: frames (or flow pairs) per clip; 16 frames at 10 fps span 1.6 s.")
+@click.option("--stride", type=click.IntRange(min=1), default=1, show_default=True, help="3D archs: take every k-th frame of the video into a clip.")
 @click.option("--segments", type=click.IntRange(min=1), default=3, show_default=True, help="K: segments per video, one snippet each.")
 @click.option("--length", type=click.IntRange(min=1), default=None, help="Snippet length: flow pairs (default 5) or frame differences (default 5); RGB uses 1.")
-@click.option("--size", type=click.IntRange(min=32), default=224, show_default=True, help="Crop size fed to the network.")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Default per modality: rgb 80, rgbdiff 180, flow 340.")
+@click.option("--size", type=click.IntRange(min=16), default=None, help="Crop size fed to the network (TSN 224; 3D 112, cut from a 128x171 resize).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Default per modality: rgb 80, rgbdiff 180, flow 340 (3D: c3d 50, ResNets 25).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Base learning rate (default 0.001).")
 @click.option("--lr-steps", type=StepsType(), default=None, help="Epochs after which the lr drops x0.1 (rgb 30,60; rgbdiff 80,160; flow 190,300).")
-@click.option("--batch", type=click.IntRange(min=1), default=128, show_default=True, help="Videos per step (per GPU under torchrun).")
+@click.option("--batch", type=click.IntRange(min=1), default=None, help="Videos per step, per GPU under torchrun (TSN 128, C3D 30, 3D ResNets 32).")
 @click.option("--wd", type=click.FloatRange(min=0), default=5e-4, show_default=True, help="Weight decay of conv and linear weights.")
 @click.option("--clip", type=click.FloatRange(min=0), default=None, help="Gradient L2-norm clip, 0 for none (rgb/flow 20, rgbdiff 40).")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=None, help="Dropout before the classifier (rgb/rgbdiff 0.8, flow 0.7).")
@@ -105,11 +110,11 @@ def describe_params(params, given: set[str]) -> str:
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader worker processes (default: the available cores less one).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--deterministic", is_flag=True, help="Deterministic algorithms (slower; exact reruns).")
-@click.option("--run-name", default=None, help="Folder under W/runs (default: <source>_split<N>_<modality>_<backbone>).")
+@click.option("--run-name", default=None, help="Folder under W/runs (default: <source>_split<N>_<modality>_<backbone or 3D arch>).")
 @progress_option
 @click.pass_context
 def train(ctx, workdir, modality, split_number, source, store, run_name, resume, device, progress, **options):
-    """Train a TSN for one modality on a split and write W/runs/<run-name>/.
+    """Train a TSN (or a 3D model, --arch) for one modality on a split and write W/runs/<run-name>/.
 
     Writes last.pt every epoch (atomically) and best.pt when the validation mean class accuracy improves,
     metrics.csv, curves.png and TensorBoard logs. Options marked * in the printed settings are the
@@ -124,7 +129,8 @@ def train(ctx, workdir, modality, split_number, source, store, run_name, resume,
     source = find_source(workdir, source)
     given = {"modality"} | {PARAM_OPTIONS[name] for name in PARAM_OPTIONS if given_on_command_line(ctx, name)}
     values = {PARAM_OPTIONS[name]: value for name, value in options.items()}
-    run_name = run_name or f"{source}_split{split_number}_{modality}_{values['backbone']}"
+    model_name = values["backbone"] if values["arch"] == "tsn" else values["arch"]
+    run_name = run_name or f"{source}_split{split_number}_{modality}_{model_name}"
     run_dir = workdir / "runs" / run_name
     if resume:
         before = params_from_dict(load_checkpoint(run_dir / "last.pt")["params"]).as_dict()
@@ -133,7 +139,7 @@ def train(ctx, workdir, modality, split_number, source, store, run_name, resume,
         given |= set(values)
     elif (run_dir / "last.pt").exists():
         raise click.ClickException(f"{run_dir} already holds a checkpoint; pass --resume to continue it or choose another --run-name.")
-    if modality == "rgb":
+    if modality == "rgb" or values["arch"] != "tsn":
         values["length"] = 1
     if not resume and modality == "flow":  # the flow the run reads: how W's flow was paired
         values["flow_pairs"] = recorded_flow_pairs(workdir)
@@ -159,8 +165,9 @@ def train(ctx, workdir, modality, split_number, source, store, run_name, resume,
 @click.option("--store", type=click.Path(exists=True, path_type=Path), default=None, help="A packed store; default: the JPEG folders of W.")
 @click.option("--source", type=click.Choice(SOURCES), default=None, help="Split source (default: the checkpoint's).")
 @click.option("--split", "split_number", type=click.IntRange(1, 3), default=None, help="Split number (default: the checkpoint's).")
-@click.option("--segments", type=click.IntRange(min=1), default=TEST_SEGMENTS, show_default=True, help="Snippets per video, at evenly spaced segment centres.")
-@click.option("--crops", type=click.Choice(["1", "3", "10"]), default=TEST_CROPS, show_default=True, help="Views per snippet: centre; 3 along the long side; 4 corners + centre and their flips.")
+@click.option("--segments", type=click.IntRange(min=1), default=None, help=f"Snippets (TSN, default {TEST_SEGMENTS}) or clips (3D, default {CLIP_TEST_CLIPS}) per video, evenly spaced.")
+@click.option("--crops", type=click.Choice(["1", "3", "10"]), default=None, help=f"Views per snippet: centre; 3 along the long side; 4 corners + centre and their flips (default: TSN {TEST_CROPS}, 3D {CLIP_TEST_CROPS}).")
+@click.option("--subset", type=click.Choice(["test", "val"]), default="test", show_default=True, help="Score the test list, or val.csv (from build-splits --val-ratio) for `fuse --search-weights`.")
 @click.option("--average", type=click.Choice(["raw", "softmax"]), default=TEST_AVERAGE, show_default=True, help="Average raw scores (the paper) or softmax probabilities.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Score file (default: W/scores/<run-name>.pkl); accuracies go to the same name with .json.")
 @click.option("--batch", type=click.IntRange(min=1), default=None, help="Videos per forward pass (default: 1 on the CPU, up to 16 on a GPU as its memory allows).")
@@ -168,12 +175,12 @@ def train(ctx, workdir, modality, split_number, source, store, run_name, resume,
 @click.option("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when there is one).")
 @click.option("--amp/--no-amp", default=None, help="bf16 autocast (default: on for CUDA, off on the CPU).")
 @progress_option
-def run_test(checkpoint, workdir, store, source, split_number, segments, crops, average, out, batch, workers, device, amp, progress):
+def run_test(checkpoint, workdir, store, source, split_number, segments, crops, subset, average, out, batch, workers, device, amp, progress):
     """Score every test video of the split with a checkpoint and write a score file for `tsnpipe fuse`.
 
-    Each video: SEGMENTS snippets x CROPS views at the stored frame size, class scores averaged over
-    crops then snippets; prints top-1, top-5 and mean class accuracy and writes them as JSON beside the
-    score file.
+    Each video: SEGMENTS snippets x CROPS views at the stored frame size (a 3D model: SEGMENTS clips x CROPS
+    views of the 128x171 resize), class scores averaged over crops then snippets; prints top-1, top-5 and
+    mean class accuracy and writes them as JSON beside the score file.
     """
     from tsnpipe.stages.evaluate import score_split
     from tsnpipe.stages.splits import split_dir as split_path
@@ -181,15 +188,20 @@ def run_test(checkpoint, workdir, store, source, split_number, segments, crops, 
     from tsnpipe.stages.train.recipe import params_from_dict
 
     workdir = Path(workdir)
-    trained_on = Path(params_from_dict(load_checkpoint(checkpoint)["params"]).split_dir)
+    params = params_from_dict(load_checkpoint(checkpoint)["params"])
+    trained_on = Path(params.split_dir)
+    segments = segments or (TEST_SEGMENTS if params.arch == "tsn" else CLIP_TEST_CLIPS)
+    crops = crops or (TEST_CROPS if params.arch == "tsn" else CLIP_TEST_CROPS)
     source = source or trained_on.parent.name
     number = split_number or int(trained_on.name.removeprefix("split") or 1)
     split_dir = split_path(workdir, source, number)
-    out = out or workdir / "scores" / f"{checkpoint.resolve().parent.name}.pkl"
-    click.echo(f"test: {checkpoint} on {split_dir}; {segments} snippets x {crops} crops, {average} scores averaged over crops then snippets")
+    suffix = "_val" if subset == "val" else ""
+    out = out or workdir / "scores" / f"{checkpoint.resolve().parent.name}{suffix}.pkl"
+    views = "snippets" if params.arch == "tsn" else f"clips of {params.clip_len}"
+    click.echo(f"test: {checkpoint} on the {subset} list of {split_dir}; {segments} {views} x {crops} crops, {average} scores averaged over crops then {views.split()[0]}")
     result = score_split(
         checkpoint, out, store=store or workdir, split_dir=split_dir, segments=segments, crops=int(crops), average=average,
-        device=device, batch=batch, workers=workers, amp=amp, progress=progress,
+        device=device, batch=batch, workers=workers, amp=amp, progress=progress, subset=subset,
     )
     click.echo(
         f"test: {result['videos']} videos: top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f}, "

@@ -6,6 +6,8 @@ at N evenly spaced segment centres; each is cut into 1 (centre), 3 (along the lo
 as stored (short side 256 or 340x256), and the model scores every snippet x crop. The video's
 score is the mean over crops, then over snippets, of the raw class scores (the paper; "softmax"
 averages probabilities instead, as mmaction2 1.x does); the rule is recorded in the score file.
+A 3D model's views are clips (R(2+1)D paper: 10 evenly spaced clips x 3 crops of the 128x171 resize,
+`tsnpipe.stages.train.clips`), scored through the same `snippet_scores` and averaged the same way.
 
 Speed: loader workers hand over each video's 25 (x snippet length) pictures whole as uint8; the views
 are cut, flipped and normalised on the device (`transforms.video_views`), several videos go through
@@ -27,11 +29,13 @@ import torch
 
 from tsnpipe.stages.progress import progress_bar
 from tsnpipe.stages.scores import accuracies, check_split_classes, write_scores
-from tsnpipe.stages.train.batches import DeviceBatches, prepare_views
+from tsnpipe.stages.train.batches import DeviceBatches, prepare_ready, prepare_views
 from tsnpipe.stages.train.checkpoint import load_checkpoint
-from tsnpipe.stages.train.data import SnippetDataset, make_loader, read_split, table_dataset
+from tsnpipe.stages.train.clips import dataset_for
+from tsnpipe.stages.train.data import SnippetDataset, make_loader, read_split
 from tsnpipe.stages.train.loop import autocast, autocast_dtype, build_model, pick_device
 from tsnpipe.stages.train.recipe import params_from_dict
+from tsnpipe.stages.val_split import read_validation
 
 AVERAGES = ("raw", "softmax")
 MAX_VIDEOS_PER_PASS = 16
@@ -68,12 +72,15 @@ def score_videos(
     """
     model.eval()
     crops = dataset.crops
-    batch = batch or videos_per_pass(device, crops * dataset.segments, dataset.size)
+    if isinstance(dataset, SnippetDataset):
+        batch = batch or videos_per_pass(device, crops * dataset.segments, dataset.size)
+        prepare = functools.partial(
+            prepare_views, modality=dataset.modality, segments=dataset.segments, length=dataset.length,
+            size=dataset.size, crops=crops, channels_last=channels_last,
+        )
+    else:  # a 3D model's clip views, made into float input by the workers
+        batch, prepare = batch or 1, prepare_ready
     loader = make_loader(dataset, batch, shuffle=False, workers=workers, shard=False, pin=device.type == "cuda")
-    prepare = functools.partial(
-        prepare_views, modality=dataset.modality, segments=dataset.segments, length=dataset.length, size=dataset.size,
-        crops=crops, channels_last=channels_last,
-    )
     start, scores = time.perf_counter(), []
     batches = DeviceBatches(loader, device, prepare)
     for views, _ in progress_bar(batches, enabled=progress, desc="test", unit="batch", leave=False):
@@ -87,11 +94,13 @@ def score_videos(
 def score_split(
     checkpoint: str | Path, out: str | Path, store: str | Path | None = None, split_dir: str | Path | None = None,
     segments: int = 25, crops: int = 10, average: str = "raw", device: str | None = None, batch: int | None = None,
-    workers: int | None = None, amp: bool | None = None, progress: bool = True,
+    workers: int | None = None, amp: bool | None = None, progress: bool = True, subset: str = "test",
 ) -> dict:
     """Score the split's test videos with a checkpoint, write the score file `out` and `out`.json.
 
-    `store` and `split_dir` default to the ones the checkpoint was trained on. Returns the accuracies
+    `store` and `split_dir` default to the ones the checkpoint was trained on; `subset` "val" scores the
+    split's val.csv instead of its test list (validation scores for a fusion weight search). For a 3D
+    checkpoint `segments` counts clips. Returns the accuracies
     (top1, top5, mean_class as fractions), the number of videos, videos/s and the two paths written.
     """
     if crops not in (1, 3, 10):
@@ -104,13 +113,15 @@ def score_split(
     split_dir = Path(split_dir or params.split_dir)
     _, test_table, class_names = read_split(split_dir)
     check_split_classes(state["class_names"], class_names, checkpoint, split_dir)
+    if subset == "val":
+        test_table = read_validation(split_dir, len(class_names))
     torch_device = pick_device(device)
     model = build_model(params, len(state["class_names"]), weights=None)
     model.load_state_dict(state["model"])
     model.to(torch_device)
     if params.channels_last:
         model.to(memory_format=torch.channels_last)
-    dataset = table_dataset(store, test_table, params.modality, segments, params.length, params.size, "test", crops)
+    dataset = dataset_for(params, test_table, "test", store, segments, crops)
     scores, videos_per_s = score_videos(
         model, dataset, torch_device, average, batch, workers, autocast_dtype(torch_device, amp), progress,
         params.channels_last,
@@ -122,9 +133,11 @@ def score_split(
     }
     source = {
         "checkpoint": str(Path(checkpoint).resolve()), "epoch": int(state["epoch"]), "split_dir": str(split_dir),
-        "store": str(store), "backbone": params.backbone,
+        "store": str(store), "backbone": params.backbone, "arch": params.arch, "subset": subset,
         **({"flow_pairs": params.flow_pairs} if params.modality == "flow" else {}),
     }
+    if params.arch != "tsn":
+        aggregation.update(clip_len=params.clip_len, stride=params.stride, order="crops then clips")
     out = write_scores(out, test_table["video_id"].tolist(), labels, class_names, scores, aggregation, source)
     result = {**accuracies(scores, labels), "videos": len(labels), "videos_per_s": videos_per_s}
     report = out.with_name(out.stem + ".json")

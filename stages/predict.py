@@ -89,8 +89,14 @@ def stream_scores(stream: Stream, workspace: Path, segments: int, crops: int, de
     if count == 0:
         raise PredictError(f"The video gave no {'flow pairs (it has one frame)' if kind == 'flow' else 'frames'}, "
                            "so it cannot be classified; use a longer video.")
-    dataset = SnippetDataset(workspace, [VIDEO_ID], [0], [count], params.modality, segments, params.length,
-                             params.size, "test", crops)
+    if params.arch == "tsn":
+        dataset = SnippetDataset(workspace, [VIDEO_ID], [0], [count], params.modality, segments, params.length,
+                                 params.size, "test", crops)
+    else:  # a 3D model: `segments` clips
+        from tsnpipe.stages.train.clips import ClipDataset
+
+        dataset = ClipDataset(workspace, [VIDEO_ID], [0], [count], params.modality, params.clip_len, params.stride,
+                              params.size, "test", segments, crops)
     scores, _ = score_videos(model, dataset, device, "raw", batch=1, workers=0,
                              dtype=autocast_dtype(device, params.amp), progress=False)
     return scores[0]

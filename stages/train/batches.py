@@ -52,6 +52,12 @@ def prepare_views(
     return (as_channels_last(views) if channels_last else views), labels.to(device, non_blocking=True)
 
 
+def prepare_ready(batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, labels) on `device` from a batch the workers already made into float model input (3D clips)."""
+    inputs, labels = batch
+    return move(inputs, device), labels.to(device, non_blocking=True)
+
+
 class DeviceBatches:
     """Batches of `loader` prepared on `device` by `prepare(batch, device)`; on CUDA, one batch ahead on a side stream."""
 

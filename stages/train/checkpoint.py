@@ -4,7 +4,7 @@ A checkpoint is a dict of tensors and plain values only (so `torch.load(weights_
 model, optimizer, scheduler, scaler, epoch, params (TrainParams as a dict), class_names, hashes
 (of the split files and the store), rng (torch CPU and CUDA generator states), metrics.
 
-Hashes: the split files (train.csv, test.csv, classes.txt) are hashed whole. A store can hold
+Hashes: the split files (train.csv, val.csv when there is one, test.csv, classes.txt) are hashed whole. A store can hold
 hundreds of GB, so each of its files is hashed whole up to 64 MiB and above that by its size and its
 first and last MiB; a workdir of JPEG folders is represented by its frames and flow manifests.
 """
@@ -74,7 +74,7 @@ def data_hashes(split_dir: Path, store: Path) -> dict[str, str]:
     """Hashes of the split files and of the store's files (or of a workdir's frames and flow manifests)."""
     split_dir, store = Path(split_dir), Path(store)
     hashes = {}
-    for name in ("train.csv", "test.csv", "classes.txt"):
+    for name in ("train.csv", "val.csv", "test.csv", "classes.txt"):
         if (split_dir / name).is_file():
             hashes[f"split/{name}"] = file_hash(split_dir / name)
     if (store / "frames").is_dir():

@@ -170,7 +170,8 @@ def make_loader(
     dataset: Dataset, batch: int, shuffle: bool, workers: int | None = None, drop_last: bool = False,
     shard: bool = True, pin: bool | None = None,
 ) -> DataLoader:
-    """A DataLoader of uint8 pictures (`collate_pictures`); `workers` None means `default_workers()`.
+    """A DataLoader of uint8 pictures (`collate_pictures`; a 3D ClipDataset's float clips are stacked as they
+    are); `workers` None means `default_workers()`.
 
     Workers persist across epochs; batches land in pinned memory when `pin` (default: when there is a
     CUDA GPU), so the copy to the GPU can run asynchronously. Under torch.distributed and with `shard`,
@@ -182,7 +183,8 @@ def make_loader(
     if shard and torch.distributed.is_available() and torch.distributed.is_initialized():
         sampler = torch.utils.data.DistributedSampler(dataset, shuffle=shuffle, drop_last=drop_last)
         shuffle = False
+    collate = collate_pictures if isinstance(dataset, SnippetDataset) else None  # 3D clips: float input, stacked
     return DataLoader(
-        dataset, batch_size=batch, shuffle=shuffle, sampler=sampler, num_workers=workers, collate_fn=collate_pictures,
+        dataset, batch_size=batch, shuffle=shuffle, sampler=sampler, num_workers=workers, collate_fn=collate,
         pin_memory=pin, drop_last=drop_last, persistent_workers=workers > 0,
     )

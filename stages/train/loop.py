@@ -1,7 +1,8 @@
 """Training a TSN: flat functions, arguments in, results out (torchvision's video_classification reference).
 
 `fit` builds the data, model and optimizer from TrainParams, then per epoch: `train_one_epoch`,
-`evaluate` on the split's test list (centre crop, K segment centres), lr step, metrics.csv +
+`evaluate` on the split's val.csv when build-splits wrote one, else its test list (centre crop, K
+segment centres; a 3D model: the centre clip), lr step, metrics.csv +
 curves.png + TensorBoard, `last.pt` (atomic) and `best.pt` when validation mean class accuracy
 improves. `fit(..., resume=True)` continues from `last.pt` exactly: model, optimizer, scheduler,
 scaler, epoch and random generator states are restored. Under torchrun (torch.distributed
@@ -26,9 +27,11 @@ from tsnpipe.stages.scores import per_class_accuracy
 from tsnpipe.stages.train.checkpoint import (
     CheckpointError, data_hashes, load_checkpoint, restore_rng, rng_state, save_checkpoint,
 )
-from tsnpipe.stages.train.batches import DeviceBatches, as_channels_last, prepare_clips
-from tsnpipe.stages.train.data import make_loader, read_split, table_dataset
+from tsnpipe.stages.train.batches import DeviceBatches, as_channels_last, prepare_clips, prepare_ready
+from tsnpipe.stages.train.clips import dataset_for
+from tsnpipe.stages.train.data import make_loader, read_split
 from tsnpipe.stages.train.distributed import wrap_distributed
+from tsnpipe.stages.val_split import validation_table
 from tsnpipe.stages.report import plot_curves
 from tsnpipe.stages.train.logs import read_metrics, write_metrics
 from tsnpipe.stages.train.model import TSN, first_layer_params
@@ -158,7 +161,10 @@ def to_device(clips: torch.Tensor, device: torch.device, channels_last: bool) ->
 
 
 def device_batches(loader, params: TrainParams, device: torch.device) -> DeviceBatches:
-    """The loader's uint8 batches as normalised clips on the device, prepared one batch ahead on CUDA."""
+    """The loader's uint8 batches as normalised clips on the device, prepared one batch ahead on CUDA
+    (a 3D model's clips come from the workers as float input and are only moved)."""
+    if params.arch != "tsn":
+        return DeviceBatches(loader, device, prepare_ready)
     prepare = functools.partial(
         prepare_clips, modality=params.modality, segments=params.segments, length=params.length,
         channels_last=params.channels_last,
@@ -167,7 +173,11 @@ def device_batches(loader, params: TrainParams, device: torch.device) -> DeviceB
 
 
 def build_model(params: TrainParams, num_classes: int, weights: str | None = None) -> TSN:
-    """The TSN these params describe; `weights` overrides params.pretrained (None when loading a checkpoint)."""
+    """The TSN (or 3D model) these params describe; `weights` overrides params.pretrained (None when loading a checkpoint)."""
+    if params.arch != "tsn":
+        from tsnpipe.stages.models.clip_net import ClipNet
+
+        return ClipNet(num_classes, params.arch, params.modality, params.dropout, weights=weights)
     return TSN(
         num_classes, params.modality, params.backbone, params.length, params.dropout, params.partial_bn,
         weights=weights,
@@ -187,9 +197,9 @@ def fit(params: TrainParams, run_dir: str | Path, resume: bool = False, device: 
     torch.manual_seed(params.seed)
 
     train_table, test_table, class_names = read_split(params.split_dir)
-    shape = (params.modality, params.segments, params.length, params.size)
-    train_set = table_dataset(params.store, train_table, *shape, mode="train")
-    val_set = table_dataset(params.store, test_table, *shape, mode="val")
+    val_table = validation_table(params.split_dir, len(class_names), test_table)
+    train_set = dataset_for(params, train_table, "train")
+    val_set = dataset_for(params, val_table, "val")
     pin = device.type == "cuda"
     train_loader = make_loader(
         train_set, params.batch, shuffle=True, workers=params.workers, drop_last=len(train_set) > params.batch, pin=pin,

@@ -114,11 +114,11 @@ def _is_head(key: str) -> bool:
     return key.startswith(("fc.", "classifier."))
 
 
-def first_conv(model: nn.Module) -> tuple[nn.Module, str, nn.Conv2d]:
-    """(parent, attribute name, layer) of the first Conv2d, so it can be replaced."""
+def first_conv(model: nn.Module) -> tuple[nn.Module, str, nn.Conv2d | nn.Conv3d]:
+    """(parent, attribute name, layer) of the first Conv2d (or Conv3d, in a 3D model), so it can be replaced."""
     for parent in model.modules():
         for key, child in parent.named_children():
-            if isinstance(child, nn.Conv2d):
+            if isinstance(child, (nn.Conv2d, nn.Conv3d)):
                 return parent, key, child
     raise ModelError("The backbone has no Conv2d layer.")
 

@@ -18,6 +18,20 @@ Weight decay applies to conv and linear weights only, never to biases or BN para
 at twice the lr (tsn-pytorch). With a smaller batch, scale the lr by the same factor. Each default below
 names its source in its comment; the speed knobs (amp, channels_last, compile, workers) are tsnpipe's and
 change no result beyond rounding.
+
+The 3D archs (`--arch c3d|r3d_18|mc3_18|r2plus1d_18`) train on one clip of `clip_len` frames per video
+(every `stride`-th frame: 16 frames at 10 fps span 1.6 s) at a 112 crop, with these defaults:
+
+| default | c3d | r3d_18, mc3_18, r2plus1d_18 | reference |
+| --- | --- | --- | --- |
+| weights | none (from scratch) | Kinetics-400 (torchvision) | C3D paper; torchvision weights API |
+| lr / steps (x0.1) / epochs | 0.003 / 30, 45 / 50 | 0.001 / 10, 20 / 25 | C3D paper's base lr; fine-tuning: our choice |
+| batch (clips) | 30 | 32 | C3D paper (30) |
+| dropout | 0.5 after fc6 and fc7 | 0.5 before the classifier | C3D paper |
+| gradient clip (L2) | 40 | 40 | as TSN's rgbdiff |
+
+Partial BN and channels_last are TSN's (2D) options: the 3D models train every BN and use the default
+memory layout. Segments are 1 (one clip per video and step).
 """
 
 from __future__ import annotations
@@ -25,6 +39,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from tsnpipe.stages.errors import TsnpipeError
+from tsnpipe.stages.models import ARCHS, C3D_MIN_CLIP_LEN, CLIP_ARCHS
 from tsnpipe.stages.train.model import BACKBONES, MODALITIES
 
 
@@ -56,6 +71,9 @@ class TrainParams:
     seed: int = 0  # tsnpipe: runs repeat
     deterministic: bool = False  # tsnpipe: exact reruns at some speed
     flow_pairs: str = "frames"  # tsnpipe: how its flow was paired (extract-flow --pairs); test and predict follow it
+    arch: str = "tsn"  # "tsn", or a 3D model: "c3d", "r3d_18", "mc3_18", "r2plus1d_18" (see the 3D table above)
+    clip_len: int = 16  # 3D archs: pictures per clip (C3D and R(2+1)D papers: 16)
+    stride: int = 1  # 3D archs: every stride-th frame (or flow pair) of the video
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -72,11 +90,26 @@ def modality_defaults(modality: str) -> dict:
     raise TsnpipeError(f"Unknown modality {modality!r}; use one of {', '.join(MODALITIES)}.")
 
 
+def arch_defaults(arch: str, modality: str) -> dict:
+    """The recipe values of an arch: TSN's per modality, or the 3D table of the module's docstring."""
+    if arch == "tsn":
+        return modality_defaults(modality)
+    clip = {"segments": 1, "size": 112, "clip": 40.0, "dropout": 0.5}
+    if arch == "c3d":
+        return {**clip, "pretrained": "none", "lr": 0.003, "lr_steps": [30, 45], "epochs": 50, "batch": 30}
+    if arch in CLIP_ARCHS:
+        return {**clip, "pretrained": "kinetics400", "lr": 0.001, "lr_steps": [10, 20], "epochs": 25, "batch": 32}
+    raise TsnpipeError(f"Unknown --arch {arch!r}; use one of {', '.join(ARCHS)}.")
+
+
 def make_params(modality: str, **overrides) -> TrainParams:
-    """Defaults for `modality`, then the given overrides (None means "use the default")."""
-    values = {"modality": modality, **modality_defaults(modality)}
+    """Defaults for the arch and `modality`, then the given overrides (None means "use the default")."""
+    arch = overrides.get("arch") or "tsn"
+    values = {"modality": modality, **arch_defaults(arch, modality)}
     values.update({key: value for key, value in overrides.items() if value is not None})
-    if "partial_bn" not in overrides or overrides["partial_bn"] is None:
+    if arch != "tsn":
+        values.update(segments=1, partial_bn=False, channels_last=False)
+    elif "partial_bn" not in overrides or overrides["partial_bn"] is None:
         values["partial_bn"] = values.get("pretrained", "imagenet") not in ("none", None)
     params = TrainParams(**values)
     check_params(params)
@@ -91,6 +124,12 @@ def params_from_dict(values: dict) -> TrainParams:
 
 def check_params(params: TrainParams) -> None:
     """Refuse values that cannot work, in one sentence naming the option."""
+    if params.arch not in ARCHS:
+        raise TsnpipeError(f"Unknown --arch {params.arch!r}; use one of {', '.join(ARCHS)}.")
+    if params.arch != "tsn":
+        check_clip_params(params)
+    elif params.pretrained == "kinetics400":
+        raise TsnpipeError("--pretrained kinetics400 is for the 3D archs; TSN takes imagenet, none or a PATH.")
     if params.backbone not in BACKBONES:
         raise TsnpipeError(f"Unknown backbone {params.backbone!r}; use one of {', '.join(BACKBONES)}.")
     problems = [
@@ -100,7 +139,22 @@ def check_params(params: TrainParams) -> None:
         (params.batch < 1, "--batch must be at least 1"),
         (params.lr <= 0, "--lr must be positive"),
         (not 0 <= params.dropout < 1, "--dropout must be in [0, 1)"),
-        (params.size < 32, "the crop size must be at least 32 pixels"),
+        (params.size < (32 if params.arch == "tsn" else 16), "the crop size must be at least 32 pixels (16 for a 3D arch)"),
+    ]
+    for bad, sentence in problems:
+        if bad:
+            raise TsnpipeError(f"Invalid training option: {sentence}.")
+
+
+def check_clip_params(params: TrainParams) -> None:
+    """The options a 3D arch cannot take, in one sentence naming the option."""
+    problems = [
+        (params.modality not in ("rgb", "flow"), f"--arch {params.arch} takes --modality rgb or flow, not {params.modality}"),
+        (params.pretrained == "imagenet", f"--arch {params.arch} takes --pretrained kinetics400, none or a PATH, not imagenet"),
+        (params.clip_len < 1, "--clip-len must be at least 1"),
+        (params.stride < 1, "--stride must be at least 1"),
+        (params.arch == "c3d" and params.clip_len < C3D_MIN_CLIP_LEN,
+         f"C3D needs --clip-len {C3D_MIN_CLIP_LEN} or more (its four temporal pools halve the clip)"),
     ]
     for bad, sentence in problems:
         if bad:

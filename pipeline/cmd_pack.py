@@ -59,7 +59,8 @@ def store_size(store: Path) -> str:
 def pack(workdir, fmt, store, shard_mb, progress):
     """Pack the JPEG frames (W/frames) and flow images (W/flow) of every extracted video into one store.
 
-    Flow images are JPEG or PNG as extract-flow wrote them (the flow manifest says which). The bytes are stored as they are, so reads give back exactly the files. Reruns pack only videos that
+    Flow images are JPEG or PNG as extract-flow wrote them (the flow manifest says which). The bytes are
+    stored as they are, so reads give back exactly the files. Reruns pack only videos that
     are new or were re-extracted since (W/manifests/pack-<format>.parquet) and never rewrite the others;
     a killed run leaves a readable store and the rerun finishes it. Video without flow yet: its frames are
     packed now and its flow once `tsnpipe extract-flow` has run.

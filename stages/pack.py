@@ -2,9 +2,9 @@
 
 Training then opens a handful of files instead of millions. The image bytes are copied as they are (no
 re-encoding), so a frame read back from a store is byte-identical to its file. Flow images are JPEG or
-PNG, as the flow manifest row of the video says (`extract-flow --format`); the store records which. Packing is incremental:
-a video whose images are already stored with the same checksum is skipped, a new video is added, a
-re-extracted one replaces its entries; nothing else is rewritten. How each format stays whole when the
+PNG, as the flow manifest row of the video says (`extract-flow --format`); the store records which.
+Packing is incremental: a video whose images are already stored with the same checksum is skipped, a new
+video is added, a re-extracted one replaces its entries; nothing else is rewritten. How each format stays whole when the
 process is killed is told in `pack_lmdb` and `pack_hdf5`.
 """
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import signal
 import subprocess
 from pathlib import Path
@@ -66,3 +68,26 @@ def file_size_limit(limit: int):
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     return apply
+
+
+def full_disk_at_every_fsync(monkeypatch, *args: str) -> int:
+    """Run `tsnpipe args` again and again with an ENOSPC injected at its 1st, 2nd, ... fsync until a run
+    gets through all of its fsyncs; each interrupted run must end in one sentence. Returns how many
+    fsyncs were failed in turn."""
+    real_fsync, calls, nth = os.fsync, {"n": 0}, 1
+    while True:
+        calls["n"] = 0
+
+        def full_at_nth(fd, nth=nth):
+            calls["n"] += 1
+            if calls["n"] == nth:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", full_at_nth)
+        result = invoke(*args)
+        monkeypatch.setattr(os, "fsync", real_fsync)
+        if calls["n"] < nth:
+            return nth - 1  # this run wrote everything without reaching the injected failure
+        assert_one_line_error(result, "No space left on device")
+        nth += 1

@@ -3,7 +3,6 @@ rerun finishes the work byte-identical to an uninterrupted run, and nothing outs
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import signal
@@ -13,7 +12,7 @@ import time
 import pytest
 
 from chaos import (FRAMES, assert_clean_process, assert_one_line_error, clean_run, extracted,  # noqa: F401
-                   file_size_limit, invoke, tree)
+                   file_size_limit, full_disk_at_every_fsync, invoke, tree)
 from conftest import run_tsnpipe, tsnpipe_cmd
 from tsnpipe.manifests.table import Manifest, journal_path, manifest_path
 
@@ -84,25 +83,8 @@ def test_junk_appended_to_the_journal_is_a_warning_and_the_run_goes_on(clips, tm
 
 def test_full_disk_at_every_fsync_is_one_sentence_and_the_rerun_completes(clips, tmp_path, clean_run, monkeypatch):
     workdir = tmp_path / "w"
-    real_fsync, calls = os.fsync, {"n": 0}
-    nth = 1
-    while True:
-        calls["n"] = 0
-
-        def full_at_nth(fd, nth=nth):
-            calls["n"] += 1
-            if calls["n"] == nth:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            real_fsync(fd)
-
-        monkeypatch.setattr(os, "fsync", full_at_nth)
-        result = invoke("extract-frames", str(clips), "-w", str(workdir), *FRAMES)
-        monkeypatch.setattr(os, "fsync", real_fsync)
-        if calls["n"] < nth:
-            break  # this run wrote everything without reaching the injected failure
-        assert_one_line_error(result, "No space left on device")
-        nth += 1
-    assert nth > 3  # run info, journal rows and the table all were hit
+    failed = full_disk_at_every_fsync(monkeypatch, "extract-frames", str(clips), "-w", str(workdir), *FRAMES)
+    assert failed >= 3  # run info, journal rows and the table all were hit
     assert invoke("extract-frames", str(clips), "-w", str(workdir), *FRAMES).exit_code == 0
     assert tree(workdir, "frames") == clean_run
     assert not [p for p in (workdir / "manifests").iterdir() if ".tmp-" in p.name]
@@ -203,24 +185,9 @@ def test_full_disk_at_every_fsync_of_pack_is_one_sentence_and_the_rerun_complete
     clean = tmp_path / "clean"
     shutil.copytree(extracted, clean)
     assert invoke("pack", "-w", str(clean), "--format", "hdf5", "--shard-mb", "1", "--no-progress").exit_code == 0
-    real_fsync, calls, nth = os.fsync, {"n": 0}, 1
-    while True:
-        calls["n"] = 0
-
-        def full_at_nth(fd, nth=nth):
-            calls["n"] += 1
-            if calls["n"] == nth:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            real_fsync(fd)
-
-        monkeypatch.setattr(os, "fsync", full_at_nth)
-        result = invoke("pack", "-w", str(extracted), "--format", "hdf5", "--shard-mb", "1", "--no-progress")
-        monkeypatch.setattr(os, "fsync", real_fsync)
-        if calls["n"] < nth:
-            break
-        assert_one_line_error(result, "No space left on device")
-        nth += 1
-    assert nth > 3
+    failed = full_disk_at_every_fsync(monkeypatch, "pack", "-w", str(extracted), "--format", "hdf5", "--shard-mb", "1",
+                                      "--no-progress")
+    assert failed >= 3
     store, reference = open_reader(extracted / "stores" / "frames.hdf5"), open_reader(clean / "stores" / "frames.hdf5")
     assert store.video_ids() == reference.video_ids()
     for vid in store.video_ids():

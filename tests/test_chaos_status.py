@@ -74,11 +74,11 @@ def test_status_counts_the_videos_a_killed_pack_left_undone(extracted, monkeypat
 
     real_read, calls = pack_stage.read_video, {"n": 0}
 
-    def killed_at_the_second_video(workdir, video_id):
+    def killed_at_the_second_video(workdir, video_id, *args):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt
-        return real_read(workdir, video_id)
+        return real_read(workdir, video_id, *args)
 
     monkeypatch.setattr(pack_stage, "read_video", killed_at_the_second_video)
     assert invoke("pack", "-w", str(extracted), "--format", "lmdb", "--no-progress").exit_code == 1

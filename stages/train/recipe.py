@@ -71,9 +71,9 @@ class TrainParams:
     seed: int = 0  # tsnpipe: runs repeat
     deterministic: bool = False  # tsnpipe: exact reruns at some speed
     flow_pairs: str = "frames"  # tsnpipe: how its flow was paired (extract-flow --pairs); test and predict follow it
-    arch: str = "tsn"  # "tsn", or a 3D model: "c3d", "r3d_18", "mc3_18", "r2plus1d_18" (see the 3D table above)
-    clip_len: int = 16  # 3D archs: pictures per clip (C3D and R(2+1)D papers: 16)
-    stride: int = 1  # 3D archs: every stride-th frame (or flow pair) of the video
+    arch: str = "tsn"  # TSN paper; or a 3D model (c3d, r3d_18, mc3_18, r2plus1d_18: the 3D table above)
+    clip_len: int = 16  # tsnpipe, 3D archs: pictures per clip, the 16 of the C3D and R(2+1)D papers
+    stride: int = 1  # tsnpipe, 3D archs: every stride-th frame (or flow pair) of the video
 
     def as_dict(self) -> dict:
         return asdict(self)

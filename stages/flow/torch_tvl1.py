@@ -17,6 +17,8 @@ fused Triton kernels of triton_tvl1 on CUDA (`iteration_for` picks).
 
 from __future__ import annotations
 
+import warnings
+
 from typing import Callable
 
 import torch
@@ -197,8 +199,12 @@ def tvl1_flow(
 def iteration_for(device: torch.device | str) -> Callable:
     """The step a device runs: the fused Triton kernels on CUDA, this module's eager reference elsewhere."""
     if torch.device(device).type == "cuda":
-        from tsnpipe.stages.flow.triton_tvl1 import triton_iteration
-
+        try:
+            from tsnpipe.stages.flow.triton_tvl1 import triton_iteration
+        except ImportError:  # torch's CUDA wheels bring Triton on Linux; elsewhere it may be missing
+            warnings.warn("Triton is not installed, so the GPU flow runs the slower eager torch step; "
+                          "`pip install triton` for the fused kernels.", stacklevel=2)
+            return tvl1_iteration
         return triton_iteration
     return tvl1_iteration
 

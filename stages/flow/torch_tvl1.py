@@ -18,7 +18,6 @@ fused Triton kernels of triton_tvl1 on CUDA (`iteration_for` picks).
 from __future__ import annotations
 
 import warnings
-
 from typing import Callable
 
 import torch

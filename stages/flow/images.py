@@ -41,8 +41,9 @@ def read_grey(path: Path) -> np.ndarray:
     return image
 
 
-def read_video_grey(paths: list[Path]) -> np.ndarray:
-    """All frames of one video stacked as N x H x W uint8; frames of different sizes are an error."""
+def read_grey_frames(paths: list[Path]) -> np.ndarray:
+    """Consecutive frames of one video (all of them, or a chunk) stacked as N x H x W uint8; frames of
+    different sizes are an error."""
     frames = [read_grey(p) for p in paths]
     for path, frame in zip(paths, frames):
         if frame.shape != frames[0].shape:

@@ -20,10 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-import numpy as np
-
 from tsnpipe.stages.errors import TsnpipeError
-from tsnpipe.stages.flow.images import list_frames, read_grey, write_flow_pair
+from tsnpipe.stages.flow.images import list_frames, read_grey_frames, write_flow_pair
 from tsnpipe.stages.flow.params import FlowParams
 
 
@@ -39,17 +37,6 @@ class _Video:
     closed: bool = False  # no more pairs will be fed
     error: Exception | None = None
     writes: list[Future] = field(default_factory=list)
-
-
-def read_chunk(paths: list[Path]) -> np.ndarray:
-    """Consecutive frames as N x H x W uint8; a frame of another size than the first is an error."""
-    frames = [read_grey(path) for path in paths]
-    for path, frame in zip(paths, frames):
-        if frame.shape != frames[0].shape:
-            raise TsnpipeError(
-                f"The frame {path} is {frame.shape[1]}x{frame.shape[0]} but {paths[0].name} is "
-                f"{frames[0].shape[1]}x{frames[0].shape[0]}; rerun `tsnpipe extract-frames` for this video.")
-    return np.stack(frames)
 
 
 class _Feed:
@@ -85,7 +72,7 @@ class _Feed:
                 self._close(video)
                 continue
             for start in range(0, video.pairs, self.chunk):
-                future = self.pool.submit(read_chunk, paths[start : start + self.chunk + 1])
+                future = self.pool.submit(read_grey_frames, paths[start : start + self.chunk + 1])
                 yield video, start, future, start + self.chunk >= video.pairs
 
     def next_pair(self):

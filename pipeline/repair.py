@@ -21,7 +21,7 @@ from tsnpipe.manifests.files import TEMP_MARK, ManifestError
 from tsnpipe.manifests.table import MANIFEST_DIR, Manifest, damaged_name, manifest_path
 from tsnpipe.runner import run_info_path
 
-IMAGE = re.compile(r"(img|flow_x|flow_y)_(\d{5})\.jpg")
+IMAGE = re.compile(r"(img|flow_x|flow_y)_(\d{5})\.(?:jpg|png)")  # frames are jpg; flow jpg or png
 
 
 def _numbered(folder: Path) -> dict[str, int] | None:
@@ -74,6 +74,7 @@ def frames_rows(workdir: Path, info: dict) -> list[dict]:
 
 def flow_rows(workdir: Path, info: dict) -> list[dict]:
     from tsnpipe.cmd_flow import flow_items
+    from tsnpipe.stages.store import flow_format
 
     items = {item.video_id: item for item in flow_items(workdir)}
     rows = []
@@ -83,6 +84,7 @@ def flow_rows(workdir: Path, info: dict) -> list[dict]:
         rows.append({"video_id": vid, "source": items[vid].source, "params_hash": params_hash(info["params"]),
                      "started_at": _stamp(workdir / "flow" / vid), "status": "done", "error": None,
                      "output": f"flow/{vid}", "pairs": counts["flow_x"],
+                     "image_format": flow_format(workdir / "flow" / vid), "pairs_of": info["params"].get("pairs", "frames"),
                      "fingerprint": json.dumps(items[vid].fingerprint, sort_keys=True), "seconds": 0.0})
     return rows
 

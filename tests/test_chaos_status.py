@@ -160,6 +160,19 @@ def test_repair_rebuilds_lost_rows_from_the_outputs_so_nothing_is_redone(extract
     assert tree(extracted, "frames") == frames_before
 
 
+def test_repair_rebuilds_lost_png_flow_rows_with_their_format(extracted):
+    flow = ("extract-flow", "-w", str(extracted), "--backend", "opencv", "--format", "png", "-j", "1", "--no-progress")
+    assert invoke(*flow).exit_code == 0
+    before = Manifest(extracted, "flow").rows
+    manifest_path(extracted, "flow").unlink()
+    repaired = invoke("status", "-w", str(extracted), "--repair")
+    assert repaired.exit_code == 0 and "flow: 3 rows rebuilt" in repaired.output, repaired.output
+    rows = Manifest(extracted, "flow").rows
+    assert {vid: (row["pairs"], row["image_format"], row["pairs_of"]) for vid, row in rows.items()} == {
+        vid: (row["pairs"], "png", "frames") for vid, row in before.items()}
+    assert "0 computed, 3 up to date" in invoke(*flow).output
+
+
 # ---- names that break nothing ------------------------------------------------------------------------
 
 def test_a_name_with_a_space_goes_through_every_stage(clips, tmp_path):

@@ -68,8 +68,8 @@ class FlowParams:
     def hashed(self) -> dict:
         """Exactly what the flow images depend on, with the stage version: the runner hashes this.
 
-        `pairs` joins the hash only when it is not the default, so flow computed before the option existed
-        (always between consecutive frames) stays up to date.
+        `pairs` joins the hash only when it is not the default ("frames", the only pairing before the option
+        existed), so the default's hash does not depend on the option's presence.
         """
         values = asdict(self)
         if values["pairs"] == "frames":

@@ -11,8 +11,8 @@ Prints one JSON object with, per modality (`--modalities rgb,flow`):
   forward pass sized to the device unless `--test-batch`), timed on a second pass after a warm-up;
 - test_bf16_vs_fp32: with autocast on, the largest score difference between a bf16-backbone run and
   a full-fp32 run of the same test videos, absolute and relative to the largest fp32 score.
-`--gpu-decode` (rgb only) reads raw JPEG bytes in the workers and decodes a whole batch with one
-torchvision.io.decode_jpeg(device="cuda") call, cropping and normalising on the GPU.
+`--gpu-decode` (TSN) is `train --gpu-decode`: the workers read JPEG bytes and the device decodes a whole
+batch with one torchvision.io.decode_jpeg call (nvjpeg on CUDA), cropping and normalising there.
 
 Data: the bundled sample clips at 10 fps, short side 256, and flow images made from them with OpenCV's
 DIS (ultrafast) quantised and written as tsnpipe stores TV-L1 (JPEG, +-20): the loader's cost depends
@@ -48,12 +48,11 @@ from tsnpipe.stages.store import open_reader
 from tsnpipe.stages.models import ARCHS
 from tsnpipe.stages.train.batches import DeviceBatches, prepare_clips, prepare_ready
 from tsnpipe.stages.train.clips import ClipDataset
+from tsnpipe.stages.train.decode import EncodedSnippets, prepare_encoded
 from tsnpipe.stages.train.data import SnippetDataset, available_cores, default_workers, make_loader
 from tsnpipe.stages.train.loop import autocast, autocast_dtype, build_model, optimizer_groups, to_device
 from tsnpipe.stages.train.model import input_channels
 from tsnpipe.stages.train.recipe import make_params
-from tsnpipe.stages.train.sampling import snippet_positions, train_starts
-from tsnpipe.stages.train.transforms import crop_resize, flip_and_normalise, multiscale_crop_box, scales_for
 
 SAMPLES = Path(__file__).resolve().parents[1] / "pipeline" / "samples" / "videos"
 CLASSES = 101
@@ -129,42 +128,6 @@ def loader_rate(batches, device: torch.device, steps: int) -> float:
     return seen / (time.perf_counter() - start)
 
 
-class RawSnippets(torch.utils.data.Dataset):
-    """RGB training snippets as raw JPEG bytes, for decoding on the GPU (the --gpu-decode path)."""
-
-    def __init__(self, store: Path, video_ids: list[str], counts: list[int], segments: int):
-        self.reader, self.video_ids, self.counts, self.segments = open_reader(store), video_ids, counts, segments
-
-    def __len__(self) -> int:
-        return len(self.video_ids)
-
-    def __getitem__(self, index: int):
-        positions = snippet_positions(train_starts(self.counts[index], self.segments, 1), 1, self.counts[index])
-        raw = self.reader.frames(self.video_ids[index], positions, "rgb", decode=False)
-        return [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in raw], index % CLASSES
-
-
-def transpose(items: list) -> tuple:
-    """Collate (bytes list, label) items into (videos, labels) without stacking ragged bytes."""
-    return tuple(zip(*items))
-
-
-def gpu_decoded_batches(loader, segments: int, size: int, device: torch.device, channels_last: bool):
-    """Decode each batch's JPEGs in one nvjpeg call, crop per video and normalise the batch on the GPU."""
-    from torchvision.io import decode_jpeg
-
-    for videos, labels in endless(loader):
-        pictures = decode_jpeg([data for video in videos for data in video], device=device)
-        crops, flips = [], []
-        for index in range(len(videos)):
-            stack = torch.stack(pictures[index * segments:(index + 1) * segments])
-            box = multiscale_crop_box(*stack.shape[-2:], size, scales_for("rgb"))
-            crops.append(crop_resize(stack, box, size))
-            flips.append(bool(torch.rand(()) < 0.5))
-        clips = flip_and_normalise(torch.stack(crops), torch.tensor(flips), "rgb", segments, 1)
-        yield to_device(clips, device, channels_last), torch.as_tensor(labels)
-
-
 def measure(modality: str, args, store: Path, device: torch.device) -> dict:
     """Every figure of one modality."""
     clip_model = args.arch != "tsn"
@@ -195,6 +158,14 @@ def measure(modality: str, args, store: Path, device: torch.device) -> dict:
     if clip_model:
         train_set = ClipDataset(store, ids * repeat, labels * repeat, counts * repeat, modality, params.clip_len, 1, size)
         prepare = prepare_ready
+    elif args.gpu_decode:  # the workers read JPEG bytes, the device decodes (train --gpu-decode)
+        train_set = EncodedSnippets(
+            store, ids * repeat, labels * repeat, counts * repeat, modality, args.segments, length, size, mode="train",
+        )
+        prepare = functools.partial(
+            prepare_encoded, modality=modality, segments=args.segments, length=length, size=size, train=True,
+            channels_last=channels_last,
+        )
     else:
         train_set = SnippetDataset(
             store, ids * repeat, labels * repeat, counts * repeat, modality, args.segments, length, size, mode="train",
@@ -203,15 +174,7 @@ def measure(modality: str, args, store: Path, device: torch.device) -> dict:
             prepare_clips, modality=modality, segments=args.segments, length=length, channels_last=channels_last,
         )
     loader = make_loader(train_set, args.batch, shuffle=True, workers=args.workers, drop_last=True, pin=device.type == "cuda")
-    if args.gpu_decode and modality == "rgb" and not clip_model:
-        raw = RawSnippets(store, ids * repeat, counts * repeat, args.segments)
-        raw_loader = torch.utils.data.DataLoader(
-            raw, batch_size=args.batch, shuffle=True, num_workers=args.workers, collate_fn=transpose,
-            persistent_workers=args.workers > 0,
-        )
-        batches = gpu_decoded_batches(raw_loader, args.segments, size, device, channels_last)
-    else:
-        batches = endless(DeviceBatches(loader, device, prepare))
+    batches = endless(DeviceBatches(loader, device, prepare))
     figures["pipeline_clips_per_s"] = train_steps(model, batches, optimizer, device, dtype, channels_last, args.steps)
     figures["ratio"] = figures["pipeline_clips_per_s"] / figures["model_clips_per_s"]
     figures["loader_clips_per_s"] = loader_rate(endless(DeviceBatches(loader, device, prepare)), device, args.steps)

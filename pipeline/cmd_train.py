@@ -27,7 +27,7 @@ PARAM_OPTIONS = {
     "backbone": "backbone", "pretrained": "pretrained", "segments": "segments", "length": "length", "size": "size",
     "epochs": "epochs", "lr": "lr", "lr_steps": "lr_steps", "batch": "batch", "wd": "weight_decay", "clip": "clip",
     "dropout": "dropout", "partial_bn": "partial_bn", "amp": "amp", "channels_last": "channels_last",
-    "compile_model": "compile", "workers": "workers", "seed": "seed", "deterministic": "deterministic",
+    "compile_model": "compile", "gpu_decode": "gpu_decode", "workers": "workers", "seed": "seed", "deterministic": "deterministic",
 }
 
 
@@ -107,6 +107,7 @@ def describe_params(params, given: set[str]) -> str:
 @click.option("--amp/--no-amp", default=None, help="bf16 autocast (default: on for CUDA, off on the CPU).")
 @click.option("--channels-last/--no-channels-last", default=True, show_default=True)
 @click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model.")
+@click.option("--gpu-decode", is_flag=True, help="TSN: workers read JPEG bytes and the GPU decodes each batch (nvjpeg); for machines whose cores cannot keep up.")
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader worker processes (default: the available cores less one).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--deterministic", is_flag=True, help="Deterministic algorithms (slower; exact reruns).")

@@ -92,6 +92,15 @@ def read_stack(reader, video_id: str, positions: list[int], modality: str) -> to
     return torch.from_numpy(frames).permute(0, 3, 1, 2)
 
 
+def collate_pictures(items: list[tuple[torch.Tensor, bool, int]]) -> tuple:
+    """(pictures, flips, labels) of a batch: pictures stacked [B, T, C, H, W] when all videos share a
+    picture size, else a list (test videos of mixed sizes); flips bool [B]; labels int64 [B]."""
+    pictures, flips, labels = zip(*items)
+    same = all(p.shape == pictures[0].shape for p in pictures)
+    stacked = default_collate(list(pictures)) if same else list(pictures)  # in a worker, straight into shared memory
+    return stacked, torch.tensor(flips), torch.tensor(labels)
+
+
 class SnippetDataset(Dataset):
     """One item per video: (pictures, flip, label), the pictures uint8 [T, C, S, S] or [T, C, H, W].
 
@@ -100,6 +109,8 @@ class SnippetDataset(Dataset):
     mode "test": segment centres, the pictures whole at their stored size, from which the device cuts
     `crops` views per snippet (`transforms.video_views`). T = K x pictures per snippet.
     """
+
+    collate = staticmethod(collate_pictures)
 
     def __init__(
         self, store: str | Path, video_ids: list[str], labels: list[int], counts: list[int], modality: str,
@@ -116,29 +127,20 @@ class SnippetDataset(Dataset):
     def __len__(self) -> int:
         return len(self.video_ids)
 
+    def positions(self, index: int) -> list[int]:
+        """The 0-based picture positions of video `index`'s snippets: random starts in training, else centres."""
+        count = self.counts[index]
+        choose = train_starts if self.mode == "train" else centre_starts
+        return snippet_positions(choose(count, self.segments, self.span), self.span, count)
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, bool, int]:
-        video_id, count = self.video_ids[index], self.counts[index]
-        if self.mode == "train":
-            starts = train_starts(count, self.segments, self.span)
-        else:
-            starts = centre_starts(count, self.segments, self.span)
-        positions = snippet_positions(starts, self.span, count)
-        stack = read_stack(self.reader, video_id, positions, self.modality)
+        stack = read_stack(self.reader, self.video_ids[index], self.positions(index), self.modality)
         if self.mode == "train":
             pictures, flip = train_crop(stack, self.modality, self.size)
             return pictures, flip, self.labels[index]
         if self.mode == "val":
             return centre_crop(stack, self.size), False, self.labels[index]
         return stack, False, self.labels[index]
-
-
-def collate_pictures(items: list[tuple[torch.Tensor, bool, int]]) -> tuple:
-    """(pictures, flips, labels) of a batch: pictures stacked [B, T, C, H, W] when all videos share a
-    picture size, else a list (test videos of mixed sizes); flips bool [B]; labels int64 [B]."""
-    pictures, flips, labels = zip(*items)
-    same = all(p.shape == pictures[0].shape for p in pictures)
-    stacked = default_collate(list(pictures)) if same else list(pictures)  # in a worker, straight into shared memory
-    return stacked, torch.tensor(flips), torch.tensor(labels)
 
 
 def table_dataset(
@@ -170,8 +172,8 @@ def make_loader(
     dataset: Dataset, batch: int, shuffle: bool, workers: int | None = None, drop_last: bool = False,
     shard: bool = True, pin: bool | None = None,
 ) -> DataLoader:
-    """A DataLoader of uint8 pictures (`collate_pictures`; a 3D ClipDataset's float clips are stacked as they
-    are); `workers` None means `default_workers()`.
+    """A DataLoader batching items with the dataset's `collate` (uint8 pictures for a SnippetDataset; a 3D
+    ClipDataset's float clips are stacked as they are); `workers` None means `default_workers()`.
 
     Workers persist across epochs; batches land in pinned memory when `pin` (default: when there is a
     CUDA GPU), so the copy to the GPU can run asynchronously. Under torch.distributed and with `shard`,
@@ -183,7 +185,7 @@ def make_loader(
     if shard and torch.distributed.is_available() and torch.distributed.is_initialized():
         sampler = torch.utils.data.DistributedSampler(dataset, shuffle=shuffle, drop_last=drop_last)
         shuffle = False
-    collate = collate_pictures if isinstance(dataset, SnippetDataset) else None  # 3D clips: float input, stacked
+    collate = getattr(dataset, "collate", None)  # 3D clips: float input, stacked by the default collate
     return DataLoader(
         dataset, batch_size=batch, shuffle=shuffle, sampler=sampler, num_workers=workers, collate_fn=collate,
         pin_memory=pin, drop_last=drop_last, persistent_workers=workers > 0,

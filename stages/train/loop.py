@@ -29,7 +29,7 @@ from tsnpipe.stages.train.checkpoint import (
 )
 from tsnpipe.stages.train.batches import DeviceBatches, as_channels_last, prepare_clips, prepare_ready
 from tsnpipe.stages.train.clips import dataset_for
-from tsnpipe.stages.train.data import make_loader, read_split
+from tsnpipe.stages.train.data import counts_for, make_loader, read_split
 from tsnpipe.stages.train.distributed import wrap_distributed
 from tsnpipe.stages.val_split import validation_table
 from tsnpipe.stages.report import plot_curves
@@ -39,7 +39,7 @@ from tsnpipe.stages.train.recipe import TrainParams, params_from_dict
 
 # Params a resumed run may change without breaking the state it resumes (speed and logging knobs).
 PROGRESS_EVERY = 20  # training steps between two reads of the running loss (each read waits for the device)
-RESUMABLE_CHANGES = ("epochs", "workers", "compile", "amp", "channels_last", "deterministic")
+RESUMABLE_CHANGES = ("epochs", "workers", "compile", "amp", "channels_last", "deterministic", "gpu_decode")
 
 
 def optimizer_groups(model: TSN, params: TrainParams) -> list[dict]:
@@ -165,11 +165,31 @@ def device_batches(loader, params: TrainParams, device: torch.device) -> DeviceB
     (a 3D model's clips come from the workers as float input and are only moved)."""
     if params.arch != "tsn":
         return DeviceBatches(loader, device, prepare_ready)
+    if params.gpu_decode:
+        from tsnpipe.stages.train.decode import prepare_encoded
+
+        prepare = functools.partial(
+            prepare_encoded, modality=params.modality, segments=params.segments, length=params.length,
+            size=params.size, train=loader.dataset.mode == "train", channels_last=params.channels_last,
+        )
+        return DeviceBatches(loader, device, prepare)
     prepare = functools.partial(
         prepare_clips, modality=params.modality, segments=params.segments, length=params.length,
         channels_last=params.channels_last,
     )
     return DeviceBatches(loader, device, prepare)
+
+
+def run_dataset(params: TrainParams, table, mode: str):
+    """What training or validation reads: pictures cut in the workers, or JPEG bytes with --gpu-decode."""
+    if params.gpu_decode:
+        from tsnpipe.stages.train.decode import EncodedSnippets
+
+        return EncodedSnippets(
+            params.store, table["video_id"].tolist(), table["label"].tolist(), counts_for(table, params.modality),
+            params.modality, params.segments, params.length, params.size, mode,
+        )
+    return dataset_for(params, table, mode)
 
 
 def build_model(params: TrainParams, num_classes: int, weights: str | None = None) -> TSN:
@@ -198,8 +218,8 @@ def fit(params: TrainParams, run_dir: str | Path, resume: bool = False, device: 
 
     train_table, test_table, class_names = read_split(params.split_dir)
     val_table = validation_table(params.split_dir, len(class_names), test_table)
-    train_set = dataset_for(params, train_table, "train")
-    val_set = dataset_for(params, val_table, "val")
+    train_set = run_dataset(params, train_table, "train")
+    val_set = run_dataset(params, val_table, "val")
     pin = device.type == "cuda"
     train_loader = make_loader(
         train_set, params.batch, shuffle=True, workers=params.workers, drop_last=len(train_set) > params.batch, pin=pin,

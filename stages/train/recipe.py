@@ -16,7 +16,7 @@
 
 Weight decay applies to conv and linear weights only, never to biases or BN parameters; biases train
 at twice the lr (tsn-pytorch). With a smaller batch, scale the lr by the same factor. Each default below
-names its source in its comment; the speed knobs (amp, channels_last, compile, workers) are tsnpipe's and
+names its source in its comment; the speed knobs (amp, channels_last, compile, gpu_decode, workers) are tsnpipe's and
 change no result beyond rounding.
 
 The 3D archs (`--arch c3d|r3d_18|mc3_18|r2plus1d_18`) train on one clip of `clip_len` frames per video
@@ -67,6 +67,7 @@ class TrainParams:
     amp: bool | None = None  # tsnpipe speed knob. None: bf16 autocast where CUDA supports it, else off
     channels_last: bool = True  # tsnpipe speed knob
     compile: bool = False  # tsnpipe speed knob
+    gpu_decode: bool = False  # tsnpipe speed knob: JPEGs decoded on the device a batch at a time (train.decode)
     workers: int | None = None  # tsnpipe: the available cores less one (data.default_workers); tsn-pytorch's -j 4
     seed: int = 0  # tsnpipe: runs repeat
     deterministic: bool = False  # tsnpipe: exact reruns at some speed
@@ -151,6 +152,7 @@ def check_clip_params(params: TrainParams) -> None:
     problems = [
         (params.modality not in ("rgb", "flow"), f"--arch {params.arch} takes --modality rgb or flow, not {params.modality}"),
         (params.pretrained == "imagenet", f"--arch {params.arch} takes --pretrained kinetics400, none or a PATH, not imagenet"),
+        (params.gpu_decode, f"--gpu-decode is for TSN; --arch {params.arch} reads its clips in the workers"),
         (params.clip_len < 1, "--clip-len must be at least 1"),
         (params.stride < 1, "--stride must be at least 1"),
         (params.arch == "c3d" and params.clip_len < C3D_MIN_CLIP_LEN,

@@ -1,0 +1,112 @@
+"""`train --gpu-decode`: JPEG bytes from the workers, decoded a batch at a time on the device (here the CPU),
+must give the clips the worker path gives; a PNG flow store and a 3D arch are refused in one sentence."""
+
+import shutil
+
+import cv2
+import pytest
+import torch
+
+from tsnpipe.stages.errors import TsnpipeError
+from tsnpipe.stages.train.batches import prepare_clips
+from tsnpipe.stages.train.checkpoint import load_checkpoint
+from tsnpipe.stages.train.data import collate_pictures, counts_for, read_split, read_stack, table_dataset
+from tsnpipe.stages.train.decode import EncodedSnippets, collate_encoded, decode_stacks, prepare_encoded
+from tsnpipe.stages.train.loop import fit
+from tsnpipe.stages.train.recipe import make_params
+from tsnpipe.stages.train.transforms import GREY_STD, flip_and_normalise, train_crop
+from train_workdir import build_sample_workdir
+
+CPU = torch.device("cpu")
+LENGTH = {"rgb": 1, "rgbdiff": 2, "flow": 3}
+GREY_LEVEL = 1 / 255 / min(0.224, GREY_STD)  # one grey level, normalised: the largest step of the three modalities
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return build_sample_workdir(tmp_path_factory.getbasetemp() / "train_samples")
+
+
+@pytest.fixture(scope="module")
+def train_table(workdir):
+    return read_split(workdir / "splits" / "samples" / "split1")[0]
+
+
+def encoded(workdir, table, modality, mode):
+    return EncodedSnippets(
+        workdir, table["video_id"].tolist(), table["label"].tolist(), counts_for(table, modality), modality,
+        segments=3, length=LENGTH[modality], size=40, mode=mode,
+    )
+
+
+@pytest.mark.parametrize("modality", ["rgb", "rgbdiff", "flow"])
+def test_validation_clips_decoded_on_the_device_equal_the_workers_clips(workdir, train_table, modality):
+    videos = [0, 3, 5]
+    reference = table_dataset(workdir, train_table, modality, 3, LENGTH[modality], 40, "val")
+    ours = encoded(workdir, train_table, modality, "val")
+    expected, labels = prepare_clips(collate_pictures([reference[i] for i in videos]), CPU, modality, 3, LENGTH[modality])
+    clips, our_labels = prepare_encoded(collate_encoded([ours[i] for i in videos]), CPU, modality, 3, LENGTH[modality], 40, train=False)
+    assert clips.shape == expected.shape and torch.equal(our_labels, labels)
+    assert (clips - expected).abs().max() <= 1.01 * GREY_LEVEL  # libjpeg through torchvision vs OpenCV
+    assert expected.std() > 0.01  # pictures, not a blank: the comparison can fail
+
+
+@pytest.mark.parametrize("modality", ["rgb", "flow"])
+def test_training_crops_and_flips_follow_the_worker_recipe(workdir, train_table, modality):
+    """Same random stream: the same multi-scale box and flip per video as `train_crop`, resized in float."""
+    videos = [1, 2, 4, 6]
+    ours = encoded(workdir, train_table, modality, "train")
+    items = [ours[i] for i in videos]
+    torch.manual_seed(7)
+    clips, _ = prepare_encoded(collate_encoded(items), CPU, modality, 3, LENGTH[modality], 40, train=True)
+
+    torch.manual_seed(7)
+    crops, flips = [], []
+    for raw in (item[0] for item in items):
+        pictures = [cv2.imdecode(data.numpy(), cv2.IMREAD_GRAYSCALE if modality == "flow" else cv2.IMREAD_COLOR) for data in raw]
+        if modality == "flow":
+            stack = torch.from_numpy(cv2.merge(pictures).transpose(2, 0, 1)).reshape(-1, 2, *pictures[0].shape)
+        else:
+            stack = torch.stack([torch.from_numpy(cv2.cvtColor(p, cv2.COLOR_BGR2RGB)).permute(2, 0, 1) for p in pictures])
+        crop, flip = train_crop(stack.float(), modality, 40)
+        crops.append(crop)
+        flips.append(flip)
+    expected = flip_and_normalise(torch.stack(crops), torch.tensor(flips), modality, 3, LENGTH[modality])
+    assert 0 < sum(flips) < len(flips), "the seed should flip some videos and not others"
+    assert (clips - expected).abs().max() <= 1.01 * GREY_LEVEL
+
+
+def test_flow_pictures_pair_x_with_y_at_each_position(workdir, train_table):
+    video = train_table["video_id"][0]
+    ours = encoded(workdir, train_table, "flow", "val")
+    raw = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in ours.encoded(video, [0, 4])]
+    stack = decode_stacks([raw], CPU, "flow")[0]
+    reader_stack = read_stack(ours.reader, video, [0, 4], "flow")
+    assert stack.shape == reader_stack.shape == (2, 2, *reader_stack.shape[-2:])
+    assert (stack.int() - reader_stack.int()).abs().max() <= 1
+
+
+def test_training_with_gpu_decode_runs_and_records_it(workdir, tmp_path):
+    params = make_params(
+        "rgb", split_dir=str(workdir / "splits" / "samples" / "split1"), store=str(workdir), backbone="resnet18",
+        pretrained="none", segments=2, size=32, epochs=1, lr=0.01, batch=3, workers=1, channels_last=False, gpu_decode=True,
+    )
+    result = fit(params, tmp_path / "run", device="cpu", progress=False, log=lambda line: None)
+    assert result["rows"][0]["train_loss"] > 0
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["params"]["gpu_decode"] is True
+
+
+def test_png_flow_is_refused_with_the_fix(workdir, train_table, tmp_path):
+    video = train_table["video_id"][0]
+    (tmp_path / "flow" / video).mkdir(parents=True)
+    shutil.copytree(workdir / "frames" / video, tmp_path / "frames" / video)
+    for source in (workdir / "flow" / video).glob("flow_*_0000[1-9].jpg"):
+        cv2.imwrite(str(tmp_path / "flow" / video / f"{source.stem}.png"), cv2.imread(str(source), cv2.IMREAD_GRAYSCALE))
+    table = train_table.iloc[:1].assign(flow_pairs=9)
+    with pytest.raises(TsnpipeError, match=r"not JPEG.*train without --gpu-decode"):
+        encoded(tmp_path, table, "flow", "train")
+
+
+def test_a_3d_arch_refuses_gpu_decode(workdir):
+    with pytest.raises(TsnpipeError, match="--gpu-decode is for TSN"):
+        make_params("rgb", arch="r3d_18", gpu_decode=True, pretrained="none")

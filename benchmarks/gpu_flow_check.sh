@@ -26,5 +26,5 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$res
 "$python" -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'gpus', torch.cuda.device_count())" \
     | tee -a "$results/gpu.txt"
 # -p no:cacheprovider: the working tree may be read-only there.
-timeout 240 "$python" -m pytest -p no:cacheprovider -q tests/test_flow_triton.py -k cuda 2>&1 | tee "$results/triton_test.txt"
-timeout 420 "$python" benchmarks/flow.py --skip-cpu --kernel-pairs 512 --e2e-pairs 2000 | tee "$results/flow_gpu.json"
+timeout "${FLOW_TEST_LIMIT:-240}" "$python" -m pytest -p no:cacheprovider -q tests/test_flow_triton.py -k cuda 2>&1 | tee "$results/triton_test.txt"
+timeout "${FLOW_BENCH_LIMIT:-420}" "$python" benchmarks/flow.py --skip-cpu --kernel-pairs 512 --e2e-pairs 2000 | tee "$results/flow_gpu.json"

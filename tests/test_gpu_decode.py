@@ -110,3 +110,13 @@ def test_png_flow_is_refused_with_the_fix(workdir, train_table, tmp_path):
 def test_a_3d_arch_refuses_gpu_decode(workdir):
     with pytest.raises(TsnpipeError, match="--gpu-decode is for TSN"):
         make_params("rgb", arch="r3d_18", gpu_decode=True, pretrained="none")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (nvjpeg)")
+@pytest.mark.parametrize("modality", ["rgb", "flow"])
+def test_nvjpeg_clips_equal_the_cpu_decoded_ones_on_cuda(workdir, train_table, modality):
+    ours = encoded(workdir, train_table, modality, "val")
+    batch = collate_encoded([ours[i] for i in range(4)])
+    on_cpu, _ = prepare_encoded(batch, CPU, modality, 3, LENGTH[modality], 40, train=False)
+    on_gpu, _ = prepare_encoded(batch, torch.device("cuda"), modality, 3, LENGTH[modality], 40, train=False)
+    assert (on_gpu.cpu() - on_cpu).abs().max() <= 2.01 * GREY_LEVEL  # nvjpeg's IDCT and upsampling vs libjpeg's

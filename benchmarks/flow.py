@@ -11,7 +11,8 @@ as `extract-frames --size 340x256` and `extract-flow` see them. Sections:
 - cpu (unless --skip-cpu): OpenCV and the torch backend per core (1 process, 1 thread, also in CPU
   seconds) and in one 1-thread process per core;
 - middlebury_epe (unless --skip-epe): mean end-point error per pair in tests/data/middlebury.
-Usage on a GPU: python benchmarks/flow.py --skip-cpu
+Usage on a GPU: python benchmarks/flow.py --skip-cpu (without ffmpeg there: `--prepare-e2e DIR` where ffmpeg
+is, then `--e2e-workdir DIR` on the GPU)
 Tiny CPU run: python benchmarks/flow.py --size 64x48 --iterations 10x2 --kernel-pairs 8 --batches 2,4 --fixed-batch 4
     --e2e-pairs 20 --e2e-fps 1 --skip-cpu --skip-epe
 """
@@ -191,12 +192,11 @@ def tsnpipe(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, check=False)
 
 
-def end_to_end(pairs_wanted: int, size: tuple[int, int], device: str, batch: int, iterations: str, fps: float) -> dict:
-    """extract-frames on copies of the bundled clips until there are enough pairs, then a timed extract-flow."""
-    root = Path(tempfile.mkdtemp(prefix="tsnpipe-flow-bench-"))
+def frames_workdir(workdir: Path, pairs_wanted: int, size: tuple[int, int], fps: float) -> float:
+    """`extract-frames` into `workdir` on copies of the bundled clips until there are enough pairs; its seconds."""
+    videos = workdir.parent / f"{workdir.name}-videos"
+    copies, pairs, frames_s = 0, 0, 0.0
     try:
-        workdir, videos = root / "w", root / "videos"
-        copies, pairs, frames_s = 0, 0, 0.0
         while pairs < pairs_wanted:
             copies += 1
             for clip in CLIPS:
@@ -211,6 +211,23 @@ def end_to_end(pairs_wanted: int, size: tuple[int, int], device: str, batch: int
                 raise SystemExit(f"extract-frames failed: {done.stderr[-2000:]}")
             counts = [int(path.name[4:9]) for path in workdir.glob("frames/*/*/img_*.jpg")]
             pairs = len(counts) - len(list(workdir.glob("frames/*/*")))
+    finally:
+        shutil.rmtree(videos, ignore_errors=True)
+    return frames_s
+
+
+def end_to_end(pairs_wanted: int, size: tuple[int, int], device: str, batch: int, iterations: str, fps: float,
+               prepared: Path | None = None) -> dict:
+    """A timed `extract-flow` on frames of the bundled clips: cut here, or a copy of a `--prepare-e2e` workdir
+    (for a machine without ffmpeg)."""
+    root = Path(tempfile.mkdtemp(prefix="tsnpipe-flow-bench-"))
+    try:
+        workdir = root / "w"
+        if prepared:
+            shutil.copytree(prepared, workdir)  # extract-flow is incremental: a rerun on the original would do nothing
+            frames_s = None
+        else:
+            frames_s = round(frames_workdir(workdir, pairs_wanted, size, fps), 2)
         start = time.perf_counter()
         done = tsnpipe("extract-flow", "-w", str(workdir), "--backend", "torch", "--device", device, "--batch",
                        str(batch), "--iterations", iterations, "--no-progress")
@@ -220,7 +237,7 @@ def end_to_end(pairs_wanted: int, size: tuple[int, int], device: str, batch: int
         written = len(list(workdir.glob("flow/*/*/flow_x_*.jpg")))
         return {"videos": len(list(workdir.glob("frames/*/*"))), "pairs": written, "device": device, "batch": batch,
                 "seconds": round(seconds, 2), "pairs_per_s": round(written / seconds, 2),
-                "extract_frames_s": round(frames_s, 2), "command_line": done.stdout.strip().splitlines()[0]}
+                "extract_frames_s": frames_s, "command_line": done.stdout.strip().splitlines()[0]}
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -279,8 +296,16 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=12, help="pairs for each CPU per-core measurement")
     parser.add_argument("--skip-cpu", action="store_true", help="leave out the CPU per-core comparison with OpenCV")
     parser.add_argument("--skip-epe", action="store_true", help="leave out the Middlebury accuracy")
+    parser.add_argument("--prepare-e2e", type=Path, default=None, help="only cut the end-to-end run's frames into "
+                        "this workdir (where ffmpeg is), for --e2e-workdir elsewhere")
+    parser.add_argument("--e2e-workdir", type=Path, default=None, help="run the end-to-end section on a copy of "
+                        "this --prepare-e2e workdir instead of cutting frames (a machine without ffmpeg)")
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.lower().split("x"))
+    if args.prepare_e2e:
+        seconds = frames_workdir(args.prepare_e2e, args.e2e_pairs, size, args.e2e_fps)
+        print(json.dumps({"prepared": str(args.prepare_e2e), "extract_frames_s": round(seconds, 2)}))
+        return
     inner, _, outer = args.iterations.lower().partition("x")
     params = FlowParams(backend="torch", inner_iterations=int(inner), outer_iterations=int(outer or 10))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -292,7 +317,7 @@ def main() -> None:
     result["kernel"] = kernel(clip_pairs(args.kernel_pairs, size), params, device, batches, fixed)
     if args.e2e_pairs:
         result["end_to_end"] = end_to_end(args.e2e_pairs, size, device.type, args.e2e_batch or max(batches),
-                                          args.iterations, args.e2e_fps)
+                                          args.iterations, args.e2e_fps, args.e2e_workdir)
     if not args.skip_epe:
         result["middlebury_epe"] = {"torch": torch_epe(device, params)}
     if not args.skip_cpu:

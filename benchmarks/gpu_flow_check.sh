@@ -27,4 +27,10 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$res
     | tee -a "$results/gpu.txt"
 # -p no:cacheprovider: the working tree may be read-only there.
 timeout "${FLOW_TEST_LIMIT:-240}" "$python" -m pytest -p no:cacheprovider -q tests/test_flow_triton.py -k cuda 2>&1 | tee "$results/triton_test.txt"
-timeout "${FLOW_BENCH_LIMIT:-420}" "$python" benchmarks/flow.py --skip-cpu --kernel-pairs 512 --e2e-pairs 2000 | tee "$results/flow_gpu.json"
+# Without ffmpeg there, the end-to-end frames come from `benchmarks/flow.py --prepare-e2e .bench/flow_frames`.
+e2e=()
+if [ -d "${E2E_WORKDIR:-.bench/flow_frames}" ]; then
+    e2e=(--e2e-workdir "${E2E_WORKDIR:-.bench/flow_frames}")
+fi
+timeout "${FLOW_BENCH_LIMIT:-420}" "$python" benchmarks/flow.py --skip-cpu --kernel-pairs 512 --e2e-pairs 2000 "${e2e[@]}" \
+    | tee "$results/flow_gpu.json"

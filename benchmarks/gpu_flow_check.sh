@@ -4,23 +4,27 @@
 # 1. the Triton kernels against the eager reference on the GPU (tests/test_flow_triton.py);
 # 2. benchmarks/flow.py at 340x256: kernel pairs/s, steps and active pairs for batches 16/64/128/256 (refilled)
 #    and 128 (fixed), extract-flow end to end on >= 2,000 pairs, Middlebury EPE; JSON in RESULTS_DIR/flow_gpu.json.
-# tsnpipe is installed without its dependencies into /tmp/tsnpipe-site. A machine without package access that
-# lacks some of them can bring wheels in .whl/, installed there first; the CLI needs ffmpeg-python (and its
-# `future`) and imageio-ffmpeg (the ffmpeg binary extract-frames runs); the benchmark needs no OpenCV contrib.
+# tsnpipe is installed without its dependencies into /tmp/tsnpipe-site, from this tree (or, where it cannot be
+# built there, from a wheel made here with `pip wheel --no-deps -w .whl .`). A machine without package access
+# brings the dependencies it lacks as wheels in .whl/, installed there first: ffmpeg-python and its `future`
+# (the CLI imports them), lmdb (the stores), and imageio-ffmpeg only where there is no ffmpeg and the frames are
+# to be cut there (its wheel is 68 MB; `benchmarks/flow.py --prepare-e2e` cuts them beforehand instead).
 # Fetch them where pip works, for the GPU machine's Python (3.12 on the H200 image):
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-#     --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 -d .whl \
-#     ffmpeg-python==0.2.0 future imageio-ffmpeg
+#     --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 -d .whl ffmpeg-python==0.2.0 future lmdb
 # About 3-6 minutes on one H200.
 set -euo pipefail
 results=${1:-${OUT:-.}}
 mkdir -p "$results"
 site=/tmp/tsnpipe-site
 python=${PYTHON:-python3}
-if compgen -G ".whl/*.whl" >/dev/null; then
-    "$python" -m pip install -q --no-index --no-deps --no-compile --target "$site" .whl/*.whl
+dependencies=$(find .whl -type f -name "*.whl" ! -name "tsnpipe-*" 2>/dev/null || true)
+if [ -n "$dependencies" ]; then
+    "$python" -m pip install -q --no-index --no-deps --no-compile --target "$site" $dependencies
 fi
-"$python" -m pip install -q --no-deps --no-build-isolation --no-compile --target "$site" .
+if ! "$python" -m pip install -q --no-deps --no-build-isolation --no-compile --target "$site" .; then
+    "$python" -m pip install -q --no-index --no-deps --no-compile --target "$site" .whl/tsnpipe-*.whl
+fi
 export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$results/gpu.txt"
 "$python" -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'gpus', torch.cuda.device_count())" \

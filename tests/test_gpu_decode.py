@@ -2,6 +2,7 @@
 must give the clips the worker path gives; a PNG flow store and a 3D arch are refused in one sentence."""
 
 import shutil
+from pathlib import Path
 
 import cv2
 import pytest
@@ -18,6 +19,8 @@ from tsnpipe.stages.train.transforms import GREY_STD, flip_and_normalise, train_
 from train_workdir import build_sample_workdir
 
 CPU = torch.device("cpu")
+MIDDLEBURY = Path(__file__).resolve().parent / "data" / "middlebury"
+FRAMES = ["RubberWhale/frame10.png", "RubberWhale/frame11.png", "Grove2/frame10.png", "Grove2/frame11.png"]
 LENGTH = {"rgb": 1, "rgbdiff": 2, "flow": 3}
 GREY_LEVEL = 1 / 255 / min(0.224, GREY_STD)  # one grey level, normalised: the largest step of the three modalities
 
@@ -114,9 +117,13 @@ def test_a_3d_arch_refuses_gpu_decode(workdir):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (nvjpeg)")
 @pytest.mark.parametrize("modality", ["rgb", "flow"])
-def test_nvjpeg_clips_equal_the_cpu_decoded_ones_on_cuda(workdir, train_table, modality):
-    ours = encoded(workdir, train_table, modality, "val")
-    batch = collate_encoded([ours[i] for i in range(4)])
-    on_cpu, _ = prepare_encoded(batch, CPU, modality, 3, LENGTH[modality], 40, train=False)
-    on_gpu, _ = prepare_encoded(batch, torch.device("cuda"), modality, 3, LENGTH[modality], 40, train=False)
+def test_nvjpeg_clips_equal_the_cpu_decoded_ones_on_cuda(modality):
+    """Real pictures (Middlebury frames, no frame workdir needed), JPEG-encoded as the frame and flow stages do."""
+    grey = modality == "flow"
+    pictures = [cv2.imread(str(MIDDLEBURY / name), cv2.IMREAD_GRAYSCALE if grey else cv2.IMREAD_COLOR) for name in FRAMES]
+    raw = [torch.from_numpy(cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].ravel()) for picture in pictures]
+    per_video = 2 * 3 * LENGTH[modality] if grey else 3  # 3 segments: x and y of each position, or one frame
+    batch = ([[raw[2 * (i % 2) + k % 2] for k in range(per_video)] for i in range(4)], torch.arange(4))  # one sequence a video
+    on_cpu, _ = prepare_encoded(batch, CPU, modality, 3, LENGTH[modality], 224, train=False)
+    on_gpu, _ = prepare_encoded(batch, torch.device("cuda"), modality, 3, LENGTH[modality], 224, train=False)
     assert (on_gpu.cpu() - on_cpu).abs().max() <= 2.01 * GREY_LEVEL  # nvjpeg's IDCT and upsampling vs libjpeg's

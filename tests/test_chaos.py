@@ -3,10 +3,12 @@ rerun finishes the work byte-identical to an uninterrupted run, and nothing outs
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -216,3 +218,25 @@ def test_pack_refuses_to_start_a_video_the_disk_has_no_room_for(extracted, monke
     monkeypatch.undo()
     assert invoke("pack", "-w", str(extracted), "--format", "hdf5", "--no-progress").exit_code == 0
     assert sorted(p.name for p in (extracted / "stores" / "frames.hdf5").iterdir()) == ["index.json", "shard-00001.h5"]
+
+
+def test_a_checkpoint_that_does_not_fit_is_one_sentence_and_the_last_one_stays(tmp_path):
+    """torch.save reports a full disk as RuntimeError("unexpected pos"); the CLI needs the OSError behind it."""
+    import torch
+
+    from tsnpipe.manifests.files import os_error_message
+    from tsnpipe.stages.train.checkpoint import save_checkpoint
+
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"epoch": 1})
+    before = path.read_bytes()
+    script = ("import sys, torch; from tsnpipe.stages.train.checkpoint import save_checkpoint\n"
+              "try:\n    save_checkpoint(sys.argv[1], {'epoch': 2, 'model': torch.zeros(1 << 20)})\n"
+              "except OSError as error:\n    print(error.errno, error.filename)\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True,
+                          preexec_fn=file_size_limit(1 << 20))
+    assert proc.returncode == 0 and proc.stdout.split() == [str(errno.EFBIG), str(path)], proc.stderr
+    assert path.read_bytes() == before and list(tmp_path.iterdir()) == [path]  # the temp file is gone
+    assert torch.load(path, weights_only=True)["epoch"] == 1
+    message = os_error_message(OSError(errno.ENOSPC, "No space left on device", str(path)))
+    assert message.startswith(f"No space left on device while writing {path}")

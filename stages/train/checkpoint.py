@@ -28,12 +28,22 @@ class CheckpointError(TsnpipeError):
 
 
 def save_checkpoint(path: Path, state: dict) -> Path:
-    """Write `state` to a sibling temp file, then rename it over `path`: a reader never sees half a file."""
+    """Write `state` to a sibling temp file, flushed to disk, then rename it over `path`: a reader never sees
+    half a file. A full disk raises the OSError behind torch's RuntimeError, which the CLI says in one line."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.tmp")
     try:
-        torch.save(state, temp)
+        with open(temp, "wb") as file:
+            try:
+                torch.save(state, file)
+            except RuntimeError as error:  # torch's zip writer reports a failed write as "unexpected pos"
+                cause = error.__context__
+                if isinstance(cause, OSError):
+                    raise OSError(cause.errno, cause.strerror, str(path)) from error
+                raise
+            file.flush()
+            os.fsync(file.fileno())
         os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)

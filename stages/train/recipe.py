@@ -17,7 +17,7 @@
 Weight decay applies to conv and linear weights only, never to biases or BN parameters; biases train
 at twice the lr (tsn-pytorch). With a smaller batch, scale the lr by the same factor. Each default below
 names its source in its comment; the speed knobs (amp, channels_last, compile, gpu_decode, workers) are tsnpipe's and
-change no result beyond rounding.
+change no result beyond rounding (gpu_decode draws the same recipe's crops from the main process's random stream).
 
 The 3D archs (`--arch c3d|r3d_18|mc3_18|r2plus1d_18`) train on one clip of `clip_len` frames per video
 (every `stride`-th frame: 16 frames at 10 fps span 1.6 s) at a 112 crop, with these defaults:

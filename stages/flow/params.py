@@ -6,7 +6,9 @@ from dataclasses import asdict, dataclass
 
 from tsnpipe.stages.errors import TsnpipeError
 
-STAGE_VERSION = 2  # bump when the flow images change for the same params (2: 30 x 10 iterations, the references')
+# Bump when the flow images change for the same params (2: 30 x 10 iterations, the references';
+# 3: the torch backend's pyramid and warp sample as OpenCV's do).
+STAGE_VERSION = 3
 BACKENDS = ("opencv", "torch")
 IMAGE_FORMATS = ("jpg", "png")
 PAIRS = ("frames", "source")  # consecutive extracted frames; or each extracted frame and its next source frame

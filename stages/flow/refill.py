@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from tsnpipe.stages.flow.params import FlowParams
-from tsnpipe.stages.flow.torch_tvl1 import (GRAD_EPSILON, centred_gradient, median_filter, pixel_grid,
-                                            pyramid_sizes, tvl1_iteration, warp_bicubic)
+from tsnpipe.stages.flow.torch_tvl1 import (GRAD_EPSILON, centred_gradient, image_pyramid, median_filter,
+                                            pixel_grid, pyramid_sizes, tvl1_iteration, warp_bicubic)
 
 Pair = tuple[Any, np.ndarray, np.ndarray]  # (key, first, second): H x W uint8 grey frames
 
@@ -143,11 +143,9 @@ class RefillSolver:
         for (height, width), pairs in drawn.items():
             sizes = pyramid_sizes(height, width, self.params.nscales, self.params.scale_step)
             frames = np.stack([np.stack((first, second)) for _, first, second in pairs])
-            level = torch.from_numpy(frames).to(self.device, non_blocking=True).float()
+            stacked = torch.from_numpy(frames).to(self.device, non_blocking=True).float()
             per_level = []
-            for index, size in enumerate(sizes):
-                if index:
-                    level = F.interpolate(level, size=size, mode="bilinear", align_corners=False)
+            for level in image_pyramid(stacked, sizes, self.params.scale_step):
                 i1x, i1y = centred_gradient(level[:, 1:])
                 per_level.append(torch.cat((level, i1x, i1y), dim=1))
             coarsest = self._pool(sizes[-1])

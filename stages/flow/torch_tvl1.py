@@ -2,9 +2,11 @@
 
 The algorithm is the duality-based TV-L1 of Zach, Pock and Bischof (2007) in the form of Sanchez,
 Meinhardt-Llopis and Facciolo (IPOL 2013), laid out as OpenCV's DualTVL1 does it so the two backends
-agree: a pyramid built by repeated bilinear downscaling by `scale_step` (stopping below 16 pixels),
-zero flow at the coarsest level; at every level `warps` times: bicubic warp of the second image and
-of its centred-difference gradient (zero outside), linearise the data term around the current flow,
+agree: a pyramid built by repeated bilinear downscaling by `scale_step` (stopping below 16 pixels;
+cv::resize with fx = fy = scale_step, which samples at (x + 0.5) / scale_step - 0.5 whatever the rounded
+size), zero flow at the coarsest level; at every level `warps` times: bicubic warp of the second image
+and of its centred-difference gradient (zero outside, at positions rounded to 1/32 pixel as cv::remap
+does), linearise the data term around the current flow,
 then up to `outer_iterations` x `inner_iterations` primal-dual iterations that stop once the squared
 flow update summed over the image falls below epsilon^2 * area, with a 5x5 median filter of the flow
 at the start of each outer iteration. The flow is upsampled bilinearly and scaled by 1/scale_step.
@@ -30,6 +32,8 @@ MIN_LEVEL_SIZE = 16
 GRAD_EPSILON = 1.1920929e-07
 # The median filter unfolds size*size copies of the flow: this many float values (128 MB) at a time.
 MEDIAN_CHUNK_VALUES = 32_000_000
+# cv::remap's sub-pixel resolution: positions are rounded to 1/32 pixel.
+REMAP_STEPS = 32
 
 
 def pyramid_sizes(height: int, width: int, nscales: int, scale_step: float) -> list[tuple[int, int]]:
@@ -42,6 +46,37 @@ def pyramid_sizes(height: int, width: int, nscales: int, scale_step: float) -> l
             break
         sizes.append((h, w))
     return sizes
+
+
+def _resize_taps(source: int, target: int, scale: float, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """cv::resize INTER_LINEAR along one axis: left tap, right tap and right weight of each output pixel."""
+    position = ((torch.arange(target, dtype=torch.float64) + 0.5) / scale - 0.5).float()
+    left = position.floor()
+    weight = position - left
+    left = left.long()
+    outside = (left < 0) | (left >= source - 1)  # OpenCV takes the edge pixel alone there
+    weight[outside] = 0.0
+    left = left.clamp(0, source - 1)
+    right = (left + 1).clamp(max=source - 1)
+    return left.to(device), right.to(device), weight.to(device)
+
+
+def downscale(images: torch.Tensor, size: tuple[int, int], scale: float) -> torch.Tensor:
+    """Bilinear downscaling like cv::resize(src, dst, Size(), scale, scale, INTER_LINEAR): the sample
+    positions follow `scale` itself, not the ratio of the rounded sizes (F.interpolate's mapping), which
+    shifts a coarse level by up to a quarter pixel at its far edge and changes its grey levels."""
+    left, right, wx = _resize_taps(images.shape[-1], size[1], scale, images.device)
+    top, bottom, wy = _resize_taps(images.shape[-2], size[0], scale, images.device)
+    rows = torch.lerp(images[..., left], images[..., right], wx)
+    return torch.lerp(rows[..., top, :], rows[..., bottom, :], wy[:, None])
+
+
+def image_pyramid(images: torch.Tensor, sizes: list[tuple[int, int]], scale: float) -> list[torch.Tensor]:
+    """`images` (B, C, H, W) at every level size, finest first, each level downscaled from the one before."""
+    levels = [images]
+    for size in sizes[1:]:
+        levels.append(downscale(levels[-1], size, scale))
+    return levels
 
 
 def centred_gradient(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,10 +103,14 @@ def median_filter(flow: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def warp_bicubic(stack: torch.Tensor, flow: torch.Tensor, base_grid: torch.Tensor) -> torch.Tensor:
-    """Sample every channel of `stack` at x + flow (bicubic, zero outside), like cv::remap INTER_CUBIC."""
+    """Sample every channel of `stack` at x + flow (bicubic, zero outside), like cv::remap INTER_CUBIC.
+
+    cv::remap rounds each position to 1/32 pixel (INTER_TAB_SIZE) before it weighs the taps; so do we.
+    """
     h, w = stack.shape[-2:]
     scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], device=flow.device, dtype=flow.dtype)
-    grid = (base_grid + flow.permute(0, 2, 3, 1)) * scale - 1.0
+    position = (base_grid + flow.permute(0, 2, 3, 1)).mul_(REMAP_STEPS).round_().div_(REMAP_STEPS)
+    grid = position.mul_(scale).sub_(1.0)
     return F.grid_sample(stack, grid, mode="bicubic", padding_mode="zeros", align_corners=True)
 
 
@@ -182,9 +221,7 @@ def tvl1_flow(
 ) -> torch.Tensor:
     """Flow from i0 to i1 for a batch: (B, 1, H, W) grey 0..255 in, (B, 2, H, W) pixels (x, y) out."""
     sizes = pyramid_sizes(i0.shape[-2], i0.shape[-1], params.nscales, params.scale_step)
-    pyramid = [torch.cat((i0, i1), dim=1).float()]
-    for size in sizes[1:]:
-        pyramid.append(F.interpolate(pyramid[-1], size=size, mode="bilinear", align_corners=False))
+    pyramid = image_pyramid(torch.cat((i0, i1), dim=1).float(), sizes, params.scale_step)
     u = torch.zeros(i0.shape[0], 2, *sizes[-1], device=i0.device, dtype=torch.float32)
     for level in range(len(sizes) - 1, -1, -1):
         pair = pyramid[level]

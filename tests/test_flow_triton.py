@@ -19,6 +19,7 @@ def check(result: dict) -> None:
     steps, flow = result["steps"], result["flow"]
     assert steps["flow"] < 1e-5 and steps["dual"] < 1e-5, steps
     assert steps["change_rel"] < 1e-4 and steps["skipped_change_is_none"], steps
+    assert steps["frozen_moved"] == 0.0, "a pair that met the stopping rule must keep its flow and duals"
     assert flow["flow_mean_abs_px"] > 0.05, "the crop shows no motion, the comparison would prove nothing"
     assert flow["flow_max_px"] < 1e-3, flow
 

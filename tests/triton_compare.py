@@ -36,21 +36,31 @@ def random_state(batch: int, height: int, width: int, device: str):
 
 
 def compare_steps(device: str = "cpu") -> dict:
-    """Six steps of each implementation from the same state, odd sizes (partial blocks, borders)."""
-    worst = {"flow": 0.0, "dual": 0.0, "change_rel": 0.0, "skipped_change_is_none": True}
+    """Six steps of each implementation from the same state, odd sizes (partial blocks, borders); from the
+    fourth step on, the middle pair of a batch of three is frozen (it met the stopping rule)."""
+    worst = {"flow": 0.0, "dual": 0.0, "change_rel": 0.0, "skipped_change_is_none": True, "frozen_moved": 0.0}
     for batch, height, width in ((1, 1, 1), (3, 7, 9), (1, 33, 40)):
         u, p, grad, rho_c, inv_grad = random_state(batch, height, width, device)
         ref_u, ref_p, our_u, our_p = u.clone(), p.clone(), u.clone(), p.clone()
         g = torch.zeros_like(p)
+        live = torch.ones(batch, device=device)
+        live[batch // 2] = 0.0 if batch > 1 else 1.0
         for step in range(6):
             measure = step % 3 == 2
-            ref_u, ref_change = tvl1_iteration(ref_u, ref_p, g, grad, rho_c, inv_grad, 0.045, 0.3, 0.8333, measure)
-            our_u, our_change = triton_iteration(our_u, our_p, g, grad, rho_c, inv_grad, 0.045, 0.3, 0.8333, measure)
+            flags = live if step >= 3 else None
+            if step == 3:
+                frozen_u, frozen_p = our_u[batch // 2].clone(), our_p[batch // 2].clone()
+            args = (grad, rho_c, inv_grad, 0.045, 0.3, 0.8333, measure, flags)
+            ref_u, ref_change = tvl1_iteration(ref_u, ref_p, g, *args)
+            our_u, our_change = triton_iteration(our_u, our_p, g, *args)
             if measure:
                 rel = ((our_change - ref_change).abs() / ref_change.clamp(min=1e-6)).max().item()
                 worst["change_rel"] = max(worst["change_rel"], rel)
             else:
                 worst["skipped_change_is_none"] &= our_change is None
+        if batch > 1:
+            moved = max((our_u[batch // 2] - frozen_u).abs().max().item(), (our_p[batch // 2] - frozen_p).abs().max().item())
+            worst["frozen_moved"] = max(worst["frozen_moved"], moved)
         worst["flow"] = max(worst["flow"], (our_u - ref_u).abs().max().item())
         worst["dual"] = max(worst["dual"], (our_p - ref_p).abs().max().item())
     return worst

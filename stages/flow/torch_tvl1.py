@@ -3,18 +3,20 @@
 The algorithm is the duality-based TV-L1 of Zach, Pock and Bischof (2007) in the form of Sanchez,
 Meinhardt-Llopis and Facciolo (IPOL 2013), laid out as OpenCV's DualTVL1 does it so the two backends
 agree: a pyramid built by repeated bilinear downscaling by `scale_step` (stopping below 16 pixels;
-cv::resize with fx = fy = scale_step, which samples at (x + 0.5) / scale_step - 0.5 whatever the rounded
-size), zero flow at the coarsest level; at every level `warps` times: bicubic warp of the second image
-and of its centred-difference gradient (zero outside, at positions rounded to 1/32 pixel as cv::remap
-does), linearise the data term around the current flow,
-then up to `outer_iterations` x `inner_iterations` primal-dual iterations that stop once the squared
-flow update summed over the image falls below epsilon^2 * area, with a 5x5 median filter of the flow
-at the start of each outer iteration. The flow is upsampled bilinearly and scaled by 1/scale_step.
+cv::resize with fx = fy = scale_step, which samples at (x + 0.5) / scale_step - 0.5 whatever the
+rounded size), zero flow at the coarsest level; at every level `warps` times: bicubic warp of the
+second image and of its centred-difference gradient (zero outside, at positions rounded to 1/32 pixel
+as cv::remap does), linearise the data term around the current flow, then up to `outer_iterations` x
+`inner_iterations` primal-dual iterations that stop once the squared flow update summed over the
+image falls below epsilon^2 * area, with a 5x5 median filter of the flow at the start of each outer
+iteration. The flow is upsampled bilinearly and scaled by 1/scale_step.
 
-Tensors are (B, C, H, W) float32; images are grey levels 0..255. Pairs that meet the stopping rule
-leave the batch (checked every `check_every` iterations, the only host syncs in the loop). The step is
-a parameter: `tvl1_iteration` below (eager torch, the CPU implementation and the reference) or the
-fused Triton kernels of triton_tvl1 on CUDA (`iteration_for` picks).
+Tensors are (B, C, H, W) float32; images are grey levels 0..255. The stopping rule is OpenCV's: the
+update is measured after every step and a warp ends at the first step that meets it. Pairs that met it
+leave the batch when the host looks (every step on the CPU, every `check_every` steps on a GPU: the
+only host syncs in the loop) and stay frozen until then. The step is a parameter: `tvl1_iteration`
+below (eager torch, the CPU implementation and the reference) or the fused Triton kernels of
+triton_tvl1 on CUDA (`iteration_for` picks).
 """
 
 from __future__ import annotations
@@ -135,31 +137,46 @@ def tvl1_iteration(
     theta: float,
     taut: float,
     measure: bool,
+    live: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One primal-dual step for a batch; returns the new flow and, when `measure`, each pair's squared update.
 
     u, warped_grad: (B, 2, H, W) flow (x, y) and warped image gradient (x, y); rho_c, inv_grad:
     (B, 1, H, W); p: (B, 2, 2, H, W) dual variables [flow component, direction], updated in place;
     g: a (B, 2, 2, H, W) buffer for the flow's forward gradient whose last column (x) and last
-    row (y) stay zero.
+    row (y) stay zero. live: None, or (B,) float, 1 for a pair still iterating and 0 for one that met
+    the stopping rule: its flow and duals stay as they are (its update is zeroed).
     """
+    scale = None if live is None else live.view(-1, 1, 1, 1)
     # Thresholding step (TH): the pointwise minimiser of the linearised data term, clamped at +-l_t.
     rho = torch.addcmul(rho_c, warped_grad[:, :1], u[:, :1]).addcmul_(warped_grad[:, 1:], u[:, 1:])
     coef = rho.mul_(inv_grad).clamp_(-l_t, l_t)
-    u_new = torch.addcmul(u, coef, warped_grad, value=-1.0)
-    # u = v + theta * div(p), with backward differences and zero outside.
+    # u = v + theta * div(p) = u + delta, with backward differences for div and zero outside.
     px, py = p[:, :, 0], p[:, :, 1]
-    u_new.add_(px, alpha=theta)
-    u_new[..., :, 1:].sub_(px[..., :, :-1], alpha=theta)
-    u_new.add_(py, alpha=theta)
-    u_new[..., 1:, :].sub_(py[..., :-1, :], alpha=theta)
-    change = (u_new - u).square_().sum(dim=(1, 2, 3)) if measure else None
+    delta = torch.mul(px, theta)
+    delta[..., :, 1:].sub_(px[..., :, :-1], alpha=theta)
+    delta.add_(py, alpha=theta)
+    delta[..., 1:, :].sub_(py[..., :-1, :], alpha=theta)
+    delta.addcmul_(coef, warped_grad, value=-1.0)
+    if scale is not None:
+        delta.mul_(scale)
+    u_new = u + delta
+    change = torch.linalg.vecdot(delta.flatten(1), delta.flatten(1)) if measure else None
     # Dual step: p = (p + taut * grad u) / (1 + taut * |grad u|), per flow component.
     torch.sub(u_new[..., :, 1:], u_new[..., :, :-1], out=g[:, :, 0, :, :-1])
     torch.sub(u_new[..., 1:, :], u_new[..., :-1, :], out=g[:, :, 1, :-1, :])
+    if scale is not None:
+        g.mul_(scale.unsqueeze(-1))
     norm = torch.hypot(g[:, :, 0], g[:, :, 1]).mul_(taut).add_(1.0).unsqueeze(2)
     p.add_(g, alpha=taut).div_(norm)
     return u_new, change
+
+
+def check_interval(params: FlowParams, device: torch.device | str) -> int:
+    """How many steps run between the host's looks at the stopping rule: every step on the CPU, where a
+    look costs nothing; `check_every` elsewhere, where each look waits for the device. The rule itself is
+    met at the same step either way: between looks a pair that met it is frozen (`live` at 0)."""
+    return 1 if torch.device(device).type == "cpu" else params.check_every
 
 
 def solve_level(
@@ -177,6 +194,7 @@ def solve_level(
     scaled_epsilon = params.epsilon**2 * h * w
     l_t = params.lambda_ * params.theta
     taut = params.tau / params.theta
+    every = check_interval(params, u.device)
     p = torch.zeros(b, 2, 2, h, w, device=u.device)  # kept across warps, as OpenCV does
     last_inner = params.inner_iterations - 1
     for _ in range(params.warps):
@@ -187,15 +205,19 @@ def solve_level(
         # The pairs still iterating; the finished ones are written back and leave the batch.
         active = torch.arange(b, device=u.device)
         ua, pa, ga, ra, iga = u, p, warped_grad, rho_c, inv_grad
+        live = torch.ones(b, device=u.device) if every > 1 else None
         g = torch.zeros_like(p)
         for _ in range(params.outer_iterations):
             ua = median_filter(ua, params.median_filtering)
             for inner in range(params.inner_iterations):
-                measure = (inner + 1) % params.check_every == 0 or inner == last_inner
-                ua, change = step(ua, pa, g, ga, ra, iga, l_t, params.theta, taut, measure)
-                if not measure:
+                # OpenCV measures the update after every step and stops the warp once it is small enough.
+                ua, change = step(ua, pa, g, ga, ra, iga, l_t, params.theta, taut, True, live)
+                settled = change <= scaled_epsilon
+                if live is not None:
+                    live.mul_(~settled)
+                if (inner + 1) % every and inner != last_inner:
                     continue
-                done = (change <= scaled_epsilon).cpu()
+                done = (settled if live is None else live == 0).cpu()
                 if not done.any():
                     continue
                 done_here = done.to(ua.device)
@@ -207,6 +229,7 @@ def solve_level(
                     break
                 active = active[keep]
                 ua, pa, ga, ra, iga, g = ua[keep], pa[keep], ga[keep], ra[keep], iga[keep], g[keep]
+                live = None if live is None else live[keep]
             else:
                 continue
             break

@@ -7,6 +7,8 @@ over (pair, block of pixels):
   on the steps that measure, each block's squared change, summed per pair afterwards in a fixed order
   (no atomics: the stopping rule sees the same sums on every run);
 - dual: p = (p + taut * grad u) / (1 + taut * |grad u|) per flow component, in place.
+A pair whose `live` flag is 0 (it met the stopping rule, the host has not looked yet) keeps its flow
+and duals in both, as in the reference.
 The arrays and their layout are those of `tvl1_iteration`; `g` is not needed (the gradient stays in
 registers). With TRITON_INTERPRET=1 set before Triton is imported, the kernels run on CPU tensors
 through Triton's interpreter: that is how the tests compare them with the reference without a GPU.
@@ -22,8 +24,8 @@ BLOCK = 1024
 
 
 @triton.jit
-def _primal_kernel(u_ptr, p_ptr, wg_ptr, rho_ptr, ig_ptr, out_ptr, part_ptr, height, width, blocks,
-                   l_t, theta, MEASURE: tl.constexpr, BLOCK: tl.constexpr):
+def _primal_kernel(u_ptr, p_ptr, wg_ptr, rho_ptr, ig_ptr, live_ptr, out_ptr, part_ptr, height, width, blocks,
+                   l_t, theta, MEASURE: tl.constexpr, HAS_LIVE: tl.constexpr, BLOCK: tl.constexpr):
     pair = tl.program_id(0).to(tl.int64)
     block = tl.program_id(1)
     area = height * width
@@ -51,20 +53,24 @@ def _primal_kernel(u_ptr, p_ptr, wg_ptr, rho_ptr, ig_ptr, out_ptr, part_ptr, hei
             + tl.load(p0y, mask=inside, other=0.0) - tl.load(p0y - width, mask=has_up, other=0.0))
     div1 = (tl.load(p1x, mask=inside, other=0.0) - tl.load(p1x - 1, mask=has_left, other=0.0)
             + tl.load(p1y, mask=inside, other=0.0) - tl.load(p1y - width, mask=has_up, other=0.0))
-    new0 = u0 - coef * gx + theta * div0
-    new1 = u1 - coef * gy + theta * div1
+    delta0 = theta * div0 - coef * gx
+    delta1 = theta * div1 - coef * gy
+    if HAS_LIVE:  # a pair that met the stopping rule keeps its flow
+        live = tl.load(live_ptr + pair)
+        delta0 = delta0 * live
+        delta1 = delta1 * live
+    new0 = u0 + delta0
+    new1 = u1 + delta1
     out = out_ptr + pair * 2 * area
     tl.store(out + offs, new0, mask=inside)
     tl.store(out + area + offs, new1, mask=inside)
     if MEASURE:
-        d0 = new0 - u0
-        d1 = new1 - u1
-        change = tl.where(inside, d0 * d0 + d1 * d1, 0.0)
+        change = tl.where(inside, delta0 * delta0 + delta1 * delta1, 0.0)
         tl.store(part_ptr + pair * blocks + block, tl.sum(change, axis=0))
 
 
 @triton.jit
-def _dual_kernel(u_ptr, p_ptr, height, width, taut, BLOCK: tl.constexpr):
+def _dual_kernel(u_ptr, p_ptr, live_ptr, height, width, taut, HAS_LIVE: tl.constexpr, BLOCK: tl.constexpr):
     pair = tl.program_id(0).to(tl.int64)
     block = tl.program_id(1)
     area = height * width
@@ -81,6 +87,10 @@ def _dual_kernel(u_ptr, p_ptr, height, width, taut, BLOCK: tl.constexpr):
         # Forward differences; zero in the last column (x) and the last row (y), as in the reference.
         dx = tl.where(has_right, tl.load(here + 1, mask=has_right, other=0.0) - u, 0.0)
         dy = tl.where(has_down, tl.load(here + width, mask=has_down, other=0.0) - u, 0.0)
+        if HAS_LIVE:  # a pair that met the stopping rule keeps its duals
+            live = tl.load(live_ptr + pair)
+            dx = dx * live
+            dy = dy * live
         norm = 1.0 + taut * tl.sqrt(dx * dx + dy * dy)
         px = dual + 2 * component * area + offs
         py = px + area
@@ -99,6 +109,7 @@ def triton_iteration(
     theta: float,
     taut: float,
     measure: bool,
+    live: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Drop-in for torch_tvl1.tvl1_iteration (same arguments and results; `g` is unused)."""
     batch, _, height, width = u.shape
@@ -107,7 +118,8 @@ def triton_iteration(
     out = torch.empty_like(u)
     partial = torch.empty(batch, blocks, device=u.device, dtype=torch.float32) if measure else out
     grid = (batch, blocks)
-    _primal_kernel[grid](u, p, warped_grad, rho_c, inv_grad, out, partial, height, width, blocks,
-                         float(l_t), float(theta), MEASURE=measure, BLOCK=BLOCK)
-    _dual_kernel[grid](out, p, height, width, float(taut), BLOCK=BLOCK)
+    flags = out if live is None else live  # any pointer when there are no flags
+    _primal_kernel[grid](u, p, warped_grad, rho_c, inv_grad, flags, out, partial, height, width, blocks,
+                         float(l_t), float(theta), MEASURE=measure, HAS_LIVE=live is not None, BLOCK=BLOCK)
+    _dual_kernel[grid](out, p, flags, height, width, float(taut), HAS_LIVE=live is not None, BLOCK=BLOCK)
     return out, partial.sum(dim=1) if measure else None

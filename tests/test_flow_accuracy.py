@@ -86,12 +86,14 @@ def test_torch_flow_images_match_opencv_on_a_real_clip(tmp_path):
 
 def test_torch_building_blocks_match_opencv():
     """The median filter equals cv::medianBlur; the bicubic warp agrees with cv::remap INTER_CUBIC."""
-    from tsnpipe.stages.flow.torch_tvl1 import median_filter, pixel_grid, warp_bicubic
+    from tsnpipe.stages.flow.torch_tvl1 import median_filter, median_unfolded, pixel_grid, warp_bicubic
 
     image = cv2.imread(str(MIDDLEBURY / "RubberWhale" / "frame10.png"), cv2.IMREAD_GRAYSCALE)[:96, :128]
     image = image.astype(np.float32)
-    ours = median_filter(torch.from_numpy(image)[None, None], 5)[0, 0].numpy()
-    assert np.array_equal(ours, cv2.medianBlur(image, 5))
+    flows = torch.from_numpy(np.stack((image, image[::-1].copy())))[None]
+    for median in (median_filter, median_unfolded):  # the CPU's and the GPU's
+        ours = median(flows, 5)[0].numpy()
+        assert np.array_equal(ours[0], cv2.medianBlur(image, 5)) and np.array_equal(ours[1], cv2.medianBlur(image[::-1].copy(), 5))
 
     rng = np.random.default_rng(0)
     flow = rng.uniform(-3, 3, size=(2, 96, 128)).astype(np.float32)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import warnings
 from typing import Callable
 
+import cv2
 import torch
 import torch.nn.functional as F
 
@@ -90,9 +91,25 @@ def centred_gradient(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def median_filter(flow: torch.Tensor, size: int) -> torch.Tensor:
-    """Median over size x size windows with replicated borders, like cv::medianBlur on float images."""
+    """Median over size x size windows with replicated borders, like cv::medianBlur on float images.
+
+    On the CPU it is cv::medianBlur itself (about a hundred times faster than unfolding the windows);
+    elsewhere `median_unfolded`.
+    """
     if size <= 1:
         return flow
+    if flow.device.type != "cpu":
+        return median_unfolded(flow, size)
+    out = torch.empty_like(flow)
+    source, target = flow.contiguous().numpy(), out.numpy()
+    for pair in range(flow.shape[0]):
+        for component in range(flow.shape[1]):
+            target[pair, component] = cv2.medianBlur(source[pair, component], size)
+    return out
+
+
+def median_unfolded(flow: torch.Tensor, size: int) -> torch.Tensor:
+    """cv::medianBlur's result on any device: the size x size windows unfolded (in chunks), their medians."""
     b, c, h, w = flow.shape
     r = size // 2
     out = torch.empty_like(flow)
@@ -161,13 +178,14 @@ def tvl1_iteration(
     if scale is not None:
         delta.mul_(scale)
     u_new = u + delta
-    change = torch.linalg.vecdot(delta.flatten(1), delta.flatten(1)) if measure else None
+    change = torch.bmm(delta.view(len(delta), 1, -1), delta.view(len(delta), -1, 1)).view(-1) if measure else None
     # Dual step: p = (p + taut * grad u) / (1 + taut * |grad u|), per flow component.
     torch.sub(u_new[..., :, 1:], u_new[..., :, :-1], out=g[:, :, 0, :, :-1])
     torch.sub(u_new[..., 1:, :], u_new[..., :-1, :], out=g[:, :, 1, :-1, :])
     if scale is not None:
         g.mul_(scale.unsqueeze(-1))
-    norm = torch.hypot(g[:, :, 0], g[:, :, 1]).mul_(taut).add_(1.0).unsqueeze(2)
+    gx, gy = g[:, :, 0], g[:, :, 1]
+    norm = torch.addcmul(gx * gx, gy, gy).sqrt_().mul_(taut).add_(1.0).unsqueeze(2)  # torch.hypot is 4x slower
     p.add_(g, alpha=taut).div_(norm)
     return u_new, change
 

@@ -191,9 +191,7 @@ class RefillSolver:
         scaled_epsilon = params.epsilon**2 * pool.size[0] * pool.size[1]
         for _ in range(length):  # the stopping rule is met at a step; the pair stays frozen until the look
             u, change = self.step(u, state["p"], g, state["warped_grad"], state["rho_c"], state["inv_grad"],
-                                  l_t, params.theta, taut, True, live)
-            if live is not None:
-                live.mul_(change > scaled_epsilon)
+                                  l_t, params.theta, taut, True, live, scaled_epsilon)
         state["u"] = u
         self.stats.steps += length
         self.stats.pair_steps += length * len(pool.pairs)

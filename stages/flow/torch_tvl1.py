@@ -155,6 +155,7 @@ def tvl1_iteration(
     taut: float,
     measure: bool,
     live: torch.Tensor | None = None,
+    scaled_epsilon: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One primal-dual step for a batch; returns the new flow and, when `measure`, each pair's squared update.
 
@@ -162,8 +163,10 @@ def tvl1_iteration(
     (B, 1, H, W); p: (B, 2, 2, H, W) dual variables [flow component, direction], updated in place;
     g: a (B, 2, 2, H, W) buffer for the flow's forward gradient whose last column (x) and last
     row (y) stay zero. live: None, or (B,) float, 1 for a pair still iterating and 0 for one that met
-    the stopping rule: its flow and duals stay as they are (its update is zeroed).
+    the stopping rule: its flow and duals stay as they are (its update is zeroed). Given `live`, the
+    step measures and sets to 0 the flag of each pair whose squared update is at most `scaled_epsilon`.
     """
+    measure = measure or live is not None
     scale = None if live is None else live.view(-1, 1, 1, 1)
     # Thresholding step (TH): the pointwise minimiser of the linearised data term, clamped at +-l_t.
     rho = torch.addcmul(rho_c, warped_grad[:, :1], u[:, :1]).addcmul_(warped_grad[:, 1:], u[:, 1:])
@@ -187,6 +190,8 @@ def tvl1_iteration(
     gx, gy = g[:, :, 0], g[:, :, 1]
     norm = torch.addcmul(gx * gx, gy, gy).sqrt_().mul_(taut).add_(1.0).unsqueeze(2)  # torch.hypot is 4x slower
     p.add_(g, alpha=taut).div_(norm)
+    if live is not None:
+        live.mul_(change > scaled_epsilon)
     return u_new, change
 
 
@@ -229,13 +234,10 @@ def solve_level(
             ua = median_filter(ua, params.median_filtering)
             for inner in range(params.inner_iterations):
                 # OpenCV measures the update after every step and stops the warp once it is small enough.
-                ua, change = step(ua, pa, g, ga, ra, iga, l_t, params.theta, taut, True, live)
-                settled = change <= scaled_epsilon
-                if live is not None:
-                    live.mul_(~settled)
+                ua, change = step(ua, pa, g, ga, ra, iga, l_t, params.theta, taut, True, live, scaled_epsilon)
                 if (inner + 1) % every and inner != last_inner:
                     continue
-                done = (settled if live is None else live == 0).cpu()
+                done = (change <= scaled_epsilon if live is None else live == 0).cpu()
                 if not done.any():
                     continue
                 done_here = done.to(ua.device)

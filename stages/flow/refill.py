@@ -180,7 +180,7 @@ class RefillSolver:
         if free > 0 and pool.waiting:
             self._start_warps(pool, [pool.waiting.popleft() for _ in range(min(free, len(pool.waiting)))])
         inner_cap, every = params.inner_iterations, check_interval(params, self.device)
-        # Run until the first slot reaches a stopping check: every `check_every` steps and at an outer round's end.
+        # Run until the first slot reaches the host's next look: every `every` steps and at an outer round's end.
         length = min(min(every - k % every, inner_cap - k) for k in pool.inner)
         state = pool.state
         if pool.gradient is None:

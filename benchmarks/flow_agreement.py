@@ -120,7 +120,8 @@ def video_pairs(paths: list[Path], frames: FrameParams, per_video: int, temp: Pa
         for k in range(per_video):
             index = (len(names) - 1) * (k + 1) // (per_video + 1)
             if index + 1 < len(names):
-                yield f"{video.parent.name}/{video.name}#{index + 1}", read_grey(names[index]), read_grey(names[index + 1])
+                name = f"{video.parent.name}/{video.name}#{index + 1}"
+                yield name, read_grey(names[index]), read_grey(names[index + 1])
 
 
 def default_videos() -> list[str]:

@@ -66,7 +66,8 @@ def compare_steps(device: str = "cpu") -> dict:
                 worst["skipped_change_is_none"] &= our_change is None
             worst["flags_differ"] += int((ref_live != our_live).sum().item())
         if batch > 1:
-            moved = max((our_u[batch // 2] - frozen_u).abs().max().item(), (our_p[batch // 2] - frozen_p).abs().max().item())
+            moved = max((our_u[batch // 2] - frozen_u).abs().max().item(),
+                        (our_p[batch // 2] - frozen_p).abs().max().item())
             worst["frozen_moved"] = max(worst["frozen_moved"], moved)
         worst["flags_differ"] += int(our_live.sum().item())  # every pair met the fifth step's epsilon
         worst["flow"] = max(worst["flow"], (our_u - ref_u).abs().max().item())

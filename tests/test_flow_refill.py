@@ -37,7 +37,10 @@ def alone(first: np.ndarray, second: np.ndarray, params: FlowParams) -> torch.Te
 
 
 @pytest.mark.parametrize("median", [5, 0])
-def test_refilled_batch_gives_each_pair_its_flow_alone(median):
+@pytest.mark.parametrize("looks", ["every step", "every check_every steps"])
+def test_refilled_batch_gives_each_pair_its_flow_alone(median, looks, monkeypatch):
+    if looks != "every step":  # as on a GPU: pairs that met the stopping rule wait frozen for the host's look
+        monkeypatch.setattr("tsnpipe.stages.flow.refill.check_interval", lambda params, device: params.check_every)
     big, small = grey_frames(7, (48, 36)), grey_frames(4, (40, 30))
     pairs = [(("big", k), big[k], big[k + 1]) for k in range(6)] + [(("small", k), small[k], small[k + 1]) for k in range(3)]
     params = FlowParams(median_filtering=median, **SMALL)

@@ -19,8 +19,13 @@ def check(result: dict) -> None:
     steps, flow = result["steps"], result["flow"]
     assert steps["flow"] < 1e-5 and steps["dual"] < 1e-5, steps
     assert steps["change_rel"] < 1e-4 and steps["skipped_change_is_none"], steps
+    assert steps["frozen_moved"] == 0.0, "a pair that met the stopping rule must keep its flow and duals"
+    assert steps["flags_differ"] == 0, "the kernels must apply the stopping rule to the flags as the reference does"
     assert flow["flow_mean_abs_px"] > 0.05, "the crop shows no motion, the comparison would prove nothing"
     assert flow["flow_max_px"] < 1e-3, flow
+    # Looking at the stopping rule every 3 steps (frozen pairs in between) stops where looking every step does.
+    assert flow["stopping_moved_px"] > 0.05, "the stopping rule never met: the comparison would prove nothing"
+    assert flow["stopped_max_px"] < 1e-3, flow
 
 
 def test_triton_step_matches_eager_reference_in_the_interpreter():

@@ -6,6 +6,7 @@ Triton's interpreter; on a CUDA machine `compare(device="cuda")` runs the compil
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 
 from tsnpipe.stages.flow import FlowParams
+from tsnpipe.stages.flow import torch_tvl1
 from tsnpipe.stages.flow.torch_tvl1 import tvl1_flow, tvl1_iteration
 from tsnpipe.stages.flow.triton_tvl1 import triton_iteration
 
@@ -36,21 +38,38 @@ def random_state(batch: int, height: int, width: int, device: str):
 
 
 def compare_steps(device: str = "cpu") -> dict:
-    """Six steps of each implementation from the same state, odd sizes (partial blocks, borders)."""
-    worst = {"flow": 0.0, "dual": 0.0, "change_rel": 0.0, "skipped_change_is_none": True}
+    """Six steps of each implementation from the same state, odd sizes (partial blocks, borders). From the
+    fourth step on they carry stopping flags: the middle pair of a batch of three starts frozen, the
+    fifth step's epsilon is met by every pair, so the sixth changes nothing."""
+    worst = {"flow": 0.0, "dual": 0.0, "change_rel": 0.0, "skipped_change_is_none": True, "frozen_moved": 0.0,
+             "flags_differ": 0}
     for batch, height, width in ((1, 1, 1), (3, 7, 9), (1, 33, 40)):
         u, p, grad, rho_c, inv_grad = random_state(batch, height, width, device)
         ref_u, ref_p, our_u, our_p = u.clone(), p.clone(), u.clone(), p.clone()
         g = torch.zeros_like(p)
+        ref_live = torch.ones(batch, device=device)
+        ref_live[batch // 2] = 0.0 if batch > 1 else 1.0
+        our_live = ref_live.clone()
         for step in range(6):
             measure = step % 3 == 2
-            ref_u, ref_change = tvl1_iteration(ref_u, ref_p, g, grad, rho_c, inv_grad, 0.045, 0.3, 0.8333, measure)
-            our_u, our_change = triton_iteration(our_u, our_p, g, grad, rho_c, inv_grad, 0.045, 0.3, 0.8333, measure)
-            if measure:
+            flagged = step >= 3
+            epsilon = 1e9 if step == 4 else 0.0
+            if step == 3:
+                frozen_u, frozen_p = our_u[batch // 2].clone(), our_p[batch // 2].clone()
+            args = (grad, rho_c, inv_grad, 0.045, 0.3, 0.8333, measure)
+            ref_u, ref_change = tvl1_iteration(ref_u, ref_p, g, *args, ref_live if flagged else None, epsilon)
+            our_u, our_change = triton_iteration(our_u, our_p, g, *args, our_live if flagged else None, epsilon)
+            if measure or flagged:
                 rel = ((our_change - ref_change).abs() / ref_change.clamp(min=1e-6)).max().item()
                 worst["change_rel"] = max(worst["change_rel"], rel)
             else:
                 worst["skipped_change_is_none"] &= our_change is None
+            worst["flags_differ"] += int((ref_live != our_live).sum().item())
+        if batch > 1:
+            moved = max((our_u[batch // 2] - frozen_u).abs().max().item(),
+                        (our_p[batch // 2] - frozen_p).abs().max().item())
+            worst["frozen_moved"] = max(worst["frozen_moved"], moved)
+        worst["flags_differ"] += int(our_live.sum().item())  # every pair met the fifth step's epsilon
         worst["flow"] = max(worst["flow"], (our_u - ref_u).abs().max().item())
         worst["dual"] = max(worst["dual"], (our_p - ref_p).abs().max().item())
     return worst
@@ -62,10 +81,21 @@ def compare_flow(device: str = "cpu") -> dict:
     second = cv2.imread(str(RUBBER_WHALE / "frame11.png"), cv2.IMREAD_GRAYSCALE)[100:124, 200:232]
     as_batch = lambda image: torch.from_numpy(np.ascontiguousarray(image))[None, None].float().to(device)  # noqa: E731
     params = FlowParams(backend="torch", nscales=2, warps=1, inner_iterations=6, outer_iterations=2, check_every=3)
+    # A large epsilon: warps stop early, at a step the host does not look at when it looks every 3 steps.
+    stopping = dataclasses.replace(params, epsilon=0.3)
     with torch.inference_mode():
         ref = tvl1_flow(as_batch(first), as_batch(second), params, tvl1_iteration)
         ours = tvl1_flow(as_batch(first), as_batch(second), params, triton_iteration)
-    return {"flow_max_px": (ours - ref).abs().max().item(), "flow_mean_abs_px": ref.abs().mean().item()}
+        ref_stopped = tvl1_flow(as_batch(first), as_batch(second), stopping, tvl1_iteration)  # looks every step
+        every_step = torch_tvl1.check_interval
+        torch_tvl1.check_interval = lambda params, device: params.check_every  # the GPU's looks, here too
+        try:
+            our_stopped = tvl1_flow(as_batch(first), as_batch(second), stopping, triton_iteration)
+        finally:
+            torch_tvl1.check_interval = every_step
+    return {"flow_max_px": (ours - ref).abs().max().item(), "flow_mean_abs_px": ref.abs().mean().item(),
+            "stopped_max_px": (our_stopped - ref_stopped).abs().max().item(),
+            "stopping_moved_px": (ref_stopped - ref).abs().max().item()}
 
 
 if __name__ == "__main__":

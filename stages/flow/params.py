@@ -6,7 +6,9 @@ from dataclasses import asdict, dataclass
 
 from tsnpipe.stages.errors import TsnpipeError
 
-STAGE_VERSION = 2  # bump when the flow images change for the same params (2: 30 x 10 iterations, the references')
+# Bump when the flow images change for the same params (2: 30 x 10 iterations, the references';
+# 3: the torch backend samples its pyramid and warps as OpenCV does and stops at OpenCV's iteration).
+STAGE_VERSION = 3
 BACKENDS = ("opencv", "torch")
 IMAGE_FORMATS = ("jpg", "png")
 PAIRS = ("frames", "source")  # consecutive extracted frames; or each extracted frame and its next source frame
@@ -36,7 +38,8 @@ class FlowParams:
     scale_step: float = 0.8  # OpenCV default
     gamma: float = 0.0  # OpenCV default: no illumination term
     median_filtering: int = 5  # OpenCV / dense_flow CPU default (TSN's CUDA TV-L1: none)
-    # torch backend: how often (in iterations) the epsilon stopping rule is evaluated; not in OpenCV.
+    # torch backend on a GPU: how often (in iterations) the host looks at the stopping rule. The rule is met at
+    # the same iteration as in OpenCV whatever this is (pairs wait frozen for the look): it trades syncs, not flow.
     check_every: int = 10
     image_format: str = "jpg"  # dense_flow and TSN store JPEG
     jpeg_quality: int = 95  # OpenCV's imwrite default, which dense_flow writes with

@@ -3,7 +3,8 @@
 `tvl1_flow` runs a batch level by level and warp by warp, and every warp waits for its slowest pair:
 on a GPU most of its steps then run a handful of pairs (the tail). Here each pair is a small state
 machine over (level, warp, outer, inner iteration), and each pyramid level size has a pool of slots.
-A round runs one pool's slots for up to `check_every` steps; then the pairs whose warp met the
+A round runs one pool's slots until the host's next look at the stopping rule (every step on the CPU,
+every `check_every` steps on a GPU, a pair that met it frozen meanwhile); then the pairs whose warp met the
 stopping rule or the iteration cap leave their slot and start their next warp, or go on to the next
 finer level, or come out as flow; the pool is topped up from the pairs waiting at that level. The
 solver runs the finest pool that can fill all `batch` slots; when none can, it draws new pairs from
@@ -23,8 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from tsnpipe.stages.flow.params import FlowParams
-from tsnpipe.stages.flow.torch_tvl1 import (GRAD_EPSILON, centred_gradient, median_filter, pixel_grid,
-                                            pyramid_sizes, tvl1_iteration, warp_bicubic)
+from tsnpipe.stages.flow.torch_tvl1 import (GRAD_EPSILON, centred_gradient, check_interval, image_pyramid,
+                                            median_filter, pixel_grid, pyramid_sizes, tvl1_iteration, warp_bicubic)
 
 Pair = tuple[Any, np.ndarray, np.ndarray]  # (key, first, second): H x W uint8 grey frames
 
@@ -143,11 +144,9 @@ class RefillSolver:
         for (height, width), pairs in drawn.items():
             sizes = pyramid_sizes(height, width, self.params.nscales, self.params.scale_step)
             frames = np.stack([np.stack((first, second)) for _, first, second in pairs])
-            level = torch.from_numpy(frames).to(self.device, non_blocking=True).float()
+            stacked = torch.from_numpy(frames).to(self.device, non_blocking=True).float()
             per_level = []
-            for index, size in enumerate(sizes):
-                if index:
-                    level = F.interpolate(level, size=size, mode="bilinear", align_corners=False)
+            for level in image_pyramid(stacked, sizes, self.params.scale_step):
                 i1x, i1y = centred_gradient(level[:, 1:])
                 per_level.append(torch.cat((level, i1x, i1y), dim=1))
             coarsest = self._pool(sizes[-1])
@@ -167,7 +166,8 @@ class RefillSolver:
         rho_c = warped[:, :1] - (warped_grad * u).sum(dim=1, keepdim=True) - images[:, :1]
         inv_grad = warped_grad.square().sum(dim=1, keepdim=True).clamp_(min=GRAD_EPSILON).reciprocal_()
         new = {"u": median_filter(u, self.params.median_filtering), "p": torch.stack([entry.p for entry in entries]),
-               "warped_grad": warped_grad, "rho_c": rho_c, "inv_grad": inv_grad}
+               "warped_grad": warped_grad, "rho_c": rho_c, "inv_grad": inv_grad,
+               "live": torch.ones(len(entries), device=self.device)}
         for name, tensor in new.items():
             pool.state[name] = torch.cat((pool.state[name], tensor)) if pool.pairs else tensor
         pool.pairs += [entry.pair for entry in entries]
@@ -179,18 +179,19 @@ class RefillSolver:
         free = self.batch - len(pool.pairs)
         if free > 0 and pool.waiting:
             self._start_warps(pool, [pool.waiting.popleft() for _ in range(min(free, len(pool.waiting)))])
-        inner_cap, every = params.inner_iterations, params.check_every
-        # Run until the first slot reaches a stopping check: every `check_every` steps and at an outer round's end.
+        inner_cap, every = params.inner_iterations, check_interval(params, self.device)
+        # Run until the first slot reaches the host's next look: every `every` steps and at an outer round's end.
         length = min(min(every - k % every, inner_cap - k) for k in pool.inner)
         state = pool.state
         if pool.gradient is None:
             pool.gradient = torch.zeros(self.batch, 2, 2, *pool.size, device=self.device)
         g = pool.gradient[: len(pool.pairs)]
         l_t, taut = params.lambda_ * params.theta, params.tau / params.theta
-        u = state["u"]
-        for n in range(length):
+        u, live = state["u"], state["live"] if every > 1 else None
+        scaled_epsilon = params.epsilon**2 * pool.size[0] * pool.size[1]
+        for _ in range(length):  # the stopping rule is met at a step; the pair stays frozen until the look
             u, change = self.step(u, state["p"], g, state["warped_grad"], state["rho_c"], state["inv_grad"],
-                                  l_t, params.theta, taut, n == length - 1)
+                                  l_t, params.theta, taut, True, live, scaled_epsilon)
         state["u"] = u
         self.stats.steps += length
         self.stats.pair_steps += length * len(pool.pairs)
@@ -198,7 +199,7 @@ class RefillSolver:
         if not self.exhausted:
             self.stats.fed_steps += length
             self.stats.fed_pair_steps += length * len(pool.pairs)
-        settled = (change <= params.epsilon**2 * pool.size[0] * pool.size[1]).tolist()
+        settled = (change <= scaled_epsilon if live is None else live == 0).tolist()
         leaving, median = [], []
         for slot in range(len(pool.pairs)):
             k = pool.inner[slot] = pool.inner[slot] + length

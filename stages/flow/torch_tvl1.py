@@ -2,17 +2,21 @@
 
 The algorithm is the duality-based TV-L1 of Zach, Pock and Bischof (2007) in the form of Sanchez,
 Meinhardt-Llopis and Facciolo (IPOL 2013), laid out as OpenCV's DualTVL1 does it so the two backends
-agree: a pyramid built by repeated bilinear downscaling by `scale_step` (stopping below 16 pixels),
-zero flow at the coarsest level; at every level `warps` times: bicubic warp of the second image and
-of its centred-difference gradient (zero outside), linearise the data term around the current flow,
-then up to `outer_iterations` x `inner_iterations` primal-dual iterations that stop once the squared
-flow update summed over the image falls below epsilon^2 * area, with a 5x5 median filter of the flow
-at the start of each outer iteration. The flow is upsampled bilinearly and scaled by 1/scale_step.
+agree: a pyramid built by repeated bilinear downscaling by `scale_step` (stopping below 16 pixels;
+cv::resize with fx = fy = scale_step, which samples at (x + 0.5) / scale_step - 0.5 whatever the
+rounded size), zero flow at the coarsest level; at every level `warps` times: bicubic warp of the
+second image and of its centred-difference gradient (zero outside, at positions rounded to 1/32 pixel
+as cv::remap does), linearise the data term around the current flow, then up to `outer_iterations` x
+`inner_iterations` primal-dual iterations that stop once the squared flow update summed over the
+image falls below epsilon^2 * area, with a 5x5 median filter of the flow at the start of each outer
+iteration. The flow is upsampled bilinearly and scaled by 1/scale_step.
 
-Tensors are (B, C, H, W) float32; images are grey levels 0..255. Pairs that meet the stopping rule
-leave the batch (checked every `check_every` iterations, the only host syncs in the loop). The step is
-a parameter: `tvl1_iteration` below (eager torch, the CPU implementation and the reference) or the
-fused Triton kernels of triton_tvl1 on CUDA (`iteration_for` picks).
+Tensors are (B, C, H, W) float32; images are grey levels 0..255. The stopping rule is OpenCV's: the
+update is measured after every step and a warp ends at the first step that meets it. Pairs that met it
+leave the batch when the host looks (every step on the CPU, every `check_every` steps on a GPU: the
+only host syncs in the loop) and stay frozen until then. The step is a parameter: `tvl1_iteration`
+below (eager torch, the CPU implementation and the reference) or the fused Triton kernels of
+triton_tvl1 on CUDA (`iteration_for` picks).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import warnings
 from typing import Callable
 
+import cv2
 import torch
 import torch.nn.functional as F
 
@@ -30,6 +35,8 @@ MIN_LEVEL_SIZE = 16
 GRAD_EPSILON = 1.1920929e-07
 # The median filter unfolds size*size copies of the flow: this many float values (128 MB) at a time.
 MEDIAN_CHUNK_VALUES = 32_000_000
+# cv::remap's sub-pixel resolution: positions are rounded to 1/32 pixel.
+REMAP_STEPS = 32
 
 
 def pyramid_sizes(height: int, width: int, nscales: int, scale_step: float) -> list[tuple[int, int]]:
@@ -44,6 +51,37 @@ def pyramid_sizes(height: int, width: int, nscales: int, scale_step: float) -> l
     return sizes
 
 
+def _resize_taps(source: int, target: int, scale: float, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """cv::resize INTER_LINEAR along one axis: left tap, right tap and right weight of each output pixel."""
+    position = ((torch.arange(target, dtype=torch.float64) + 0.5) / scale - 0.5).float()
+    left = position.floor()
+    weight = position - left
+    left = left.long()
+    outside = (left < 0) | (left >= source - 1)  # OpenCV takes the edge pixel alone there
+    weight[outside] = 0.0
+    left = left.clamp(0, source - 1)
+    right = (left + 1).clamp(max=source - 1)
+    return left.to(device), right.to(device), weight.to(device)
+
+
+def downscale(images: torch.Tensor, size: tuple[int, int], scale: float) -> torch.Tensor:
+    """Bilinear downscaling like cv::resize(src, dst, Size(), scale, scale, INTER_LINEAR): the sample
+    positions follow `scale` itself, not the ratio of the rounded sizes (F.interpolate's mapping), which
+    shifts a coarse level by up to a quarter pixel at its far edge and changes its grey levels."""
+    left, right, wx = _resize_taps(images.shape[-1], size[1], scale, images.device)
+    top, bottom, wy = _resize_taps(images.shape[-2], size[0], scale, images.device)
+    rows = torch.lerp(images[..., left], images[..., right], wx)
+    return torch.lerp(rows[..., top, :], rows[..., bottom, :], wy[:, None])
+
+
+def image_pyramid(images: torch.Tensor, sizes: list[tuple[int, int]], scale: float) -> list[torch.Tensor]:
+    """`images` (B, C, H, W) at every level size, finest first, each level downscaled from the one before."""
+    levels = [images]
+    for size in sizes[1:]:
+        levels.append(downscale(levels[-1], size, scale))
+    return levels
+
+
 def centred_gradient(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Half central differences; one-sided half differences at the border (replicated edge)."""
     padded = F.pad(image, (1, 1, 1, 1), mode="replicate")
@@ -53,9 +91,25 @@ def centred_gradient(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def median_filter(flow: torch.Tensor, size: int) -> torch.Tensor:
-    """Median over size x size windows with replicated borders, like cv::medianBlur on float images."""
+    """Median over size x size windows with replicated borders, like cv::medianBlur on float images.
+
+    On the CPU it is cv::medianBlur itself (about a hundred times faster than unfolding the windows);
+    elsewhere `median_unfolded`.
+    """
     if size <= 1:
         return flow
+    if flow.device.type != "cpu":
+        return median_unfolded(flow, size)
+    out = torch.empty_like(flow)
+    source, target = flow.contiguous().numpy(), out.numpy()
+    for pair in range(flow.shape[0]):
+        for component in range(flow.shape[1]):
+            target[pair, component] = cv2.medianBlur(source[pair, component], size)
+    return out
+
+
+def median_unfolded(flow: torch.Tensor, size: int) -> torch.Tensor:
+    """cv::medianBlur's result on any device: the size x size windows unfolded (in chunks), their medians."""
     b, c, h, w = flow.shape
     r = size // 2
     out = torch.empty_like(flow)
@@ -68,10 +122,14 @@ def median_filter(flow: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def warp_bicubic(stack: torch.Tensor, flow: torch.Tensor, base_grid: torch.Tensor) -> torch.Tensor:
-    """Sample every channel of `stack` at x + flow (bicubic, zero outside), like cv::remap INTER_CUBIC."""
+    """Sample every channel of `stack` at x + flow (bicubic, zero outside), like cv::remap INTER_CUBIC.
+
+    cv::remap rounds each position to 1/32 pixel (INTER_TAB_SIZE) before it weighs the taps; so do we.
+    """
     h, w = stack.shape[-2:]
     scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], device=flow.device, dtype=flow.dtype)
-    grid = (base_grid + flow.permute(0, 2, 3, 1)) * scale - 1.0
+    position = (base_grid + flow.permute(0, 2, 3, 1)).mul_(REMAP_STEPS).round_().div_(REMAP_STEPS)
+    grid = position.mul_(scale).sub_(1.0)
     return F.grid_sample(stack, grid, mode="bicubic", padding_mode="zeros", align_corners=True)
 
 
@@ -96,31 +154,52 @@ def tvl1_iteration(
     theta: float,
     taut: float,
     measure: bool,
+    live: torch.Tensor | None = None,
+    scaled_epsilon: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One primal-dual step for a batch; returns the new flow and, when `measure`, each pair's squared update.
 
     u, warped_grad: (B, 2, H, W) flow (x, y) and warped image gradient (x, y); rho_c, inv_grad:
     (B, 1, H, W); p: (B, 2, 2, H, W) dual variables [flow component, direction], updated in place;
     g: a (B, 2, 2, H, W) buffer for the flow's forward gradient whose last column (x) and last
-    row (y) stay zero.
+    row (y) stay zero. live: None, or (B,) float, 1 for a pair still iterating and 0 for one that met
+    the stopping rule: its flow and duals stay as they are (its update is zeroed). Given `live`, the
+    step measures and sets to 0 the flag of each pair whose squared update is at most `scaled_epsilon`.
     """
+    measure = measure or live is not None
+    scale = None if live is None else live.view(-1, 1, 1, 1)
     # Thresholding step (TH): the pointwise minimiser of the linearised data term, clamped at +-l_t.
     rho = torch.addcmul(rho_c, warped_grad[:, :1], u[:, :1]).addcmul_(warped_grad[:, 1:], u[:, 1:])
     coef = rho.mul_(inv_grad).clamp_(-l_t, l_t)
-    u_new = torch.addcmul(u, coef, warped_grad, value=-1.0)
-    # u = v + theta * div(p), with backward differences and zero outside.
+    # u = v + theta * div(p) = u + delta, with backward differences for div and zero outside.
     px, py = p[:, :, 0], p[:, :, 1]
-    u_new.add_(px, alpha=theta)
-    u_new[..., :, 1:].sub_(px[..., :, :-1], alpha=theta)
-    u_new.add_(py, alpha=theta)
-    u_new[..., 1:, :].sub_(py[..., :-1, :], alpha=theta)
-    change = (u_new - u).square_().sum(dim=(1, 2, 3)) if measure else None
+    delta = torch.mul(px, theta)
+    delta[..., :, 1:].sub_(px[..., :, :-1], alpha=theta)
+    delta.add_(py, alpha=theta)
+    delta[..., 1:, :].sub_(py[..., :-1, :], alpha=theta)
+    delta.addcmul_(coef, warped_grad, value=-1.0)
+    if scale is not None:
+        delta.mul_(scale)
+    u_new = u + delta
+    change = torch.bmm(delta.view(len(delta), 1, -1), delta.view(len(delta), -1, 1)).view(-1) if measure else None
     # Dual step: p = (p + taut * grad u) / (1 + taut * |grad u|), per flow component.
     torch.sub(u_new[..., :, 1:], u_new[..., :, :-1], out=g[:, :, 0, :, :-1])
     torch.sub(u_new[..., 1:, :], u_new[..., :-1, :], out=g[:, :, 1, :-1, :])
-    norm = torch.hypot(g[:, :, 0], g[:, :, 1]).mul_(taut).add_(1.0).unsqueeze(2)
+    if scale is not None:
+        g.mul_(scale.unsqueeze(-1))
+    gx, gy = g[:, :, 0], g[:, :, 1]
+    norm = torch.addcmul(gx * gx, gy, gy).sqrt_().mul_(taut).add_(1.0).unsqueeze(2)  # torch.hypot is 4x slower
     p.add_(g, alpha=taut).div_(norm)
+    if live is not None:
+        live.mul_(change > scaled_epsilon)
     return u_new, change
+
+
+def check_interval(params: FlowParams, device: torch.device | str) -> int:
+    """How many steps run between the host's looks at the stopping rule: every step on the CPU, where a
+    look costs nothing; `check_every` elsewhere, where each look waits for the device. The rule itself is
+    met at the same step either way: between looks a pair that met it is frozen (`live` at 0)."""
+    return 1 if torch.device(device).type == "cpu" else params.check_every
 
 
 def solve_level(
@@ -138,6 +217,7 @@ def solve_level(
     scaled_epsilon = params.epsilon**2 * h * w
     l_t = params.lambda_ * params.theta
     taut = params.tau / params.theta
+    every = check_interval(params, u.device)
     p = torch.zeros(b, 2, 2, h, w, device=u.device)  # kept across warps, as OpenCV does
     last_inner = params.inner_iterations - 1
     for _ in range(params.warps):
@@ -148,15 +228,16 @@ def solve_level(
         # The pairs still iterating; the finished ones are written back and leave the batch.
         active = torch.arange(b, device=u.device)
         ua, pa, ga, ra, iga = u, p, warped_grad, rho_c, inv_grad
+        live = torch.ones(b, device=u.device) if every > 1 else None
         g = torch.zeros_like(p)
         for _ in range(params.outer_iterations):
             ua = median_filter(ua, params.median_filtering)
             for inner in range(params.inner_iterations):
-                measure = (inner + 1) % params.check_every == 0 or inner == last_inner
-                ua, change = step(ua, pa, g, ga, ra, iga, l_t, params.theta, taut, measure)
-                if not measure:
+                # OpenCV measures the update after every step and stops the warp once it is small enough.
+                ua, change = step(ua, pa, g, ga, ra, iga, l_t, params.theta, taut, True, live, scaled_epsilon)
+                if (inner + 1) % every and inner != last_inner:
                     continue
-                done = (change <= scaled_epsilon).cpu()
+                done = (change <= scaled_epsilon if live is None else live == 0).cpu()
                 if not done.any():
                     continue
                 done_here = done.to(ua.device)
@@ -168,6 +249,7 @@ def solve_level(
                     break
                 active = active[keep]
                 ua, pa, ga, ra, iga, g = ua[keep], pa[keep], ga[keep], ra[keep], iga[keep], g[keep]
+                live = None if live is None else live[keep]
             else:
                 continue
             break
@@ -182,9 +264,7 @@ def tvl1_flow(
 ) -> torch.Tensor:
     """Flow from i0 to i1 for a batch: (B, 1, H, W) grey 0..255 in, (B, 2, H, W) pixels (x, y) out."""
     sizes = pyramid_sizes(i0.shape[-2], i0.shape[-1], params.nscales, params.scale_step)
-    pyramid = [torch.cat((i0, i1), dim=1).float()]
-    for size in sizes[1:]:
-        pyramid.append(F.interpolate(pyramid[-1], size=size, mode="bilinear", align_corners=False))
+    pyramid = image_pyramid(torch.cat((i0, i1), dim=1).float(), sizes, params.scale_step)
     u = torch.zeros(i0.shape[0], 2, *sizes[-1], device=i0.device, dtype=torch.float32)
     for level in range(len(sizes) - 1, -1, -1):
         pair = pyramid[level]

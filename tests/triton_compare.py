@@ -86,7 +86,7 @@ def compare_flow(device: str = "cpu") -> dict:
     with torch.inference_mode():
         ref = tvl1_flow(as_batch(first), as_batch(second), params, tvl1_iteration)
         ours = tvl1_flow(as_batch(first), as_batch(second), params, triton_iteration)
-        ref_stopped = tvl1_flow(as_batch(first), as_batch(second), stopping, tvl1_iteration)  # looks every step
+        ref_stopped = tvl1_flow(as_batch(first), as_batch(second), stopping, tvl1_iteration)  # CPU: looks every step
         every_step = torch_tvl1.check_interval
         torch_tvl1.check_interval = lambda params, device: params.check_every  # the GPU's looks, here too
         try:

@@ -56,6 +56,11 @@ def test_refilled_batch_gives_each_pair_its_flow_alone(median, looks, monkeypatc
     assert solver.stats.mean_active > 2.0  # 3 slots, refilled: mostly full
 
 
+def test_how_often_the_host_looks_is_not_part_of_the_flow_params_hash():
+    """It changes syncs, not flow (the test above): changing it must not redo a data set's flow."""
+    assert FlowParams(check_every=3).hashed() == FlowParams().hashed()
+
+
 def test_slots_stay_full_while_pairs_keep_coming():
     """16 pairs through 4 slots: every step runs 4 pairs until the source is dry; only the end drains."""
     frames = grey_frames(17, (48, 36))

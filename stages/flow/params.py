@@ -16,7 +16,7 @@ PAIRS = ("frames", "source")  # consecutive extracted frames; or each extracted 
 
 @dataclass(frozen=True)
 class FlowParams:
-    """TV-L1 settings, quantization and image format; the runner hashes all of them.
+    """TV-L1 settings, quantization and image format; the runner hashes all that changes the flow (`hashed`).
 
     Two references fix the TV-L1 values. dense_flow's CPU tool (the flow of most TSN reproductions)
     calls OpenCV's DualTVL1 with its defaults: 30 inner x 10 outer iterations a warp, a 5x5 median
@@ -72,9 +72,11 @@ class FlowParams:
         """Exactly what the flow images depend on, with the stage version: the runner hashes this.
 
         `pairs` joins the hash only when it is not the default ("frames", the only pairing before the option
-        existed), so the default's hash does not depend on the option's presence.
+        existed), so the default's hash does not depend on the option's presence. `check_every` never joins
+        it: pairs wait frozen for the host's look, so it changes how often the host syncs, not the flow.
         """
         values = asdict(self)
+        del values["check_every"]
         if values["pairs"] == "frames":
             del values["pairs"]
         return {**values, "stage_version": STAGE_VERSION}

@@ -176,9 +176,8 @@ def test_3d_first_conv_gets_the_first_layer_lr_policy(workdir):
 def one_per_class(workdir, tmp_path_factory):
     """Splits of one sample clip per class (4 clips, in train and test): small enough to overfit fast.
 
-    `one_per_class(copies)` lists each training clip `copies` times, so an epoch takes `copies` steps of 4 clips
-    (or one step of 4 x copies with that batch), each copy with its own random start, crop and flip: more steps
-    per checkpoint written, or every clip seen in several views per step.
+    `one_per_class(copies)` lists each training clip `copies` times: with a batch of 4 x copies every step then
+    holds every clip `copies` times, each copy with its own random start, crop and flip.
     """
     import pandas as pd
 
@@ -201,7 +200,7 @@ def one_per_class(workdir, tmp_path_factory):
 # - The ResNets train every BN on batch statistics, so every batch holds every clip (a batch of 4 x copies over a
 #   list of copies): batches that miss a class make those statistics jump from step to step and the loss diverge.
 #   R(2+1)D, with twice the BN layers of R3D, sees each clip twice per step.
-# - Flow: 4 pairs of a 25-80 pair video differ too much from one random start to the next; 8 pairs 3 apart span
+# - Flow: 4 pairs of a 24-80 pair video differ too much from one random start to the next; 8 pairs 3 apart span
 #   22 pairs, most of the action. Each clip is seen 4 times per step, and the lr drops for the last 2 epochs.
 # - C3D has no BN: at 16 pixels its conv5 works on 1x1 maps where 3x3x3 kernels use 3 of 27 taps, the signal fades
 #   and the fc7 features of all clips are nearly equal (cosine 0.96), so the classifier barely learns; at 32 pixels

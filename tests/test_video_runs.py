@@ -1,5 +1,5 @@
-"""3D runs through the real CLI: a kill mid-epoch resumes exactly, `tsnpipe test` scores a 3D checkpoint on the
-test and val lists, and 3D scores fuse with TSN's."""
+"""3D runs through the real CLI: a kill mid-epoch resumes exactly, `tsnpipe test --subset val` scores a 3D
+checkpoint with the clip defaults, and 3D scores fuse with TSN's."""
 
 import os
 import shutil

@@ -1,18 +1,24 @@
-"""3D runs through the real CLI: a kill mid-epoch resumes exactly, and 3D scores fuse with TSN's."""
+"""3D runs through the real CLI: a kill mid-epoch resumes exactly, `tsnpipe test --subset val` scores a 3D
+checkpoint with the clip defaults, and 3D scores fuse with TSN's."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from click.testing import CliRunner
 
 from conftest import run_tsnpipe, tsnpipe_cmd
+from tsnpipe.cli import main
 from tsnpipe.stages.evaluate import score_split
 from tsnpipe.stages.fuse import fuse_files
+from tsnpipe.stages.protocol import CLIP_TEST_CLIPS, CLIP_TEST_CROPS
 from tsnpipe.stages.scores import read_scores
 from tsnpipe.stages.train.checkpoint import load_checkpoint
 from tsnpipe.stages.train.loop import fit
@@ -58,16 +64,50 @@ def test_kill_mid_epoch_then_resume_gives_the_weights_of_an_uninterrupted_run(wo
     assert [line.split(",")[0] for line in (run_dir / "metrics.csv").read_text().splitlines()[1:]] == ["1", "2"]
 
 
-def test_3d_score_file_fuses_with_a_tsn_one_by_video_id(workdir, tmp_path):
+def tiny_run_params(split, workdir):
+    return dict(split_dir=str(split), store=str(workdir), pretrained="none", epochs=1, lr=0.01, lr_steps=[100], batch=7,
+                dropout=0.0, workers=0)
+
+
+@pytest.fixture(scope="module")
+def clip_run(workdir, tmp_path_factory):
+    """A one-epoch R(2+1)D-18 run in a workdir of its own whose split has a val.csv: the 3 clips after each class's
+    first go from train.csv to val.csv, as `build-splits --val-ratio` would move them; test.csv keeps all 7."""
+    root = tmp_path_factory.mktemp("clip_workdir")
+    split = root / "splits" / "samples" / "split1"
+    shutil.copytree(workdir / "splits" / "samples" / "split1", split)
+    train = pd.read_csv(split / "train.csv")
+    first = train.groupby("label").cumcount() == 0
+    train[first].to_csv(split / "train.csv", index=False)
+    train[~first].to_csv(split / "val.csv", index=False)
+    params = make_params("rgb", arch="r2plus1d_18", clip_len=4, stride=2, size=16, **tiny_run_params(split, workdir))
+    fit(params, root / "runs" / "clip", progress=False, log=lambda line: None)
+    return root
+
+
+def test_test_command_scores_a_3d_checkpoint_with_clip_defaults_on_the_val_list(workdir, clip_run):
+    result = CliRunner().invoke(main, ["test", "--checkpoint", str(clip_run / "runs" / "clip" / "last.pt"), "-w",
+                                       str(clip_run), "--store", str(workdir), "--subset", "val", "--workers", "0",
+                                       "--device", "cpu", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "on the val list" in result.output and f"{CLIP_TEST_CLIPS} clips of 4 x {CLIP_TEST_CROPS} crops" in result.output
+    written = read_scores(clip_run / "scores" / "clip_val.pkl")
+    val = pd.read_csv(clip_run / "splits" / "samples" / "split1" / "val.csv")
+    assert sorted(written["video_ids"]) == sorted(val["video_id"])
+    assert written["source"]["subset"] == "val" and written["source"]["arch"] == "r2plus1d_18"
+    aggregation = written["aggregation"]
+    assert (aggregation["segments"], aggregation["crops"], aggregation["clip_len"], aggregation["stride"]) == (
+        CLIP_TEST_CLIPS, int(CLIP_TEST_CROPS), 4, 2)
+    assert written["scores"].shape == (3, 4) and np.isfinite(written["scores"]).all()
+
+
+def test_3d_score_file_fuses_with_a_tsn_one_by_video_id(workdir, clip_run, tmp_path):
     split = workdir / "splits" / "samples" / "split1"
-    common = dict(split_dir=str(split), store=str(workdir), pretrained="none", epochs=1, lr=0.01, lr_steps=[100],
-                  batch=7, dropout=0.0, workers=0)
-    tsn = make_params("rgb", backbone="resnet18", segments=2, size=32, channels_last=False, **common)
-    clip = make_params("rgb", arch="r2plus1d_18", clip_len=4, stride=2, size=16, **common)
-    for name, params in (("tsn", tsn), ("clip", clip)):
-        fit(params, tmp_path / name, progress=False, log=lambda line: None)
+    tsn = make_params("rgb", backbone="resnet18", segments=2, size=32, channels_last=False, **tiny_run_params(split, workdir))
+    fit(tsn, tmp_path / "tsn", progress=False, log=lambda line: None)
     tsn_scores = score_split(tmp_path / "tsn" / "last.pt", tmp_path / "tsn.pkl", segments=2, crops=1, workers=0, progress=False)
-    clip_scores = score_split(tmp_path / "clip" / "last.pt", tmp_path / "clip.pkl", segments=2, crops=3, workers=0, progress=False)
+    clip_scores = score_split(clip_run / "runs" / "clip" / "last.pt", tmp_path / "clip.pkl", split_dir=split, segments=2,
+                              crops=3, workers=0, progress=False)
     assert tsn_scores["videos"] == clip_scores["videos"] == 7
     written = read_scores(tmp_path / "clip.pkl")
     assert written["aggregation"]["crops"] == 3 and written["aggregation"]["clip_len"] == 4

@@ -7,7 +7,7 @@
 #      bf16-vs-fp32 test score check (train_tsn.json); the same with --gpu-decode (train_gpu_decode.json);
 #   3. R(2+1)D-18 clips (train_r2plus1d.json);
 #   4. the CUDA tests of the training transforms (GPU tensors equal CPU tensors).
-# The GPU image has no ffmpeg: make the pictures here first (about 40 MB) and carry .bench/ with the
+# The GPU image has no ffmpeg: make the pictures here first (about 60 MB) and carry .bench/ with the
 # wheels that gpu_flow_check.sh names (lmdb too, for the stores; the imageio-ffmpeg wheel is not needed):
 #   python benchmarks/train_throughput.py --prepare .bench/train_samples
 #   python benchmarks/flow.py --prepare-e2e .bench/flow_frames

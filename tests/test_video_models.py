@@ -199,7 +199,8 @@ def one_per_class(workdir, tmp_path_factory):
 # What lets each arch overfit the 4 clips in few CPU seconds from random init (clip_params turns dropout off):
 # - The ResNets train every BN on batch statistics, so every batch holds every clip (a batch of 4 x copies over a
 #   list of copies): batches that miss a class make those statistics jump from step to step and the loss diverge.
-#   R(2+1)D, with twice the BN layers of R3D, sees each clip twice per step.
+#   R(2+1)D, with twice the BN layers of R3D, sees each clip twice per step, at an lr cut by 10 after 6 epochs
+#   (without the cut the last epochs swing between 0.75 and 1.0 train top-1, by torch version).
 # - Flow: 4 pairs of a 24-80 pair video differ too much from one random start to the next; 8 pairs 3 apart span
 #   22 pairs, most of the action. Each clip is seen 4 times per step, and the lr drops for the last 2 epochs.
 # - C3D has no BN: at 16 pixels its conv5 works on 1x1 maps where 3x3x3 kernels use 3 of 27 taps, the signal fades
@@ -208,7 +209,7 @@ def one_per_class(workdir, tmp_path_factory):
 OVERFIT = [
     pytest.param("r3d_18", "rgb", dict(copies=1, batch=4, lr=0.02, epochs=5), id="r3d_18-rgb"),
     pytest.param("mc3_18", "rgb", dict(copies=1, batch=4, lr=0.02, epochs=7), id="mc3_18-rgb"),
-    pytest.param("r2plus1d_18", "rgb", dict(copies=2, batch=8, lr=0.05, epochs=8), id="r2plus1d_18-rgb"),
+    pytest.param("r2plus1d_18", "rgb", dict(copies=2, batch=8, lr=0.05, lr_steps=[6], epochs=9), id="r2plus1d_18-rgb"),
     pytest.param("r3d_18", "flow", dict(copies=4, batch=16, lr=0.01, lr_steps=[8], epochs=10, clip_len=8, stride=3),
                  id="r3d_18-flow"),
     pytest.param("c3d", "rgb", dict(copies=1, batch=4, lr=0.005, epochs=8, size=32), id="c3d-rgb"),

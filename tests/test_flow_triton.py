@@ -1,5 +1,6 @@
 """The fused Triton TV-L1 step equals the eager torch reference: through Triton's interpreter on the CPU
-(in a subprocess, since TRITON_INTERPRET must be set before Triton is imported), and compiled on CUDA."""
+(in a subprocess, since TRITON_INTERPRET must be set before Triton is imported), and compiled on CUDA. Without
+a GPU, Triton's compiler still builds the kernels for an H100/H200, which the interpreter never does."""
 
 from __future__ import annotations
 
@@ -34,6 +35,17 @@ def test_triton_step_matches_eager_reference_in_the_interpreter():
                           env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     check(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_kernels_compile_for_hopper_without_a_gpu(tmp_path):
+    """The interpreter never compiles the kernels; Triton's compiler and ptxas do, for sm_90 (H100/H200), every
+    variant the step launches. A fresh cache directory makes it compile rather than read an earlier build."""
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, str(HERE / "triton_build.py"), "90"], capture_output=True, text=True,
+                          env={**env, "TRITON_CACHE_DIR": str(tmp_path)}, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    sizes = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(sizes) == 6 and min(sizes.values()) > 10_000, sizes
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -5,7 +5,8 @@ as `extract-frames --size 340x256` and `extract-flow` see them. Sections:
 - kernel: the torch backend in memory (no JPEG reading or writing) on the device (CUDA when present),
   per batch: pairs/s, primal-dual steps run and mean pairs active per step, with slots refilled as
   pairs finish (what extract-flow runs) and, for one batch size, a fixed batch that waits for its
-  slowest pair at every warp (the earlier scheme) for comparison;
+  slowest pair at every warp (the earlier scheme) for comparison; with the refill, also the fused
+  kernels' memory traffic per pair and the bandwidth reached (at full bandwidth B, pairs/s = B / traffic);
 - end_to_end: `tsnpipe extract-flow --backend torch` on frames that the real `extract-frames` cut from
   the bundled clips copied until there are at least --e2e-pairs pairs; pairs/s over the command's wall time;
 - cpu (unless --skip-cpu): OpenCV and the torch backend per core (1 process, 1 thread, also in CPU
@@ -39,6 +40,7 @@ from tsnpipe.stages.flow import FlowParams
 from tsnpipe.stages.flow.opencv_tvl1 import create_tvl1, opencv_flow
 from tsnpipe.stages.flow.refill import RefillSolver
 from tsnpipe.stages.flow.torch_tvl1 import iteration_for, tvl1_flow
+from tsnpipe.stages.flow.triton_tvl1 import BYTES_PER_PIXEL_STEP
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "pipeline" / "samples" / "videos"
@@ -144,7 +146,12 @@ def refill_run(pairs, params: FlowParams, device: torch.device, batch: int) -> d
                "pairs_per_s": round(len(pairs) / seconds, 2), "steps": stats.steps,
                "mean_active_pairs": round(stats.mean_active, 1),
                "mean_active_while_fed": round(stats.mean_active_while_fed, 1),
-               "steps_per_pair": round(stats.steps / len(pairs), 1)}
+               "steps_per_pair": round(stats.steps / len(pairs), 1),
+               "pair_steps_per_pair": round(stats.pair_steps / len(pairs), 1)}
+    # The fused kernels' memory traffic for this work: what a GPU at full bandwidth would need, and what it got.
+    traffic = stats.pixel_steps * BYTES_PER_PIXEL_STEP / 1e9
+    figures["fused_traffic_GB_per_pair"] = round(traffic / len(pairs), 3)
+    figures["fused_traffic_GB_per_s"] = round(traffic / seconds, 1)
     if device.type == "cpu" and torch.get_num_threads() == 1:
         figures["cpu_s_per_pair"] = round(cpu / len(pairs), 3)
     return figures

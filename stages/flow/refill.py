@@ -69,10 +69,12 @@ class _Pool:
 
 @dataclass
 class RefillStats:
-    """What the solver did: primal-dual steps launched and the pair-steps they computed."""
+    """What the solver did: primal-dual steps launched, the pair-steps they computed, and the pixels those
+    covered (a step's memory traffic follows its pixels: triton_tvl1.BYTES_PER_PIXEL_STEP)."""
 
     steps: int = 0
     pair_steps: int = 0
+    pixel_steps: int = 0
     rounds: int = 0
     pairs: int = 0
     # The same while the source still had pairs: the end of a run drains the last pairs through partly
@@ -195,6 +197,7 @@ class RefillSolver:
         state["u"] = u
         self.stats.steps += length
         self.stats.pair_steps += length * len(pool.pairs)
+        self.stats.pixel_steps += length * len(pool.pairs) * pool.size[0] * pool.size[1]
         self.stats.rounds += 1
         if not self.exhausted:
             self.stats.fed_steps += length

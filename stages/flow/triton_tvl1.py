@@ -23,6 +23,10 @@ import triton
 import triton.language as tl
 
 BLOCK = 1024
+# Bytes a step moves to and from memory per pixel of a pair, neighbours read through the cache: the primal
+# kernel reads the flow (2 floats), warped gradient (2), rho_c, 1/|grad|^2 and the duals (4) and writes the new
+# flow (2); the dual kernel reads the new flow (2) and the duals (4) and writes the duals (4). 22 float32s.
+BYTES_PER_PIXEL_STEP = 22 * 4
 
 
 @triton.jit

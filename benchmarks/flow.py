@@ -9,13 +9,15 @@ as `extract-frames --size 340x256` and `extract-flow` see them. Sections:
   kernels' memory traffic per pair and the bandwidth reached (at full bandwidth B, pairs/s = B / traffic);
 - end_to_end: `tsnpipe extract-flow --backend torch` on frames that the real `extract-frames` cut from
   the bundled clips copied until there are at least --e2e-pairs pairs; pairs/s over the command's wall time;
+- host: the CPU work of extract-flow per pair whatever computes the flow (decode a frame, quantize and encode two
+  flow images), per core and on a thread per core: the end-to-end rate the machine's cores can feed;
 - cpu (unless --skip-cpu): OpenCV and the torch backend per core (1 process, 1 thread, also in CPU
   seconds) and in one 1-thread process per core;
 - middlebury_epe (unless --skip-epe): mean end-point error per pair in tests/data/middlebury.
 Usage on a GPU: python benchmarks/flow.py --skip-cpu (without ffmpeg there: `--prepare-e2e DIR` where ffmpeg
 is, then `--e2e-workdir DIR` on the GPU)
 Tiny CPU run: python benchmarks/flow.py --size 64x48 --iterations 10x2 --kernel-pairs 8 --batches 2,4 --fixed-batch 4
-    --e2e-pairs 20 --e2e-fps 1 --skip-cpu --skip-epe
+    --e2e-pairs 20 --e2e-fps 1 --host-pairs 50 --skip-cpu --skip-epe
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -37,6 +40,7 @@ import numpy as np
 import torch
 
 from tsnpipe.stages.flow import FlowParams
+from tsnpipe.stages.flow.images import list_frames, read_grey, write_flow_pair
 from tsnpipe.stages.flow.opencv_tvl1 import create_tvl1, opencv_flow
 from tsnpipe.stages.flow.refill import RefillSolver
 from tsnpipe.stages.flow.torch_tvl1 import iteration_for, tvl1_flow
@@ -249,6 +253,46 @@ def end_to_end(pairs_wanted: int, size: tuple[int, int], device: str, batch: int
         shutil.rmtree(root, ignore_errors=True)
 
 
+def host_work(pairs_wanted: int, size: tuple[int, int], params: FlowParams, prepared: Path | None = None) -> dict:
+    """What extract-flow asks of the CPU per pair whatever computes the flow: decode a frame (pairs share
+    frames) and quantize and encode the two flow images, with the library's own functions, on one core and on
+    a thread per core (OpenCV releases the GIL). Flow fields are Farneback's on the same pairs (not timed),
+    so the images hold real motion."""
+    root = Path(tempfile.mkdtemp(prefix="tsnpipe-flow-host-"))
+    try:
+        workdir = prepared or root / "w"
+        if not prepared:
+            frames_workdir(workdir, pairs_wanted, size, 10.0)
+        videos = sorted(folder for folder in workdir.glob("frames/*/*") if folder.is_dir())
+        jobs = [(paths[k], paths[k + 1], k) for paths in map(list_frames, videos) for k in range(len(paths) - 1)]
+        jobs = jobs[:pairs_wanted]
+        flows = [cv2.calcOpticalFlowFarneback(read_grey(first), read_grey(second), None, 0.5, 3, 15, 3, 5, 1.2, 0)
+                 for first, second, _ in jobs[:32]]
+        out = root / "flow"
+        out.mkdir()
+
+        def one_pair(job) -> tuple[float, float]:
+            _, second, k = job
+            start = time.perf_counter()
+            read_grey(second)
+            decoded = time.perf_counter()
+            write_flow_pair(out, k, flows[k % len(flows)], params)
+            return decoded - start, time.perf_counter() - decoded
+
+        timings = np.array([one_pair(job) for job in jobs])
+        cores = len(os.sched_getaffinity(0))
+        with ThreadPoolExecutor(cores) as pool:
+            start = time.perf_counter()
+            list(pool.map(one_pair, jobs))
+            threaded_s = time.perf_counter() - start
+        decode_ms, encode_ms = timings.mean(axis=0) * 1000
+        return {"pairs": len(jobs), "decode_ms_per_pair": round(decode_ms, 3), "encode_ms_per_pair": round(encode_ms, 3),
+                "pairs_per_s_one_core": round(1000 / (decode_ms + encode_ms), 1), "threads": cores,
+                "pairs_per_s_all_cores": round(len(jobs) / threaded_s, 1)}
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def torch_epe(device: torch.device, params: FlowParams) -> dict[str, float]:
     def flow(first, second):
         as_batch = lambda image: torch.from_numpy(image)[None, None].float().to(device)  # noqa: E731
@@ -303,6 +347,8 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=12, help="pairs for each CPU per-core measurement")
     parser.add_argument("--skip-cpu", action="store_true", help="leave out the CPU per-core comparison with OpenCV")
     parser.add_argument("--skip-epe", action="store_true", help="leave out the Middlebury accuracy")
+    parser.add_argument("--host-pairs", type=int, default=1000, help="pairs of the host section (frame decoding, "
+                        "flow image encoding, per core and on every core); 0 leaves it out")
     parser.add_argument("--prepare-e2e", type=Path, default=None, help="only cut the end-to-end run's frames into "
                         "this workdir (where ffmpeg is), for --e2e-workdir elsewhere")
     parser.add_argument("--e2e-workdir", type=Path, default=None, help="run the end-to-end section on a copy of "
@@ -325,6 +371,8 @@ def main() -> None:
     if args.e2e_pairs:
         result["end_to_end"] = end_to_end(args.e2e_pairs, size, device.type, args.e2e_batch or max(batches),
                                           args.iterations, args.e2e_fps, args.e2e_workdir)
+    if args.host_pairs:
+        result["host"] = host_work(args.host_pairs, size, params, args.e2e_workdir)
     if not args.skip_epe:
         result["middlebury_epe"] = {"torch": torch_epe(device, params)}
     if not args.skip_cpu:

@@ -189,12 +189,20 @@ def fixed_run(pairs, params: FlowParams, device: torch.device, batch: int) -> di
             "mean_active_pairs": round(step.pair_steps / max(step.steps, 1), 1)}
 
 
+def so_far(name: str, figures: dict) -> dict:
+    """A section's figures on stderr as soon as they are measured (a run cut short still reports them)."""
+    print(json.dumps({name: figures}), file=sys.stderr, flush=True)
+    return figures
+
+
 def kernel(pairs, params: FlowParams, device: torch.device, batches: list[int], fixed_batch: int | None) -> dict:
     with torch.inference_mode():
         refill_run(pairs[: max(2, min(batches))], params, device, min(batches))  # warm-up: compilation, allocator
-        result = {f"refill_batch_{b}": refill_run(pairs, params, device, b) for b in batches}
+        result = {}
+        for b in batches:
+            result[f"refill_batch_{b}"] = so_far(f"refill_batch_{b}", refill_run(pairs, params, device, b))
         if fixed_batch:
-            result[f"fixed_batch_{fixed_batch}"] = fixed_run(pairs, params, device, fixed_batch)
+            result[f"fixed_batch_{fixed_batch}"] = so_far("fixed_batch", fixed_run(pairs, params, device, fixed_batch))
     return result
 
 
@@ -369,10 +377,11 @@ def main() -> None:
               "device": str(device)}
     result["kernel"] = kernel(clip_pairs(args.kernel_pairs, size), params, device, batches, fixed)
     if args.e2e_pairs:
-        result["end_to_end"] = end_to_end(args.e2e_pairs, size, device.type, args.e2e_batch or max(batches),
-                                          args.iterations, args.e2e_fps, args.e2e_workdir)
+        e2e = end_to_end(args.e2e_pairs, size, device.type, args.e2e_batch or max(batches), args.iterations, args.e2e_fps,
+                         args.e2e_workdir)
+        result["end_to_end"] = so_far("end_to_end", e2e)
     if args.host_pairs:
-        result["host"] = host_work(args.host_pairs, size, params, args.e2e_workdir)
+        result["host"] = so_far("host", host_work(args.host_pairs, size, params, args.e2e_workdir))
     if not args.skip_epe:
         result["middlebury_epe"] = {"torch": torch_epe(device, params)}
     if not args.skip_cpu:

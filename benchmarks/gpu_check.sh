@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every GPU figure of flow, training and test in one command, within one 10-minute call on one H100/H200:
 #   bash benchmarks/gpu_check.sh [RESULTS_DIR]
-# Sections (each under its own time limit, each writing its own file, so a slow one loses only itself):
+# Sections (each under its own time limit, each writing its own file, so a slow one loses only itself; the
+# benchmarks also print each figure on stderr, into FILE.err or flow.log, as soon as it is measured):
 #   1. flow: benchmarks/gpu_flow_check.sh (Triton vs eager on the GPU, kernel and end-to-end pairs/s, EPE);
 #   2. TSN training and test throughput, rgb and flow, ResNet-50, 8 segments, 224, batch 32, bf16, with the
 #      bf16-vs-fp32 test score check (train_tsn.json); the same with --gpu-decode (train_gpu_decode.json);

@@ -33,6 +33,7 @@ import functools
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -178,6 +179,7 @@ def measure(modality: str, args, store: Path, device: torch.device) -> dict:
     figures["pipeline_clips_per_s"] = train_steps(model, batches, optimizer, device, dtype, channels_last, args.steps)
     figures["ratio"] = figures["pipeline_clips_per_s"] / figures["model_clips_per_s"]
     figures["loader_clips_per_s"] = loader_rate(endless(DeviceBatches(loader, device, prepare)), device, args.steps)
+    so_far(modality, figures)
 
     videos = (ids * -(-args.test_videos // len(ids)))[: args.test_videos]
     video_counts = [counts[ids.index(video_id)] for video_id in videos]
@@ -194,12 +196,19 @@ def measure(modality: str, args, store: Path, device: torch.device) -> dict:
     )
     score(dtype=dtype)  # warm-up: worker start-up, cuDNN's choice of kernels
     mixed, figures["test_videos_per_s"] = score(dtype=dtype)
+    so_far(modality, figures)  # before the fp32 pass, the slowest
     if dtype is not None:
         full, _ = score(dtype=None)
         difference = float(np.abs(mixed - full).max())
         relative = difference / float(np.abs(full).max())
         figures["test_bf16_vs_fp32"] = {"max_abs": difference, "relative": relative, "within_1e-3": relative <= 1e-3}
+        so_far(modality, figures)
     return {key: round(value, 4) if isinstance(value, float) else value for key, value in figures.items()}
+
+
+def so_far(name: str, figures: dict) -> None:
+    """Each figure on stderr as soon as it is measured: a run cut short by a time limit still reports them."""
+    print(json.dumps({name: figures}), file=sys.stderr, flush=True)
 
 
 def main() -> None:

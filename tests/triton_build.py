@@ -9,6 +9,7 @@ down to a cubin, for the architectures given (90: H100/H200, 80: A100).
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 
@@ -18,6 +19,8 @@ from triton.compiler import ASTSource
 
 from tsnpipe.stages.flow.triton_tvl1 import BLOCK, _dual_kernel, _primal_kernel
 
+# The keyword that carries the constexpr values: `constexprs` since Triton 3.3, `constants` before.
+CONSTANTS = "constexprs" if "constexprs" in inspect.signature(ASTSource).parameters else "constants"
 SIZES = ("height", "width", "blocks")  # int32 arguments; the other non-pointer arguments are float32
 VARIANTS = ({"MEASURE": False, "HAS_LIVE": False}, {"MEASURE": True, "HAS_LIVE": False},
             {"MEASURE": True, "HAS_LIVE": True})  # `live` implies measuring
@@ -40,7 +43,7 @@ def build(capability: int, blocks: int = 85) -> dict[str, int]:
         for kernel, constants in ((_primal_kernel, {**variant, "BLOCK": BLOCK}),
                                   (_dual_kernel, {**variant, "BLOCK": BLOCK,
                                                   "BLOCKS": triton.next_power_of_2(blocks)})):
-            source = ASTSource(fn=kernel, signature=signature(kernel), constexprs=constants)
+            source = ASTSource(fn=kernel, signature=signature(kernel), **{CONSTANTS: constants})
             compiled = triton.compile(source, target=GPUTarget("cuda", capability, 32))
             name = f"{kernel.__name__.strip('_')}[{','.join(k for k, v in variant.items() if v) or 'plain'}]"
             sizes[f"sm_{capability} {name}"] = len(compiled.asm["cubin"])

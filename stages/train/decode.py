@@ -66,6 +66,11 @@ def decode_stacks(videos: list[list[torch.Tensor]], device: torch.device, modali
     from torchvision.io import ImageReadMode, decode_jpeg
 
     mode = ImageReadMode.GRAY if modality == "flow" else ImageReadMode.RGB
+    if torch.device(device).type == "cuda":
+        # nvJPEG decodes on its own stream without waiting for ours, into memory our stream's caching allocator
+        # hands it: blocks freed while our queued kernels (the previous batch's crops) may still read them.
+        # Wait for those kernels first (torchvision pull request 9606; torchcodec waits the same way).
+        torch.cuda.current_stream(device).synchronize()
     pictures = decode_jpeg([data for video in videos for data in video], mode=mode, device=device)
     stacks, start = [], 0
     for video in videos:

@@ -115,15 +115,38 @@ def test_a_3d_arch_refuses_gpu_decode(workdir):
         make_params("rgb", arch="r3d_18", gpu_decode=True, pretrained="none")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (nvjpeg)")
-@pytest.mark.parametrize("modality", ["rgb", "flow"])
-def test_nvjpeg_clips_equal_the_cpu_decoded_ones_on_cuda(modality):
+def middlebury_batch(modality: str):
     """Real pictures (Middlebury frames, no frame workdir needed), JPEG-encoded as the frame and flow stages do."""
     grey = modality == "flow"
     pictures = [cv2.imread(str(MIDDLEBURY / name), cv2.IMREAD_GRAYSCALE if grey else cv2.IMREAD_COLOR) for name in FRAMES]
     raw = [torch.from_numpy(cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].ravel()) for picture in pictures]
     per_video = 2 * 3 * LENGTH[modality] if grey else 3  # 3 segments: x and y of each position, or one frame
-    batch = ([[raw[2 * (i % 2) + k % 2] for k in range(per_video)] for i in range(4)], torch.arange(4))  # one sequence a video
+    return [[raw[2 * (i % 2) + k % 2] for k in range(per_video)] for i in range(4)], torch.arange(4)  # one sequence a video
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (nvjpeg)")
+@pytest.mark.parametrize("modality", ["rgb", "flow"])
+def test_nvjpeg_clips_equal_the_cpu_decoded_ones_on_cuda(modality):
+    batch = middlebury_batch(modality)
     on_cpu, _ = prepare_encoded(batch, CPU, modality, 3, LENGTH[modality], 224, train=False)
     on_gpu, _ = prepare_encoded(batch, torch.device("cuda"), modality, 3, LENGTH[modality], 224, train=False)
     assert (on_gpu.cpu() - on_cpu).abs().max() <= 2.01 * GREY_LEVEL  # nvjpeg's IDCT and upsampling vs libjpeg's
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (nvjpeg)")
+def test_prefetched_nvjpeg_batches_stay_intact_while_the_gpu_is_busy():
+    """Each batch is decoded on the side stream while the previous batch's crops may still be queued there, and
+    the main stream is busy as with a model: nvJPEG must not write into memory those crops still read."""
+    from tsnpipe.stages.train.batches import DeviceBatches
+
+    batch = middlebury_batch("rgb")
+    prepare = lambda batch, device: prepare_encoded(batch, device, "rgb", 3, 1, 224, train=False)  # noqa: E731
+    expected = prepare(batch, CPU)[0]
+    work = torch.randn(4096, 4096, device="cuda")
+    kept = []
+    for clips, _ in DeviceBatches([batch] * 24, torch.device("cuda"), prepare):
+        kept.append(clips.clone())  # on the main stream, no host sync: the next decode overlaps the work below
+        for _ in range(4):  # the model's work on the main stream
+            work = torch.tanh(work @ work) * 0.1
+    worst = max(float((clips.cpu() - expected).abs().max()) for clips in kept)
+    assert worst <= 2.01 * GREY_LEVEL

@@ -50,6 +50,21 @@ def test_c3d_has_the_published_layout():
     assert out.shape == (1, 101)
 
 
+def test_under_bf16_autocast_a_3d_head_is_fp32():
+    """As TSN's: the test averages many clips' scores, which a bf16 head would round to three digits. (CPU
+    autocast leaves conv3d in fp32 but would run the head, an nn.Linear, in bf16.)"""
+    torch.manual_seed(0)
+    model = ClipNet(5, "r3d_18", "rgb", weights="none").eval()
+    torch.nn.init.normal_(model.fc.weight, 0, 0.1)
+    clips = torch.randn(2, 3, 4, 32, 32)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        scores = model.snippet_scores(clips)
+        features = model.base(clips)
+    expected = features.double() @ model.fc.weight.double().T + model.fc.bias.double()
+    assert scores.dtype == torch.float32
+    assert torch.allclose(scores.double(), expected, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("arch", ARCHS_3D)
 def test_flow_input_uses_the_mean_of_the_rgb_filters(arch, tmp_path):
     torch.manual_seed(0)

@@ -19,7 +19,7 @@ from torch import nn
 from tsnpipe.stages.models import CLIP_ARCHS, VIDEO_RESNETS
 from tsnpipe.stages.models.c3d import C3D, FEATURES
 from tsnpipe.stages.models.video_resnet import build_video_resnet, load_state_file
-from tsnpipe.stages.train.model import ModelError
+from tsnpipe.stages.train.model import ModelError, float32_head
 
 
 def clip_channels(modality: str) -> int:
@@ -89,8 +89,9 @@ class ClipNet(nn.Module):
         nn.init.zeros_(self.fc.bias)
 
     def snippet_scores(self, clips: torch.Tensor) -> torch.Tensor:
-        """Class scores of single clips: [N, C, T, H, W] -> [N, classes]."""
-        return self.fc(self.dropout(self.base(clips)))
+        """Class scores of single clips: [N, C, T, H, W] -> [N, classes], always float32: under autocast the
+        backbone runs in bf16 (or fp16) and the classifier in fp32, as TSN's (the test averages many clips)."""
+        return float32_head(self.fc, self.dropout, self.base(clips))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, clips = x.shape[:2]

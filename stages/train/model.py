@@ -137,6 +137,15 @@ def cross_modality_conv(conv: nn.Conv2d, channels: int) -> nn.Conv2d:
     return new
 
 
+def float32_head(fc: nn.Module, dropout: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """The classifier on float32 features with autocast off, whatever precision the backbone ran in. The meta
+    device (shape checks) has no autocast and no arithmetic to keep exact."""
+    if features.is_meta:
+        return fc(dropout(features))
+    with torch.autocast(features.device.type, enabled=False):
+        return fc(dropout(features.float()))
+
+
 class TSN(nn.Module):
     """Temporal Segment Network: input [B, K, C, H, W] (K snippets of C channels), output [B, classes]."""
 
@@ -175,9 +184,7 @@ class TSN(nn.Module):
         features made float: a bf16 score keeps three significant digits, too few for averages over
         the 250 views of a test video or for close calls between classes.
         """
-        features = self.base(snippets)
-        with torch.autocast(features.device.type, enabled=False):
-            return self.fc(self.dropout(features.float()))
+        return float32_head(self.fc, self.dropout, self.base(snippets))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, segments = x.shape[:2]

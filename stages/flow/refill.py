@@ -190,14 +190,15 @@ class RefillSolver:
         g = pool.gradient[: len(pool.pairs)]
         l_t, taut = params.lambda_ * params.theta, params.tau / params.theta
         u, live = state["u"], state["live"] if every > 1 else None
-        scaled_epsilon = params.epsilon**2 * pool.size[0] * pool.size[1]
+        area = pool.size[0] * pool.size[1]
+        scaled_epsilon = params.epsilon**2 * area
         for _ in range(length):  # the stopping rule is met at a step; the pair stays frozen until the look
             u, change = self.step(u, state["p"], g, state["warped_grad"], state["rho_c"], state["inv_grad"],
                                   l_t, params.theta, taut, True, live, scaled_epsilon)
         state["u"] = u
         self.stats.steps += length
         self.stats.pair_steps += length * len(pool.pairs)
-        self.stats.pixel_steps += length * len(pool.pairs) * pool.size[0] * pool.size[1]
+        self.stats.pixel_steps += length * len(pool.pairs) * area
         self.stats.rounds += 1
         if not self.exhausted:
             self.stats.fed_steps += length

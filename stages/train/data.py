@@ -145,10 +145,11 @@ class SnippetDataset(Dataset):
 
 def table_dataset(
     store: str | Path, table: pd.DataFrame, modality: str, segments: int, length: int, size: int, mode: str,
-    crops: int = 1,
+    crops: int = 1, kind: type[SnippetDataset] = SnippetDataset,
 ) -> SnippetDataset:
-    """A SnippetDataset over the videos of a split table (train.csv or test.csv)."""
-    return SnippetDataset(
+    """A SnippetDataset (or a subclass `kind`: train.decode.EncodedSnippets) over the videos of a split table
+    (train.csv or test.csv)."""
+    return kind(
         store, table["video_id"].tolist(), table["label"].tolist(), counts_for(table, modality), modality,
         segments, length, size, mode, crops,
     )

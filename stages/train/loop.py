@@ -29,7 +29,7 @@ from tsnpipe.stages.train.checkpoint import (
 )
 from tsnpipe.stages.train.batches import DeviceBatches, as_channels_last, prepare_clips, prepare_ready
 from tsnpipe.stages.train.clips import dataset_for
-from tsnpipe.stages.train.data import counts_for, make_loader, read_split
+from tsnpipe.stages.train.data import make_loader, read_split, table_dataset
 from tsnpipe.stages.train.distributed import wrap_distributed
 from tsnpipe.stages.val_split import validation_table
 from tsnpipe.stages.report import plot_curves
@@ -165,18 +165,14 @@ def device_batches(loader, params: TrainParams, device: torch.device) -> DeviceB
     (a 3D model's clips come from the workers as float input and are only moved)."""
     if params.arch != "tsn":
         return DeviceBatches(loader, device, prepare_ready)
+    shape = dict(modality=params.modality, segments=params.segments, length=params.length,
+                 channels_last=params.channels_last)
     if params.gpu_decode:
         from tsnpipe.stages.train.decode import prepare_encoded
 
-        prepare = functools.partial(
-            prepare_encoded, modality=params.modality, segments=params.segments, length=params.length,
-            size=params.size, train=loader.dataset.mode == "train", channels_last=params.channels_last,
-        )
-        return DeviceBatches(loader, device, prepare)
-    prepare = functools.partial(
-        prepare_clips, modality=params.modality, segments=params.segments, length=params.length,
-        channels_last=params.channels_last,
-    )
+        prepare = functools.partial(prepare_encoded, size=params.size, train=loader.dataset.mode == "train", **shape)
+    else:
+        prepare = functools.partial(prepare_clips, **shape)
     return DeviceBatches(loader, device, prepare)
 
 
@@ -185,10 +181,8 @@ def run_dataset(params: TrainParams, table, mode: str):
     if params.gpu_decode:
         from tsnpipe.stages.train.decode import EncodedSnippets
 
-        return EncodedSnippets(
-            params.store, table["video_id"].tolist(), table["label"].tolist(), counts_for(table, params.modality),
-            params.modality, params.segments, params.length, params.size, mode,
-        )
+        return table_dataset(params.store, table, params.modality, params.segments, params.length, params.size, mode,
+                             kind=EncodedSnippets)
     return dataset_for(params, table, mode)
 
 

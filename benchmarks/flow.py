@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from tsnpipe.stages.flow import FlowParams
+from tsnpipe.stages.flow.groundtruth import endpoint_error, read_flo
 from tsnpipe.stages.flow.images import list_frames, read_grey, write_flow_pair
 from tsnpipe.stages.flow.opencv_tvl1 import create_tvl1, opencv_flow
 from tsnpipe.stages.flow.refill import RefillSolver
@@ -74,21 +75,13 @@ def clip_pairs(count: int, size=SIZE) -> list[tuple[np.ndarray, np.ndarray]]:
     return (pairs * (count // max(len(pairs), 1) + 1))[:count]
 
 
-def read_flo(path: Path) -> np.ndarray:
-    data = path.read_bytes()
-    width, height = np.frombuffer(data[4:12], np.int32)
-    return np.frombuffer(data[12:], np.float32).reshape(height, width, 2)
-
-
 def middlebury_epe(flow_fn) -> dict[str, float]:
     """Mean end-point error per Middlebury pair, unknown ground truth (> 1e9) left out."""
     errors = {}
     for name in ("RubberWhale", "Grove2"):
         first = cv2.imread(str(MIDDLEBURY / name / "frame10.png"), cv2.IMREAD_GRAYSCALE)
         second = cv2.imread(str(MIDDLEBURY / name / "frame11.png"), cv2.IMREAD_GRAYSCALE)
-        truth = read_flo(MIDDLEBURY / name / "flow10.flo")
-        known = (np.abs(truth) < 1e9).all(axis=-1)
-        errors[name] = round(float(np.linalg.norm(flow_fn(first, second) - truth, axis=-1)[known].mean()), 4)
+        errors[name] = round(endpoint_error(flow_fn(first, second), read_flo(MIDDLEBURY / name / "flow10.flo")), 4)
     return errors
 
 

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from tsnpipe.stages.flow import FlowParams
+from tsnpipe.stages.flow.groundtruth import endpoint_error, read_flo
 from tsnpipe.stages.flow.images import list_frames, quantize, read_grey
 from tsnpipe.stages.flow.opencv_tvl1 import create_tvl1, opencv_flow
 from tsnpipe.stages.flow.torch_tvl1 import tvl1_flow
@@ -50,19 +51,6 @@ DEFAULT_VIDEOS = [
 ]
 BASKETBALL = (SHARED / "opencv_samples" / "basketball1.png", SHARED / "opencv_samples" / "basketball2.png")
 MIDDLEBURY = REPO / "tests" / "data" / "middlebury"
-UNKNOWN_FLOW = 1e9
-
-
-def read_flo(path: Path) -> np.ndarray:
-    """A Middlebury .flo file as H x W x 2 float32."""
-    data = path.read_bytes()
-    width, height = np.frombuffer(data[4:12], np.int32)
-    return np.frombuffer(data[12:], np.float32).reshape(height, width, 2)
-
-
-def endpoint_error(flow: np.ndarray, truth: np.ndarray) -> float:
-    known = (np.abs(truth) < UNKNOWN_FLOW).all(axis=-1)
-    return float(np.linalg.norm(flow - truth, axis=-1)[known].mean())
 
 
 def within_one(first: np.ndarray, second: np.ndarray, bound: float) -> float:

@@ -12,24 +12,11 @@ import torch
 from tsnpipe.stages.flow import FlowParams
 from tsnpipe.stages.flow.driver import flow_video
 from tsnpipe.stages.flow.opencv_tvl1 import create_tvl1, opencv_flow
+from tsnpipe.stages.flow.groundtruth import endpoint_error, read_flo
 from tsnpipe.stages.flow.torch_tvl1 import tvl1_flow
 
 MIDDLEBURY = Path(__file__).resolve().parent / "data" / "middlebury"
 CLIP = Path(__file__).resolve().parents[1] / "pipeline/samples/videos/ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi"
-UNKNOWN_FLOW = 1e9
-
-
-def read_flo(path: Path) -> np.ndarray:
-    """A Middlebury .flo file: b'PIEH', width and height as int32, then u, v interleaved float32."""
-    data = path.read_bytes()
-    assert data[:4] == b"PIEH", f"{path} is not a .flo file"
-    width, height = np.frombuffer(data[4:12], np.int32)
-    return np.frombuffer(data[12:], np.float32).reshape(height, width, 2)
-
-
-def endpoint_error(flow: np.ndarray, truth: np.ndarray) -> float:
-    known = (np.abs(truth) < UNKNOWN_FLOW).all(axis=-1)
-    return float(np.linalg.norm(flow - truth, axis=-1)[known].mean())
 
 
 def middlebury_pair(name: str):

@@ -7,7 +7,8 @@ With `pairs="source"` pair i is instead the flow from the source frame img_i sho
 frame (`source_pairs`).
 
 Modules: `params` (FlowParams, light: the CLI imports it at start-up), `driver` (flow_video,
-flow_videos), `source_pairs`, `images` (frame listing, quantize / dequantize, writing), `opencv_tvl1`, `torch_tvl1`.
+flow_videos), `source_pairs`, `images` (frame listing, quantize / dequantize, writing), `opencv_tvl1`, `torch_tvl1`,
+`groundtruth` (Middlebury .flo files, end-point error).
 Only the light params are imported here, so `tsnpipe --help` loads neither OpenCV nor torch.
 """
 

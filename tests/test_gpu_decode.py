@@ -11,7 +11,7 @@ import torch
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.train.batches import prepare_clips
 from tsnpipe.stages.train.checkpoint import load_checkpoint
-from tsnpipe.stages.train.data import collate_pictures, counts_for, read_split, read_stack, table_dataset
+from tsnpipe.stages.train.data import collate_pictures, read_split, read_stack, table_dataset
 from tsnpipe.stages.train.decode import EncodedSnippets, collate_encoded, decode_stacks, prepare_encoded
 from tsnpipe.stages.train.loop import fit
 from tsnpipe.stages.train.recipe import make_params
@@ -36,10 +36,7 @@ def train_table(workdir):
 
 
 def encoded(workdir, table, modality, mode):
-    return EncodedSnippets(
-        workdir, table["video_id"].tolist(), table["label"].tolist(), counts_for(table, modality), modality,
-        segments=3, length=LENGTH[modality], size=40, mode=mode,
-    )
+    return table_dataset(workdir, table, modality, 3, LENGTH[modality], 40, mode, kind=EncodedSnippets)
 
 
 @pytest.mark.parametrize("modality", ["rgb", "rgbdiff", "flow"])

@@ -138,9 +138,10 @@ def test_two_devices_share_the_videos_and_agree_with_one(tmp_path):
             assert (tmp_path / "two" / name / path.name).read_bytes() == path.read_bytes(), path.name
 
 
-def test_a_device_that_fails_fails_the_videos_instead_of_hanging(tmp_path):
+@pytest.mark.parametrize("fed", ["while videos are still being read", "after every pair was handed out"])
+def test_a_device_that_fails_fails_the_videos_instead_of_hanging(tmp_path, fed):
     """A solver that dies mid-run (out of memory on a GPU, say): every video not yet written is reported
-    failed with that error, and the call returns."""
+    failed with that error, and the call returns; never done with pairs missing."""
     frames = grey_frames(6, (48, 36))
     jobs = [(write_video(tmp_path / "frames" / name, frames), tmp_path / "flow" / name) for name in "ab"]
     calls = []
@@ -151,7 +152,8 @@ def test_a_device_that_fails_fails_the_videos_instead_of_hanging(tmp_path):
             raise RuntimeError("CUDA out of memory (as a GPU would say)")
         return tvl1_iteration(*args)
 
+    early = fed.startswith("while")
     results = dict(stream_flow_videos(jobs, FlowParams(**SMALL), [torch.device("cpu")], batch=2, step=failing_step,
-                                      threads=2, chunk=3, lookahead=2))
+                                      threads=2, chunk=3 if early else 16, lookahead=2, in_flight=None if early else 16))
     assert sorted(results) == [0, 1]
-    assert all("out of memory" in str(outcome) for outcome in results.values())
+    assert all("out of memory" in str(outcome) for outcome in results.values()), results

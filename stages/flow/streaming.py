@@ -192,6 +192,8 @@ def stream_flow_videos(jobs, params: FlowParams, devices: list, batch: int, step
                     error = TsnpipeError("The flow workers stopped before every video was done; rerun extract-flow.")
                 feed.abort(error)
                 for video in feed.videos.values():
+                    if video.returned < video.fed and video.error is None:
+                        video.error = error  # pairs handed out that never came back: never "done" without them
                     video.returned = video.fed  # nothing more will come back
                 yield from _finished(feed, closed + feed.take_closed(), done, facts)
                 for index in range(len(jobs)):

@@ -129,9 +129,10 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def refill_run(pairs, params: FlowParams, device: torch.device, batch: int) -> dict:
-    """The extract-flow scheme in memory: slots refilled as pairs finish; flow brought back to the host."""
-    solver = RefillSolver(params, device, batch, iteration_for(device))
+def refill_run(pairs, params: FlowParams, device: torch.device, batch: int, graphs: bool | None = None) -> dict:
+    """The extract-flow scheme in memory: slots refilled as pairs finish; flow brought back to the host.
+    `graphs` False launches every step from Python (on CUDA the default replays rounds from CUDA graphs)."""
+    solver = RefillSolver(params, device, batch, iteration_for(device), graphs=graphs)
     source = ((k, first, second) for k, (first, second) in enumerate(pairs))
     sync(device)
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -139,7 +140,7 @@ def refill_run(pairs, params: FlowParams, device: torch.device, batch: int) -> d
         torch.stack([flow for _, flow in finished]).cpu()
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     stats = solver.stats
-    figures = {"batch": batch, "pairs": len(pairs), "seconds": round(seconds, 2),
+    figures = {"batch": batch, "graphs": solver.graphs, "pairs": len(pairs), "seconds": round(seconds, 2),
                "pairs_per_s": round(len(pairs) / seconds, 2), "steps": stats.steps,
                "mean_active_pairs": round(stats.mean_active, 1),
                "mean_active_while_fed": round(stats.mean_active_while_fed, 1),
@@ -151,6 +152,9 @@ def refill_run(pairs, params: FlowParams, device: torch.device, batch: int) -> d
     figures["fused_traffic_GB_per_s"] = round(traffic / seconds, 1)
     if device.type == "cpu" and torch.get_num_threads() == 1:
         figures["cpu_s_per_pair"] = round(cpu / len(pairs), 3)
+    if device.type == "cuda":  # the host's share: Python's launches and bookkeeping, the syncs' spinning
+        figures["host_cpu_ms_per_pair"] = round(cpu / len(pairs) * 1000, 2)
+        figures["us_per_step"] = round(seconds / max(stats.steps, 1) * 1e6, 1)
     return figures
 
 
@@ -194,6 +198,10 @@ def kernel(pairs, params: FlowParams, device: torch.device, batches: list[int], 
         result = {}
         for b in batches:
             result[f"refill_batch_{b}"] = so_far(f"refill_batch_{b}", refill_run(pairs, params, device, b))
+        if device.type == "cuda":  # the same without CUDA graphs: what the graphs save
+            b = 128 if 128 in batches else max(batches)
+            result[f"refill_batch_{b}_no_graphs"] = so_far(f"refill_batch_{b}_no_graphs",
+                                                           refill_run(pairs, params, device, b, graphs=False))
         if fixed_batch:
             result[f"fixed_batch_{fixed_batch}"] = so_far("fixed_batch", fixed_run(pairs, params, device, fixed_batch))
     return result

@@ -9,8 +9,10 @@ Prints one JSON object with, per modality (`--modalities rgb,flow`):
 - loader_clips_per_s: the same data path alone, up to normalised clips on the device, no model;
 - test_videos_per_s: the test protocol (`--test-snippets` x `--test-crops` views per video, videos per
   forward pass sized to the device unless `--test-batch`), timed on a second pass after a warm-up;
+- test_model_videos_per_s: the same forward passes alone on random views on the device (TSN): the ceiling;
 - test_bf16_vs_fp32: with autocast on, the largest score difference between a bf16-backbone run and
-  a full-fp32 run of the same test videos, absolute and relative to the largest fp32 score.
+  a full-fp32 run of the same test videos, absolute and relative to the largest fp32 score, and the share
+  of videos whose top-1 class is the same; test_fp16_vs_fp32 the same for fp16 autocast (CUDA).
 `--gpu-decode` (TSN) is `train --gpu-decode`: the workers read JPEG bytes and the device decodes a whole
 batch with one torchvision.io.decode_jpeg call (nvjpeg on CUDA), cropping and normalising there.
 
@@ -42,12 +44,12 @@ import cv2
 import numpy as np
 import torch
 
-from tsnpipe.stages.evaluate import score_videos
+from tsnpipe.stages.evaluate import score_videos, video_scores, videos_per_pass
 from tsnpipe.stages.flow.images import write_flow_pair
 from tsnpipe.stages.flow.params import FlowParams
 from tsnpipe.stages.store import open_reader
 from tsnpipe.stages.models import ARCHS
-from tsnpipe.stages.train.batches import DeviceBatches, prepare_clips, prepare_ready
+from tsnpipe.stages.train.batches import DeviceBatches, as_channels_last, prepare_clips, prepare_ready
 from tsnpipe.stages.train.clips import ClipDataset
 from tsnpipe.stages.train.decode import EncodedSnippets, prepare_encoded
 from tsnpipe.stages.train.data import SnippetDataset, available_cores, default_workers, make_loader
@@ -197,13 +199,46 @@ def measure(modality: str, args, store: Path, device: torch.device) -> dict:
     score(dtype=dtype)  # warm-up: worker start-up, cuDNN's choice of kernels
     mixed, figures["test_videos_per_s"] = score(dtype=dtype)
     so_far(modality, figures)  # before the fp32 pass, the slowest
+    if not clip_model:
+        figures["test_model_videos_per_s"] = test_model_rate(model, test_set, device, dtype, channels, channels_last)
     if dtype is not None:
         full, _ = score(dtype=None)
-        difference = float(np.abs(mixed - full).max())
-        relative = difference / float(np.abs(full).max())
-        figures["test_bf16_vs_fp32"] = {"max_abs": difference, "relative": relative, "within_1e-3": relative <= 1e-3}
+        figures["test_bf16_vs_fp32"] = score_difference(mixed, full)
         so_far(modality, figures)
+        if device.type == "cuda":  # what half precision with a longer significand would give
+            figures["test_fp16_vs_fp32"] = score_difference(score(dtype=torch.float16)[0], full)
+            so_far(modality, figures)
     return {key: round(value, 4) if isinstance(value, float) else value for key, value in figures.items()}
+
+
+def score_difference(mixed: np.ndarray, full: np.ndarray) -> dict:
+    """The largest score difference, absolute and relative to the largest fp32 score, and how many videos keep
+    their top-1 class."""
+    difference = float(np.abs(mixed - full).max())
+    relative = difference / float(np.abs(full).max())
+    same_top1 = float((mixed.argmax(axis=1) == full.argmax(axis=1)).mean())
+    return {"max_abs": difference, "relative": relative, "within_1e-3": relative <= 1e-3, "same_top1": same_top1}
+
+
+@torch.no_grad()
+def test_model_rate(model, test_set, device: torch.device, dtype, channels: int, channels_last: bool) -> float:
+    """Videos per second of the test's forward passes alone, on random views already on the device, as many
+    videos per pass as the test takes: the test protocol's ceiling."""
+    views_per_video = test_set.crops * test_set.segments
+    batch = videos_per_pass(device, views_per_video, test_set.size) if device.type == "cuda" else 1
+    views = torch.randn(batch, test_set.crops, test_set.segments, channels, test_set.size, test_set.size, device=device)
+    if channels_last:
+        views = as_channels_last(views)
+    model.eval()
+    passes = 3
+    for step in range(passes + 1):
+        with autocast(device, dtype):
+            video_scores(model, views)
+        if step == 0:
+            synchronize(device)
+            start = time.perf_counter()
+    synchronize(device)
+    return batch * passes / (time.perf_counter() - start)
 
 
 def so_far(name: str, figures: dict) -> None:
@@ -231,7 +266,8 @@ def main() -> None:
     parser.add_argument("--gpu-decode", action="store_true")
     parser.add_argument("--test-snippets", type=int, default=25)
     parser.add_argument("--test-crops", type=int, default=10, choices=(1, 3, 10))
-    parser.add_argument("--test-videos", type=int, default=64)
+    parser.add_argument("--test-videos", type=int, default=256, help="videos of each test pass (the sample "
+                        "clips repeated): enough that the loader's start-up is not what is timed")
     parser.add_argument("--test-batch", type=int, default=None, help="videos per forward pass; default: sized to the device")
     args = parser.parse_args()
     if args.prepare:

@@ -19,6 +19,7 @@ HERE = Path(__file__).resolve().parent
 def check(result: dict) -> None:
     steps, flow = result["steps"], result["flow"]
     assert steps["flow"] < 1e-5 and steps["dual"] < 1e-5, steps
+    assert steps["in_place_flow"] < 1e-5 and steps["in_place_dual"] < 1e-5, steps
     assert steps["change_rel"] < 1e-4 and steps["skipped_change_is_none"], steps
     assert steps["frozen_moved"] == 0.0, "a pair that met the stopping rule must keep its flow and duals"
     assert steps["flags_differ"] == 0, "the kernels must apply the stopping rule to the flags as the reference does"
@@ -27,6 +28,9 @@ def check(result: dict) -> None:
     # Looking at the stopping rule every 3 steps (frozen pairs in between) stops where looking every step does.
     assert flow["stopping_moved_px"] > 0.05, "the stopping rule never met: the comparison would prove nothing"
     assert flow["stopped_max_px"] < 1e-3, flow
+    refill = result["refill"]
+    assert refill["pairs"] == 5 and refill["flow_mean_abs_px"] > 0.05, refill
+    assert refill["refill_max_px"] < 1e-4, refill  # slots, compaction and (on CUDA) graphs change nothing
 
 
 def test_triton_step_matches_eager_reference_in_the_interpreter():
@@ -45,15 +49,17 @@ def test_kernels_compile_for_hopper_without_a_gpu(tmp_path):
                           env={**env, "TRITON_CACHE_DIR": str(tmp_path)}, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     sizes = json.loads(done.stdout.strip().splitlines()[-1])
-    assert len(sizes) == 6 and min(sizes.values()) > 10_000, sizes
+    assert len(sizes) == 8 and min(sizes.values()) > 10_000, sizes
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_triton_step_matches_eager_reference_on_cuda():
     sys.path.insert(0, str(HERE))
-    from triton_compare import compare_flow, compare_steps
+    from triton_compare import compare_flow, compare_refill, compare_steps
 
-    check({"steps": compare_steps("cuda"), "flow": compare_flow("cuda")})
+    result = {"steps": compare_steps("cuda"), "flow": compare_flow("cuda"), "refill": compare_refill("cuda")}
+    check(result)
+    assert result["refill"]["graphs"] >= 1, "on CUDA the refilled batch replays its rounds from CUDA graphs"
 
 
 def test_cuda_runs_the_fused_step_and_the_cpu_the_reference():

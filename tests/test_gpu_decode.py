@@ -112,22 +112,33 @@ def test_a_3d_arch_refuses_gpu_decode(workdir):
         make_params("rgb", arch="r3d_18", gpu_decode=True, pretrained="none")
 
 
-def middlebury_batch(modality: str):
-    """Real pictures (Middlebury frames, no frame workdir needed), JPEG-encoded as the frame and flow stages do."""
+def middlebury_batch(modality: str, chroma: str = "420"):
+    """Real pictures (Middlebury frames, no frame workdir needed), JPEG-encoded as the frame and flow stages do
+    (colour with 4:2:0 chroma, as ffmpeg writes frames; "444" keeps full-resolution chroma)."""
     grey = modality == "flow"
     pictures = [cv2.imread(str(MIDDLEBURY / name), cv2.IMREAD_GRAYSCALE if grey else cv2.IMREAD_COLOR) for name in FRAMES]
-    raw = [torch.from_numpy(cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].ravel()) for picture in pictures]
+    sampling = cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444 if chroma == "444" else cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420
+    options = [cv2.IMWRITE_JPEG_QUALITY, 95, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, sampling]
+    raw = [torch.from_numpy(cv2.imencode(".jpg", picture, options)[1].ravel()) for picture in pictures]
     per_video = 2 * 3 * LENGTH[modality] if grey else 3  # 3 segments: x and y of each position, or one frame
     return [[raw[2 * (i % 2) + k % 2] for k in range(per_video)] for i in range(4)], torch.arange(4)  # one sequence a video
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (nvjpeg)")
-@pytest.mark.parametrize("modality", ["rgb", "flow"])
-def test_nvjpeg_clips_equal_the_cpu_decoded_ones_on_cuda(modality):
-    batch = middlebury_batch(modality)
+@pytest.mark.parametrize("modality, chroma", [("rgb", "444"), ("flow", "grey"), ("rgb", "420")])
+def test_nvjpeg_clips_equal_the_cpu_decoded_ones_on_cuda(modality, chroma):
+    """Without subsampled chroma the two decoders differ by their IDCTs alone: 2 grey levels at most. With 4:2:0
+    chroma (ffmpeg's frames) libjpeg-turbo upsamples chroma with a triangle filter ("fancy upsampling") and
+    nvJPEG does not, so pixels at sharp colour edges differ by tens of levels; on average well under one."""
+    batch = middlebury_batch(modality, chroma)
     on_cpu, _ = prepare_encoded(batch, CPU, modality, 3, LENGTH[modality], 224, train=False)
     on_gpu, _ = prepare_encoded(batch, torch.device("cuda"), modality, 3, LENGTH[modality], 224, train=False)
-    assert (on_gpu.cpu() - on_cpu).abs().max() <= 2.01 * GREY_LEVEL  # nvjpeg's IDCT and upsampling vs libjpeg's
+    levels = ((on_gpu.cpu() - on_cpu).abs() / GREY_LEVEL).flatten()
+    seen = {"mean": float(levels.mean()), "p99": float(levels.quantile(0.99)), "max": float(levels.max())}
+    if chroma != "420":
+        assert seen["max"] <= 2.01, seen
+    else:
+        assert seen["mean"] <= 0.5 and seen["p99"] <= 8.0, seen
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (nvjpeg)")
@@ -138,7 +149,7 @@ def test_prefetched_nvjpeg_batches_stay_intact_while_the_gpu_is_busy():
 
     batch = middlebury_batch("rgb")
     prepare = lambda batch, device: prepare_encoded(batch, device, "rgb", 3, 1, 224, train=False)  # noqa: E731
-    expected = prepare(batch, CPU)[0]
+    expected = prepare(batch, torch.device("cuda"))[0].cpu()  # decoded alone, the device idle
     work = torch.randn(4096, 4096, device="cuda")
     kept = []
     for clips, _ in DeviceBatches([batch] * 24, torch.device("cuda"), prepare):
@@ -146,4 +157,4 @@ def test_prefetched_nvjpeg_batches_stay_intact_while_the_gpu_is_busy():
         for _ in range(4):  # the model's work on the main stream
             work = torch.tanh(work @ work) * 0.1
     worst = max(float((clips.cpu() - expected).abs().max()) for clips in kept)
-    assert worst <= 2.01 * GREY_LEVEL
+    assert worst <= 1e-6, worst / GREY_LEVEL

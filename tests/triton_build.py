@@ -3,7 +3,7 @@ prints each variant's cubin size as JSON.
 
 Triton's interpreter runs the kernels' arithmetic but never compiles them: a construct that Triton's compiler
 or ptxas refuses passes in the interpreter and fails only on the GPU. This builds every variant that
-`triton_iteration` launches (measuring or not, with or without `live` flags) through Triton's own compiler,
+`triton_iteration` launches (measuring or not, with or without `live` flags, in place or not) through Triton's own compiler,
 down to a cubin, for the architectures given (90: H100/H200, 80: A100).
 """
 
@@ -22,8 +22,10 @@ from tsnpipe.stages.flow.triton_tvl1 import BLOCK, _dual_kernel, _primal_kernel
 # The keyword that carries the constexpr values: `constexprs` since Triton 3.3, `constants` before.
 CONSTANTS = "constexprs" if "constexprs" in inspect.signature(ASTSource).parameters else "constants"
 SIZES = ("height", "width", "blocks")  # int32 arguments; the other non-pointer arguments are float32
-VARIANTS = ({"MEASURE": False, "HAS_LIVE": False}, {"MEASURE": True, "HAS_LIVE": False},
-            {"MEASURE": True, "HAS_LIVE": True})  # `live` implies measuring
+VARIANTS = ({"MEASURE": False, "HAS_LIVE": False, "SKIP_FROZEN": False},
+            {"MEASURE": True, "HAS_LIVE": False, "SKIP_FROZEN": False},
+            {"MEASURE": True, "HAS_LIVE": True, "SKIP_FROZEN": False},
+            {"MEASURE": True, "HAS_LIVE": True, "SKIP_FROZEN": True})  # `live` implies measuring; in place skips
 
 
 def signature(kernel) -> dict[str, str]:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from tsnpipe.stages.flow import FlowParams
-from tsnpipe.stages.flow import torch_tvl1
+from tsnpipe.stages.flow import refill, torch_tvl1
 from tsnpipe.stages.flow.torch_tvl1 import tvl1_flow, tvl1_iteration
 from tsnpipe.stages.flow.triton_tvl1 import triton_iteration
 
@@ -42,14 +42,15 @@ def compare_steps(device: str = "cpu") -> dict:
     fourth step on they carry stopping flags: the middle pair of a batch of three starts frozen, the
     fifth step's epsilon is met by every pair, so the sixth changes nothing."""
     worst = {"flow": 0.0, "dual": 0.0, "change_rel": 0.0, "skipped_change_is_none": True, "frozen_moved": 0.0,
-             "flags_differ": 0}
+             "flags_differ": 0, "in_place_flow": 0.0, "in_place_dual": 0.0}
     for batch, height, width in ((1, 1, 1), (3, 7, 9), (1, 33, 40)):
         u, p, grad, rho_c, inv_grad = random_state(batch, height, width, device)
         ref_u, ref_p, our_u, our_p = u.clone(), p.clone(), u.clone(), p.clone()
+        here_u, here_p = u.clone(), p.clone()  # in place (out=u): frozen pairs skipped, not copied
         g = torch.zeros_like(p)
         ref_live = torch.ones(batch, device=device)
         ref_live[batch // 2] = 0.0 if batch > 1 else 1.0
-        our_live = ref_live.clone()
+        our_live, here_live = ref_live.clone(), ref_live.clone()
         for step in range(6):
             measure = step % 3 == 2
             flagged = step >= 3
@@ -59,6 +60,7 @@ def compare_steps(device: str = "cpu") -> dict:
             args = (grad, rho_c, inv_grad, 0.045, 0.3, 0.8333, measure)
             ref_u, ref_change = tvl1_iteration(ref_u, ref_p, g, *args, ref_live if flagged else None, epsilon)
             our_u, our_change = triton_iteration(our_u, our_p, g, *args, our_live if flagged else None, epsilon)
+            triton_iteration(here_u, here_p, g, *args, here_live if flagged else None, epsilon, out=here_u)
             if measure or flagged:
                 rel = ((our_change - ref_change).abs() / ref_change.clamp(min=1e-6)).max().item()
                 worst["change_rel"] = max(worst["change_rel"], rel)
@@ -72,6 +74,9 @@ def compare_steps(device: str = "cpu") -> dict:
         worst["flags_differ"] += int(our_live.sum().item())  # every pair met the fifth step's epsilon
         worst["flow"] = max(worst["flow"], (our_u - ref_u).abs().max().item())
         worst["dual"] = max(worst["dual"], (our_p - ref_p).abs().max().item())
+        worst["in_place_flow"] = max(worst["in_place_flow"], (here_u - ref_u).abs().max().item())
+        worst["in_place_dual"] = max(worst["in_place_dual"], (here_p - ref_p).abs().max().item())
+        worst["flags_differ"] += int((here_live != ref_live).sum().item())
     return worst
 
 
@@ -98,6 +103,34 @@ def compare_flow(device: str = "cpu") -> dict:
             "stopping_moved_px": (ref_stopped - ref).abs().max().item()}
 
 
+def compare_refill(device: str = "cpu") -> dict:
+    """Crops of two sizes through the refilled batch with the Triton step, in place (on CUDA, replayed from
+    CUDA graphs), against each pair's flow computed alone with the same step; difference in pixels."""
+    whale = [cv2.imread(str(RUBBER_WHALE / f"frame1{k}.png"), cv2.IMREAD_GRAYSCALE) for k in (0, 1)]
+    pairs = []
+    for n, (top, left, height, width) in enumerate([(100, 200, 24, 32), (120, 180, 24, 32), (60, 90, 20, 28),
+                                                    (140, 300, 24, 32), (30, 40, 20, 28)]):
+        first, second = (np.ascontiguousarray(image[top:top + height, left:left + width]) for image in whale)
+        pairs.append((n, first, second))
+    params = FlowParams(backend="torch", nscales=2, warps=2, inner_iterations=6, outer_iterations=2, check_every=3,
+                        epsilon=0.05)
+    as_batch = lambda image: torch.from_numpy(image)[None, None].float().to(device)  # noqa: E731
+    every_step = torch_tvl1.check_interval
+    refill.check_interval = lambda params, device: params.check_every  # the GPU's looks, on the CPU too
+    try:
+        with torch.inference_mode():
+            solver = refill.RefillSolver(params, torch.device(device), batch=2, step=triton_iteration)
+            flows = dict(item for finished in solver.solve(iter(pairs)) for item in finished)
+            torch_tvl1.check_interval = refill.check_interval
+            alone = {key: tvl1_flow(as_batch(first), as_batch(second), params, triton_iteration)[0]
+                     for key, first, second in pairs}
+    finally:
+        refill.check_interval = torch_tvl1.check_interval = every_step
+    return {"pairs": len(flows), "graphs": len(next(iter(solver.pools.values())).graphs) if solver.pools else 0,
+            "refill_max_px": max((flows[key] - alone[key]).abs().max().item() for key in alone),
+            "flow_mean_abs_px": float(np.mean([flow.abs().mean().item() for flow in alone.values()]))}
+
+
 if __name__ == "__main__":
     device = sys.argv[1] if len(sys.argv) > 1 else "cpu"
-    print(json.dumps({"steps": compare_steps(device), "flow": compare_flow(device)}))
+    print(json.dumps({"steps": compare_steps(device), "flow": compare_flow(device), "refill": compare_refill(device)}))

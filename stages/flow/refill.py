@@ -3,14 +3,22 @@
 `tvl1_flow` runs a batch level by level and warp by warp, and every warp waits for its slowest pair:
 on a GPU most of its steps then run a handful of pairs (the tail). Here each pair is a small state
 machine over (level, warp, outer, inner iteration), and each pyramid level size has a pool of slots.
-A round runs one pool's slots until the host's next look at the stopping rule (every step on the CPU,
+A round runs the pools' slots until the host's next look at the stopping rule (every step on the CPU,
 every `check_every` steps on a GPU, a pair that met it frozen meanwhile); then the pairs whose warp met the
 stopping rule or the iteration cap leave their slot and start their next warp, or go on to the next
 finer level, or come out as flow; the pool is topped up from the pairs waiting at that level. The
-solver runs the finest pool that can fill all `batch` slots; when none can, it draws new pairs from
-the source (up to `in_flight` pairs being solved), so the slots stay full until the source runs dry.
+solver runs the pools that can fill all `batch` slots; when none can, it draws new pairs from the
+source (up to `in_flight` pairs being solved), so the slots stay full until the source runs dry, and
+then runs every pool with pairs, all queued on the device before the host looks at the first.
 A pair goes through exactly the steps `tvl1_flow` gives it alone (same warps, median filters and
 stopping checks), so its flow is the same; only its kernel companions change.
+
+A pool's state lives at fixed addresses, one row per slot, the occupied slots first: a pair joins by
+writing its row, leaves by having the last occupied row moved into its place, so nothing is copied whole.
+On CUDA with a step that works in place (the Triton kernels), a round's steps are captured once per pool
+and round length as a CUDA graph and replayed: a step then costs its kernels, not Python's launches,
+and the empty and frozen slots (flag 0) are skipped inside the kernels. Pools of sizes no longer in
+use are dropped once there are more than `MAX_POOLS` (data sets of many frame sizes).
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ from tsnpipe.stages.flow.torch_tvl1 import (GRAD_EPSILON, centred_gradient, chec
                                             median_filter, pixel_grid, pyramid_sizes, tvl1_iteration, warp_bicubic)
 
 Pair = tuple[Any, np.ndarray, np.ndarray]  # (key, first, second): H x W uint8 grey frames
+# Pools kept while empty, for frame sizes that come back: a few frame sizes' pyramids.
+MAX_POOLS = 24
 
 
 @dataclass
@@ -51,20 +61,26 @@ class _Entry:
 
 @dataclass
 class _Pool:
-    """The slots of one level size: batched state of the active pairs, and the queue for the level."""
+    """The slots of one level size: the state of its pairs, a row per slot at a fixed address (occupied
+    slots first), and the queue for the level."""
 
     size: tuple[int, int]
     base: torch.Tensor
+    state: dict[str, torch.Tensor]  # u, p, warped_grad, rho_c, inv_grad, live: `batch` rows each
+    # The eager step's buffer for the flow's gradient; its last column (x) and row (y) are never written.
+    gradient: torch.Tensor | None
     waiting: deque = field(default_factory=deque)
-    pairs: list[_Flowing] = field(default_factory=list)
+    pairs: list[_Flowing] = field(default_factory=list)  # pairs[n] is in slot n
     inner: list[int] = field(default_factory=list)  # iterations done in the current outer round
     outer: list[int] = field(default_factory=list)
-    state: dict[str, torch.Tensor] = field(default_factory=dict)  # u, p, warped_grad, rho_c, inv_grad
-    # The eager step's buffer for the flow's gradient; its last column (x) and row (y) are never written.
-    gradient: torch.Tensor | None = None
+    graphs: dict[int, Any] = field(default_factory=dict)  # round length -> CUDA graph of that many steps
+    eager_lengths: set[int] = field(default_factory=set)  # lengths run once already (kernels compiled)
 
     def load(self) -> int:
         return len(self.pairs) + len(self.waiting)
+
+    def occupied(self) -> dict[str, torch.Tensor]:
+        return {name: tensor[: len(self.pairs)] for name, tensor in self.state.items()}
 
 
 @dataclass
@@ -95,11 +111,14 @@ class RefillSolver:
     """TV-L1 for a stream of pairs on one device with `batch` slots per level size."""
 
     def __init__(self, params: FlowParams, device: torch.device, batch: int, step: Callable = tvl1_iteration,
-                 in_flight: int | None = None):
+                 in_flight: int | None = None, graphs: bool | None = None):
         self.params = params
         self.device = torch.device(device)
         self.batch = batch
         self.step = step
+        self.in_place = getattr(step, "in_place", False)
+        # CUDA graphs need a step that writes into the pool's own rows; None: wherever that holds.
+        self.graphs = (self.device.type == "cuda" and self.in_place) if graphs is None else graphs
         # On a GPU, enough pairs in flight that every level's pool can fill its slots; on the CPU, where time
         # follows the pair-steps whatever the batch, no more than one batch (memory).
         default = batch if self.device.type == "cpu" else (params.nscales + 1) * batch
@@ -111,7 +130,7 @@ class RefillSolver:
 
     def solve(self, source: Iterator[Pair]) -> Iterator[list[tuple[Any, torch.Tensor]]]:
         """For every pair of `source`, (key, flow (2, H, W) on the device), in lists of the pairs that finish
-        together (one round), in the order they finish."""
+        together (one pool's look: one frame size), in the order they finish."""
         source = iter(source)
         self.exhausted = False
         while True:
@@ -120,20 +139,33 @@ class RefillSolver:
             if not full and not self.exhausted and self.flowing < self.in_flight:
                 self.exhausted = not self._admit(source, min(self.batch, self.in_flight - self.flowing))
                 continue
-            if full:
-                pool = max(full, key=lambda pl: pl.size[0] * pl.size[1])
-            else:
-                pool = max(self.pools.values(), key=lambda pl: (pl.load(), pl.size[0] * pl.size[1]), default=None)
-            if pool is None or pool.load() == 0:
+            # Every full pool, else every pool with pairs: all launched before the host looks at any of them,
+            # so one pool's look overlaps the others' steps.
+            pools = full or [pool for pool in self.pools.values() if pool.load()]
+            if not pools:
                 return
-            finished = self._round(pool)
-            if finished:
-                yield finished
+            pools.sort(key=lambda pl: pl.size[0] * pl.size[1], reverse=True)
+            launched = [(pool, *self._launch(pool)) for pool in pools]
+            for pool, length, change in launched:
+                finished = self._look(pool, length, change)
+                if finished:
+                    yield finished
 
     def _pool(self, size: tuple[int, int]) -> _Pool:
         if size not in self.pools:
-            self.pools[size] = _Pool(size, pixel_grid(*size, self.device))
+            rows = lambda *shape: torch.zeros(self.batch, *shape, *size, device=self.device)  # noqa: E731
+            state = {"u": rows(2), "p": rows(2, 2), "warped_grad": rows(2), "rho_c": rows(1), "inv_grad": rows(1),
+                     "live": torch.zeros(self.batch, device=self.device)}
+            self.pools[size] = _Pool(size, pixel_grid(*size, self.device), state,
+                                     None if self.in_place else rows(2, 2))
         return self.pools[size]
+
+    def _drop_unused(self) -> None:
+        """Forget empty pools (their memory and graphs) beyond MAX_POOLS, the least recently made first."""
+        for size in [size for size, pool in self.pools.items() if pool.load() == 0]:
+            if len(self.pools) <= MAX_POOLS:
+                return
+            del self.pools[size]
 
     def _admit(self, source: Iterator[Pair], room: int) -> bool:
         """Draw up to `room` pairs, build their pyramids, queue them at their coarsest level; False when dry."""
@@ -168,34 +200,26 @@ class RefillSolver:
         rho_c = warped[:, :1] - (warped_grad * u).sum(dim=1, keepdim=True) - images[:, :1]
         inv_grad = warped_grad.square().sum(dim=1, keepdim=True).clamp_(min=GRAD_EPSILON).reciprocal_()
         new = {"u": median_filter(u, self.params.median_filtering), "p": torch.stack([entry.p for entry in entries]),
-               "warped_grad": warped_grad, "rho_c": rho_c, "inv_grad": inv_grad,
-               "live": torch.ones(len(entries), device=self.device)}
+               "warped_grad": warped_grad, "rho_c": rho_c, "inv_grad": inv_grad}
+        first, last = len(pool.pairs), len(pool.pairs) + len(entries)
         for name, tensor in new.items():
-            pool.state[name] = torch.cat((pool.state[name], tensor)) if pool.pairs else tensor
+            pool.state[name][first:last] = tensor
+        pool.state["live"][first:last] = 1.0
         pool.pairs += [entry.pair for entry in entries]
         pool.inner += [0] * len(entries)
         pool.outer += [0] * len(entries)
 
-    def _round(self, pool: _Pool) -> list[tuple[Any, torch.Tensor]]:
+    def _launch(self, pool: _Pool) -> tuple[int, torch.Tensor | None]:
+        """Fill the pool's free slots and queue its steps up to the first slot's next look: every `every` steps
+        and at an outer round's end. Returns the steps queued and, when every step is looked at, the changes."""
         params = self.params
         free = self.batch - len(pool.pairs)
         if free > 0 and pool.waiting:
             self._start_warps(pool, [pool.waiting.popleft() for _ in range(min(free, len(pool.waiting)))])
         inner_cap, every = params.inner_iterations, check_interval(params, self.device)
-        # Run until the first slot reaches the host's next look: every `every` steps and at an outer round's end.
         length = min(min(every - k % every, inner_cap - k) for k in pool.inner)
-        state = pool.state
-        if pool.gradient is None:
-            pool.gradient = torch.zeros(self.batch, 2, 2, *pool.size, device=self.device)
-        g = pool.gradient[: len(pool.pairs)]
-        l_t, taut = params.lambda_ * params.theta, params.tau / params.theta
-        u, live = state["u"], state["live"] if every > 1 else None
         area = pool.size[0] * pool.size[1]
-        scaled_epsilon = params.epsilon**2 * area
-        for _ in range(length):  # the stopping rule is met at a step; the pair stays frozen until the look
-            u, change = self.step(u, state["p"], g, state["warped_grad"], state["rho_c"], state["inv_grad"],
-                                  l_t, params.theta, taut, True, live, scaled_epsilon)
-        state["u"] = u
+        change = self._steps(pool, length, every > 1)
         self.stats.steps += length
         self.stats.pair_steps += length * len(pool.pairs)
         self.stats.pixel_steps += length * len(pool.pairs) * area
@@ -203,7 +227,16 @@ class RefillSolver:
         if not self.exhausted:
             self.stats.fed_steps += length
             self.stats.fed_pair_steps += length * len(pool.pairs)
-        settled = (change <= scaled_epsilon if live is None else live == 0).tolist()
+        return length, change
+
+    def _look(self, pool: _Pool, length: int, change: torch.Tensor | None) -> list[tuple[Any, torch.Tensor]]:
+        """The host's look after `length` steps: pairs that met the stopping rule or the cap leave their slot,
+        pairs at an outer round's end get their median filter."""
+        params = self.params
+        inner_cap, every = params.inner_iterations, check_interval(params, self.device)
+        area = pool.size[0] * pool.size[1]
+        state = pool.occupied()
+        settled = (change <= params.epsilon**2 * area if change is not None else state["live"] == 0).tolist()
         leaving, median = [], []
         for slot in range(len(pool.pairs)):
             k = pool.inner[slot] = pool.inner[slot] + length
@@ -215,8 +248,45 @@ class RefillSolver:
                 median.append(slot)
         if median and params.median_filtering > 1:
             index = torch.tensor(median, device=self.device)
-            state["u"] = state["u"].index_copy(0, index, median_filter(state["u"][index], params.median_filtering))
-        return self._retire(pool, leaving) if leaving else []
+            state["u"].index_copy_(0, index, median_filter(state["u"][index], params.median_filtering))
+        finished = self._retire(pool, leaving) if leaving else []
+        if not pool.load():
+            self._drop_unused()
+        return finished
+
+    def _steps(self, pool: _Pool, length: int, flagged: bool) -> torch.Tensor | None:
+        """`length` steps of the pool's occupied slots; with `flagged` (a look every few steps) the flags of
+        pairs that met the stopping rule drop to 0 and None is returned, else the last step's changes."""
+        params = self.params
+        l_t, taut = params.lambda_ * params.theta, params.tau / params.theta
+        scaled_epsilon = params.epsilon**2 * pool.size[0] * pool.size[1]
+        if self.graphs and flagged:
+            if length not in pool.graphs and length in pool.eager_lengths:
+                pool.graphs[length] = self._capture(pool, length, l_t, taut, scaled_epsilon)
+            if length in pool.graphs:
+                pool.graphs[length].replay()
+                return None
+            pool.eager_lengths.add(length)  # a first run compiles the kernels; the next one is captured
+        state = pool.occupied()
+        g = None if pool.gradient is None else pool.gradient[: len(pool.pairs)]
+        u, live, change = state["u"], state["live"] if flagged else None, None
+        extra = {"out": u} if self.in_place else {}
+        for _ in range(length):  # the stopping rule is met at a step; the pair stays frozen until the look
+            u, change = self.step(u, state["p"], g, state["warped_grad"], state["rho_c"], state["inv_grad"],
+                                  l_t, params.theta, taut, True, live, scaled_epsilon, **extra)
+        if u is not state["u"]:
+            state["u"].copy_(u)
+        return None if flagged else change
+
+    def _capture(self, pool: _Pool, length: int, l_t: float, taut: float, scaled_epsilon: float):
+        """`length` in-place steps over all of the pool's rows (empty slots have flag 0) as a CUDA graph."""
+        state, params = pool.state, self.params
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # other threads decode and copy meanwhile
+            for _ in range(length):
+                self.step(state["u"], state["p"], None, state["warped_grad"], state["rho_c"], state["inv_grad"],
+                          l_t, params.theta, taut, True, state["live"], scaled_epsilon, out=state["u"])
+        return graph
 
     def _retire(self, pool: _Pool, leaving: list[int]) -> list[tuple[Any, torch.Tensor]]:
         """Pairs whose warp ended: next warp (front of this pool's queue), next level, or finished flow."""
@@ -243,14 +313,17 @@ class RefillSolver:
             finer = F.interpolate(flow[None], size=size, mode="bilinear", align_corners=False)[0]
             finer.mul_(1.0 / self.params.scale_step)
             self._pool(size).waiting.append(_Entry(pair, finer, torch.zeros(2, 2, *size, device=self.device)))
+        # Keep the occupied slots first: the pairs in the rows past the new end move into the holes before it.
+        remaining = len(pool.pairs) - len(leaving)
         gone = set(leaving)
-        keep = [slot for slot in range(len(pool.pairs)) if slot not in gone]
-        if keep:
-            kept = torch.tensor(keep, device=self.device)
-            pool.state = {name: tensor[kept] for name, tensor in state.items()}
-        else:
-            pool.state = {}
-        pool.pairs = [pool.pairs[slot] for slot in keep]
-        pool.inner = [pool.inner[slot] for slot in keep]
-        pool.outer = [pool.outer[slot] for slot in keep]
+        holes = [slot for slot in leaving if slot < remaining]
+        movers = [slot for slot in range(remaining, len(pool.pairs)) if slot not in gone]
+        if holes:
+            to, source = torch.tensor(holes, device=self.device), torch.tensor(movers, device=self.device)
+            for tensor in state.values():
+                tensor.index_copy_(0, to, tensor[source])
+            for hole, mover in zip(holes, movers):
+                pool.pairs[hole], pool.inner[hole], pool.outer[hole] = pool.pairs[mover], pool.inner[mover], pool.outer[mover]
+        state["live"][remaining: len(pool.pairs)] = 0.0
+        del pool.pairs[remaining:], pool.inner[remaining:], pool.outer[remaining:]
         return finished

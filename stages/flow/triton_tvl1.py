@@ -10,7 +10,9 @@ over (pair, block of pixels):
   stopping rule sees the same sums on every run) and, given `live` flags, sets the pair's flag to 0 once
   the sum meets the rule.
 A pair whose flag is 0 (it met the rule, the host has not looked yet) keeps its flow and duals in both
-kernels, as in the reference.
+kernels, as in the reference. Given `out=u` with flags, the step runs in place and the kernels skip the
+frozen pairs' pixels altogether (masked loads and stores touch no memory): the refilled batch keeps its
+slots at fixed addresses for CUDA graphs, and an empty slot (flag 0) then costs a few scalar reads.
 The arrays and their layout are those of `tvl1_iteration`; `g` is not needed (the gradient stays in
 registers). With TRITON_INTERPRET=1 set before Triton is imported, the kernels run on CPU tensors
 through Triton's interpreter: that is how the tests compare them with the reference without a GPU.
@@ -31,12 +33,16 @@ BYTES_PER_PIXEL_STEP = 22 * 4
 
 @triton.jit
 def _primal_kernel(u_ptr, p_ptr, wg_ptr, rho_ptr, ig_ptr, live_ptr, seen_ptr, out_ptr, part_ptr, height, width,
-                   blocks, l_t, theta, MEASURE: tl.constexpr, HAS_LIVE: tl.constexpr, BLOCK: tl.constexpr):
+                   blocks, l_t, theta, MEASURE: tl.constexpr, HAS_LIVE: tl.constexpr, SKIP_FROZEN: tl.constexpr,
+                   BLOCK: tl.constexpr):
     pair = tl.program_id(0).to(tl.int64)
     block = tl.program_id(1)
     area = height * width
     offs = block * BLOCK + tl.arange(0, BLOCK)
-    inside = offs < area
+    if SKIP_FROZEN:  # in place: a frozen or empty slot is left as it is, its pixels never read
+        inside = offs < tl.where(tl.load(live_ptr + pair) != 0.0, area, 0)
+    else:
+        inside = offs < area
     x = offs % width
     has_left = inside & (x > 0)
     has_up = inside & (offs >= width)
@@ -78,8 +84,8 @@ def _primal_kernel(u_ptr, p_ptr, wg_ptr, rho_ptr, ig_ptr, live_ptr, seen_ptr, ou
 
 @triton.jit
 def _dual_kernel(u_ptr, p_ptr, live_ptr, seen_ptr, part_ptr, change_ptr, height, width, blocks, taut,
-                 scaled_epsilon, MEASURE: tl.constexpr, HAS_LIVE: tl.constexpr, BLOCK: tl.constexpr,
-                 BLOCKS: tl.constexpr):
+                 scaled_epsilon, MEASURE: tl.constexpr, HAS_LIVE: tl.constexpr, SKIP_FROZEN: tl.constexpr,
+                 BLOCK: tl.constexpr, BLOCKS: tl.constexpr):
     pair = tl.program_id(0).to(tl.int64)
     block = tl.program_id(1)
     if MEASURE:
@@ -91,7 +97,10 @@ def _dual_kernel(u_ptr, p_ptr, live_ptr, seen_ptr, part_ptr, change_ptr, height,
                 tl.store(live_ptr + pair, tl.load(seen_ptr + pair) * (total > scaled_epsilon).to(tl.float32))
     area = height * width
     offs = block * BLOCK + tl.arange(0, BLOCK)
-    inside = offs < area
+    if SKIP_FROZEN:
+        inside = offs < tl.where(tl.load(seen_ptr + pair) != 0.0, area, 0)
+    else:
+        inside = offs < area
     x = offs % width
     has_right = inside & (x < width - 1)
     has_down = inside & (offs < area - width)
@@ -127,22 +136,30 @@ def triton_iteration(
     measure: bool,
     live: torch.Tensor | None = None,
     scaled_epsilon: float = 0.0,
+    out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Drop-in for torch_tvl1.tvl1_iteration (same arguments and results; `g` is unused). Two launches a
     step and no host sync, `live` flags included: the dual kernel sums each pair's change and applies the
-    stopping rule to its flag."""
+    stopping rule to its flag. `out=u` (contiguous) updates the flow in place; with `live`, frozen pairs are
+    then skipped."""
     batch, _, height, width = u.shape
     blocks = triton.cdiv(height * width, BLOCK)
     measure = measure or live is not None
+    skip_frozen = out is u and live is not None
     u = u.contiguous()
-    out = torch.empty_like(u)
+    out = torch.empty_like(u) if out is None else out
     partial = torch.empty(batch, blocks, device=u.device, dtype=torch.float32) if measure else out
     change = torch.empty(batch, device=u.device, dtype=torch.float32) if measure else out
     flags = out if live is None else live  # any pointer when there are no flags
     seen = torch.empty_like(live) if live is not None else out
     grid = (batch, blocks)
     _primal_kernel[grid](u, p, warped_grad, rho_c, inv_grad, flags, seen, out, partial, height, width, blocks,
-                         float(l_t), float(theta), MEASURE=measure, HAS_LIVE=live is not None, BLOCK=BLOCK)
+                         float(l_t), float(theta), MEASURE=measure, HAS_LIVE=live is not None, SKIP_FROZEN=skip_frozen,
+                         BLOCK=BLOCK)
     _dual_kernel[grid](out, p, flags, seen, partial, change, height, width, blocks, float(taut), float(scaled_epsilon),
-                       MEASURE=measure, HAS_LIVE=live is not None, BLOCK=BLOCK, BLOCKS=triton.next_power_of_2(blocks))
+                       MEASURE=measure, HAS_LIVE=live is not None, SKIP_FROZEN=skip_frozen, BLOCK=BLOCK,
+                       BLOCKS=triton.next_power_of_2(blocks))
     return out, change if measure else None
+
+
+triton_iteration.in_place = True  # the refilled batch may pass out=u (and capture the steps in a CUDA graph)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tsnpipe.stages.fuse import fuse_files
-from tsnpipe.stages.report import write_report
-from tsnpipe.stages.scores import read_scores, write_scores
+from tsnpipe.stages.scores.fuse import fuse_files
+from tsnpipe.stages.scores.report import write_report
+from tsnpipe.stages.scores.files import read_scores, write_scores
 
 
 def write_stream(path: Path, video_ids, labels, classes: int, strength: float, seed: int, modality: str) -> None:

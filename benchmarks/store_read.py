@@ -28,8 +28,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from tsnpipe.stages.pack import pack_videos
-from tsnpipe.stages.store import open_reader
+from tsnpipe.stages.store.pack import pack_videos
+from tsnpipe.stages.store.reader import open_reader
 
 SAMPLES = Path(__file__).resolve().parents[1] / "pipeline" / "samples" / "videos"
 

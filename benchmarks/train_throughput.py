@@ -44,10 +44,10 @@ import cv2
 import numpy as np
 import torch
 
-from tsnpipe.stages.evaluate import score_videos, video_scores, videos_per_pass
+from tsnpipe.stages.scores.evaluate import score_videos, video_scores, videos_per_pass
 from tsnpipe.stages.flow.images import write_flow_pair
 from tsnpipe.stages.flow.params import FlowParams
-from tsnpipe.stages.store import open_reader
+from tsnpipe.stages.store.reader import open_reader
 from tsnpipe.stages.models import ARCHS
 from tsnpipe.stages.train.batches import DeviceBatches, as_channels_last, prepare_clips, prepare_ready
 from tsnpipe.stages.train.clips import ClipDataset

@@ -19,7 +19,7 @@ class WeightsType(click.ParamType):
     name = "W1:W2[:...]"
 
     def convert(self, value, param, ctx):
-        from tsnpipe.stages.fuse import FusionError, parse_weights
+        from tsnpipe.stages.scores.fuse import FusionError, parse_weights
 
         if isinstance(value, tuple):
             return value
@@ -86,7 +86,7 @@ def fuse(scores, weights, softmax, search_weights, out):
       tsnpipe fuse rgb.pkl flow.pkl --weights 1:1.5 --out fused.pkl
       tsnpipe fuse rgb.pkl flow.pkl --search-weights val_rgb.pkl val_flow.pkl
     """
-    from tsnpipe.stages.fuse import accuracy_table, format_weights, fuse_files
+    from tsnpipe.stages.scores.fuse import accuracy_table, format_weights, fuse_files
 
     if weights is not None and search_weights:
         raise click.UsageError("Give either --weights or --search-weights, not both.")
@@ -117,7 +117,7 @@ def report(scores, out_dir):
     show class indices, which the CSV's class_index column maps to names. The CSV also names the class
     each class is most often mistaken for.
     """
-    from tsnpipe.stages.report import write_report
+    from tsnpipe.stages.scores.report import write_report
 
     result = write_report(scores, out_dir)
     accuracy = result.accuracies

@@ -67,7 +67,7 @@ def pack(workdir, fmt, store, shard_mb, progress):
     """
     from tsnpipe.stages.progress import progress_bar
 
-    from tsnpipe.stages.pack import STAGE_VERSION, pack_videos
+    from tsnpipe.stages.store.pack import STAGE_VERSION, pack_videos
 
     workdir = Path(workdir)
     store = store or workdir / "stores" / STORE_NAMES[fmt]

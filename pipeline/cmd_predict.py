@@ -19,7 +19,7 @@ from tsnpipe.cmd_fuse import WeightsType
 from tsnpipe.cmd_frames import describe as describe_frames, frame_params
 from tsnpipe.options import SizeType
 from tsnpipe.runner import run_info_path
-from tsnpipe.stages.protocol import TEST_CROPS, TEST_SEGMENTS
+from tsnpipe.stages.scores.protocol import TEST_CROPS, TEST_SEGMENTS
 
 DEFAULT_FPS = 10.0
 DEFAULT_SIZE = ("short", 256)
@@ -124,7 +124,7 @@ def predict(video, checkpoints, weights, segments, crops, top, fps, size, device
       tsnpipe predict clip.avi --checkpoint W/runs/rgb/best.pt
       tsnpipe predict clip.avi --checkpoint rgb.pt --checkpoint flow.pt --weights 1:1.5 --json
     """
-    from tsnpipe.stages.predict import PredictError, check_weights, load_streams, predict_video
+    from tsnpipe.stages.scores.predict import PredictError, check_weights, load_streams, predict_video
     from tsnpipe.stages.train.loop import pick_device
 
     if not video.is_file():

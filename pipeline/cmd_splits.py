@@ -56,9 +56,11 @@ def build_splits(workdir, ucf101_dir, hmdb51_dir, folders, numbers, ratio, seed,
     that were not extracted or failed; with --val-ratio also val.csv, whose clips leave train.csv and its lists.
     The same inputs always give byte-identical files.
     """
-    from tsnpipe.stages.splits import (SPLIT_NUMBERS, build_split, folder_entries, read_hmdb51, read_ucf101,
-                                       split_dir, split_files, unlisted, write_split_files)
-    from tsnpipe.stages.val_split import VAL_FILE, carve_validation, remove_stale_validation, validation_bytes
+    from tsnpipe.stages.splits.folders import folder_entries
+    from tsnpipe.stages.splits.hmdb51 import read_hmdb51
+    from tsnpipe.stages.splits.tables import SPLIT_NUMBERS, build_split, split_dir, split_files, unlisted, write_split_files
+    from tsnpipe.stages.splits.ucf101 import read_ucf101
+    from tsnpipe.stages.splits.validation import VAL_FILE, carve_validation, remove_stale_validation, validation_bytes
 
     chosen = [name for name, given in (("ucf101", ucf101_dir), ("hmdb51", hmdb51_dir), ("folders", folders)) if given]
     if len(chosen) != 1:

@@ -17,7 +17,7 @@ from click.core import ParameterSource
 from tsnpipe.options import CheckpointType, progress_option, workdir_option
 from tsnpipe.runner import run_info_path
 from tsnpipe.stages.models import ARCHS
-from tsnpipe.stages.protocol import CLIP_TEST_CLIPS, CLIP_TEST_CROPS, TEST_AVERAGE, TEST_CROPS, TEST_SEGMENTS
+from tsnpipe.stages.scores.protocol import CLIP_TEST_CLIPS, CLIP_TEST_CROPS, TEST_AVERAGE, TEST_CROPS, TEST_SEGMENTS
 
 SOURCES = ("ucf101", "hmdb51", "folders")
 
@@ -121,7 +121,7 @@ def train(ctx, workdir, modality, split_number, source, store, run_name, resume,
     metrics.csv, curves.png and TensorBoard logs. Options marked * in the printed settings are the
     modality's recipe defaults.
     """
-    from tsnpipe.stages.splits import split_dir as split_path
+    from tsnpipe.stages.splits.tables import split_dir as split_path
     from tsnpipe.stages.train.checkpoint import load_checkpoint
     from tsnpipe.stages.train.loop import fit, init_distributed
     from tsnpipe.stages.train.recipe import make_params, params_from_dict
@@ -183,8 +183,8 @@ def run_test(checkpoint, workdir, store, source, split_number, segments, crops, 
     views of the 128x171 resize), class scores averaged over crops then snippets; prints top-1, top-5 and
     mean class accuracy and writes them as JSON beside the score file.
     """
-    from tsnpipe.stages.evaluate import score_split
-    from tsnpipe.stages.splits import split_dir as split_path
+    from tsnpipe.stages.scores.evaluate import score_split
+    from tsnpipe.stages.splits.tables import split_dir as split_path
     from tsnpipe.stages.train.checkpoint import load_checkpoint
     from tsnpipe.stages.train.recipe import params_from_dict
 

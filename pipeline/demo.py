@@ -156,7 +156,7 @@ def demo(ctx, workdir, jobs, epochs, seed, progress):
 def stream_accuracies(config: dict, main: click.Group) -> dict[str, tuple[float, int]]:
     """Each stream's mean class accuracy on the test videos and their number, from the score files the run wrote."""
     from tsnpipe.run import model_commands
-    from tsnpipe.stages.scores import accuracies, read_scores
+    from tsnpipe.stages.scores.files import accuracies, read_scores
 
     found = {}
     for label, args in model_commands(config, main):

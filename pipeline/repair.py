@@ -74,7 +74,7 @@ def frames_rows(workdir: Path, info: dict) -> list[dict]:
 
 def flow_rows(workdir: Path, info: dict) -> list[dict]:
     from tsnpipe.cmd_flow import flow_items
-    from tsnpipe.stages.store import flow_format
+    from tsnpipe.stages.store.reader import flow_format
 
     items = {item.video_id: item for item in flow_items(workdir)}
     rows = []
@@ -91,7 +91,7 @@ def flow_rows(workdir: Path, info: dict) -> list[dict]:
 
 def pack_rows(workdir: Path, info: dict, fmt: str) -> list[dict]:
     from tsnpipe.cmd_pack import pack_items
-    from tsnpipe.stages.pack import read_video, stored_videos
+    from tsnpipe.stages.store.pack import read_video, stored_videos
 
     store = Path(info.get("inputs", {}).get("store") or "")
     if not store.is_dir():

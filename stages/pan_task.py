@@ -81,7 +81,7 @@ def write_validation_split(workdir: Path, number: int = 1, val_number: int = 2, 
 
     import pandas as pd
 
-    from tsnpipe.stages.splits import Split, split_dir, split_files, write_split_files
+    from tsnpipe.stages.splits.tables import Split, split_dir, split_files, write_split_files
 
     source = split_dir(workdir, "folders", number)
     train = pd.read_csv(source / "train.csv", dtype={"video_id": str, "class_name": str})

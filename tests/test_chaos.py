@@ -158,8 +158,8 @@ def test_a_users_file_dropped_into_a_packed_store_is_never_deleted(extracted):
 
 
 def test_shard_renamed_but_not_yet_indexed_is_swept_as_tsnpipes_own(extracted, monkeypatch):
-    from tsnpipe.stages import pack_hdf5
-    from tsnpipe.stages.store import open_reader
+    from tsnpipe.stages.store import hdf5_writer as pack_hdf5
+    from tsnpipe.stages.store.reader import open_reader
 
     real_write_index = pack_hdf5._write_index
 
@@ -182,7 +182,7 @@ def test_shard_renamed_but_not_yet_indexed_is_swept_as_tsnpipes_own(extracted, m
 
 
 def test_full_disk_at_every_fsync_of_pack_is_one_sentence_and_the_rerun_completes(extracted, tmp_path, monkeypatch):
-    from tsnpipe.stages.store import open_reader
+    from tsnpipe.stages.store.reader import open_reader
 
     clean = tmp_path / "clean"
     shutil.copytree(extracted, clean)

@@ -48,8 +48,8 @@ def test_pretrained_file_that_is_not_a_state_dict_is_one_sentence(tmp_path, cont
 def test_score_files_reports_and_curves_follow_the_umask(tmp_path, umask):
     import numpy as np
 
-    from tsnpipe.stages.report import plot_curves, write_report
-    from tsnpipe.stages.scores import write_scores
+    from tsnpipe.stages.scores.report import plot_curves, write_report
+    from tsnpipe.stages.scores.files import write_scores
 
     before = os.umask(umask)
     try:
@@ -70,7 +70,7 @@ def test_score_files_reports_and_curves_follow_the_umask(tmp_path, umask):
 # ---- status says what the next run will do -----------------------------------------------------------
 
 def test_status_counts_the_videos_a_killed_pack_left_undone(extracted, monkeypatch):
-    from tsnpipe.stages import pack as pack_stage
+    from tsnpipe.stages.store import pack as pack_stage
 
     real_read, calls = pack_stage.read_video, {"n": 0}
 
@@ -110,7 +110,7 @@ def test_status_follows_the_chain_through_splits_runs_and_scores(extracted, clip
 
     import numpy as np
 
-    from tsnpipe.stages.scores import write_scores
+    from tsnpipe.stages.scores.files import write_scores
     from tsnpipe.stages.train.logs import write_metrics
 
     assert invoke("pack", "-w", str(extracted), "--format", "hdf5", "--no-progress").exit_code == 0
@@ -208,7 +208,7 @@ def test_a_name_with_a_space_goes_through_every_stage(clips, tmp_path):
     tested = invoke("test", "--checkpoint", str(workdir / "runs" / "spaced" / "last.pt"), "-w", str(workdir),
                     "--segments", "1", "--crops", "1", "--workers", "0", "--out", str(out), "--no-progress")
     assert tested.exit_code == 0, tested.output
-    from tsnpipe.stages.scores import read_scores
+    from tsnpipe.stages.scores.files import read_scores
 
     assert ("wave/my clip" in read_scores(out)["video_ids"]) == ("wave/my clip" in (split / "test.csv").read_text())
 

@@ -6,7 +6,7 @@ from click.testing import CliRunner
 
 from conftest import run_tsnpipe
 from tsnpipe.cli import main
-from tsnpipe.stages.scores import read_scores, write_scores
+from tsnpipe.stages.scores.files import read_scores, write_scores
 
 CLASSES = [f"Class{c}" for c in range(5)]
 

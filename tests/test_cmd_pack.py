@@ -11,7 +11,7 @@ from conftest import SAMPLES, run_tsnpipe
 from packing_data import extracted_workdir, write_flow
 from tsnpipe.cli import main
 from tsnpipe.manifests.table import Manifest
-from tsnpipe.stages.store import open_reader
+from tsnpipe.stages.store.reader import open_reader
 
 VIDEO = "wave/RATRACE_wave_f_nm_np1_fr_goo_37"
 

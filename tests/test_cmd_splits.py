@@ -12,7 +12,7 @@ from conftest import run_tsnpipe
 from packing_data import extracted_workdir
 from tsnpipe.cli import main
 from tsnpipe.cmd_splits import UCF101_GROUP
-from tsnpipe.stages.splits import DEFAULT_GROUP_REGEX
+from tsnpipe.stages.splits.folders import DEFAULT_GROUP_REGEX
 
 DATA = Path(__file__).parent / "data"
 

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from conftest import run_tsnpipe
 from tsnpipe.cli import main
-from tsnpipe.stages.scores import read_scores
+from tsnpipe.stages.scores.files import read_scores
 from train_workdir import build_sample_workdir
 
 TINY = ["--backbone", "resnet18", "--pretrained", "none", "--segments", "2", "--size", "32", "--batch", "3",

@@ -8,9 +8,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from tsnpipe.stages.evaluate import score_split, video_scores
+from tsnpipe.stages.scores.evaluate import score_split, video_scores
 from tsnpipe.cli import main
-from tsnpipe.stages.scores import ClassOrderError, read_scores
+from tsnpipe.stages.scores.files import ClassOrderError, read_scores
 from tsnpipe.stages.train.loop import fit
 from tsnpipe.stages.train.model import TSN
 from tsnpipe.stages.train.recipe import make_params

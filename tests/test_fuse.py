@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from tsnpipe.stages.fuse import FusionError, accuracy_table, fuse_files, parse_weights
-from tsnpipe.stages.scores import ClassOrderError, accuracies, read_scores, write_scores
+from tsnpipe.stages.scores.fuse import FusionError, accuracy_table, fuse_files, parse_weights
+from tsnpipe.stages.scores.files import ClassOrderError, accuracies, read_scores, write_scores
 
 CLASSES = [f"Class{c:02d}" for c in range(8)]
 

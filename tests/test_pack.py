@@ -16,8 +16,8 @@ import pytest
 
 from packing_data import SAMPLE_IDS, extract_frames, make_workdir, write_flow
 from tsnpipe.stages.errors import TsnpipeError
-from tsnpipe.stages.pack import pack_videos, stored_videos
-from tsnpipe.stages.store import KINDS, frame_name, open_reader, release_lmdb
+from tsnpipe.stages.store.pack import pack_videos, stored_videos
+from tsnpipe.stages.store.reader import KINDS, frame_name, open_reader, release_lmdb
 
 FIRST, LATER = SAMPLE_IDS[:3], SAMPLE_IDS[3]
 STORES = {"lmdb": "frames.lmdb", "hdf5": "frames.hdf5"}
@@ -167,7 +167,7 @@ def test_unknown_format_is_refused(workdir):
 KILL_SCRIPT = textwrap.dedent(
     """
     import sys, time
-    from tsnpipe.stages.pack import pack_videos
+    from tsnpipe.stages.store.pack import pack_videos
 
     workdir, store, fmt, shard_bytes, *ids = sys.argv[1:]
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from conftest import SAMPLES
 from tsnpipe.cli import main
 from tsnpipe.manifests.table import Manifest
-from tsnpipe.stages.store import FolderReader, open_reader
+from tsnpipe.stages.store.reader import FolderReader, open_reader
 
 CLIPS = ["SoccerJuggling/v_SoccerJuggling_g23_c01", "SoccerJuggling/v_SoccerJuggling_g24_c01",
          "wave/RATRACE_wave_f_nm_np1_fr_goo_37", "wave/SchoolRulesHowTheyHelpUs_wave_f_nm_np1_ba_med_0",

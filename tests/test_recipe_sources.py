@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tsnpipe.stages import protocol
+from tsnpipe.stages.scores import protocol
 from tsnpipe.stages.train import recipe
 from tsnpipe.stages.train.recipe import TrainParams, modality_defaults
 

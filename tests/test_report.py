@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from tsnpipe.stages.errors import TsnpipeError
-from tsnpipe.stages.report import confusion_figure, confusion_matrix, plot_curves, write_report
-from tsnpipe.stages.scores import write_scores
+from tsnpipe.stages.scores.report import confusion_figure, confusion_matrix, plot_curves, write_report
+from tsnpipe.stages.scores.files import write_scores
 from tsnpipe.stages.train.logs import write_metrics
 
 

@@ -11,7 +11,7 @@ from conftest import SAMPLES
 from tsnpipe.cli import main
 from tsnpipe.run import option_args, run_name
 from tsnpipe.stages.pan_task import GROUP_REGEX, make_pan_clips
-from tsnpipe.stages.splits import folder_entries
+from tsnpipe.stages.splits.folders import folder_entries
 
 
 @pytest.mark.parametrize("section, expected", [

@@ -6,7 +6,7 @@ import pickle
 import numpy as np
 import pytest
 
-from tsnpipe.stages.scores import (
+from tsnpipe.stages.scores.files import (
     ScoreFileError,
     accuracies,
     per_class_accuracy,

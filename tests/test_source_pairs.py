@@ -124,7 +124,7 @@ def test_flow_checkpoint_carries_the_pairing_into_scores_and_predict(tmp_path, t
     computes the new video's flow the same way."""
     import torch
 
-    from tsnpipe.stages.scores import read_scores
+    from tsnpipe.stages.scores.files import read_scores
     from train_workdir import SHORT_SIDE, build_sample_workdir
 
     samples = build_sample_workdir(tmp_path_factory.getbasetemp() / "train_samples")

@@ -8,8 +8,10 @@ import pandas as pd
 import pytest
 
 from tsnpipe.stages.errors import TsnpipeError
-from tsnpipe.stages.splits import (build_split, folder_entries, read_hmdb51, read_ucf101, split_dir, split_files,
-                                   write_split_files)
+from tsnpipe.stages.splits.folders import folder_entries
+from tsnpipe.stages.splits.hmdb51 import read_hmdb51
+from tsnpipe.stages.splits.tables import build_split, split_dir, split_files, write_split_files
+from tsnpipe.stages.splits.ucf101 import read_ucf101
 
 DATA = Path(__file__).parent / "data"
 UCF = DATA / "ucf101_splits"

@@ -11,8 +11,8 @@ import pytest
 
 from packing_data import SAMPLE_IDS, make_workdir
 from tsnpipe.stages.errors import TsnpipeError
-from tsnpipe.stages.pack import pack_videos
-from tsnpipe.stages.store import FolderReader, Hdf5Reader, LmdbReader, frame_name, open_reader
+from tsnpipe.stages.store.pack import pack_videos
+from tsnpipe.stages.store.reader import FolderReader, Hdf5Reader, LmdbReader, frame_name, open_reader
 
 VIDEO = SAMPLE_IDS[0]
 

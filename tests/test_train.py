@@ -159,7 +159,7 @@ def test_training_inside_a_process_group_writes_a_plain_checkpoint_on_rank_zero(
 
 @pytest.mark.parametrize("format, name", [("lmdb", "frames.lmdb"), ("hdf5", "frames.hdf5")])
 def test_packed_store_read_by_loader_workers_gives_the_snippets_of_the_folders(workdir, tmp_path, format, name):
-    from tsnpipe.stages.pack import pack_videos
+    from tsnpipe.stages.store.pack import pack_videos
 
     train, _, _ = read_split(workdir / "splits" / "samples" / "split1")
     store = tmp_path / name

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from packing_data import extracted_workdir
 from tsnpipe.cli import main
 from tsnpipe.stages.errors import TsnpipeError
-from tsnpipe.stages.val_split import carve_validation, source_group, validation_table
+from tsnpipe.stages.splits.validation import carve_validation, source_group, validation_table
 
 UCF_GROUP = r"_g(\d+)_"
 

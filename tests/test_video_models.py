@@ -237,7 +237,7 @@ OVERFIT = [
 @pytest.mark.slow
 @pytest.mark.parametrize("arch, modality, settings", OVERFIT)
 def test_3d_archs_overfit_one_clip_per_class(workdir, one_per_class, tmp_path, arch, modality, settings):
-    from tsnpipe.stages.evaluate import score_split
+    from tsnpipe.stages.scores.evaluate import score_split
 
     settings = {"size": 16, "stride": 1, **settings}
     top1, loss_cut = settings.pop("top1", 1.0), settings.pop("loss_cut", 4)

@@ -16,10 +16,10 @@ from click.testing import CliRunner
 
 from conftest import run_tsnpipe, tsnpipe_cmd
 from tsnpipe.cli import main
-from tsnpipe.stages.evaluate import score_split
-from tsnpipe.stages.fuse import fuse_files
-from tsnpipe.stages.protocol import CLIP_TEST_CLIPS, CLIP_TEST_CROPS
-from tsnpipe.stages.scores import read_scores
+from tsnpipe.stages.scores.evaluate import score_split
+from tsnpipe.stages.scores.fuse import fuse_files
+from tsnpipe.stages.scores.protocol import CLIP_TEST_CLIPS, CLIP_TEST_CROPS
+from tsnpipe.stages.scores.files import read_scores
 from tsnpipe.stages.train.checkpoint import load_checkpoint
 from tsnpipe.stages.train.loop import fit
 from tsnpipe.stages.train.recipe import make_params

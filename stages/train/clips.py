@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from tsnpipe.stages.store import open_reader
+from tsnpipe.stages.store.reader import open_reader
 from tsnpipe.stages.train.data import counts_for, read_stack
 from tsnpipe.stages.train.sampling import centre_starts
 from tsnpipe.stages.train.transforms import GREY_STD, hflip, view_boxes

@@ -2,7 +2,7 @@
 
 A split folder (`W/splits/<source>/split<N>/`, written by `tsnpipe build-splits`) holds train.csv and
 test.csv (video_id, label, class_name, frames, flow_pairs; labels 0-based) and classes.txt (one class
-name a line, in label order). Pictures are read through `tsnpipe.stages.store.open_reader`, from the
+name a line, in label order). Pictures are read through `tsnpipe.stages.store.reader.open_reader`, from the
 JPEG folders or a packed store; the reader opens its files lazily, so each worker gets its own handle.
 
 Workers hand over uint8 pictures, never float: a training clip of 8 RGB crops at 224 is 1.2 MB
@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from tsnpipe.stages.errors import TsnpipeError
-from tsnpipe.stages.store import open_reader
+from tsnpipe.stages.store.reader import open_reader
 from tsnpipe.stages.train.sampling import centre_starts, snippet_positions, train_starts
 from tsnpipe.stages.train.transforms import centre_crop, train_crop
 

@@ -1,4 +1,4 @@
-"""What a run leaves beside its checkpoints: metrics.csv, one row per epoch (curves.png is drawn from it by `tsnpipe.stages.report.plot_curves`)."""
+"""What a run leaves beside its checkpoints: metrics.csv, one row per epoch (curves.png is drawn from it by `tsnpipe.stages.scores.report.plot_curves`)."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ from torch import nn
 
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.progress import progress_bar
-from tsnpipe.stages.scores import per_class_accuracy
+from tsnpipe.stages.scores.files import per_class_accuracy
 from tsnpipe.stages.train.checkpoint import (
     CheckpointError, data_hashes, load_checkpoint, restore_rng, rng_state, save_checkpoint,
 )
@@ -31,8 +31,8 @@ from tsnpipe.stages.train.batches import DeviceBatches, as_channels_last, prepar
 from tsnpipe.stages.train.clips import dataset_for
 from tsnpipe.stages.train.data import make_loader, read_split, table_dataset
 from tsnpipe.stages.train.distributed import wrap_distributed
-from tsnpipe.stages.val_split import validation_table
-from tsnpipe.stages.report import plot_curves
+from tsnpipe.stages.splits.validation import validation_table
+from tsnpipe.stages.scores.report import plot_curves
 from tsnpipe.stages.train.logs import read_metrics, write_metrics
 from tsnpipe.stages.train.model import TSN, first_layer_params
 from tsnpipe.stages.train.recipe import TrainParams, params_from_dict

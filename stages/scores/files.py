@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from tsnpipe.stages.errors import TsnpipeError
-from tsnpipe.stages.outputs import replace_atomically
+from tsnpipe.stages.scores.outputs import replace_atomically
 
 try:
     from numpy._core import multiarray as _multiarray, numeric as _numeric
@@ -105,7 +105,7 @@ class _AllowListUnpickler(pickle.Unpickler):
             raise ScoreFileError(
                 f"{self._path} refers to the Python global {module}.{name}, which a tsnpipe score file "
                 "never contains, so it was not loaded (it may run code); rewrite it with tsnpipe test "
-                "or tsnpipe.stages.scores.write_scores."
+                "or tsnpipe.stages.scores.files.write_scores."
             )
         return found
 

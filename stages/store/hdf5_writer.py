@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from tsnpipe.stages.errors import TsnpipeError
-from tsnpipe.stages.pack import check_free_space
-from tsnpipe.stages.store import HDF5_INDEX, KINDS, read_hdf5_index
+from tsnpipe.stages.store.pack import check_free_space
+from tsnpipe.stages.store.reader import HDF5_INDEX, KINDS, read_hdf5_index
 
 SHARD_PATTERN = re.compile(r"shard-(\d{5})\.h5")
 

@@ -14,8 +14,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from tsnpipe.stages.errors import TsnpipeError
-from tsnpipe.stages.pack import check_free_space
-from tsnpipe.stages.store import KINDS, lmdb_key, release_lmdb
+from tsnpipe.stages.store.pack import check_free_space
+from tsnpipe.stages.store.reader import KINDS, lmdb_key, release_lmdb
 
 LMDB_FILES = ("data.mdb", "lock.mdb")
 MAP_SIZE = 1 << 40  # address space only: LMDB grows the file as data is written (sparse on Linux)

@@ -28,14 +28,14 @@ import numpy as np
 import torch
 
 from tsnpipe.stages.progress import progress_bar
-from tsnpipe.stages.scores import accuracies, check_split_classes, write_scores
+from tsnpipe.stages.scores.files import accuracies, check_split_classes, write_scores
 from tsnpipe.stages.train.batches import DeviceBatches, prepare_ready, prepare_views
 from tsnpipe.stages.train.checkpoint import load_checkpoint
 from tsnpipe.stages.train.clips import dataset_for
 from tsnpipe.stages.train.data import SnippetDataset, make_loader, read_split
 from tsnpipe.stages.train.loop import autocast, autocast_dtype, build_model, pick_device
 from tsnpipe.stages.train.recipe import params_from_dict
-from tsnpipe.stages.val_split import read_validation
+from tsnpipe.stages.splits.validation import read_validation
 
 AVERAGES = ("raw", "softmax")
 MAX_VIDEOS_PER_PASS = 16

@@ -5,7 +5,7 @@ re-encoding), so a frame read back from a store is byte-identical to its file. F
 PNG, as the flow manifest row of the video says (`extract-flow --format`); the store records which.
 Packing is incremental: a video whose images are already stored with the same checksum is skipped, a new
 video is added, a re-extracted one replaces its entries; nothing else is rewritten. How each format stays whole when the
-process is killed is told in `pack_lmdb` and `pack_hdf5`.
+process is killed is told in `lmdb_writer` and `hdf5_writer`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tsnpipe.stages.errors import TsnpipeError
-from tsnpipe.stages.store import FILE_PREFIX, FLOW_FORMATS, KINDS, flow_format, frame_name
+from tsnpipe.stages.store.reader import FILE_PREFIX, FLOW_FORMATS, KINDS, flow_format, frame_name
 
 FORMATS = ("lmdb", "hdf5")
 STAGE_VERSION = 1
@@ -104,10 +104,10 @@ def read_video(workdir: str | os.PathLike, video_id: str, image_format: str | No
 
 def stored_videos(store_path: str | os.PathLike, format: str) -> dict[str, dict]:
     """video_id -> {"checksum", "location"} of what the store holds now (empty for a store not written yet)."""
-    from tsnpipe.stages import pack_hdf5, pack_lmdb
+    from tsnpipe.stages.store import hdf5_writer, lmdb_writer
 
     _check_format(format)
-    return pack_lmdb.stored_videos(Path(store_path)) if format == "lmdb" else pack_hdf5.stored_videos(Path(store_path))
+    return lmdb_writer.stored_videos(Path(store_path)) if format == "lmdb" else hdf5_writer.stored_videos(Path(store_path))
 
 
 def check_free_space(store_path: Path, nbytes: int, margin: int = 16 << 20) -> None:
@@ -143,11 +143,11 @@ def pack_videos(
     folder holds. A video whose folders cannot be read fails alone; the others are still packed. `progress`
     is called with each fact.
     """
-    from tsnpipe.stages import pack_hdf5, pack_lmdb
+    from tsnpipe.stages.store import hdf5_writer, lmdb_writer
 
     _check_format(format)
     workdir, store_path = Path(workdir), Path(store_path)
-    (pack_lmdb if format == "lmdb" else pack_hdf5).check_folder(store_path)
+    (lmdb_writer if format == "lmdb" else hdf5_writer).check_folder(store_path)
     before = stored_videos(store_path, format) if skip_unchanged else {}
     facts: list[dict] = []
 
@@ -171,10 +171,10 @@ def pack_videos(
             yield video
 
     if format == "lmdb":
-        for video, location in pack_lmdb.write_videos(store_path, changed()):
+        for video, location in lmdb_writer.write_videos(store_path, changed()):
             report(_done(video, location, unchanged=False))
     else:
-        for video, location in pack_hdf5.write_videos(store_path, changed(), shard_bytes):
+        for video, location in hdf5_writer.write_videos(store_path, changed(), shard_bytes):
             report(_done(video, location, unchanged=False))
     return facts
 

@@ -211,7 +211,7 @@ def release_lmdb(path: str | os.PathLike) -> None:
 
 
 class LmdbReader(Reader):
-    """Reads an LMDB store written by `tsnpipe.stages.pack_lmdb`: one key per image, one meta entry per video.
+    """Reads an LMDB store written by `tsnpipe.stages.store.lmdb_writer`: one key per image, one meta entry per video.
 
     The environment is shared by every LmdbReader of the same store in a process and opened on first use."""
 

@@ -20,13 +20,13 @@ import numpy as np
 import torch
 
 from tsnpipe.stages.errors import TsnpipeError
-from tsnpipe.stages.evaluate import score_videos
+from tsnpipe.stages.scores.evaluate import score_videos
 from tsnpipe.stages.flow import FlowParams
 from tsnpipe.stages.flow.driver import flow_video
 from tsnpipe.stages.flow.source_pairs import source_flow_video
 from tsnpipe.stages.frames import FrameParams, extract_video
-from tsnpipe.stages.fuse import format_weights, weighted_sum
-from tsnpipe.stages.scores import check_class_order
+from tsnpipe.stages.scores.fuse import format_weights, weighted_sum
+from tsnpipe.stages.scores.files import check_class_order
 from tsnpipe.stages.train.checkpoint import load_checkpoint
 from tsnpipe.stages.train.data import SnippetDataset
 from tsnpipe.stages.train.loop import autocast_dtype, build_model, pick_device

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from tsnpipe.stages.errors import TsnpipeError
-from tsnpipe.stages.outputs import replace_atomically
-from tsnpipe.stages.scores import accuracies, read_scores
+from tsnpipe.stages.scores.outputs import replace_atomically
+from tsnpipe.stages.scores.files import accuracies, read_scores
 
 CELL_TEXT_MAX_CLASSES = 30  # above this, numbers in the cells are unreadable
 NAMED_AXES_MAX_CLASSES = 60  # above this, the axes show class indices instead of names

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from tsnpipe.stages.errors import TsnpipeError
-from tsnpipe.stages.scores import accuracies, check_class_order, per_class_accuracy, read_scores, write_scores
+from tsnpipe.stages.scores.files import accuracies, check_class_order, per_class_accuracy, read_scores, write_scores
 
 # Relative weights tried by the search for every file after the first (whose weight is 1).
 WEIGHT_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0)

@@ -1,7 +1,9 @@
-"""`tsnpipe build-splits`: train/test lists from the official UCF101 or HMDB51 splits, or from class folders."""
+"""`tsnpipe build-splits`: train/test lists from the official UCF101, HMDB51 or Kinetics splits, from lists in
+mmaction2's formats, or from class folders."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,9 +12,11 @@ import click
 from tsnpipe.manifests.files import WorkdirLock
 from tsnpipe.manifests.table import journal_path, load_table, manifest_path
 from tsnpipe.options import workdir_option
+from tsnpipe.runner import run_info_path
 from tsnpipe.stages.errors import TsnpipeError
 
 UCF101_GROUP = r"_g(\d+)_"  # the stage's DEFAULT_GROUP_REGEX, spelled here so --help does not import pandas
+KINETICS_CSV = "label,youtube_id,time_start,time_end,split[,is_cc]"
 
 
 def check_frames_extracted(workdir: Path) -> None:
@@ -29,9 +33,23 @@ def check_frames_extracted(workdir: Path) -> None:
               help="Folder with classInd.txt, trainlist0N.txt and testlist0N.txt (the official UCF101 splits).")
 @click.option("--hmdb51", "hmdb51_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Folder with <class>_test_splitN.txt (the official HMDB51 testTrainMulti_7030_splits).")
+@click.option("--kinetics", "kinetics_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help=f"Folder with the official Kinetics-400/600/700 CSVs train.csv, validate.csv (and test.csv), columns "
+                   f"{KINETICS_CSV}: train from train.csv, test from validate.csv. A clip is the video named "
+                   "<youtube_id>_<time_start:06d>_<time_end:06d>.<any extension> anywhere under the video folder.")
+@click.option("--kinetics-version", type=click.Choice(["400", "600", "700"]), default=None,
+              help="--kinetics: which release (W/splits/kinetics<V>/); default: from the number of classes.")
+@click.option("--list", "train_list", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Training list in mmaction2's formats: `<video path> <label>` or `<frame dir> <count> <label>` a line, "
+                   "0-based labels, paths relative to the video folder; with --list-test (W/splits/list/).")
+@click.option("--list-test", "test_list", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="--list: the test list, in the same formats.")
+@click.option("--classes", "classes_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="--list: class names, one a line, line i naming label i (e.g. mmaction2's label_map_k400.txt); "
+                   "default: the label ids.")
 @click.option("--folders", is_flag=True, help="Split the extracted videos by class folder, keeping clip groups together.")
 @click.option("--split", "numbers", type=click.IntRange(1, 3), multiple=True,
-              help="Split number(s) to write. Default: 1, 2 and 3 for UCF101/HMDB51; 1 for --folders.")
+              help="Split number(s) to write. Default: 1, 2 and 3 for UCF101/HMDB51; 1 for --kinetics, --list and --folders.")
 @click.option("--ratio", type=float, default=0.7, show_default=True, help="--folders: share of each class's clips for training.")
 @click.option("--seed", type=int, default=0, show_default=True, help="--folders: seed of the group shuffle.")
 @click.option("--group-regex", default=UCF101_GROUP, show_default=True,
@@ -49,7 +67,8 @@ def check_frames_extracted(workdir: Path) -> None:
 @click.option("--list-root", default=None,
               help="Prefix for the paths in the *_rgb.txt / *_flow.txt lists (e.g. the absolute workdir). "
                    "Default: paths relative to the workdir.")
-def build_splits(workdir, ucf101_dir, hmdb51_dir, folders, numbers, ratio, seed, group_regex, group_scope, class_list, val_ratio, list_root):
+def build_splits(workdir, ucf101_dir, hmdb51_dir, kinetics_dir, kinetics_version, train_list, test_list, classes_file, folders,
+                 numbers, ratio, seed, group_regex, group_scope, class_list, val_ratio, list_root):
     """Write W/splits/<source>/split<N>/: train.csv, test.csv (video_id, label, class_name, frames, flow_pairs),
     classes.txt, the `<frame dir> <count> <label>` lists read by mmaction2 and tsn-pytorch (train_rgb.txt,
     test_rgb.txt, train_flow.txt, test_flow.txt, 0-based labels) and missing.txt: videos a split names
@@ -59,13 +78,18 @@ def build_splits(workdir, ucf101_dir, hmdb51_dir, folders, numbers, ratio, seed,
     from tsnpipe.stages.splits.folders import folder_entries
     from tsnpipe.stages.splits.hmdb51 import read_hmdb51
     from tsnpipe.stages.splits.tables import SPLIT_NUMBERS, build_split, split_dir, split_files, unlisted, write_split_files
+    from tsnpipe.stages.splits.kinetics import CLIP_GROUP
     from tsnpipe.stages.splits.ucf101 import read_ucf101
     from tsnpipe.stages.splits.validation import VAL_FILE, carve_validation, remove_stale_validation, validation_bytes
 
-    chosen = [name for name, given in (("ucf101", ucf101_dir), ("hmdb51", hmdb51_dir), ("folders", folders)) if given]
+    chosen = [name for name, given in (("ucf101", ucf101_dir), ("hmdb51", hmdb51_dir), ("kinetics", kinetics_dir),
+                                       ("list", train_list), ("folders", folders)) if given]
     if len(chosen) != 1:
-        raise click.UsageError("Give exactly one source: --ucf101 DIR, --hmdb51 DIR or --folders.")
+        raise click.UsageError("Give exactly one source: --ucf101 DIR, --hmdb51 DIR, --kinetics DIR, --list TRAIN "
+                               "--list-test TEST or --folders.")
     source = chosen[0]
+    if (source == "list") != bool(test_list):
+        raise click.UsageError("--list TRAIN and --list-test TEST go together; give both.")
     workdir = Path(workdir)
     check_frames_extracted(workdir)
     with WorkdirLock(workdir, "tsnpipe build-splits"):
@@ -74,20 +98,23 @@ def build_splits(workdir, ucf101_dir, hmdb51_dir, folders, numbers, ratio, seed,
             raise TsnpipeError(f"{manifest_path(workdir, 'frames')} lists no videos; run `tsnpipe extract-frames "
                                f"VIDEO_DIR -w {workdir}` on a folder of videos first.")
         flow = load_table(workdir, "flow")
-        for number in numbers or (SPLIT_NUMBERS if source != "folders" else (1,)):
+        if source in ("kinetics", "list"):  # one set of lists, read and checked before anything is written
+            source, classes, entries, params, unnamed = read_listed_source(
+                workdir, frames, kinetics_dir, kinetics_version, train_list, test_list, classes_file)
+        for number in numbers or (SPLIT_NUMBERS if source in ("ucf101", "hmdb51") else (1,)):
             if source == "ucf101":
                 classes, entries = read_ucf101(ucf101_dir, number)
                 params = {"split_dir": str(ucf101_dir)}
             elif source == "hmdb51":
                 classes, entries = read_hmdb51(hmdb51_dir, number, class_list)
                 params = {"split_dir": str(hmdb51_dir), "class_list": str(class_list) if class_list else "sorted"}
-            else:
+            elif source == "folders":
                 classes, entries = folder_entries(frames["video_id"], number, ratio, seed, group_regex, group_scope)
                 params = {"ratio": ratio, "seed": seed, "group_regex": group_regex, "group_scope": group_scope}
             split = build_split(source, number, classes, entries, frames, flow if not flow.empty else None, params)
             val = None
             if val_ratio:
-                regex = group_regex if source == "folders" else UCF101_GROUP
+                regex = group_regex if source in ("folders", "list") else CLIP_GROUP if source.startswith("kinetics") else UCF101_GROUP
                 train, val = carve_validation(source, split.train, val_ratio, seed, number, regex)
                 split = replace(split, train=train, params={**split.params, "val_ratio": val_ratio, "val_seed": seed})
             files = split_files(split, list_root)
@@ -101,6 +128,31 @@ def build_splits(workdir, ucf101_dir, hmdb51_dir, folders, numbers, ratio, seed,
                            f"{', ...' if len(names) > 3 else ''}), which the *_rgb.txt/*_flow.txt lists cannot hold: "
                            f"they are in train.csv/test.csv and listed in {out / 'missing.txt'}", err=True)
             held = f"{len(val):,} validation, " if val is not None else ""
+            unnamed_clause = f"; {unnamed:,} extracted but in no list" if source.startswith("kinetics") or source == "list" else ""
             click.echo(f"{source} split {number}: {len(split.train):,} train, {held}{len(split.test):,} test videos over "
                        f"{len(classes)} classes; {len(split.missing):,} listed but not extracted "
-                       f"(see missing.txt) -> {out}")
+                       f"(see missing.txt){unnamed_clause} -> {out}")
+
+
+def recorded_video_dir(workdir: Path) -> Path | None:
+    """The video folder extract-frames read, as W/manifests/frames.run.json records it (resolved)."""
+    try:
+        return Path(json.loads(run_info_path(workdir, "frames").read_text())["inputs"]["video_dir"]).resolve()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def read_listed_source(workdir: Path, frames, kinetics_dir, kinetics_version, train_list, test_list, classes_file):
+    """(source, classes, entries, params, extracted videos no list names) of --kinetics or --list."""
+    if kinetics_dir is not None:
+        from tsnpipe.stages.splits.kinetics import match_extracted, read_kinetics
+
+        version, classes, listed = read_kinetics(kinetics_dir, int(kinetics_version) if kinetics_version else None)
+        entries, unnamed = match_extracted(listed, frames)
+        return f"kinetics{version}", classes, entries, {"csv_dir": str(kinetics_dir), "version": version}, unnamed
+    from tsnpipe.stages.splits.lists import match_listed, read_lists
+
+    classes, listed = read_lists(train_list, test_list, classes_file, recorded_video_dir(workdir))
+    entries, unnamed = match_listed(listed, frames)
+    params = {"train_list": str(train_list), "test_list": str(test_list), "classes": str(classes_file) if classes_file else "ids"}
+    return "list", classes, entries, params, unnamed

@@ -19,7 +19,7 @@ from tsnpipe.runner import run_info_path
 from tsnpipe.stages.models import ARCHS
 from tsnpipe.stages.scores.protocol import CLIP_TEST_CLIPS, CLIP_TEST_CROPS, TEST_AVERAGE, TEST_CROPS, TEST_SEGMENTS
 
-SOURCES = ("ucf101", "hmdb51", "folders")
+SOURCES = ("ucf101", "hmdb51", "folders", "kinetics400", "kinetics600", "kinetics700", "list")
 
 # CLI option name -> TrainParams field, for the options that set training params.
 PARAM_OPTIONS = {
@@ -88,7 +88,7 @@ def describe_params(params, given: set[str]) -> str:
 @click.option("--store", type=click.Path(exists=True, path_type=Path), default=None, help="A packed store (W/stores/frames.lmdb or .hdf5); default: the JPEG folders of W.")
 @click.option("--arch", type=click.Choice(ARCHS), default="tsn", show_default=True, help="TSN (2D backbone over K snippets) or a 3D model over one clip: C3D, or torchvision's R3D-18, MC3-18, R(2+1)D-18.")
 @click.option("--backbone", type=click.Choice(["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "vgg16", "mobilenet_v3_large"]), default="resnet50", show_default=True, help="TSN's 2D backbone.")
-@click.option("--pretrained", default=None, help="TSN: imagenet (default), none or a backbone state dict PATH; 3D: kinetics400 (default for the ResNets), none (default for c3d) or a PATH.")
+@click.option("--pretrained", default=None, help="TSN: imagenet (default), none or a backbone state dict PATH; 3D: kinetics400 (default for the ResNets), none (default for c3d) or a PATH. A PATH may be a checkpoint of `tsnpipe train` (W/runs/<run>/best.pt) of the same model and modality: all but its classifier is loaded.")
 @click.option("--clip-len", type=click.IntRange(min=1), default=16, show_default=True, help="3D archs: frames (or flow pairs) per clip; 16 frames at 10 fps span 1.6 s.")
 @click.option("--stride", type=click.IntRange(min=1), default=1, show_default=True, help="3D archs: take every k-th frame of the video into a clip.")
 @click.option("--segments", type=click.IntRange(min=1), default=3, show_default=True, help="K: segments per video, one snippet each.")

@@ -19,7 +19,7 @@ import pandas as pd
 
 from tsnpipe.stages.errors import TsnpipeError
 
-SOURCES = ("ucf101", "hmdb51", "folders")
+SOURCES = ("ucf101", "hmdb51", "folders", "kinetics400", "kinetics600", "kinetics700", "list")
 SPLIT_NUMBERS = (1, 2, 3)
 COLUMNS = ["video_id", "label", "class_name", "frames", "flow_pairs"]
 
@@ -61,17 +61,16 @@ def build_split(source: str, number: int, classes: list[str], entries: pd.DataFr
                 flow: pd.DataFrame | None = None, params: dict | None = None) -> Split:
     """Join entries with the frames (and flow) manifest: counts for done videos, the rest listed as missing."""
     done = frames[frames["status"] == "done"].set_index("video_id")["frames"]
-    failed = set(frames.loc[frames["status"] != "done", "video_id"])
+    failed = frames.loc[frames["status"] != "done", "video_id"]
     pairs = flow[flow["status"] == "done"].set_index("video_id")["pairs"] if flow is not None and len(flow) else pd.Series(dtype="int64")
     table = entries.assign(
-        class_name=[classes[i] for i in entries["label"]],
+        class_name=pd.Series(classes, dtype=object).take(entries["label"].to_numpy()).to_numpy(),
         frames=entries["video_id"].map(done),
         flow_pairs=entries["video_id"].map(pairs).fillna(0),
     )
     present = table["frames"].notna() & (table["frames"] > 0)
-    missing = table.loc[~present, ["subset", "video_id"]].assign(
-        reason=["frames failed" if v in failed else "not extracted" for v in table.loc[~present, "video_id"]]
-    )
+    missing = table.loc[~present, ["subset", "video_id"]]
+    missing = missing.assign(reason=missing["video_id"].isin(failed).map({True: "frames failed", False: "not extracted"}))
     table = table[present].astype({"frames": "int64", "flow_pairs": "int64"})
     pick = lambda subset: table.loc[table["subset"] == subset, COLUMNS].reset_index(drop=True)  # noqa: E731
     return Split(source, number, list(classes), pick("train"), pick("test"), missing.reset_index(drop=True), params or {})
@@ -82,12 +81,17 @@ def listable(video_id: str) -> bool:
     return not any(ch.isspace() for ch in video_id)
 
 
+def listable_ids(video_ids: pd.Series) -> pd.Series:
+    """`listable` of every id at once."""
+    return ~video_ids.astype(str).str.contains(r"\s", regex=True)
+
+
 def unlisted(split: Split) -> pd.DataFrame:
     """Videos of the split whose names hold whitespace: kept in train.csv/test.csv (which quote them) but left
     out of the `path count label` lists, which mmaction2 and tsn-pytorch split on whitespace."""
     rows = [(subset, video_id, f"name holds whitespace: left out of {subset}_rgb.txt and {subset}_flow.txt")
             for subset, table in (("train", split.train), ("test", split.test))
-            for video_id in table["video_id"] if not listable(video_id)]
+            for video_id in table.loc[~listable_ids(table["video_id"]), "video_id"]]
     return pd.DataFrame(rows, columns=["subset", "video_id", "reason"])
 
 
@@ -98,8 +102,9 @@ def _list_file(table: pd.DataFrame, folder: str, count: str, root: str | None) -
         raise TsnpipeError(f"--list-root {root!r} holds whitespace, which the `path count label` lists cannot hold; "
                            "give a path without spaces (e.g. a symlink to the workdir).")
     prefix = f"{root.rstrip('/')}/{folder}" if root else folder
-    rows = table[(table[count] > 0) & table["video_id"].map(listable).astype(bool)]
-    return "".join(f"{prefix}/{v} {n} {label}\n" for v, n, label in zip(rows["video_id"], rows[count], rows["label"])).encode()
+    rows = table[(table[count] > 0) & listable_ids(table["video_id"])]
+    lines = prefix + "/" + rows["video_id"] + " " + rows[count].astype(str) + " " + rows["label"].astype(str) + "\n"
+    return "".join(lines).encode()
 
 
 def split_files(split: Split, list_root: str | None = None) -> dict[str, bytes]:
@@ -108,8 +113,8 @@ def split_files(split: Split, list_root: str | None = None) -> dict[str, bytes]:
         "classes.txt": "".join(f"{name}\n" for name in split.classes).encode(),
         "train.csv": split.train.to_csv(index=False, lineterminator="\n").encode(),
         "test.csv": split.test.to_csv(index=False, lineterminator="\n").encode(),
-        "missing.txt": "".join(f"{s}\t{v}\t{r}\n" for table in (split.missing, unlisted(split))
-                               for s, v, r in table.itertuples(index=False)).encode(),
+        "missing.txt": "".join("".join(table["subset"] + "\t" + table["video_id"] + "\t" + table["reason"] + "\n")
+                               for table in (split.missing, unlisted(split))).encode(),
         "params.json": (json.dumps({"source": split.source, "split": split.number, **split.params}, indent=1, sort_keys=True) + "\n").encode(),
     }
     for subset, table in (("train", split.train), ("test", split.test)):

@@ -36,6 +36,7 @@ from tsnpipe.stages.scores.report import plot_curves
 from tsnpipe.stages.train.logs import read_metrics, write_metrics
 from tsnpipe.stages.train.model import TSN, first_layer_params
 from tsnpipe.stages.train.recipe import TrainParams, params_from_dict
+from tsnpipe.stages.train.transfer import load_source, read_source
 
 # Params a resumed run may change without breaking the state it resumes (speed and logging knobs).
 PROGRESS_EVERY = 20  # training steps between two reads of the running loss (each read waits for the device)
@@ -223,7 +224,13 @@ def fit(params: TrainParams, run_dir: str | Path, resume: bool = False, device: 
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     checkpoint = load_checkpoint(last_path) if resume else None
     weights = None if checkpoint else params.pretrained
-    model = build_model(params, len(class_names), weights).to(device)
+    source = read_source(weights)  # a checkpoint of `tsnpipe train` to fine-tune from (transfer.py)
+    model = build_model(params, len(class_names), None if source else weights)
+    if source is not None:
+        loaded = load_source(model, source, params, weights)
+        if main_rank:
+            log(loaded)
+    model = model.to(device)
     if params.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(optimizer_groups(model, params), lr=params.lr, momentum=params.momentum)

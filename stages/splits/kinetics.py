@@ -1,0 +1,140 @@
+"""Kinetics-400/600/700 from the official annotation CSVs (`build-splits --kinetics DIR`).
+
+The CSVs (DeepMind's, mirrored by CVDF) have the columns `label,youtube_id,time_start,time_end,split`
+(Kinetics-700-2020 adds `is_cc`): `train.csv`, `validate.csv`, and `test.csv` (labelled in some releases
+only). A clip is the 10 s cut `<youtube_id>_<time_start:06d>_<time_end:06d>` of a YouTube video, the
+file name every downloader and the CVDF mirror use, so it is matched against the extracted videos by
+file name whatever the folder (the mirror's flat `train/`, `val/`, or class folders) and extension.
+
+- train: `train.csv`; test: `validate.csv`, the "val" on which every reference (mmaction2's zoo,
+  PaddleVideo's TSN) reports its Kinetics top-1. `test.csv` (labelled in some releases) is read and
+  checked, and its clips count as listed, but it does not enter the split (no reference reports on it).
+- Class ids: the class names sorted, which is the order of mmaction2's `label_map_k400.txt`.
+- Version: 400, 600 or 700 from the number of classes, unless given (a subset of the classes).
+
+Everything is a column operation over the whole table: 240,000 clips take well under a second.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from tsnpipe.stages.errors import TsnpipeError
+
+VERSIONS = (400, 600, 700)
+COLUMNS = ("label", "youtube_id", "time_start", "time_end", "split")
+FILES = (("train", "train.csv"), ("test", "validate.csv"), ("heldout", "test.csv"))
+CLIP_GROUP = r"^(.*)_\d{6}_\d{6}$"  # a clip's group for --val-ratio: its YouTube video
+
+
+def clip_ids(youtube_id: pd.Series, start: pd.Series, end: pd.Series) -> pd.Series:
+    """`<youtube_id>_<time_start:06d>_<time_end:06d>`, the name of the clip's video file."""
+    return youtube_id + "_" + start.astype(str).str.zfill(6) + "_" + end.astype(str).str.zfill(6)
+
+
+def _seconds(table: pd.DataFrame, column: str, path: Path) -> pd.Series:
+    """A time column as whole seconds; a value that is not one is an error naming its line."""
+    values = pd.to_numeric(table[column], errors="coerce")
+    bad = values.isna() | (values < 0) | (values != values.round())
+    if bad.any():
+        line = int(table.index[bad.to_numpy().argmax()]) + 2
+        raise TsnpipeError(f"{path} line {line}: {column} {table[column][bad].iloc[0]!r} is not a whole number of "
+                           "seconds; fix that line or use the official Kinetics CSVs.")
+    return values.astype("int64")
+
+
+def read_csv(path: Path, subset: str) -> pd.DataFrame:
+    """One annotation CSV as (clip, label name, subset, file, line); an unlabelled test.csv has no label names."""
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except pd.errors.ParserError as error:
+        raise TsnpipeError(f"{path} is not a readable CSV ({str(error).strip()}); use the official Kinetics CSVs.") from None
+    except pd.errors.EmptyDataError:
+        raise TsnpipeError(f"{path} line 1: the file is empty; it needs the header {','.join(COLUMNS)}.") from None
+    table.columns = [str(c).strip() for c in table.columns]
+    if subset == "heldout" and "label" not in table.columns:  # the test set of most releases comes without labels
+        table["label"] = None
+    lacking = [c for c in COLUMNS if c not in table.columns]
+    if lacking:
+        raise TsnpipeError(f"{path} line 1: the header {','.join(table.columns)} lacks {','.join(lacking)}; the "
+                           f"official Kinetics CSVs have {','.join(COLUMNS)}[,is_cc]: fix the header or use those files.")
+    empty = (table["label"] == "") | (table["youtube_id"] == "")
+    if empty.any():
+        line = int(table.index[empty.to_numpy().argmax()]) + 2
+        raise TsnpipeError(f"{path} line {line}: the label or youtube_id is empty; fix or delete that line.")
+    clips = clip_ids(table["youtube_id"], _seconds(table, "time_start", path), _seconds(table, "time_end", path))
+    return pd.DataFrame({"clip": clips, "class_name": table["label"], "subset": subset, "file": str(path),
+                         "line": table.index.to_numpy() + 2})
+
+
+def check_unique(listed: pd.DataFrame, what: str = "clip") -> None:
+    """The same clip twice (in one file or across files) is an error naming both lines."""
+    twice = listed.duplicated(what, keep=False)
+    if twice.any():
+        first = listed[twice].sort_values([what, "file", "line"], kind="stable").iloc[:2]
+        (a, b) = first.itertuples(index=False)
+        raise TsnpipeError(f"{b.file} line {b.line} lists {getattr(b, what)}, already listed at {a.file} line {a.line}; "
+                           "delete one of the two lines (a clip belongs to one list, once).")
+
+
+def kinetics_version(classes: list[str], given: int | None, where: Path) -> int:
+    """400, 600 or 700: the one given, else the one the class count names."""
+    if given is not None:
+        if len(classes) in VERSIONS and len(classes) != given:
+            raise TsnpipeError(f"The CSVs in {where} name {len(classes)} classes, which is Kinetics-{len(classes)}, not "
+                               f"--kinetics-version {given}; drop --kinetics-version or point at the Kinetics-{given} CSVs.")
+        return given
+    if len(classes) not in VERSIONS:
+        raise TsnpipeError(f"The CSVs in {where} name {len(classes)} classes, not 400, 600 or 700; say which Kinetics "
+                           "they come from with --kinetics-version 400, 600 or 700.")
+    return len(classes)
+
+
+def read_kinetics(csv_dir: str | os.PathLike, version: int | None = None) -> tuple[int, list[str], pd.DataFrame]:
+    """(version, classes, listed clips): one row per clip of train.csv, validate.csv and test.csv, with columns
+    clip, class_name (None in an unlabelled test.csv), subset (train, test, heldout), file, line, label."""
+    csv_dir = Path(csv_dir)
+    tables = []
+    for subset, name in FILES:
+        path = csv_dir / name
+        if not path.is_file():
+            if subset == "heldout":
+                continue
+            raise TsnpipeError(f"{csv_dir} has no {name}; point --kinetics at the folder of the official annotation "
+                               "CSVs (train.csv, validate.csv, test.csv).")
+        tables.append(read_csv(path, subset))
+    listed = pd.concat(tables, ignore_index=True)
+    check_unique(listed)
+    train = listed[listed["subset"] == "train"]
+    classes = sorted(set(train["class_name"]))
+    unknown = ~listed["class_name"].isin(classes) & listed["class_name"].notna()
+    if unknown.any():
+        row = listed[unknown].iloc[0]
+        raise TsnpipeError(f"{row.file} line {row.line}: label {row.class_name!r} is not a class of train.csv; "
+                           "fix the label or use the CSVs of one Kinetics release.")
+    label_of = pd.Series(range(len(classes)), index=classes, dtype="int64")
+    listed["label"] = listed["class_name"].map(label_of).fillna(-1).astype("int64").to_numpy()  # -1: unlabelled
+    return kinetics_version(classes, version, csv_dir), classes, listed
+
+
+def file_names(video_ids: pd.Series) -> pd.Series:
+    """Each video id's last part (its file name without the extension): `train/abc_000010_000020` -> `abc_000010_000020`."""
+    return video_ids.str.rsplit("/", n=1).str[-1]
+
+
+def match_extracted(listed: pd.DataFrame, frames: pd.DataFrame, key: str = "clip") -> tuple[pd.DataFrame, int]:
+    """(entries: video_id, subset, label for the train and test clips, video_id being the extracted video's id, or
+    the clip itself when nothing of that name was extracted; count of extracted videos no list names).
+
+    Matching is by file name: a video extracted twice under two folders counts once, a done one first."""
+    extracted = pd.DataFrame({"video_id": frames["video_id"], key: file_names(frames["video_id"]),
+                              "failed": frames["status"] != "done"})
+    extracted = extracted.sort_values(["failed", "video_id"], kind="stable").drop_duplicates(key)
+    unlisted = int((~extracted[key].isin(listed[key])).sum())
+    used = listed[listed["subset"].isin(["train", "test"])]
+    merged = used[[key, "subset", "label"]].merge(extracted[[key, "video_id"]], on=key, how="left", sort=False)
+    merged["video_id"] = merged["video_id"].fillna(merged[key])
+    return merged[["video_id", "subset", "label"]].reset_index(drop=True), unlisted

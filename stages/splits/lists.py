@@ -1,0 +1,118 @@
+"""Train and test lists in mmaction2's formats (`build-splits --list TRAIN --list-test TEST [--classes FILE]`).
+
+mmaction2's `tools/data/<dataset>/` scripts (and many people's own annotation) write one clip a line:
+- video lists: `<video path> <label>`, e.g. `abseiling/abc_000010_000020.mp4 0`;
+- frame lists: `<frame dir> <frame count> <label>`, e.g. `abseiling/abc_000010_000020 300 0`.
+Labels are 0-based class ids. A file's format is read from its first line: a path with a video extension
+makes a video list. Paths are relative to the video folder (mmaction2's `data_prefix`), or absolute below
+it, and resolve to video ids as `extract-frames` names them (the path below the folder, without the
+extension). The frame count of a frame list is not used: the frames here are tsnpipe's own.
+
+Class names: one a line in FILE (e.g. mmaction2's `label_map_k400.txt`), line i naming label i; without
+it the classes are named by their ids. Multi-label lines (`path label label ...`), one clip twice, a label
+beyond the classes and a path outside the video folder are errors naming the file and line.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from pathlib import Path, PurePosixPath
+
+import pandas as pd
+
+from tsnpipe.stages.errors import TsnpipeError
+from tsnpipe.stages.frames import VIDEO_SUFFIXES
+from tsnpipe.stages.splits.kinetics import check_unique
+from tsnpipe.stages.splits.tables import read_lines
+
+
+def _lines(path: Path) -> pd.DataFrame:
+    """(line number, fields) of each non-empty line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TsnpipeError(f"{path} does not exist; give the path of a list file.") from None
+    except UnicodeDecodeError:
+        raise TsnpipeError(f"{path} is not a UTF-8 text list; give a list of `<video path> <label>` lines.") from None
+    rows = [(n, line.split()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if not rows:
+        raise TsnpipeError(f"{path} lists no clips; give a list of `<video path> <label>` or "
+                           "`<frame dir> <count> <label>` lines.")
+    return pd.DataFrame(rows, columns=["line", "fields"])
+
+
+def is_video_path(path: str) -> bool:
+    return PurePosixPath(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def video_id(path: str, video_root: Path | None) -> str | None:
+    """The id extract-frames gives the video at `path` (relative to the video folder, or absolute below it);
+    None when the path leads outside the folder."""
+    if os.path.isabs(path):
+        if video_root is None:
+            return None
+        try:
+            path = Path(path).relative_to(video_root).as_posix()
+        except ValueError:
+            return None
+    path = posixpath.normpath(path.replace("\\", "/"))
+    if path.startswith("../") or path in ("..", "."):
+        return None
+    return path[: -len(PurePosixPath(path).suffix)] if is_video_path(path) else path
+
+
+def read_list(path: str | os.PathLike, subset: str, video_root: Path | None) -> pd.DataFrame:
+    """One list as (video_id, subset, label, file, line)."""
+    path = Path(path)
+    lines = _lines(path)
+    video_format = is_video_path(lines["fields"].iloc[0][0])
+    width = 2 if video_format else 3
+    example = "`<video path> <label>`" if video_format else "`<frame dir> <count> <label>`"
+    counts = lines["fields"].str.len()
+    if (counts != width).any():
+        line, fields = lines[counts != width].iloc[0]
+        if len(fields) > width:
+            raise TsnpipeError(f"{path} line {line}: {' '.join(fields)!r} holds {len(fields) - width + 1} labels, and "
+                               f"tsnpipe trains single-label classifiers; keep one label a line ({example}).")
+        raise TsnpipeError(f"{path} line {line}: {' '.join(fields)!r} is not {example}; fix that line "
+                           "(a path holding spaces cannot be listed).")
+    paths, labels = lines["fields"].str[0], lines["fields"].str[-1]
+    numeric = labels.str.fullmatch(r"\d+")
+    if not numeric.all():
+        line, fields = lines[~numeric].iloc[0]
+        raise TsnpipeError(f"{path} line {line}: the label {fields[-1]!r} is not a class id (0, 1, ...); "
+                           "give 0-based ids and the names with --classes FILE.")
+    ids = pd.Series([video_id(p, video_root) for p in paths], dtype=object)
+    if ids.isna().any():
+        line, fields = lines[ids.isna()].iloc[0]
+        where = f"the video folder {video_root}" if video_root else "the video folder"
+        raise TsnpipeError(f"{path} line {line}: {fields[0]} is outside {where}; give paths relative to it "
+                           "(as mmaction2's data_prefix) or absolute paths below it.")
+    return pd.DataFrame({"video_id": ids, "subset": subset, "label": labels.astype("int64"),
+                         "file": str(path), "line": lines["line"]})
+
+
+def read_lists(train: str | os.PathLike, test: str | os.PathLike, classes_file: str | os.PathLike | None,
+               video_root: Path | None) -> tuple[list[str], pd.DataFrame]:
+    """(classes, listed clips) of a train and a test list."""
+    listed = pd.concat([read_list(train, "train", video_root), read_list(test, "test", video_root)], ignore_index=True)
+    check_unique(listed, "video_id")
+    if classes_file is not None:
+        classes = read_lines(Path(classes_file))
+        if len(set(classes)) != len(classes):
+            raise TsnpipeError(f"{classes_file} names a class twice; give each class name once, one a line.")
+    else:
+        classes = [str(i) for i in range(int(listed["label"].max()) + 1)]
+    beyond = listed["label"] >= len(classes)
+    if beyond.any():
+        row = listed[beyond].iloc[0]
+        raise TsnpipeError(f"{row.file} line {row.line}: label {row.label} is beyond the {len(classes)} classes of "
+                           f"{classes_file} (ids 0 to {len(classes) - 1}); give the class file these lists were made with.")
+    return classes, listed
+
+
+def match_listed(listed: pd.DataFrame, frames: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """(entries: video_id, subset, label; count of extracted videos that no list names)."""
+    unlisted = int((~frames["video_id"].isin(listed["video_id"])).sum())
+    return listed[["video_id", "subset", "label"]].reset_index(drop=True), unlisted

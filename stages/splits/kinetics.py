@@ -76,8 +76,10 @@ def check_unique(listed: pd.DataFrame, what: str = "clip") -> None:
     if twice.any():
         first = listed[twice].sort_values([what, "file", "line"], kind="stable").iloc[:2]
         (a, b) = first.itertuples(index=False)
-        raise TsnpipeError(f"{b.file} line {b.line} lists {getattr(b, what)}, already listed at {a.file} line {a.line}; "
-                           "delete one of the two lines (a clip belongs to one list, once).")
+        again = (a.file, a.line) == (b.file, b.line)  # one file given as two lists
+        raise TsnpipeError(f"{b.file} line {b.line} lists {getattr(b, what)}, already listed at {a.file} line {a.line}"
+                           f"{f' (as the {a.subset} list)' if again else ''}; delete one of the two lines (a clip "
+                           "belongs to one list, once).")
 
 
 def kinetics_version(classes: list[str], given: int | None, where: Path) -> int:

@@ -16,7 +16,7 @@ from tsnpipe.runner import run_info_path
 from tsnpipe.stages.errors import TsnpipeError
 
 UCF101_GROUP = r"_g(\d+)_"  # the stage's DEFAULT_GROUP_REGEX, spelled here so --help does not import pandas
-KINETICS_CSV = "label,youtube_id,time_start,time_end,split[,is_cc]"
+KINETICS_CSV = "label, youtube_id, time_start, time_end, split (and is_cc)"
 
 
 def check_frames_extracted(workdir: Path) -> None:
@@ -36,7 +36,8 @@ def check_frames_extracted(workdir: Path) -> None:
 @click.option("--kinetics", "kinetics_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help=f"Folder with the official Kinetics-400/600/700 CSVs train.csv, validate.csv (and test.csv), columns "
                    f"{KINETICS_CSV}: train from train.csv, test from validate.csv. A clip is the video named "
-                   "<youtube_id>_<time_start:06d>_<time_end:06d>.<any extension> anywhere under the video folder.")
+                   "<youtube_id>_<start>_<end>.<any extension> (times in seconds, 6 digits: abc_000010_000020.mp4) "
+                   "anywhere under the video folder.")
 @click.option("--kinetics-version", type=click.Choice(["400", "600", "700"]), default=None,
               help="--kinetics: which release (W/splits/kinetics<V>/); default: from the number of classes.")
 @click.option("--list", "train_list", type=click.Path(exists=True, dir_okay=False, path_type=Path),

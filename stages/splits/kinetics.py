@@ -74,7 +74,7 @@ def check_unique(listed: pd.DataFrame, what: str = "clip") -> None:
     """The same clip twice (in one file or across files) is an error naming both lines."""
     twice = listed.duplicated(what, keep=False)
     if twice.any():
-        first = listed[twice].sort_values([what, "file", "line"], kind="stable").iloc[:2]
+        first = listed[twice].sort_values(what, kind="stable").iloc[:2]  # in reading order: train, then test
         (a, b) = first.itertuples(index=False)
         again = (a.file, a.line) == (b.file, b.line)  # one file given as two lists
         raise TsnpipeError(f"{b.file} line {b.line} lists {getattr(b, what)}, already listed at {a.file} line {a.line}"

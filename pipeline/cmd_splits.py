@@ -10,7 +10,8 @@ from pathlib import Path
 import click
 
 from tsnpipe.manifests.files import WorkdirLock
-from tsnpipe.manifests.table import journal_path, load_table, manifest_path
+from tsnpipe.manifests.columns import load_columns
+from tsnpipe.manifests.table import journal_path, manifest_path
 from tsnpipe.options import workdir_option
 from tsnpipe.runner import run_info_path
 from tsnpipe.stages.errors import TsnpipeError
@@ -79,7 +80,6 @@ def build_splits(workdir, ucf101_dir, hmdb51_dir, kinetics_dir, kinetics_version
     from tsnpipe.stages.splits.folders import folder_entries
     from tsnpipe.stages.splits.hmdb51 import read_hmdb51
     from tsnpipe.stages.splits.tables import SPLIT_NUMBERS, build_split, split_dir, split_files, unlisted, write_split_files
-    from tsnpipe.stages.splits.kinetics import CLIP_GROUP
     from tsnpipe.stages.splits.ucf101 import read_ucf101
     from tsnpipe.stages.splits.validation import VAL_FILE, carve_validation, remove_stale_validation, validation_bytes
 
@@ -94,11 +94,11 @@ def build_splits(workdir, ucf101_dir, hmdb51_dir, kinetics_dir, kinetics_version
     workdir = Path(workdir)
     check_frames_extracted(workdir)
     with WorkdirLock(workdir, "tsnpipe build-splits"):
-        frames = load_table(workdir, "frames")
+        frames = load_columns(workdir, "frames", ["video_id", "status", "frames"])
         if frames.empty:
             raise TsnpipeError(f"{manifest_path(workdir, 'frames')} lists no videos; run `tsnpipe extract-frames "
                                f"VIDEO_DIR -w {workdir}` on a folder of videos first.")
-        flow = load_table(workdir, "flow")
+        flow = load_columns(workdir, "flow", ["video_id", "status", "pairs"])
         if source in ("kinetics", "list"):  # one set of lists, read and checked before anything is written
             source, classes, entries, params, unnamed = read_listed_source(
                 workdir, frames, kinetics_dir, kinetics_version, train_list, test_list, classes_file)
@@ -115,7 +115,7 @@ def build_splits(workdir, ucf101_dir, hmdb51_dir, kinetics_dir, kinetics_version
             split = build_split(source, number, classes, entries, frames, flow if not flow.empty else None, params)
             val = None
             if val_ratio:
-                regex = group_regex if source in ("folders", "list") else CLIP_GROUP if source.startswith("kinetics") else UCF101_GROUP
+                regex = group_regex if source in ("folders", "list") else UCF101_GROUP  # Kinetics: by YouTube video
                 train, val = carve_validation(source, split.train, val_ratio, seed, number, regex)
                 split = replace(split, train=train, params={**split.params, "val_ratio": val_ratio, "val_seed": seed})
             files = split_files(split, list_root)

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from kinetics_data import CLIPS, GONE, HEADER, LABEL_MAP, clip_id, csv_line, extracted_kinetics, write_csvs
 from tsnpipe.cli import main
 from tsnpipe.stages.errors import TsnpipeError
-from tsnpipe.stages.splits.kinetics import CLIP_GROUP, match_extracted, read_kinetics
+from tsnpipe.stages.splits.kinetics import match_extracted, read_kinetics
 from tsnpipe.stages.splits.validation import carve_validation
 
 
@@ -95,7 +95,7 @@ def test_a_clip_extracted_in_two_folders_is_matched_once_preferring_the_done_one
 def test_validation_keeps_the_clips_of_one_youtube_video_together():
     ids = [f"train/v{v}_{s:06d}_{s + 10:06d}" for v in range(20) for s in (0, 20, 40)]
     train = pd.DataFrame({"video_id": ids, "label": 0, "class_name": "abseiling", "frames": 100, "flow_pairs": 0})
-    kept, val = carve_validation("kinetics400", train, 0.2, group_regex=CLIP_GROUP)
+    kept, val = carve_validation("kinetics400", train, 0.2)
     youtube = lambda table: set(table["video_id"].str.extract(r"/(v\d+)_")[0])  # noqa: E731
     assert len(val) == 12 and not youtube(kept) & youtube(val)
 

@@ -20,23 +20,27 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from tsnpipe.stages.errors import TsnpipeError
+from tsnpipe.stages.splits.tables import isin
 
 VERSIONS = (400, 600, 700)
 COLUMNS = ("label", "youtube_id", "time_start", "time_end", "split")
 FILES = (("train", "train.csv"), ("test", "validate.csv"), ("heldout", "test.csv"))
-CLIP_GROUP = r"^(.*)_\d{6}_\d{6}$"  # a clip's group for --val-ratio: its YouTube video
 
 
 def clip_ids(youtube_id: pd.Series, start: pd.Series, end: pd.Series) -> pd.Series:
     """`<youtube_id>_<time_start:06d>_<time_end:06d>`, the name of the clip's video file."""
-    return youtube_id + "_" + start.astype(str).str.zfill(6) + "_" + end.astype(str).str.zfill(6)
+    padded = lambda seconds: np.char.zfill(seconds.to_numpy().astype(str), 6)  # noqa: E731  (numpy's loop is C)
+    return youtube_id + "_" + pd.Series(padded(start), index=start.index) + "_" + pd.Series(padded(end), index=end.index)
 
 
 def _seconds(table: pd.DataFrame, column: str, path: Path) -> pd.Series:
     """A time column as whole seconds; a value that is not one is an error naming its line."""
+    if pd.api.types.is_integer_dtype(table[column]) and (table[column] >= 0).all():
+        return table[column].astype("int64")  # the C parser read every value as an integer
     values = pd.to_numeric(table[column], errors="coerce")
     bad = values.isna() | (values < 0) | (values != values.round())
     if bad.any():
@@ -49,7 +53,8 @@ def _seconds(table: pd.DataFrame, column: str, path: Path) -> pd.Series:
 def read_csv(path: Path, subset: str) -> pd.DataFrame:
     """One annotation CSV as (clip, label name, subset, file, line); an unlabelled test.csv has no label names."""
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        table = pd.read_csv(path, dtype={c: str for c in ("label", "youtube_id", "split", "is_cc")},
+                            keep_default_na=False, skipinitialspace=True)
     except pd.errors.ParserError as error:
         raise TsnpipeError(f"{path} is not a readable CSV ({str(error).strip()}); use the official Kinetics CSVs.") from None
     except pd.errors.EmptyDataError:
@@ -111,20 +116,20 @@ def read_kinetics(csv_dir: str | os.PathLike, version: int | None = None) -> tup
     listed = pd.concat(tables, ignore_index=True)
     check_unique(listed)
     train = listed[listed["subset"] == "train"]
-    classes = sorted(set(train["class_name"]))
-    unknown = ~listed["class_name"].isin(classes) & listed["class_name"].notna()
+    classes = sorted(train["class_name"].unique().tolist())
+    labels = listed["class_name"].map(pd.Series(range(len(classes)), index=classes, dtype="int64"))
+    unknown = labels.isna() & listed["class_name"].notna()
     if unknown.any():
         row = listed[unknown].iloc[0]
         raise TsnpipeError(f"{row.file} line {row.line}: label {row.class_name!r} is not a class of train.csv; "
                            "fix the label or use the CSVs of one Kinetics release.")
-    label_of = pd.Series(range(len(classes)), index=classes, dtype="int64")
-    listed["label"] = listed["class_name"].map(label_of).fillna(-1).astype("int64").to_numpy()  # -1: unlabelled
+    listed["label"] = labels.fillna(-1).astype("int64").to_numpy()  # -1: unlabelled (test.csv)
     return kinetics_version(classes, version, csv_dir), classes, listed
 
 
 def file_names(video_ids: pd.Series) -> pd.Series:
     """Each video id's last part (its file name without the extension): `train/abc_000010_000020` -> `abc_000010_000020`."""
-    return video_ids.str.rsplit("/", n=1).str[-1]
+    return pd.Series(video_ids, dtype="str").str.replace(r"^.*/", "", regex=True)
 
 
 def match_extracted(listed: pd.DataFrame, frames: pd.DataFrame, key: str = "clip") -> tuple[pd.DataFrame, int]:
@@ -134,9 +139,9 @@ def match_extracted(listed: pd.DataFrame, frames: pd.DataFrame, key: str = "clip
     Matching is by file name: a video extracted twice under two folders counts once, a done one first."""
     extracted = pd.DataFrame({"video_id": frames["video_id"], key: file_names(frames["video_id"]),
                               "failed": frames["status"] != "done"})
-    extracted = extracted.sort_values(["failed", "video_id"], kind="stable").drop_duplicates(key)
-    unlisted = int((~extracted[key].isin(listed[key])).sum())
-    used = listed[listed["subset"].isin(["train", "test"])]
+    extracted = extracted.sort_values("failed", kind="stable").drop_duplicates(key)  # frames come sorted by id
+    unlisted = int((~isin(extracted[key], listed[key])).sum())
+    used = listed[(listed["subset"] == "train") | (listed["subset"] == "test")]
     merged = used[[key, "subset", "label"]].merge(extracted[[key, "video_id"]], on=key, how="left", sort=False)
     merged["video_id"] = merged["video_id"].fillna(merged[key])
     return merged[["video_id", "subset", "label"]].reset_index(drop=True), unlisted

@@ -24,7 +24,7 @@ import pandas as pd
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.frames import VIDEO_SUFFIXES
 from tsnpipe.stages.splits.kinetics import check_unique
-from tsnpipe.stages.splits.tables import read_lines
+from tsnpipe.stages.splits.tables import isin, read_lines
 
 
 def _lines(path: Path) -> pd.DataFrame:
@@ -114,5 +114,5 @@ def read_lists(train: str | os.PathLike, test: str | os.PathLike, classes_file: 
 
 def match_listed(listed: pd.DataFrame, frames: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """(entries: video_id, subset, label; count of extracted videos that no list names)."""
-    unlisted = int((~frames["video_id"].isin(listed["video_id"])).sum())
+    unlisted = int((~isin(frames["video_id"], listed["video_id"])).sum())
     return listed[["video_id", "subset", "label"]].reset_index(drop=True), unlisted

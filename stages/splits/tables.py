@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from tsnpipe.stages.errors import TsnpipeError
@@ -50,6 +51,15 @@ def entries_table(rows: list[tuple[str, str, int]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["video_id", "subset", "label"]).astype({"label": "int64"})
 
 
+def isin(values: pd.Series, of) -> np.ndarray:
+    """`values.isin(of)` for strings, in pyarrow: pandas' own loops in Python over arrow-backed strings."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    found = pc.is_in(pa.array(values, type=pa.large_string()), value_set=pa.array(of, type=pa.large_string()))
+    return found.to_numpy(zero_copy_only=False)
+
+
 def check_disjoint(entries: pd.DataFrame, where: Path) -> pd.DataFrame:
     twice = entries[entries.duplicated("video_id", keep=False)]
     if len(twice):
@@ -70,7 +80,7 @@ def build_split(source: str, number: int, classes: list[str], entries: pd.DataFr
     )
     present = table["frames"].notna() & (table["frames"] > 0)
     missing = table.loc[~present, ["subset", "video_id"]]
-    missing = missing.assign(reason=missing["video_id"].isin(failed).map({True: "frames failed", False: "not extracted"}))
+    missing = missing.assign(reason=np.where(isin(missing["video_id"], failed), "frames failed", "not extracted"))
     table = table[present].astype({"frames": "int64", "flow_pairs": "int64"})
     pick = lambda subset: table.loc[table["subset"] == subset, COLUMNS].reset_index(drop=True)  # noqa: E731
     return Split(source, number, list(classes), pick("train"), pick("test"), missing.reset_index(drop=True), params or {})
@@ -82,8 +92,12 @@ def listable(video_id: str) -> bool:
 
 
 def listable_ids(video_ids: pd.Series) -> pd.Series:
-    """`listable` of every id at once."""
-    return ~video_ids.astype(str).str.contains(r"\s", regex=True)
+    """`listable` of every id at once (pyarrow's RE2 over the column; the class is str.isspace's characters)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    spaced = pc.match_substring_regex(pa.array(video_ids, type=pa.large_string()), r"[\t-\r\x1c-\x1f\x85\pZ]")
+    return pd.Series(~spaced.to_numpy(zero_copy_only=False), index=video_ids.index)
 
 
 def unlisted(split: Split) -> pd.DataFrame:
@@ -91,20 +105,20 @@ def unlisted(split: Split) -> pd.DataFrame:
     out of the `path count label` lists, which mmaction2 and tsn-pytorch split on whitespace."""
     rows = [(subset, video_id, f"name holds whitespace: left out of {subset}_rgb.txt and {subset}_flow.txt")
             for subset, table in (("train", split.train), ("test", split.test))
-            for video_id in table.loc[~listable_ids(table["video_id"]), "video_id"]]
+            for video_id in table["video_id"][~listable_ids(table["video_id"]).to_numpy()]]
     return pd.DataFrame(rows, columns=["subset", "video_id", "reason"])
 
 
-def _list_file(table: pd.DataFrame, folder: str, count: str, root: str | None) -> bytes:
+def _list_file(table: pd.DataFrame, folder: str, count: str, root: str | None, fits: pd.Series) -> bytes:
     """The `<frame dir> <count> <label>` list read by mmaction2 and tsn-pytorch; flow lists skip videos without
     flow, and every list skips names with whitespace (see `unlisted`)."""
     if root and not listable(root):
         raise TsnpipeError(f"--list-root {root!r} holds whitespace, which the `path count label` lists cannot hold; "
                            "give a path without spaces (e.g. a symlink to the workdir).")
     prefix = f"{root.rstrip('/')}/{folder}" if root else folder
-    rows = table[(table[count] > 0) & listable_ids(table["video_id"])]
+    rows = table[(table[count] > 0).to_numpy() & fits.to_numpy()]
     lines = prefix + "/" + rows["video_id"] + " " + rows[count].astype(str) + " " + rows["label"].astype(str) + "\n"
-    return "".join(lines).encode()
+    return "".join(lines.tolist()).encode()
 
 
 def split_files(split: Split, list_root: str | None = None) -> dict[str, bytes]:
@@ -113,13 +127,14 @@ def split_files(split: Split, list_root: str | None = None) -> dict[str, bytes]:
         "classes.txt": "".join(f"{name}\n" for name in split.classes).encode(),
         "train.csv": split.train.to_csv(index=False, lineterminator="\n").encode(),
         "test.csv": split.test.to_csv(index=False, lineterminator="\n").encode(),
-        "missing.txt": "".join("".join(table["subset"] + "\t" + table["video_id"] + "\t" + table["reason"] + "\n")
+        "missing.txt": "".join("".join((table["subset"] + "\t" + table["video_id"] + "\t" + table["reason"] + "\n").tolist())
                                for table in (split.missing, unlisted(split))).encode(),
         "params.json": (json.dumps({"source": split.source, "split": split.number, **split.params}, indent=1, sort_keys=True) + "\n").encode(),
     }
     for subset, table in (("train", split.train), ("test", split.test)):
-        files[f"{subset}_rgb.txt"] = _list_file(table, "frames", "frames", list_root)
-        files[f"{subset}_flow.txt"] = _list_file(table, "flow", "flow_pairs", list_root)
+        fits = listable_ids(table["video_id"])
+        files[f"{subset}_rgb.txt"] = _list_file(table, "frames", "frames", list_root, fits)
+        files[f"{subset}_flow.txt"] = _list_file(table, "flow", "flow_pairs", list_root, fits)
     return files
 
 

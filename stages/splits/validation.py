@@ -6,7 +6,8 @@ scores it for `tsnpipe fuse --search-weights`, so neither choice looks at the te
 The carve keeps clip groups whole, as the folder splits do: clips cut from one long video are
 near-duplicates, and one of them in train with its sibling in validation would flatter the
 validation score. Groups: UCF101's `_gNN_` (within a class), HMDB51's source film (the part of the
-clip name before `_<class>_`), and for folders the `--group-regex` groups. Per class, the groups are
+clip name before `_<class>_`), Kinetics' YouTube video (the clip name less `_<start>_<end>`), and for
+folders and lists the `--group-regex` groups. Per class, the groups are
 shuffled (seeded by seed, split number and class) and go to validation until it holds `ratio` of the
 class's training clips; a class keeps at least one group for training, so a class of one group gives
 no validation clips.
@@ -22,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from tsnpipe.stages.errors import TsnpipeError
+from tsnpipe.stages.splits.tables import isin
 
 VAL_FILE = "val.csv"
 
@@ -43,7 +45,9 @@ def clip_groups(source: str, train: pd.DataFrame, pattern: re.Pattern) -> pd.Ser
     if source == "hmdb51":
         return pd.Series([source_group(source, v, c, pattern) for v, c in zip(train["video_id"], train["class_name"])],
                          index=train.index, dtype=object)
-    names = train["video_id"].astype(str).str.rsplit("/", n=1).str[-1]
+    names = pd.Series(train["video_id"], dtype="str").str.replace(r"^.*/", "", regex=True)
+    if source.startswith("kinetics"):  # the YouTube video: the clip's name less its _<start>_<end>
+        return names.str.replace(r"_\d{6}_\d{6}$", "", regex=True)
     whole = pattern if pattern.groups else re.compile(f"({pattern.pattern})", pattern.flags)
     return names.str.extract(whole, expand=True)[0].fillna(names)
 
@@ -57,11 +61,14 @@ def carve_validation(
     pattern = re.compile(group_regex)
     frame = pd.DataFrame({"class_name": train["class_name"].to_numpy(), "group": clip_groups(source, train, pattern).to_numpy()})
     sizes = frame.groupby(["class_name", "group"], sort=True).size()
-    chosen = []
-    for class_name, part in sizes.groupby(level=0, sort=True):
-        counts = dict(zip(part.index.get_level_values(1), part.to_numpy().tolist()))
-        chosen += [(class_name, group) for group in validation_groups(counts, ratio, random.Random(f"{seed}/{number}/{class_name}"))]
-    to_val = pd.Series(pd.MultiIndex.from_frame(frame).isin(chosen), index=train.index)
+    by_class: dict[str, dict[str, int]] = {}
+    for class_name, group, count in zip(sizes.index.get_level_values(0).tolist(), sizes.index.get_level_values(1).tolist(),
+                                        sizes.to_numpy().tolist()):
+        by_class.setdefault(class_name, {})[group] = count
+    chosen = [(class_name, group) for class_name, counts in by_class.items()
+              for group in validation_groups(counts, ratio, random.Random(f"{seed}/{number}/{class_name}"))]
+    keys = frame["class_name"].astype(str) + "\0" + frame["group"].astype(str)
+    to_val = pd.Series(isin(keys, [f"{c}\0{g}" for c, g in chosen]), index=train.index)
     return train[~to_val].reset_index(drop=True), train[to_val].reset_index(drop=True)
 
 

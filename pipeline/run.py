@@ -108,7 +108,11 @@ def split_folder(config: dict, number: int | None = None) -> Path:
     """W/splits/<source>/split<N> of the split training will use (`number`, else the first one build-splits
     writes)."""
     section = config.get("build-splits", {})
-    source = next((name for name in ("ucf101", "hmdb51", "folders") if section.get(name)), "folders")
+    source = next((name for name in ("ucf101", "hmdb51", "kinetics", "list", "folders") if section.get(name)), "folders")
+    if source == "kinetics":  # kinetics400, 600 or 700: given, else the one build-splits found in the CSVs
+        found = sorted(p.name for p in (Path(config["workdir"]) / "splits").glob("kinetics*"))
+        given = section.get("kinetics-version") or section.get("kinetics_version")
+        source = f"kinetics{given}" if given else (found[0] if found else "kinetics400")
     if number is None:
         number = section.get("split", 1)
         number = number[0] if isinstance(number, list) else number

@@ -140,3 +140,14 @@ def test_read_kinetics_needs_validate_csv(tmp_path):
     (tmp_path / "train.csv").write_text(HEADER + "\n" + csv_line(CLIPS[0]))
     with pytest.raises(TsnpipeError, match="has no validate.csv; point --kinetics at the folder"):
         read_kinetics(tmp_path, 400)
+
+
+def test_a_run_config_trains_on_the_kinetics_split_build_splits_wrote(tmp_path):
+    from tsnpipe.run import split_folder
+
+    (tmp_path / "splits" / "kinetics600" / "split1").mkdir(parents=True)
+    config = {"workdir": str(tmp_path), "build-splits": {"kinetics": "k600/annotations"}}
+    assert split_folder(config) == tmp_path / "splits" / "kinetics600" / "split1"
+    config["build-splits"]["kinetics-version"] = 700
+    assert split_folder(config) == tmp_path / "splits" / "kinetics700" / "split1"
+    assert split_folder({"workdir": str(tmp_path), "build-splits": {"list": "train.txt"}}) == tmp_path / "splits" / "list" / "split1"

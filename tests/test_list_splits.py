@@ -59,6 +59,14 @@ def test_frame_lists_and_absolute_paths_below_the_video_folder(root):
     assert list(zip(train["video_id"], train["label"], train["class_name"].astype(str))) == [(R6, 2, "2"), (SOX, 0, "0")]
 
 
+def test_class_folder_paths_match_the_mirrors_flat_folders_by_file_name(root):
+    result = build(root, f"abseiling/{R6[6:]}.mp4 0\nair_drumming/{SOX[6:]}.mp4 1\n", f"air_drumming/{WUZ[4:]}.mp4 1\n")
+    assert result.exit_code == 0, result.output
+    assert "2 train, 1 test videos over 2 classes; 0 listed but not extracted (see missing.txt); 0 extracted but in no list" in result.output
+    train = pd.read_csv(root / "W" / "splits" / "list" / "split1" / "train.csv")
+    assert list(train["video_id"]) == [R6, SOX]
+
+
 def test_extracted_videos_no_list_names_are_counted(root):
     result = build(root, f"{R6}.mp4 0\n", f"{WUZ}.mp4 0\n")
     assert result.exit_code == 0 and "1 extracted but in no list" in result.output, result.output

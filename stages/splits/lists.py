@@ -6,7 +6,8 @@ mmaction2's `tools/data/<dataset>/` scripts (and many people's own annotation) w
 Labels are 0-based class ids. A file's format is read from its first line: a path with a video extension
 makes a video list. Paths are relative to the video folder (mmaction2's `data_prefix`), or absolute below
 it, and resolve to video ids as `extract-frames` names them (the path below the folder, without the
-extension). The frame count of a frame list is not used: the frames here are tsnpipe's own.
+extension); a path that names no extracted video matches the one extracted video of its file name, if there
+is exactly one. The frame count of a frame list is not used: the frames here are tsnpipe's own.
 
 Class names: one a line in FILE (e.g. mmaction2's `label_map_k400.txt`), line i naming label i; without
 it the classes are named by their ids. Multi-label lines (`path label label ...`), one clip twice, a label
@@ -23,7 +24,7 @@ import pandas as pd
 
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.frames import VIDEO_SUFFIXES
-from tsnpipe.stages.splits.kinetics import check_unique
+from tsnpipe.stages.splits.kinetics import check_unique, file_names
 from tsnpipe.stages.splits.tables import isin, read_lines
 
 
@@ -113,6 +114,20 @@ def read_lists(train: str | os.PathLike, test: str | os.PathLike, classes_file: 
 
 
 def match_listed(listed: pd.DataFrame, frames: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """(entries: video_id, subset, label; count of extracted videos that no list names)."""
+    """(entries: video_id, subset, label; count of extracted videos that no list names).
+
+    A listed path that names no extracted video is matched by its file name when exactly one extracted video
+    has that name: mmaction2's Kinetics lists use class folders (`abseiling/<clip>.mp4`), the CVDF mirror
+    flat `train/` and `val/` folders."""
+    listed = listed.reset_index(drop=True)
+    exact = isin(listed["video_id"], frames["video_id"])
+    if not exact.all():
+        names = file_names(frames["video_id"])
+        unique = ~names.duplicated(keep=False).to_numpy()
+        by_name = pd.Series(frames["video_id"].to_numpy()[unique], index=names.to_numpy()[unique])
+        found = file_names(listed.loc[~exact, "video_id"]).map(by_name)
+        found = found[found.notna()]
+        listed.loc[found.index, "video_id"] = found.to_numpy()
+        check_unique(listed, "video_id")  # two paths may name one video by its file name
     unlisted = int((~isin(frames["video_id"], listed["video_id"])).sum())
-    return listed[["video_id", "subset", "label"]].reset_index(drop=True), unlisted
+    return listed[["video_id", "subset", "label"]], unlisted

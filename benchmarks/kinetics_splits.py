@@ -57,11 +57,13 @@ def synthesize(root: Path, train: int, val: int, extracted: int, classes: int = 
 
 
 def run_command(args: list[str]) -> dict:
-    """Wall seconds and peak RSS (MB) of one `tsnpipe` process."""
+    """Wall seconds and peak RSS (MB) of one `tsnpipe` process. The peak is /proc's VmHWM: getrusage's ru_maxrss
+    survives exec on Linux, so a child of this (large) process would report this process's peak."""
     code = ("import resource, sys, time; from tsnpipe.cli import main; t = time.perf_counter()\n"
             "try:\n    main(sys.argv[1:], standalone_mode=False)\n"
             "finally:\n    u = resource.getrusage(resource.RUSAGE_SELF)\n"
-            "    print('WALL', time.perf_counter() - t, 'RSS', u.ru_maxrss, 'CPU', u.ru_utime + u.ru_stime, file=sys.stderr)")
+            "    hwm = open('/proc/self/status').read().split('VmHWM:')[1].split()[0]\n"
+            "    print('WALL', time.perf_counter() - t, 'RSS', hwm, 'CPU', u.ru_utime + u.ru_stime, file=sys.stderr)")
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
     wall = time.perf_counter() - started

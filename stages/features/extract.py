@@ -1,0 +1,161 @@
+"""Snippet features of many videos: plan every video, read batches in loader workers, one forward per stream.
+
+Per batch (`inputs.SnippetBatches`: about `batch` snippets, from as many videos as it takes), each stream's
+uint8 pictures go to the device whole and are cut there into the test's views (`transforms.video_views` for
+TSN: centre crop at the checkpoint's size, or 3 / 10 crops; `clips.clip_views` for 3D models: the 128x171
+resize and its crops), normalised as the checkpoint's test normalised them, and sent through the network
+in one forward pass, the backbone under bf16 autocast on a GPU and the classifier in fp32 (`tsnpipe test`'s
+rule). Features of a snippet's crops are averaged. A video is written (`writers.write_video`) as soon as
+the batch holding its last snippet is done, and reported then; its rows go to the manifest one by one, so
+a kill loses only the videos whose snippets were in flight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tsnpipe.stages.errors import TsnpipeError
+from tsnpipe.stages.features.inputs import SnippetBatches, VideoPlan, no_collate
+from tsnpipe.stages.features.models import Stream, layer_output, load_model
+from tsnpipe.stages.features.snippets import frame_step, snippet_centres, snippet_times
+from tsnpipe.stages.features.writers import write_video
+from tsnpipe.stages.train.clips import clip_views
+from tsnpipe.stages.train.transforms import video_views
+
+CPU_BATCH = 32  # snippets per forward pass on the CPU
+GPU_BATCH = 512  # on a GPU: ResNet-50 at 224 under bf16 takes ~16 MiB a snippet with margin
+
+
+@dataclass(frozen=True)
+class Spacing:
+    """How far apart snippets are: `every` extracted frames, `interval` seconds, or (both None) 16 source frames."""
+
+    interval: float | None = None
+    every: int | None = None
+
+    def describe(self) -> str:
+        if self.every is not None:
+            return f"every {self.every} extracted frames"
+        if self.interval is not None:
+            return f"every {self.interval:g} s"
+        return "every 16 frames at the video's own rate (mmaction2)"
+
+
+@dataclass(frozen=True)
+class VideoFacts:
+    """What the frames stage recorded of a video: its extracted frames, their rate, the source's rate."""
+
+    frames: int
+    fps: float
+    source_fps: float | None = None
+
+
+def plan_video(video_id: str, facts: VideoFacts, spacing: Spacing) -> VideoPlan:
+    """The snippet centres of one video; a sentence when they cannot be placed."""
+    if not facts.frames or facts.frames < 1:
+        raise TsnpipeError(f"Video {video_id!r} has no frames; run `tsnpipe extract-frames` for it again.")
+    try:
+        step = frame_step(facts.fps, spacing.interval, spacing.every, facts.source_fps)
+    except ValueError:
+        raise TsnpipeError(f"The frame rate of video {video_id!r} is unknown (the frames manifest has no src_fps), so "
+                           "16 of its frames cannot be placed; give --interval SECONDS or --every N.") from None
+    centres, short = snippet_centres(int(facts.frames), step)
+    return VideoPlan(video_id, tuple(centres), short)
+
+
+def stream_inputs(stream: Stream, pieces: list[tuple[int, torch.Tensor]], crops: int, device: torch.device) -> torch.Tensor:
+    """Model input of every view of these pieces' snippets, [snippets x crops, ...] on `device`."""
+    p = stream.params
+    views = []
+    for snippets, stack in pieces:
+        stack = stack.to(device, non_blocking=True)
+        if p.arch == "tsn":
+            cut = video_views([stack], p.modality, snippets, p.length, p.size, crops)[0]  # [crops, n, ch, S, S]
+        else:
+            cut = clip_views(stack, p.modality, snippets, p.size, crops)  # [crops, n, C, T, S, S]
+        views.append(cut.transpose(0, 1))
+    inputs = torch.cat(views).flatten(0, 1)
+    if p.arch == "tsn" and p.channels_last:
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+    return inputs
+
+
+def stream_features(stream: Stream, pieces: list[tuple[int, torch.Tensor]], crops: int, layer: str,
+                    device: torch.device, dtype: torch.dtype | None) -> list[np.ndarray]:
+    """Per piece, its snippets' features [n, D] (float32, crops averaged)."""
+    from tsnpipe.stages.train.loop import autocast
+
+    inputs = stream_inputs(stream, pieces, crops, device)
+    with autocast(device, dtype):
+        out = layer_output(stream.model, inputs, layer)
+    out = out.view(-1, crops, out.shape[-1]).mean(dim=1).cpu().numpy()
+    split = np.cumsum([snippets for snippets, _ in pieces])[:-1]
+    return np.split(out, split)
+
+
+def extract_videos(
+    jobs: list[tuple[str, Path]], facts: dict[str, VideoFacts], streams: list[Stream], spacing: Spacing, layer: str,
+    crops: int, fmt: str, store: str | Path, device: torch.device, dtype: torch.dtype | None = None,
+    batch: int | None = None, workers: int = 0,
+) -> Iterator[tuple[int, dict | Exception]]:
+    """Features of every (video id, output folder) job; yields (job index, row facts or the exception) per video."""
+    plans, outs = [], []
+    for index, (video_id, out_dir) in enumerate(jobs):
+        try:
+            plans.append(plan_video(video_id, facts[video_id], spacing))
+            outs.append((index, Path(out_dir), facts[video_id]))
+        except Exception as error:
+            yield index, error
+    if not plans:
+        return
+    for stream in streams:
+        if stream.model is None:
+            stream.model = load_model(stream, device)
+    batch = batch or (GPU_BATCH if device.type == "cuda" else CPU_BATCH)
+    dataset = SnippetBatches(store, plans, [stream.params for stream in streams], batch)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, collate_fn=no_collate, num_workers=workers,
+                                         pin_memory=device.type == "cuda", persistent_workers=False)
+    parts: dict[int, list[list[np.ndarray]]] = {}
+    errors: dict[int, str] = {}
+    for items in loader:
+        good = [(piece, stacks) for piece, stacks in items if not isinstance(stacks, str) and piece.video not in errors]
+        for piece, stacks in items:
+            if isinstance(stacks, str):
+                errors.setdefault(piece.video, stacks)
+        for position, stream in enumerate(streams):
+            if not good:
+                break
+            pieces = [(piece.stop - piece.start, stacks[position]) for piece, stacks in good]
+            for (piece, _), array in zip(good, stream_features(stream, pieces, crops, layer, device, dtype)):
+                parts.setdefault(piece.video, [[] for _ in streams])[position].append(array)
+        for piece, _ in items:
+            plan = plans[piece.video]
+            if piece.stop < len(plan.centres):
+                continue
+            index, out_dir, video = outs[piece.video]
+            chunks = parts.pop(piece.video, None)
+            if piece.video in errors:
+                yield index, TsnpipeError(errors.pop(piece.video))
+                continue
+            try:
+                yield index, finish_video(plan, chunks, streams, video, spacing, layer, crops, fmt, out_dir)
+            except Exception as error:  # a full disk, a bad folder: this video's row says so
+                yield index, error
+
+
+def finish_video(plan: VideoPlan, chunks: list[list[np.ndarray]], streams: list[Stream], video: VideoFacts,
+                 spacing: Spacing, layer: str, crops: int, fmt: str, out_dir: Path) -> dict:
+    """Write one video's features and return the facts of its row."""
+    features = {stream.name: np.concatenate(parts).astype(np.float32) for stream, parts in zip(streams, chunks)}
+    times = np.asarray(snippet_times(list(plan.centres), video.fps), dtype=np.float64)
+    interval = frame_step(video.fps, spacing.interval, spacing.every, video.source_fps) / video.fps
+    attrs = {stream.name: {**stream.describe(), "layer": layer, "interval_s": interval, "crops": crops}
+             for stream in streams}
+    write_video(out_dir, features, times, fmt, attrs)
+    return {"snippets": len(plan.centres), "short": plan.short, "interval_s": round(interval, 6),
+            "dim": int(sum(array.shape[1] for array in features.values()))}

@@ -8,6 +8,12 @@ in one forward pass, the backbone under bf16 autocast on a GPU and the classifie
 rule). Features of a snippet's crops are averaged. A video is written (`writers.write_video`) as soon as
 the batch holding its last snippet is done, and reported then; its rows go to the manifest one by one, so
 a kill loses only the videos whose snippets were in flight.
+
+Every forward pass has the same shape: the last, partial batch is padded with zeros (their outputs are
+dropped). The libraries pick convolution algorithms by shape (oneDNN on the CPU, cuDNN on a GPU), and a
+rerun after a kill groups the remaining videos into other batches; with one shape, a video's features do
+not depend on which videos shared its batches, and the rerun writes the very bytes the uninterrupted run
+would have.
 """
 
 from __future__ import annotations
@@ -68,8 +74,10 @@ def plan_video(video_id: str, facts: VideoFacts, spacing: Spacing) -> VideoPlan:
     return VideoPlan(video_id, tuple(centres), short)
 
 
-def stream_inputs(stream: Stream, pieces: list[tuple[int, torch.Tensor]], crops: int, device: torch.device) -> torch.Tensor:
-    """Model input of every view of these pieces' snippets, [snippets x crops, ...] on `device`."""
+def stream_inputs(stream: Stream, pieces: list[tuple[int, torch.Tensor]], crops: int, device: torch.device,
+                  rows: int) -> torch.Tensor:
+    """Model input of every view of these pieces' snippets, [snippets x crops, ...] on `device`, padded with zeros
+    to `rows`."""
     p = stream.params
     views = []
     for snippets, stack in pieces:
@@ -80,19 +88,22 @@ def stream_inputs(stream: Stream, pieces: list[tuple[int, torch.Tensor]], crops:
             cut = clip_views(stack, p.modality, snippets, p.size, crops)  # [crops, n, C, T, S, S]
         views.append(cut.transpose(0, 1))
     inputs = torch.cat(views).flatten(0, 1)
+    if len(inputs) < rows:  # the same shape every pass (see the module's docstring)
+        inputs = torch.cat([inputs, inputs.new_zeros(rows - len(inputs), *inputs.shape[1:])])
     if p.arch == "tsn" and p.channels_last:
         inputs = inputs.contiguous(memory_format=torch.channels_last)
     return inputs
 
 
 def stream_features(stream: Stream, pieces: list[tuple[int, torch.Tensor]], crops: int, layer: str,
-                    device: torch.device, dtype: torch.dtype | None) -> list[np.ndarray]:
+                    device: torch.device, dtype: torch.dtype | None, batch: int) -> list[np.ndarray]:
     """Per piece, its snippets' features [n, D] (float32, crops averaged)."""
     from tsnpipe.stages.train.loop import autocast
 
-    inputs = stream_inputs(stream, pieces, crops, device)
+    rows = sum(snippets for snippets, _ in pieces) * crops
+    inputs = stream_inputs(stream, pieces, crops, device, batch * crops)
     with autocast(device, dtype):
-        out = layer_output(stream.model, inputs, layer)
+        out = layer_output(stream.model, inputs, layer)[:rows]
     out = out.view(-1, crops, out.shape[-1]).mean(dim=1).cpu().numpy()
     split = np.cumsum([snippets for snippets, _ in pieces])[:-1]
     return np.split(out, split)
@@ -131,7 +142,7 @@ def extract_videos(
             if not good:
                 break
             pieces = [(piece.stop - piece.start, stacks[position]) for piece, stacks in good]
-            for (piece, _), array in zip(good, stream_features(stream, pieces, crops, layer, device, dtype)):
+            for (piece, _), array in zip(good, stream_features(stream, pieces, crops, layer, device, dtype, batch)):
                 parts.setdefault(piece.video, [[] for _ in streams])[position].append(array)
         for piece, _ in items:
             plan = plans[piece.video]
@@ -154,8 +165,14 @@ def finish_video(plan: VideoPlan, chunks: list[list[np.ndarray]], streams: list[
     features = {stream.name: np.concatenate(parts).astype(np.float32) for stream, parts in zip(streams, chunks)}
     times = np.asarray(snippet_times(list(plan.centres), video.fps), dtype=np.float64)
     interval = frame_step(video.fps, spacing.interval, spacing.every, video.source_fps) / video.fps
-    attrs = {stream.name: {**stream.describe(), "layer": layer, "interval_s": interval, "crops": crops}
-             for stream in streams}
+    attrs = {stream.name: file_attrs(stream, layer, interval, crops) for stream in streams}
     write_video(out_dir, features, times, fmt, attrs)
     return {"snippets": len(plan.centres), "short": plan.short, "interval_s": round(interval, 6),
             "dim": int(sum(array.shape[1] for array in features.values()))}
+
+
+def file_attrs(stream: Stream, layer: str, interval: float, crops: int) -> dict:
+    """The attributes of a stream's dataset: where its numbers came from and how its snippets were made."""
+    facts = stream.describe()
+    facts["checkpoint"], facts["checkpoint_hash"], facts["crop_size"] = facts.pop("source"), facts.pop("hash"), facts.pop("size")
+    return {**facts, "layer": layer, "interval_s": interval, "crops": crops}

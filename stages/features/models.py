@@ -3,8 +3,9 @@
 A stream is one network with what its test saw: modality, arch, snippet length (or clip length and stride),
 crop size. From a checkpoint (`tsnpipe train`) it is rebuilt with `loop.build_model` and the checkpoint's
 params; without one, `imagenet_stream` gives torchvision's backbone on RGB frames (`--pretrained imagenet`,
-or a state dict path), at 224. Its `hash` (the checkpoint's content hash, `checkpoint.file_hash`) keys the
-manifest rows, so a retrained checkpoint redoes every video.
+or a state dict path), at 224. Its `hash` (sha256 of the whole checkpoint file) keys the manifest rows, so a
+retrained checkpoint redoes every video. Whole, not `checkpoint.file_hash`'s first and last MiB (meant for stores
+of hundreds of GB): a fine-tuned checkpoint can differ only in its middle, and hashing 200 MB takes under a second.
 
 Layers: `pool`, the backbone's pooled feature (ResNet-50: the 2,048 after global average pooling; a 3D
 model: its pooled clip feature; C3D: fc7); `scores`, the raw class scores of `snippet_scores` (the fp32
@@ -14,6 +15,7 @@ layers after their ReLU (the C3D paper's extractor; dropout is off at inference)
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +23,7 @@ import torch
 from torch import nn
 
 from tsnpipe.stages.errors import TsnpipeError
-from tsnpipe.stages.train.checkpoint import file_hash, load_checkpoint
+from tsnpipe.stages.train.checkpoint import load_checkpoint
 from tsnpipe.stages.train.recipe import TrainParams, params_from_dict
 
 LAYERS = ("pool", "scores", "fc6", "fc7")
@@ -52,6 +54,14 @@ class Stream:
         return facts
 
 
+def whole_file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def stream_names(modalities: list[str]) -> list[str]:
     """rgb, flow, ...; a modality given twice gets _2, _3 (in the order of the checkpoints)."""
     names, seen = [], {}
@@ -66,7 +76,7 @@ def checkpoint_streams(paths: list[Path]) -> list[Stream]:
     states = [load_checkpoint(Path(path)) for path in paths]
     params = [params_from_dict(state["params"]) for state in states]
     names = stream_names([p.modality for p in params])
-    return [Stream(name, p, str(Path(path).resolve()), file_hash(Path(path)), len(state["class_names"]))
+    return [Stream(name, p, str(Path(path).resolve()), whole_file_hash(Path(path)), len(state["class_names"]))
             for name, p, path, state in zip(names, params, paths, states)]
 
 
@@ -79,7 +89,7 @@ def imagenet_stream(backbone: str, pretrained: str) -> Stream:
         if not path.is_file():
             raise TsnpipeError(f"There is no weights file {path}; give --pretrained imagenet or the path of a state dict "
                                "saved with torch.save(model.state_dict(), path).")
-        source, digest = str(path.resolve()), file_hash(path)
+        source, digest = str(path.resolve()), whole_file_hash(path)
     params = TrainParams(modality="rgb", backbone=backbone, pretrained=pretrained, length=1, size=IMAGENET_SIZE,
                          partial_bn=False, channels_last=True)
     return Stream("rgb", params, source, digest, trained=False)

@@ -296,3 +296,26 @@ def test_kill_then_rerun_gives_identical_datasets(workdir, tmp_path):
                 assert a[video_id][name][()].tobytes() == b[video_id][name][()].tobytes(), (video_id, name)
     runs = json.loads((workdir / "manifests" / "features-killed.run.json").read_text())
     assert runs["params"]["streams"][1]["modality"] == "flow"
+
+
+# ---- C3D's extractor ------------------------------------------------------------------------------------------
+
+
+def test_c3d_fc6_and_fc7_of_16_frame_clips_every_8_frames(workdir):
+    if not (workdir / "runs" / "c3d" / "best.pt").is_file():
+        trained = invoke("train", "-w", workdir, "--modality", "rgb", "--arch", "c3d", "--clip-len", "16", "--size", "32",
+                         "--epochs", "1", "--batch", "4", "--workers", "0", "--no-progress", "--run-name", "c3d")
+        assert trained.exit_code == 0, trained.output
+    features = {}
+    for layer in ("fc6", "fc7"):
+        result = extract(workdir, f"c3d_{layer}", *checkpoints(workdir, "c3d"), "--layer", layer, "--every", "8")
+        assert result.exit_code == 0, result.output
+        with h5py.File(workdir / "features" / f"c3d_{layer}.h5", "r") as handle:
+            features[layer] = handle[EYE]["rgb"][()]
+            assert handle[EYE]["times"][()] == pytest.approx(np.array([4, 12, 20, 28, 36, 44, 52, 60]) / 10)
+    assert features["fc6"].shape == features["fc7"].shape == (8, 4096)
+    state = torch.load(workdir / "runs" / "c3d" / "best.pt", map_location="cpu", weights_only=True)["model"]
+    weight, bias = state["base.fc7.weight"].double().numpy(), state["base.fc7.bias"].double().numpy()
+    assert features["fc7"] == pytest.approx(np.maximum(features["fc6"] @ weight.T + bias, 0), abs=1e-4)
+    assert (features["fc6"] >= 0).all()
+    assert_one_line_error(extract(workdir, "c3d_pool_flow", *checkpoints(workdir, "rgb"), "--layer", "fc7"), "C3D")

@@ -20,9 +20,9 @@ from tsnpipe.manifests.table import Manifest, manifest_path
 from tsnpipe.options import CheckpointType, progress_option, workdir_option
 from tsnpipe.runner import Item, Stage, run_info_path, run_stage
 from tsnpipe.stages.errors import TsnpipeError
+from tsnpipe.stages.features import LAYERS
 
 STAGE_VERSION = 1
-LAYERS = ("pool", "scores", "fc6", "fc7")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 

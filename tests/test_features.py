@@ -225,7 +225,7 @@ def test_imagenet_backbone_without_a_checkpoint_from_a_weights_file(workdir, tmp
     assert_one_line_error(refused, "--layer scores needs a trained checkpoint")
 
 
-def test_export_writes_bmn_csvs_with_the_streams_side_by_side(workdir):
+def test_export_writes_bmn_csvs_with_the_streams_side_by_side(workdir, tmp_path):
     assert extract(workdir, "both", *checkpoints(workdir, "rgb", "flow")).exit_code == 0
     result = invoke("export-features", "both", "-w", workdir, "--bmn", "100", "--no-progress")
     assert result.exit_code == 0 and "7 CSVs written, 0 up to date" in result.output, result.output
@@ -239,6 +239,22 @@ def test_export_writes_bmn_csvs_with_the_streams_side_by_side(workdir):
     assert table[:, 512:] == pytest.approx(resample(flow), abs=6e-5)
     again = invoke("export-features", "both", "-w", workdir, "--bmn", "100", "--no-progress")
     assert "0 CSVs written, 7 up to date" in again.output, again.output
+    other = run_tsnpipe("export-features", "both", "-w", str(workdir), "--bmn", "10", "--out", str(tmp_path / "csv"),
+                        "--no-progress")
+    assert other.returncode == 0 and "7 CSVs written" in other.stdout, other.stderr
+    assert len((tmp_path / "csv" / f"{TRUMAN}.csv").read_text().split("\n")) == 11
+
+
+def test_features_from_a_packed_store_equal_those_from_the_folders(workdir):
+    assert extract(workdir, "both", *checkpoints(workdir, "rgb", "flow")).exit_code == 0
+    packed = invoke("pack", "-w", workdir, "--format", "hdf5", "--no-progress")
+    assert packed.exit_code == 0, packed.output
+    result = extract(workdir, "from_store", *checkpoints(workdir, "rgb", "flow"), "--store",
+                     workdir / "stores" / "frames.hdf5")
+    assert result.exit_code == 0 and "7 extracted" in result.output, result.output
+    with h5py.File(workdir / "features" / "both.h5", "r") as a, h5py.File(workdir / "features" / "from_store.h5", "r") as b:
+        for name in ("rgb", "flow", "times"):
+            assert np.array_equal(a[EYE][name][()], b[EYE][name][()])
 
 
 # ---- bad input: one line ------------------------------------------------------------------------------------

@@ -6,3 +6,5 @@ many videos a batch), `models` (checkpoints and ImageNet backbones as feature ex
 NAME.h5), `bmn` (mmaction2's resampling to a fixed number of steps and BMN's CSVs).
 Nothing here imports the CLI or the manifests.
 """
+
+LAYERS = ("pool", "scores", "fc6", "fc7")  # here, free of torch, so the CLI can offer them

@@ -26,7 +26,6 @@ from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.train.checkpoint import load_checkpoint
 from tsnpipe.stages.train.recipe import TrainParams, params_from_dict
 
-LAYERS = ("pool", "scores", "fc6", "fc7")
 IMAGENET_SIZE = 224
 
 

@@ -166,13 +166,14 @@ def extract_features(workdir, name, checkpoints, backbone, pretrained, layer, in
                       inputs={"frames_manifest": str(manifest_path(workdir, "frames")), "store": str(store or workdir)},
                       batch_work=functools.partial(feature_batch_work, facts=facts, **options))
         summary = run_stage(workdir, stage, items, jobs=1, progress=progress)
-        if fmt == "hdf5":
-            links = workdir / "features" / f"{name}.h5"
-            sweep_link_temps(links)
+        links = workdir / "features" / f"{name}.h5"
+        sweep_link_temps(links)
+        if fmt == "npy":
+            links.unlink(missing_ok=True)  # an index of an earlier hdf5 run would point at files no longer there
+        elif summary.done or summary.failed or not links.exists():
             done = sorted(vid for vid, row in Manifest(workdir, stage.name).rows.items()
                           if row.get("status") == "done" and row.get("output"))
-            if summary.done or not links.exists():
-                write_links(links, name, done)
+            write_links(links, name, done)
     click.echo(summary.line())
     if summary.failed:
         raise SystemExit(1)

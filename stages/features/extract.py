@@ -71,7 +71,7 @@ def plan_video(video_id: str, facts: VideoFacts, spacing: Spacing) -> VideoPlan:
         raise TsnpipeError(f"The frame rate of video {video_id!r} is unknown (the frames manifest has no src_fps), so "
                            "16 of its frames cannot be placed; give --interval SECONDS or --every N.") from None
     centres, short = snippet_centres(int(facts.frames), step)
-    return VideoPlan(video_id, tuple(centres), short)
+    return VideoPlan(video_id, np.asarray(centres, dtype=np.int32), short)
 
 
 def stream_inputs(stream: Stream, pieces: list[tuple[int, torch.Tensor]], crops: int, device: torch.device,
@@ -163,7 +163,7 @@ def finish_video(plan: VideoPlan, chunks: list[list[np.ndarray]], streams: list[
                  spacing: Spacing, layer: str, crops: int, fmt: str, out_dir: Path) -> dict:
     """Write one video's features and return the facts of its row."""
     features = {stream.name: np.concatenate(parts).astype(np.float32) for stream, parts in zip(streams, chunks)}
-    times = np.asarray(snippet_times(list(plan.centres), video.fps), dtype=np.float64)
+    times = np.asarray(snippet_times(plan.centres.tolist(), video.fps), dtype=np.float64)
     interval = frame_step(video.fps, spacing.interval, spacing.every, video.source_fps) / video.fps
     attrs = {stream.name: file_attrs(stream, layer, interval, crops) for stream in streams}
     write_video(out_dir, features, times, fmt, attrs)

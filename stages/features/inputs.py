@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -29,7 +30,7 @@ KIND_OF = {"rgb": "rgb", "rgbdiff": "rgb", "flow": "flow_x"}
 @dataclass(frozen=True)
 class VideoPlan:
     video_id: str
-    centres: tuple[int, ...]  # 0-based centre frame of each snippet
+    centres: np.ndarray  # 0-based centre frame of each snippet, int32 (4 bytes a snippet: millions fit)
     short: bool = False  # shorter than one snippet: one clamped snippet
 
 
@@ -91,7 +92,7 @@ class SnippetBatches(Dataset):
         stacks = []
         for params in self.streams:
             count = stream_count(self.reader, plan.video_id, params, self.store)
-            positions = snippet_positions(params, plan.centres[piece.start:piece.stop], count)
+            positions = snippet_positions(params, plan.centres[piece.start:piece.stop].tolist(), count)
             stacks.append(read_stack(self.reader, plan.video_id, positions, params.modality))
         return stacks
 

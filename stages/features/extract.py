@@ -5,7 +5,8 @@ uint8 pictures go to the device whole and are cut there into the test's views (`
 TSN: centre crop at the checkpoint's size, or 3 / 10 crops; `clips.clip_views` for 3D models: the 128x171
 resize and its crops), normalised as the checkpoint's test normalised them, and sent through the network
 in one forward pass, the backbone under bf16 autocast on a GPU and the classifier in fp32 (`tsnpipe test`'s
-rule). Features of a snippet's crops are averaged. A video is written (`writers.write_video`) as soon as
+rule). On CUDA the copy and view-cutting of the next batch run on a side stream while the model works on
+this one (`batches.DeviceBatches`, as in test and training). Features of a snippet's crops are averaged. A video is written (`writers.write_video`) as soon as
 the batch holding its last snippet is done, and reported then; its rows go to the manifest one by one, so
 a kill loses only the videos whose snippets were in flight.
 
@@ -18,6 +19,7 @@ would have.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,7 @@ from tsnpipe.stages.features.inputs import SnippetBatches, VideoPlan, no_collate
 from tsnpipe.stages.features.models import Stream, layer_output, load_model
 from tsnpipe.stages.features.snippets import frame_step, snippet_centres, snippet_times
 from tsnpipe.stages.features.writers import write_video
+from tsnpipe.stages.train.batches import DeviceBatches
 from tsnpipe.stages.train.clips import clip_views
 from tsnpipe.stages.train.transforms import video_views
 
@@ -95,18 +98,25 @@ def stream_inputs(stream: Stream, pieces: list[tuple[int, torch.Tensor]], crops:
     return inputs
 
 
-def stream_features(stream: Stream, pieces: list[tuple[int, torch.Tensor]], crops: int, layer: str,
-                    device: torch.device, dtype: torch.dtype | None, batch: int) -> list[np.ndarray]:
-    """Per piece, its snippets' features [n, D] (float32, crops averaged)."""
+def prepare_batch(items: list, device: torch.device, streams: list[Stream], crops: int, batch: int) -> tuple:
+    """(model input per stream, the batch's items) on `device`; `DeviceBatches` runs it one batch ahead on CUDA."""
+    good = [(piece.stop - piece.start, stacks) for piece, stacks in items if not isinstance(stacks, str)]
+    if not good:
+        return [], items
+    inputs = [stream_inputs(stream, [(n, stacks[position]) for n, stacks in good], crops, device, batch * crops)
+              for position, stream in enumerate(streams)]
+    return inputs, items
+
+
+def stream_features(stream: Stream, inputs: torch.Tensor, sizes: list[int], crops: int, layer: str,
+                    device: torch.device, dtype: torch.dtype | None) -> list[np.ndarray]:
+    """Per piece (of `sizes` snippets), its snippets' features [n, D] (float32, crops averaged)."""
     from tsnpipe.stages.train.loop import autocast
 
-    rows = sum(snippets for snippets, _ in pieces) * crops
-    inputs = stream_inputs(stream, pieces, crops, device, batch * crops)
     with autocast(device, dtype):
-        out = layer_output(stream.model, inputs, layer)[:rows]
+        out = layer_output(stream.model, inputs, layer)[:sum(sizes) * crops]
     out = out.view(-1, crops, out.shape[-1]).mean(dim=1).cpu().numpy()
-    split = np.cumsum([snippets for snippets, _ in pieces])[:-1]
-    return np.split(out, split)
+    return np.split(out, np.cumsum(sizes)[:-1])
 
 
 def extract_videos(
@@ -131,19 +141,19 @@ def extract_videos(
     dataset = SnippetBatches(store, plans, [stream.params for stream in streams], batch)
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, collate_fn=no_collate, num_workers=workers,
                                          pin_memory=device.type == "cuda", persistent_workers=False)
+    prepare = functools.partial(prepare_batch, streams=streams, crops=crops, batch=batch)
     parts: dict[int, list[list[np.ndarray]]] = {}
     errors: dict[int, str] = {}
-    for items in loader:
-        good = [(piece, stacks) for piece, stacks in items if not isinstance(stacks, str) and piece.video not in errors]
+    for inputs, items in DeviceBatches(loader, device, prepare):
+        good = [piece for piece, stacks in items if not isinstance(stacks, str)]
         for piece, stacks in items:
             if isinstance(stacks, str):
                 errors.setdefault(piece.video, stacks)
-        for position, stream in enumerate(streams):
-            if not good:
-                break
-            pieces = [(piece.stop - piece.start, stacks[position]) for piece, stacks in good]
-            for (piece, _), array in zip(good, stream_features(stream, pieces, crops, layer, device, dtype, batch)):
-                parts.setdefault(piece.video, [[] for _ in streams])[position].append(array)
+        sizes = [piece.stop - piece.start for piece in good]
+        for position, (stream, stream_input) in enumerate(zip(streams, inputs)):
+            for piece, array in zip(good, stream_features(stream, stream_input, sizes, crops, layer, device, dtype)):
+                if piece.video not in errors:
+                    parts.setdefault(piece.video, [[] for _ in streams])[position].append(array)
         for piece, _ in items:
             plan = plans[piece.video]
             if piece.stop < len(plan.centres):

@@ -151,7 +151,9 @@ def extract_features(workdir, name, checkpoints, backbone, pretrained, layer, in
     spacing = Spacing(interval=interval, every=every)
     torch_device = pick_device(device)
     workers = default_workers() if workers is None else workers
-    params = {"stage_version": STAGE_VERSION, "streams": [stream.describe() for stream in streams], "layer": layer,
+    # the checkpoints by content, not by path: a moved or copied checkpoint redoes nothing
+    described = [{k: v for k, v in stream.describe().items() if k != "source"} for stream in streams]
+    params = {"stage_version": STAGE_VERSION, "streams": described, "layer": layer,
               "interval": interval, "every": every, "crops": int(crops), "format": fmt,
               "store": str(Path(store).resolve()) if store else None}
     click.echo(f"extract-features: {name}: " + "; ".join(f"{s.name} from {s.source} ({s.params.arch}, {s.params.modality}, "

@@ -47,6 +47,7 @@ def main():
 
 
 def _register() -> None:
+    from tsnpipe.cmd_features import export_features, extract_features
     from tsnpipe.cmd_flow import extract_flow
     from tsnpipe.cmd_frames import extract_frames
     from tsnpipe.cmd_pack import pack
@@ -73,6 +74,8 @@ def _register() -> None:
     main.add_command(train)
     main.add_command(run_test)
     main.add_command(predict)
+    main.add_command(extract_features)
+    main.add_command(export_features)
 
 
 _register()

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# extract-features on one GPU (written for one H100/H200 with 16 cores), in one command:
+#   bash benchmarks/gpu_features_check.sh [RESULTS_DIR]
+# ResNet-50 RGB snippets/s at 224, --layer pool, bf16 autocast, batch 512: the model alone and the whole stage
+# from JPEG folders (goal: >= 2,000 snippets/s end to end, >= 0.9 of the model alone); JSON in
+# RESULTS_DIR/features_gpu.json. The GPU image has no ffmpeg: cut the frames here first and carry .bench/
+# (about 7 MB; the run links 200 copies of them):
+#   python benchmarks/features.py --prepare .bench/feature_frames
+# tsnpipe and the wheels it lacks there are installed as benchmarks/gpu_flow_check.sh says. About 2 minutes.
+set -uo pipefail
+results=${1:-${OUT:-.}}
+mkdir -p "$results"
+site=/tmp/tsnpipe-site
+python=${PYTHON:-python3}
+dependencies=$(find .whl -type f -name "*.whl" ! -name "tsnpipe-*" 2>/dev/null || true)
+if [ -n "$dependencies" ]; then
+    "$python" -m pip install -q --no-index --no-deps --no-compile --target "$site" $dependencies
+fi
+if ! "$python" -m pip install -q --no-deps --no-build-isolation --no-compile --target "$site" .; then
+    "$python" -m pip install -q --no-index --no-deps --no-compile --target "$site" .whl/tsnpipe-*.whl || exit 1
+fi
+export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$results/gpu.txt"
+timeout 300 "$python" benchmarks/features.py --workdir "${FEATURE_FRAMES:-.bench/feature_frames}" --device cuda \
+    --copies 200 --interval 0.2 --batch 512 --seconds 15 >"$results/features_gpu.json" 2>"$results/features_gpu.err"
+echo "features_gpu.json: exit $?" | tee -a "$results/sections.txt"
+cat "$results/features_gpu.json"

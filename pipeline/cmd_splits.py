@@ -10,6 +10,7 @@ import click
 from tsnpipe.manifests.files import WorkdirLock
 from tsnpipe.manifests.table import journal_path, load_table, manifest_path
 from tsnpipe.options import workdir_option
+from tsnpipe.published_options import published_options
 from tsnpipe.stages.errors import TsnpipeError
 
 UCF101_GROUP = r"_g(\d+)_"  # the stage's DEFAULT_GROUP_REGEX, spelled here so --help does not import pandas
@@ -29,6 +30,7 @@ def check_frames_extracted(workdir: Path) -> None:
               help="Folder with classInd.txt, trainlist0N.txt and testlist0N.txt (the official UCF101 splits).")
 @click.option("--hmdb51", "hmdb51_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Folder with <class>_test_splitN.txt (the official HMDB51 testTrainMulti_7030_splits).")
+@published_options
 @click.option("--folders", is_flag=True, help="Split the extracted videos by class folder, keeping clip groups together.")
 @click.option("--split", "numbers", type=click.IntRange(1, 3), multiple=True,
               help="Split number(s) to write. Default: 1, 2 and 3 for UCF101/HMDB51; 1 for --folders.")
@@ -49,7 +51,8 @@ def check_frames_extracted(workdir: Path) -> None:
 @click.option("--list-root", default=None,
               help="Prefix for the paths in the *_rgb.txt / *_flow.txt lists (e.g. the absolute workdir). "
                    "Default: paths relative to the workdir.")
-def build_splits(workdir, ucf101_dir, hmdb51_dir, folders, numbers, ratio, seed, group_regex, group_scope, class_list, val_ratio, list_root):
+def build_splits(workdir, ucf101_dir, hmdb51_dir, folders, numbers, ratio, seed, group_regex, group_scope, class_list, val_ratio, list_root,
+                 **published):
     """Write W/splits/<source>/split<N>/: train.csv, test.csv (video_id, label, class_name, frames, flow_pairs),
     classes.txt, the `<frame dir> <count> <label>` lists read by mmaction2 and tsn-pytorch (train_rgb.txt,
     test_rgb.txt, train_flow.txt, test_flow.txt, 0-based labels) and missing.txt: videos a split names
@@ -58,14 +61,20 @@ def build_splits(workdir, ucf101_dir, hmdb51_dir, folders, numbers, ratio, seed,
     """
     from tsnpipe.stages.splits.folders import folder_entries
     from tsnpipe.stages.splits.hmdb51 import read_hmdb51
+    from tsnpipe.stages.splits.published import read_published
     from tsnpipe.stages.splits.tables import SPLIT_NUMBERS, build_split, split_dir, split_files, unlisted, write_split_files
     from tsnpipe.stages.splits.ucf101 import read_ucf101
     from tsnpipe.stages.splits.validation import VAL_FILE, carve_validation, remove_stale_validation, validation_bytes
 
     chosen = [name for name, given in (("ucf101", ucf101_dir), ("hmdb51", hmdb51_dir), ("folders", folders)) if given]
+    chosen += [key.removesuffix("_dir") for key, given in published.items() if given]
     if len(chosen) != 1:
-        raise click.UsageError("Give exactly one source: --ucf101 DIR, --hmdb51 DIR or --folders.")
+        raise click.UsageError("Give exactly one source: --ucf101 DIR, --hmdb51 DIR, --folders, "
+                               "--sthv2 DIR, --sthv1 DIR, --diving48 DIR or --mit DIR.")
     source = chosen[0]
+    one_split = source == "folders" or published.get(f"{source}_dir")
+    if one_split and published.get(f"{source}_dir") and set(numbers) - {1}:
+        raise click.UsageError(f"--{source} has one published split; drop --split or give --split 1.")
     workdir = Path(workdir)
     check_frames_extracted(workdir)
     with WorkdirLock(workdir, "tsnpipe build-splits"):
@@ -74,13 +83,15 @@ def build_splits(workdir, ucf101_dir, hmdb51_dir, folders, numbers, ratio, seed,
             raise TsnpipeError(f"{manifest_path(workdir, 'frames')} lists no videos; run `tsnpipe extract-frames "
                                f"VIDEO_DIR -w {workdir}` on a folder of videos first.")
         flow = load_table(workdir, "flow")
-        for number in numbers or (SPLIT_NUMBERS if source != "folders" else (1,)):
+        for number in numbers or (SPLIT_NUMBERS if not one_split else (1,)):
             if source == "ucf101":
                 classes, entries = read_ucf101(ucf101_dir, number)
                 params = {"split_dir": str(ucf101_dir)}
             elif source == "hmdb51":
                 classes, entries = read_hmdb51(hmdb51_dir, number, class_list)
                 params = {"split_dir": str(hmdb51_dir), "class_list": str(class_list) if class_list else "sorted"}
+            elif published.get(f"{source}_dir"):
+                classes, entries, params = read_published(source, published[f"{source}_dir"], frames["video_id"])
             else:
                 classes, entries = folder_entries(frames["video_id"], number, ratio, seed, group_regex, group_scope)
                 params = {"ratio": ratio, "seed": seed, "group_regex": group_regex, "group_scope": group_scope}

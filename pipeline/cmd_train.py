@@ -19,7 +19,7 @@ from tsnpipe.runner import run_info_path
 from tsnpipe.stages.models import ARCHS
 from tsnpipe.stages.scores.protocol import CLIP_TEST_CLIPS, CLIP_TEST_CROPS, TEST_AVERAGE, TEST_CROPS, TEST_SEGMENTS
 
-SOURCES = ("ucf101", "hmdb51", "folders")
+SOURCES = ("ucf101", "hmdb51", "folders", "sthv2", "sthv1", "diving48", "mit")
 
 # CLI option name -> TrainParams field, for the options that set training params.
 PARAM_OPTIONS = {
@@ -28,6 +28,7 @@ PARAM_OPTIONS = {
     "epochs": "epochs", "lr": "lr", "lr_steps": "lr_steps", "batch": "batch", "wd": "weight_decay", "clip": "clip",
     "dropout": "dropout", "partial_bn": "partial_bn", "amp": "amp", "channels_last": "channels_last",
     "compile_model": "compile", "gpu_decode": "gpu_decode", "workers": "workers", "seed": "seed", "deterministic": "deterministic",
+    "flip": "flip",
 }
 
 
@@ -102,6 +103,10 @@ def describe_params(params, given: set[str]) -> str:
 @click.option("--clip", type=click.FloatRange(min=0), default=None, help="Gradient L2-norm clip, 0 for none (rgb/flow 20, rgbdiff 40).")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=None, help="Dropout before the classifier (rgb/rgbdiff 0.8, flow 0.7).")
 @click.option("--partial-bn/--no-partial-bn", default=None, help="Freeze every BN but the first (default: on with pretrained weights).")
+@click.option("--flip", type=click.Choice(["on", "off", "swap-labels"]), default=None,
+              help="Horizontal flip: on; off; or swap-labels (a flipped clip trains as its left/right mirror class, "
+                   "the test's mirrored crops are read the same way). Default: the split's (Something-Something: "
+                   "swap-labels; others: on).")
 @click.option("--resume", is_flag=True, help="Continue W/runs/<run-name>/last.pt; options not given are taken from it.")
 @click.option("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when there is one).")
 @click.option("--amp/--no-amp", default=None, help="bf16 autocast (default: on for CUDA, off on the CPU).")
@@ -123,6 +128,7 @@ def train(ctx, workdir, modality, split_number, source, store, run_name, resume,
     """
     from tsnpipe.stages.splits.tables import split_dir as split_path
     from tsnpipe.stages.train.checkpoint import load_checkpoint
+    from tsnpipe.stages.train.flip import resolve_flip
     from tsnpipe.stages.train.loop import fit, init_distributed
     from tsnpipe.stages.train.recipe import make_params, params_from_dict
 
@@ -145,6 +151,11 @@ def train(ctx, workdir, modality, split_number, source, store, run_name, resume,
     if not resume and modality == "flow":  # the flow the run reads: how W's flow was paired
         values["flow_pairs"] = recorded_flow_pairs(workdir)
         given.add("flow_pairs")
+    if resume:
+        values["flip_pairs"] = before.get("flip_pairs", [])
+    else:  # the split decides the default flip (Something-Something: swap its left/right classes)
+        values["flip"], values["flip_pairs"] = resolve_flip(values["flip"], split_path(workdir, source, split_number))
+        given.add("flip_pairs")
     store = store or workdir
     params = make_params(
         modality, split_dir=str(split_path(workdir, source, split_number).resolve()), store=str(Path(store).resolve()), **values,

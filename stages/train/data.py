@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.store.reader import open_reader
+from tsnpipe.stages.train.flip import FlipRule
 from tsnpipe.stages.train.sampling import centre_starts, snippet_positions, train_starts
 from tsnpipe.stages.train.transforms import centre_crop, train_crop
 
@@ -111,6 +112,7 @@ class SnippetDataset(Dataset):
     """
 
     collate = staticmethod(collate_pictures)
+    flip_rule = FlipRule()  # training sets the split's rule (train.flip): flip on, off, or swap left/right labels
 
     def __init__(
         self, store: str | Path, video_ids: list[str], labels: list[int], counts: list[int], modality: str,
@@ -137,7 +139,8 @@ class SnippetDataset(Dataset):
         stack = read_stack(self.reader, self.video_ids[index], self.positions(index), self.modality)
         if self.mode == "train":
             pictures, flip = train_crop(stack, self.modality, self.size)
-            return pictures, flip, self.labels[index]
+            flip, label = self.flip_rule.train(flip, self.labels[index])
+            return pictures, flip, label
         if self.mode == "val":
             return centre_crop(stack, self.size), False, self.labels[index]
         return stack, False, self.labels[index]

@@ -31,6 +31,7 @@ from tsnpipe.stages.train.batches import DeviceBatches, as_channels_last, prepar
 from tsnpipe.stages.train.clips import dataset_for
 from tsnpipe.stages.train.data import make_loader, read_split, table_dataset
 from tsnpipe.stages.train.distributed import wrap_distributed
+from tsnpipe.stages.train.flip import FlipRule
 from tsnpipe.stages.splits.validation import validation_table
 from tsnpipe.stages.scores.report import plot_curves
 from tsnpipe.stages.train.logs import read_metrics, write_metrics
@@ -170,7 +171,8 @@ def device_batches(loader, params: TrainParams, device: torch.device) -> DeviceB
     if params.gpu_decode:
         from tsnpipe.stages.train.decode import prepare_encoded
 
-        prepare = functools.partial(prepare_encoded, size=params.size, train=loader.dataset.mode == "train", **shape)
+        prepare = functools.partial(prepare_encoded, size=params.size, train=loader.dataset.mode == "train",
+                                    flip_rule=loader.dataset.flip_rule, **shape)
     else:
         prepare = functools.partial(prepare_clips, **shape)
     return DeviceBatches(loader, device, prepare)
@@ -213,6 +215,7 @@ def fit(params: TrainParams, run_dir: str | Path, resume: bool = False, device: 
     train_table, test_table, class_names = read_split(params.split_dir)
     val_table = validation_table(params.split_dir, len(class_names), test_table)
     train_set = run_dataset(params, train_table, "train")
+    train_set.flip_rule = FlipRule.for_run(params, len(class_names))
     val_set = run_dataset(params, val_table, "val")
     pin = device.type == "cuda"
     train_loader = make_loader(

@@ -70,7 +70,7 @@ def build_splits(workdir, ucf101_dir, hmdb51_dir, folders, numbers, ratio, seed,
     chosen += [key.removesuffix("_dir") for key, given in published.items() if given]
     if len(chosen) != 1:
         raise click.UsageError("Give exactly one source: --ucf101 DIR, --hmdb51 DIR, --folders, "
-                               "--sthv2 DIR, --sthv1 DIR, --diving48 DIR or --mit DIR.")
+                               "--sthv2 DIR, --sthv1 DIR, --diving48 DIR, --mit DIR or --mmit DIR.")
     source = chosen[0]
     one_split = source == "folders" or published.get(f"{source}_dir")
     if one_split and published.get(f"{source}_dir") and set(numbers) - {1}:

@@ -15,11 +15,13 @@ PUBLISHED_OPTIONS = (
     ("diving48", "Folder with Diving48_vocab.json, Diving48_V2_train.json and Diving48_V2_test.json (Diving48 V2)."),
     ("mit", "Folder with moments_categories.txt, trainingSet.csv and validationSet.csv (Moments in Time; "
             "validation is the test list)."),
+    ("mmit", "Folder with moments_categories.txt, trainingSet.csv and validationSet.csv (Multi-Moments in Time: "
+             "`path,id,id,...` rows, several labels a video; train with --multi-label)."),
 )
 
 
 def published_options(command):
-    """Add --sthv2, --sthv1, --diving48 and --mit DIR (keyword arguments `<name>_dir`)."""
+    """Add --sthv2, --sthv1, --diving48, --mit and --mmit DIR (keyword arguments `<name>_dir`)."""
     for name, help_text in reversed(PUBLISHED_OPTIONS):
         command = click.option(f"--{name}", f"{name}_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
                                default=None, help=help_text)(command)

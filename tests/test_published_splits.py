@@ -181,3 +181,31 @@ def test_sthv1_empty_label_and_diving48_label_outside_the_vocabulary(workdir, tm
 def test_published_sources_have_one_split(workdir, tmp_path):
     result = build(workdir, "--mit", str(mit_files(tmp_path / "mit")), "--split", "2")
     assert result.exit_code == 2 and "--mit has one published split" in result.output
+
+
+def mmit_files(folder: Path, train_rows="bouncing/giphy-a.mp4,1,0\n") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "moments_categories.txt").write_text("bouncing,0\nyawning,1\nrunning,2\n")
+    (folder / "trainingSet.csv").write_text(train_rows)
+    (folder / "validationSet.csv").write_text("yawning/flickr-b.mp4,1\n")
+    return folder
+
+
+def test_mmit_rows_carry_every_label_into_the_tables_and_lists(workdir, tmp_path):
+    result = build(workdir, "--mmit", str(mmit_files(tmp_path / "mmit")))
+    assert result.exit_code == 0, result.output
+    out = workdir / "splits" / "mmit" / "split1"
+    train = pd.read_csv(out / "train.csv", dtype={"labels": str})
+    assert train.labels.tolist() == ["1;0"] and train.label.tolist() == [1]
+    assert (out / "train_rgb.txt").read_text().endswith(" 1 0\n")
+    assert json.loads((out / "params.json").read_text())["multi_label"] is True
+
+
+@pytest.mark.parametrize(("rows", "message"), [
+    ("bouncing/giphy-a.mp4,1,0\nbouncing/giphy-c.mp4,\n", "trainingSet.csv line 2: bouncing/giphy-c.mp4 has no labels"),
+    ("bouncing/giphy-a.mp4,1,7\n", "trainingSet.csv line 1: label '7' is not a class id of"),
+])
+def test_mmit_empty_or_unknown_labels_are_one_line_errors(workdir, tmp_path, rows, message):
+    result = build(workdir, "--mmit", str(mmit_files(tmp_path / "mmit", rows)))
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert not (workdir / "splits").exists()

@@ -10,7 +10,7 @@ import pandas as pd
 
 from tsnpipe.stages.splits.annotations import with_extracted_ids
 
-PUBLISHED = ("sthv2", "sthv1", "diving48", "mit")
+PUBLISHED = ("sthv2", "sthv1", "diving48", "mit", "mmit")
 
 
 def read_published(source: str, annotation_dir: str | os.PathLike, extracted: Iterable[str]) -> tuple[list[str], pd.DataFrame, dict]:
@@ -29,6 +29,11 @@ def read_published(source: str, annotation_dir: str | os.PathLike, extracted: It
         from tsnpipe.stages.splits.mit import read_mit
 
         classes, entries = read_mit(annotation_dir)
+    elif source == "mmit":
+        from tsnpipe.stages.splits.mmit import read_mmit
+
+        classes, entries = read_mmit(annotation_dir)
+        params["multi_label"] = True
     else:
         raise ValueError(f"unknown published source {source!r}")
     return classes, with_extracted_ids(entries, extracted), params

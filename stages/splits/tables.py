@@ -19,7 +19,7 @@ import pandas as pd
 
 from tsnpipe.stages.errors import TsnpipeError
 
-SOURCES = ("ucf101", "hmdb51", "folders", "sthv2", "sthv1", "diving48", "mit")
+SOURCES = ("ucf101", "hmdb51", "folders", "sthv2", "sthv1", "diving48", "mit", "mmit")
 SPLIT_NUMBERS = (1, 2, 3)
 COLUMNS = ["video_id", "label", "class_name", "frames", "flow_pairs"]
 
@@ -73,7 +73,8 @@ def build_split(source: str, number: int, classes: list[str], entries: pd.DataFr
         reason=["frames failed" if v in failed else "not extracted" for v in table.loc[~present, "video_id"]]
     )
     table = table[present].astype({"frames": "int64", "flow_pairs": "int64"})
-    pick = lambda subset: table.loc[table["subset"] == subset, COLUMNS].reset_index(drop=True)  # noqa: E731
+    columns = COLUMNS + (["labels"] if "labels" in table.columns else [])  # multi-label: every label, `;`-joined
+    pick = lambda subset: table.loc[table["subset"] == subset, columns].reset_index(drop=True)  # noqa: E731
     return Split(source, number, list(classes), pick("train"), pick("test"), missing.reset_index(drop=True), params or {})
 
 
@@ -99,7 +100,8 @@ def _list_file(table: pd.DataFrame, folder: str, count: str, root: str | None) -
                            "give a path without spaces (e.g. a symlink to the workdir).")
     prefix = f"{root.rstrip('/')}/{folder}" if root else folder
     rows = table[(table[count] > 0) & table["video_id"].map(listable).astype(bool)]
-    return "".join(f"{prefix}/{v} {n} {label}\n" for v, n, label in zip(rows["video_id"], rows[count], rows["label"])).encode()
+    labels = rows["labels"].str.replace(";", " ") if "labels" in rows.columns else rows["label"]  # mmaction2's multi-label lists
+    return "".join(f"{prefix}/{v} {n} {label}\n" for v, n, label in zip(rows["video_id"], rows[count], labels)).encode()
 
 
 def split_files(split: Split, list_root: str | None = None) -> dict[str, bytes]:

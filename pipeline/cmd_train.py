@@ -28,7 +28,7 @@ PARAM_OPTIONS = {
     "epochs": "epochs", "lr": "lr", "lr_steps": "lr_steps", "batch": "batch", "wd": "weight_decay", "clip": "clip",
     "dropout": "dropout", "partial_bn": "partial_bn", "amp": "amp", "channels_last": "channels_last",
     "compile_model": "compile", "gpu_decode": "gpu_decode", "workers": "workers", "seed": "seed", "deterministic": "deterministic",
-    "flip": "flip",
+    "flip": "flip", "multi_label": "multi_label",
 }
 
 
@@ -107,6 +107,9 @@ def describe_params(params, given: set[str]) -> str:
               help="Horizontal flip: on; off; or swap-labels (a flipped clip trains as its left/right mirror class, "
                    "the test's mirrored crops are read the same way). Default: the split's (Something-Something: "
                    "swap-labels; others: on).")
+@click.option("--multi-label/--single-label", "multi_label", default=None,
+              help="Several labels a video: sigmoid + binary cross-entropy, validation and test by mAP "
+                   "(default: as the split says; build-splits --mmit writes multi-label splits).")
 @click.option("--resume", is_flag=True, help="Continue W/runs/<run-name>/last.pt; options not given are taken from it.")
 @click.option("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when there is one).")
 @click.option("--amp/--no-amp", default=None, help="bf16 autocast (default: on for CUDA, off on the CPU).")
@@ -128,6 +131,7 @@ def train(ctx, workdir, modality, split_number, source, store, run_name, resume,
     """
     from tsnpipe.stages.splits.tables import split_dir as split_path
     from tsnpipe.stages.train.checkpoint import load_checkpoint
+    from tsnpipe.stages.train.data import split_is_multi_label
     from tsnpipe.stages.train.flip import resolve_flip
     from tsnpipe.stages.train.loop import fit, init_distributed
     from tsnpipe.stages.train.recipe import make_params, params_from_dict
@@ -156,6 +160,8 @@ def train(ctx, workdir, modality, split_number, source, store, run_name, resume,
     else:  # the split decides the default flip (Something-Something: swap its left/right classes)
         values["flip"], values["flip_pairs"] = resolve_flip(values["flip"], split_path(workdir, source, split_number))
         given.add("flip_pairs")
+        if values["multi_label"] is None:
+            values["multi_label"] = split_is_multi_label(split_path(workdir, source, split_number))
     store = store or workdir
     params = make_params(
         modality, split_dir=str(split_path(workdir, source, split_number).resolve()), store=str(Path(store).resolve()), **values,
@@ -166,7 +172,7 @@ def train(ctx, workdir, modality, split_number, source, store, run_name, resume,
     result = fit(params, run_dir, resume=resume, device=device, progress=progress, log=click.echo)
     best = result["best"]
     click.echo(
-        f"train: best epoch {best.get('epoch')}: validation mean class {best['val_mean_class']:.4f}, "
+        f"train: best epoch {best.get('epoch')}: validation {'mAP' if params.multi_label else 'mean class'} {best['val_mean_class']:.4f}, "
         f"top-1 {best.get('val_top1', float('nan')):.4f}; checkpoints {result['best_checkpoint']}, {result['last']}"
     )
 
@@ -215,8 +221,12 @@ def run_test(checkpoint, workdir, store, source, split_number, segments, crops, 
         checkpoint, out, store=store or workdir, split_dir=split_dir, segments=segments, crops=int(crops), average=average,
         device=device, batch=batch, workers=workers, amp=amp, progress=progress, subset=subset,
     )
-    click.echo(
-        f"test: {result['videos']} videos: top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f}, "
-        f"mean class {result['mean_class']:.4f} ({result['videos_per_s']:.2f} videos/s)"
-    )
+    if "map" in result:  # a multi-label run
+        click.echo(f"test: {result['videos']} videos: mAP {result['map']:.4f}, top-1 in labels {result['top1']:.4f} "
+                   f"({result['videos_per_s']:.2f} videos/s); per-class AP in the accuracies file")
+    else:
+        click.echo(
+            f"test: {result['videos']} videos: top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f}, "
+            f"mean class {result['mean_class']:.4f} ({result['videos_per_s']:.2f} videos/s)"
+        )
     click.echo(f"test: scores {result['scores']}, accuracies {result['report']}")

@@ -28,11 +28,12 @@ import numpy as np
 import torch
 
 from tsnpipe.stages.progress import progress_bar
-from tsnpipe.stages.scores.files import accuracies, check_split_classes, write_scores
+from tsnpipe.stages.scores.average_precision import per_class_average_precision
+from tsnpipe.stages.scores.files import check_split_classes, metrics, write_scores
 from tsnpipe.stages.train.batches import DeviceBatches, prepare_ready, prepare_views
 from tsnpipe.stages.train.checkpoint import load_checkpoint
 from tsnpipe.stages.train.clips import dataset_for
-from tsnpipe.stages.train.data import SnippetDataset, make_loader, read_split
+from tsnpipe.stages.train.data import SnippetDataset, make_loader, read_split, split_targets
 from tsnpipe.stages.train.flip import FlipRule
 from tsnpipe.stages.train.loop import autocast, autocast_dtype, build_model, pick_device
 from tsnpipe.stages.train.recipe import params_from_dict
@@ -153,8 +154,12 @@ def score_split(
     }
     if params.arch != "tsn":
         aggregation.update(clip_len=params.clip_len, stride=params.stride, order="crops then clips")
-    out = write_scores(out, test_table["video_id"].tolist(), labels, class_names, scores, aggregation, source)
-    result = {**accuracies(scores, labels), "videos": len(labels), "videos_per_s": videos_per_s}
+    targets = np.stack(split_targets(test_table, len(class_names))) if params.multi_label else None
+    out = write_scores(out, test_table["video_id"].tolist(), labels, class_names, scores, aggregation, source, targets)
+    result = {**metrics(scores, labels, targets), "videos": len(labels), "videos_per_s": videos_per_s}
+    if targets is not None:  # multi-label: mAP and each class's AP (NaN: no positive video) instead of accuracies
+        result["per_class_ap"] = {name: None if np.isnan(ap) else float(ap)
+                                  for name, ap in zip(class_names, per_class_average_precision(scores, targets))}
     report = out.with_name(out.stem + ".json")
     temp = report.with_name(f".{report.name}.tmp")
     temp.write_text(json.dumps({**result, "scores": str(out), **aggregation}, indent=2) + "\n")

@@ -99,7 +99,7 @@ def collate_pictures(items: list[tuple[torch.Tensor, bool, int]]) -> tuple:
     pictures, flips, labels = zip(*items)
     same = all(p.shape == pictures[0].shape for p in pictures)
     stacked = default_collate(list(pictures)) if same else list(pictures)  # in a worker, straight into shared memory
-    return stacked, torch.tensor(flips), torch.tensor(labels)
+    return stacked, torch.tensor(flips), torch.as_tensor(np.asarray(labels))  # multi-label: float targets [B, C]
 
 
 class SnippetDataset(Dataset):
@@ -120,7 +120,7 @@ class SnippetDataset(Dataset):
     ):
         self.reader = open_reader(store)
         self.video_ids = list(video_ids)
-        self.labels = [int(label) for label in labels]
+        self.labels = [label if isinstance(label, np.ndarray) else int(label) for label in labels]  # multi-hot rows: multi-label
         self.counts = [int(count) for count in counts]
         self.modality, self.segments, self.length = modality, segments, length
         self.size, self.mode, self.crops = size, mode, crops
@@ -156,6 +156,30 @@ def table_dataset(
         store, table["video_id"].tolist(), table["label"].tolist(), counts_for(table, modality), modality,
         segments, length, size, mode, crops,
     )
+
+
+def split_is_multi_label(split_dir: str | Path) -> bool:
+    """Whether build-splits marked the split multi-label (params.json `multi_label`, e.g. --mmit)."""
+    import json
+
+    try:
+        return bool(json.loads((Path(split_dir) / "params.json").read_text()).get("multi_label", False))
+    except (OSError, ValueError):
+        return False
+
+
+def split_targets(table: pd.DataFrame, num_classes: int) -> list[np.ndarray]:
+    """Multi-label targets of a split table: one float32 0/1 row of `num_classes` per video, from its `labels`
+    column (`3;17`, written by build-splits --mmit)."""
+    if "labels" not in table.columns:
+        raise SplitError("This split has one label a video (no labels column); train it without --multi-label, "
+                         "or build a multi-label split (build-splits --mmit).")
+    rows = []
+    for text in table["labels"].astype(str):
+        row = np.zeros(num_classes, dtype=np.float32)
+        row[[int(part) for part in text.split(";")]] = 1.0
+        rows.append(row)
+    return rows
 
 
 def available_cores() -> int:

@@ -14,6 +14,7 @@ float instead of uint8, within one grey level of it. JPEG only: a store of PNG f
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from tsnpipe.stages.errors import TsnpipeError
@@ -27,7 +28,7 @@ JPEG_START = b"\xff\xd8"
 def collate_encoded(items: list[tuple[list[torch.Tensor], int]]) -> tuple[list[list[torch.Tensor]], torch.Tensor]:
     """(per video, its list of JPEG byte tensors; labels int64 [B]): ragged bytes are not stacked."""
     videos, labels = zip(*items)
-    return list(videos), torch.tensor(labels)
+    return list(videos), torch.as_tensor(np.asarray(labels))  # multi-label: float targets [B, C]
 
 
 class EncodedSnippets(SnippetDataset):

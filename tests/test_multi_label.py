@@ -84,3 +84,15 @@ def test_fuse_of_multi_label_score_files_reports_map(trained, workdir, tmp_path)
     line = next(line for line in result.output.splitlines() if line.startswith("fused"))
     assert "mAP" in result.output and float(line.split()[2]) == pytest.approx(100 * expected, abs=0.006)
     assert read_scores(fused)["aggregation"]["multi_label"] is True
+
+
+def test_report_of_a_multi_label_score_file_lists_per_class_ap(trained, workdir, tmp_path):
+    run, _ = trained
+    out = tmp_path / "ml.pkl"
+    assert CliRunner().invoke(main, ["test", "--checkpoint", str(run / "last.pt"), "-w", str(workdir), "--segments", "2",
+                                     "--crops", "1", "--out", str(out), "--workers", "0", "--no-progress"]).exit_code == 0
+    result = CliRunner().invoke(main, ["report", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "multi-label; mAP" in result.output
+    table = pd.read_csv(tmp_path / "ml_per_class_ap.csv")
+    assert table.positives.sum() == 10 and len(table) == 4 and table.average_precision.between(0, 1).all()

@@ -67,10 +67,11 @@ def build_splits(workdir, ucf101_dir, hmdb51_dir, folders, numbers, ratio, seed,
     from tsnpipe.stages.splits.validation import VAL_FILE, carve_validation, remove_stale_validation, validation_bytes
 
     chosen = [name for name, given in (("ucf101", ucf101_dir), ("hmdb51", hmdb51_dir), ("folders", folders)) if given]
+    hvu_category = published.pop("hvu_category", "action")
     chosen += [key.removesuffix("_dir") for key, given in published.items() if given]
     if len(chosen) != 1:
         raise click.UsageError("Give exactly one source: --ucf101 DIR, --hmdb51 DIR, --folders, "
-                               "--sthv2 DIR, --sthv1 DIR, --diving48 DIR, --mit DIR or --mmit DIR.")
+                               "--sthv2 DIR, --sthv1 DIR, --diving48 DIR, --mit DIR, --mmit DIR or --hvu DIR.")
     source = chosen[0]
     one_split = source == "folders" or published.get(f"{source}_dir")
     if one_split and published.get(f"{source}_dir") and set(numbers) - {1}:
@@ -91,7 +92,7 @@ def build_splits(workdir, ucf101_dir, hmdb51_dir, folders, numbers, ratio, seed,
                 classes, entries = read_hmdb51(hmdb51_dir, number, class_list)
                 params = {"split_dir": str(hmdb51_dir), "class_list": str(class_list) if class_list else "sorted"}
             elif published.get(f"{source}_dir"):
-                classes, entries, params = read_published(source, published[f"{source}_dir"], frames["video_id"])
+                classes, entries, params = read_published(source, published[f"{source}_dir"], frames["video_id"], hvu_category)
             else:
                 classes, entries = folder_entries(frames["video_id"], number, ratio, seed, group_regex, group_scope)
                 params = {"ratio": ratio, "seed": seed, "group_regex": group_regex, "group_scope": group_scope}

@@ -19,7 +19,7 @@ from tsnpipe.runner import run_info_path
 from tsnpipe.stages.models import ARCHS
 from tsnpipe.stages.scores.protocol import CLIP_TEST_CLIPS, CLIP_TEST_CROPS, TEST_AVERAGE, TEST_CROPS, TEST_SEGMENTS
 
-SOURCES = ("ucf101", "hmdb51", "folders", "sthv2", "sthv1", "diving48", "mit", "mmit")
+SOURCES = ("ucf101", "hmdb51", "folders", "sthv2", "sthv1", "diving48", "mit", "mmit", "hvu")
 
 # CLI option name -> TrainParams field, for the options that set training params.
 PARAM_OPTIONS = {

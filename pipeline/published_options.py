@@ -17,11 +17,17 @@ PUBLISHED_OPTIONS = (
             "validation is the test list)."),
     ("mmit", "Folder with moments_categories.txt, trainingSet.csv and validationSet.csv (Multi-Moments in Time: "
              "`path,id,id,...` rows, several labels a video; train with --multi-label)."),
+    ("hvu", "Folder with hvu_categories.csv, hvu_train.csv and hvu_val.csv (HVU; the tags of --hvu-category, "
+            "several a video; the published HVU_*_V1.0.csv names work too)."),
 )
+HVU_CATEGORIES = ("action", "attribute", "concept", "event", "object", "scene")  # stages.splits.hvu.CATEGORIES
 
 
 def published_options(command):
-    """Add --sthv2, --sthv1, --diving48, --mit and --mmit DIR (keyword arguments `<name>_dir`)."""
+    """Add --sthv2, --sthv1, --diving48, --mit, --mmit and --hvu DIR (keyword arguments `<name>_dir`) and
+    --hvu-category."""
+    command = click.option("--hvu-category", type=click.Choice(HVU_CATEGORIES), default="action", show_default=True,
+                           help="--hvu: the tag category to split (mmaction2 trains one model per category).")(command)
     for name, help_text in reversed(PUBLISHED_OPTIONS):
         command = click.option(f"--{name}", f"{name}_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
                                default=None, help=help_text)(command)

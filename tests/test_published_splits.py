@@ -25,6 +25,7 @@ VIDEOS = {
     "Diving48_rgb/_8Vy3dlHg2w_00001": "wave/RATRACE_wave_f_nm_np1_fr_goo_37",
     "training/bouncing/giphy-a": "SoccerJuggling/v_SoccerJuggling_g24_c01",
     "validation/yawning/flickr-b": "wave/SchoolRulesHowTheyHelpUs_wave_f_nm_np1_ba_med_0",
+    "hvu/videos_train/dQw4w9WgXcQ_000100_000205": "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01",
 }
 V2_LABELS = {  # ids out of alphabetical order: the file's ids decide the label order
     "Pushing something from right to left": "2", "Approaching something with your camera": "0",
@@ -208,4 +209,32 @@ def test_mmit_rows_carry_every_label_into_the_tables_and_lists(workdir, tmp_path
 def test_mmit_empty_or_unknown_labels_are_one_line_errors(workdir, tmp_path, rows, message):
     result = build(workdir, "--mmit", str(mmit_files(tmp_path / "mmit", rows)))
     assert result.exit_code == 1 and message in result.output, result.output
+    assert not (workdir / "splits").exists()
+
+
+def hvu_files(folder: Path, train_rows="juggling|dancing|beach,dQw4w9WgXcQ,10,20.5\nbeach,sea0000000a,0,10\n") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "HVU_Tags_Categories_V1.0.csv").write_text("Tags,Category\njuggling,action\nbeach,scene\ndancing,action\n")
+    (folder / "hvu_train.csv").write_text("Tags,youtube_id,time_start,time_end\n" + train_rows)
+    (folder / "hvu_val.csv").write_text("Tags,youtube_id,time_start,time_end\ndancing,zzzzzzzzzzz,0,10\n")
+    return folder
+
+
+def test_hvu_splits_one_category_with_sorted_tags_and_every_tag_of_a_clip(workdir, tmp_path):
+    result = build(workdir, "--hvu", str(hvu_files(tmp_path / "hvu")))
+    assert result.exit_code == 0, result.output
+    out = workdir / "splits" / "hvu" / "split1"
+    assert (out / "classes.txt").read_text() == "dancing\njuggling\n"
+    train = pd.read_csv(out / "train.csv", dtype={"labels": str})
+    assert train.video_id.tolist() == ["hvu/videos_train/dQw4w9WgXcQ_000100_000205"] and train.labels.tolist() == ["0;1"]
+    assert (out / "missing.txt").read_text() == "test\tzzzzzzzzzzz_000000_000100\tnot extracted\n"
+    params = json.loads((out / "params.json").read_text())
+    assert params["multi_label"] is True and params["hvu_category"] == "action"
+    result = build(workdir, "--hvu", str(hvu_files(tmp_path / "hvu")), "--hvu-category", "scene")
+    assert result.exit_code == 0 and "1 train, 0 test videos over 1 classes" in result.output, result.output
+
+
+def test_hvu_unknown_tag_is_a_one_line_error(workdir, tmp_path):
+    result = build(workdir, "--hvu", str(hvu_files(tmp_path / "hvu", "juggling|surfing,dQw4w9WgXcQ,10,20.5\n")))
+    assert result.exit_code == 1 and "hvu_train.csv line 2: tag 'surfing' is not in" in result.output, result.output
     assert not (workdir / "splits").exists()

@@ -10,11 +10,12 @@ import pandas as pd
 
 from tsnpipe.stages.splits.annotations import with_extracted_ids
 
-PUBLISHED = ("sthv2", "sthv1", "diving48", "mit", "mmit")
+PUBLISHED = ("sthv2", "sthv1", "diving48", "mit", "mmit", "hvu")
 
 
-def read_published(source: str, annotation_dir: str | os.PathLike, extracted: Iterable[str]) -> tuple[list[str], pd.DataFrame, dict]:
-    """(classes, entries with extracted video ids, params) of one published data set."""
+def read_published(source: str, annotation_dir: str | os.PathLike, extracted: Iterable[str],
+                   hvu_category: str = "action") -> tuple[list[str], pd.DataFrame, dict]:
+    """(classes, entries with extracted video ids, params) of one published data set (HVU: the tags of one category)."""
     params: dict = {"split_dir": str(annotation_dir)}
     if source in ("sthv2", "sthv1"):
         from tsnpipe.stages.splits.sthv2 import mirror_pairs, read_sthv1, read_sthv2
@@ -34,6 +35,11 @@ def read_published(source: str, annotation_dir: str | os.PathLike, extracted: It
 
         classes, entries = read_mmit(annotation_dir)
         params["multi_label"] = True
+    elif source == "hvu":
+        from tsnpipe.stages.splits.hvu import read_hvu
+
+        classes, entries = read_hvu(annotation_dir, hvu_category)
+        params.update(multi_label=True, hvu_category=hvu_category)
     else:
         raise ValueError(f"unknown published source {source!r}")
     return classes, with_extracted_ids(entries, extracted), params

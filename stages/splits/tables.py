@@ -19,7 +19,7 @@ import pandas as pd
 
 from tsnpipe.stages.errors import TsnpipeError
 
-SOURCES = ("ucf101", "hmdb51", "folders", "sthv2", "sthv1", "diving48", "mit", "mmit")
+SOURCES = ("ucf101", "hmdb51", "folders", "sthv2", "sthv1", "diving48", "mit", "mmit", "hvu")
 SPLIT_NUMBERS = (1, 2, 3)
 COLUMNS = ["video_id", "label", "class_name", "frames", "flow_pairs"]
 

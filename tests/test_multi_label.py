@@ -19,7 +19,7 @@ from tsnpipe.stages.scores.files import read_scores
 from train_workdir import build_sample_workdir
 
 TINY = ["--backbone", "resnet18", "--pretrained", "none", "--segments", "2", "--size", "32", "--batch", "7",
-        "--workers", "0", "--no-progress", "--no-channels-last", "--lr", "0.01", "--lr-steps", "100", "--dropout", "0",
+        "--workers", "0", "--no-progress", "--no-channels-last", "--lr", "0.0025", "--lr-steps", "100", "--dropout", "0",
         "--no-partial-bn", "--clip", "0"]
 
 
@@ -40,7 +40,7 @@ def workdir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(workdir):
-    result = CliRunner().invoke(main, ["train", "-w", str(workdir), "--modality", "rgb", "--run-name", "ml", "--epochs", "12", *TINY])
+    result = CliRunner().invoke(main, ["train", "-w", str(workdir), "--modality", "rgb", "--run-name", "ml", "--epochs", "16", *TINY])
     assert result.exit_code == 0, result.output
     return workdir / "runs" / "ml", result.output
 

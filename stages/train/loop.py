@@ -100,7 +100,7 @@ def train_one_epoch(
     progress bar) and at the end, so it can queue the next step while the device runs this one.
     """
     model.train()
-    loss_fn = nn.BCEWithLogitsLoss() if multi_label else nn.CrossEntropyLoss()  # multi-label: sigmoid + BCE (mmaction2 mmit)
+    loss_fn = multi_label_loss if multi_label else nn.CrossEntropyLoss()
     total_loss = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
@@ -126,6 +126,13 @@ def train_one_epoch(
     total_loss, correct = float(total_loss), int(correct)
     seconds = time.perf_counter() - start
     return {"loss": total_loss / max(seen, 1), "top1": correct / max(seen, 1), "clips_per_s": seen / seconds, "seconds": seconds}
+
+
+def multi_label_loss(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Sigmoid + binary cross-entropy summed over the classes, averaged over the videos. mmaction2's MMiT config
+    averages over classes too and multiplies by 160 (`loss_weight`, about half its 313 classes); the sum keeps
+    that scale for any class count."""
+    return nn.functional.binary_cross_entropy_with_logits(scores, targets, reduction="sum") / max(len(targets), 1)
 
 
 def top1_hits(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

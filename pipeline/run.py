@@ -108,7 +108,7 @@ def split_folder(config: dict, number: int | None = None) -> Path:
     """W/splits/<source>/split<N> of the split training will use (`number`, else the first one build-splits
     writes)."""
     section = config.get("build-splits", {})
-    source = next((name for name in ("ucf101", "hmdb51", "folders") if section.get(name)), "folders")
+    source = next((name for name in ("ucf101", "hmdb51", "folders", "sthv2", "sthv1", "diving48", "mit", "mmit", "hvu") if section.get(name)), "folders")
     if number is None:
         number = section.get("split", 1)
         number = number[0] if isinstance(number, list) else number

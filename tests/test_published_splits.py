@@ -238,3 +238,14 @@ def test_hvu_unknown_tag_is_a_one_line_error(workdir, tmp_path):
     result = build(workdir, "--hvu", str(hvu_files(tmp_path / "hvu", "juggling|surfing,dQw4w9WgXcQ,10,20.5\n")))
     assert result.exit_code == 1 and "hvu_train.csv line 2: tag 'surfing' is not in" in result.output, result.output
     assert not (workdir / "splits").exists()
+
+
+def test_a_real_process_builds_sthv2_and_reports_a_bad_file_in_one_line(workdir, tmp_path):
+    from conftest import run_tsnpipe
+
+    good = run_tsnpipe("build-splits", "-w", str(workdir), "--sthv2", str(sthv2_files(tmp_path / "good")))
+    assert good.returncode == 0 and "sthv2 split 1: 2 train, 1 test videos" in good.stdout, good.stderr
+    bad = run_tsnpipe("build-splits", "-w", str(workdir), "--sthv2",
+                      str(sthv2_files(tmp_path / "bad", train_text='[{"id": "1001", "template": "Holding [something] next to [something]"},\n{"id": 7')))
+    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1
+    assert "something-something-v2-train.json line 2: not valid JSON" in bad.stderr and "Traceback" not in bad.stderr

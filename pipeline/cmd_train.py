@@ -74,7 +74,7 @@ def describe_params(params, given: set[str]) -> str:
     """Every training param, the ones taken from defaults marked, so a run says what it used."""
     parts = []
     for key, value in params.as_dict().items():
-        if key in ("split_dir", "store") or (key == "flow_pairs" and params.modality != "flow"):
+        if key in ("split_dir", "store") or (key == "flow_pairs" and params.modality != "flow") or (key == "flip_pairs" and not value):
             continue
         text = ",".join(map(str, value)) if isinstance(value, list) else ("auto" if value is None else value)
         parts.append(f"{key}={text}" + ("" if key in given else "*"))

@@ -11,9 +11,9 @@ is the `id` (V2's `<id>.webm`, V1's frame folder `<id>`). The validation list is
 lists carry no labels), as in mmaction2; there is one split.
 
 Left and right: a mirrored "Pushing something from left to right" is "Pushing something from right to
-left". `mirror_pairs` pairs the classes whose names differ only by left <-> right; on the published V2
-label file these are mmaction2's `sthv2_flip_label_map` {86: 87, 93: 94, 166: 167} (pulling, pushing,
-turning the camera). The split's params.json records them with `flip: swap-labels`, which training and
+left". `mirror_pairs` pairs the classes whose names differ only by left <-> right: pulling, pushing and
+turning the camera, which mmaction2's `sthv2_flip_label_map` {86: 87, 93: 94, 166: 167} pairs by id in the
+V2 label file (the names are matched, so a label file in another order still pairs them right). The split's params.json records them with `flip: swap-labels`, which training and
 test read (`tsnpipe.stages.train.flip`).
 """
 

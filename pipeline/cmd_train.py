@@ -217,6 +217,9 @@ def run_test(checkpoint, workdir, store, source, split_number, segments, crops, 
     out = out or workdir / "scores" / f"{checkpoint.resolve().parent.name}{suffix}.pkl"
     views = "snippets" if params.arch == "tsn" else f"clips of {params.clip_len}"
     click.echo(f"test: {checkpoint} on the {subset} list of {split_dir}; {segments} {views} x {crops} crops, {average} scores averaged over crops then {views.split()[0]}")
+    if crops == "10" and params.flip != "on":  # the run's flip rule decides what the five mirrored crops count for
+        click.echo(f"test: flip {params.flip}: " + ("mirrored crops dropped (5 crops averaged)" if params.flip == "off"
+                                                    else "mirrored crops read with the left/right classes swapped"))
     result = score_split(
         checkpoint, out, store=store or workdir, split_dir=split_dir, segments=segments, crops=int(crops), average=average,
         device=device, batch=batch, workers=workers, amp=amp, progress=progress, subset=subset,

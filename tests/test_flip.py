@@ -123,6 +123,7 @@ def test_the_split_sets_the_default_flip_and_the_run_and_score_file_record_it(wo
     result = runner.invoke(main, ["test", "--checkpoint", str(mine / "runs" / "swap" / "last.pt"), "-w", str(mine),
                                   "--segments", "2", "--out", str(out), "--workers", "0", "--no-progress"])
     assert result.exit_code == 0, result.output
+    assert "test: flip swap-labels: mirrored crops read with the left/right classes swapped" in result.output
     aggregation = read_scores(out)["aggregation"]
     assert aggregation["flip"] == "swap-labels" and aggregation["mirrored_views"].startswith("mirrored views read with")
     result = runner.invoke(main, ["train", "-w", str(mine), "--modality", "rgb", "--flip", "off", "--run-name", "off", *TINY])

@@ -13,6 +13,7 @@ from tsnpipe.manifests.files import WorkdirLock
 from tsnpipe.manifests.columns import load_columns
 from tsnpipe.manifests.table import journal_path, manifest_path
 from tsnpipe.options import workdir_option
+from tsnpipe.published_options import published_options
 from tsnpipe.runner import run_info_path
 from tsnpipe.stages.errors import TsnpipeError
 
@@ -49,6 +50,7 @@ def check_frames_extracted(workdir: Path) -> None:
 @click.option("--classes", "classes_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="--list: class names, one a line, line i naming label i (e.g. mmaction2's label_map_k400.txt); "
                    "default: the label ids.")
+@published_options
 @click.option("--folders", is_flag=True, help="Split the extracted videos by class folder, keeping clip groups together.")
 @click.option("--split", "numbers", type=click.IntRange(1, 3), multiple=True,
               help="Split number(s) to write. Default: 1, 2 and 3 for UCF101/HMDB51; 1 for --kinetics, --list and --folders.")
@@ -70,7 +72,7 @@ def check_frames_extracted(workdir: Path) -> None:
               help="Prefix for the paths in the *_rgb.txt / *_flow.txt lists (e.g. the absolute workdir). "
                    "Default: paths relative to the workdir.")
 def build_splits(workdir, ucf101_dir, hmdb51_dir, kinetics_dir, kinetics_version, train_list, test_list, classes_file, folders,
-                 numbers, ratio, seed, group_regex, group_scope, class_list, val_ratio, list_root):
+                 numbers, ratio, seed, group_regex, group_scope, class_list, val_ratio, list_root, **published):
     """Write W/splits/<source>/split<N>/: train.csv, test.csv (video_id, label, class_name, frames, flow_pairs),
     classes.txt, the `<frame dir> <count> <label>` lists read by mmaction2 and tsn-pytorch (train_rgb.txt,
     test_rgb.txt, train_flow.txt, test_flow.txt, 0-based labels) and missing.txt: videos a split names
@@ -79,18 +81,24 @@ def build_splits(workdir, ucf101_dir, hmdb51_dir, kinetics_dir, kinetics_version
     """
     from tsnpipe.stages.splits.folders import folder_entries
     from tsnpipe.stages.splits.hmdb51 import read_hmdb51
+    from tsnpipe.stages.splits.published import read_published
     from tsnpipe.stages.splits.tables import SPLIT_NUMBERS, build_split, split_dir, split_files, unlisted, write_split_files
     from tsnpipe.stages.splits.ucf101 import read_ucf101
     from tsnpipe.stages.splits.validation import VAL_FILE, carve_validation, remove_stale_validation, validation_bytes
 
     chosen = [name for name, given in (("ucf101", ucf101_dir), ("hmdb51", hmdb51_dir), ("kinetics", kinetics_dir),
                                        ("list", train_list), ("folders", folders)) if given]
+    hvu_category = published.pop("hvu_category", "action")
+    chosen += [key.removesuffix("_dir") for key, given in published.items() if given]
     if len(chosen) != 1:
         raise click.UsageError("Give exactly one source: --ucf101 DIR, --hmdb51 DIR, --kinetics DIR, --list TRAIN "
-                               "--list-test TEST or --folders.")
+                               "--list-test TEST, --folders, --sthv2 DIR, --sthv1 DIR, --diving48 DIR, --mit DIR, "
+                               "--mmit DIR or --hvu DIR.")
     source = chosen[0]
     if (source == "list") != bool(test_list):
         raise click.UsageError("--list TRAIN and --list-test TEST go together; give both.")
+    if published.get(f"{source}_dir") and set(numbers) - {1}:
+        raise click.UsageError(f"--{source} has one published split; drop --split or give --split 1.")
     workdir = Path(workdir)
     check_frames_extracted(workdir)
     with WorkdirLock(workdir, "tsnpipe build-splits"):
@@ -109,6 +117,8 @@ def build_splits(workdir, ucf101_dir, hmdb51_dir, kinetics_dir, kinetics_version
             elif source == "hmdb51":
                 classes, entries = read_hmdb51(hmdb51_dir, number, class_list)
                 params = {"split_dir": str(hmdb51_dir), "class_list": str(class_list) if class_list else "sorted"}
+            elif published.get(f"{source}_dir"):
+                classes, entries, params = read_published(source, published[f"{source}_dir"], frames["video_id"], hvu_category)
             elif source == "folders":
                 classes, entries = folder_entries(frames["video_id"], number, ratio, seed, group_regex, group_scope)
                 params = {"ratio": ratio, "seed": seed, "group_regex": group_regex, "group_scope": group_scope}

@@ -19,7 +19,8 @@ from tsnpipe.runner import run_info_path
 from tsnpipe.stages.models import ARCHS
 from tsnpipe.stages.scores.protocol import CLIP_TEST_CLIPS, CLIP_TEST_CROPS, TEST_AVERAGE, TEST_CROPS, TEST_SEGMENTS
 
-SOURCES = ("ucf101", "hmdb51", "folders", "kinetics400", "kinetics600", "kinetics700", "list")
+SOURCES = ("ucf101", "hmdb51", "folders", "kinetics400", "kinetics600", "kinetics700", "list", "sthv2", "sthv1",
+           "diving48", "mit", "mmit", "hvu")
 
 # CLI option name -> TrainParams field, for the options that set training params.
 PARAM_OPTIONS = {
@@ -28,6 +29,7 @@ PARAM_OPTIONS = {
     "epochs": "epochs", "lr": "lr", "lr_steps": "lr_steps", "batch": "batch", "wd": "weight_decay", "clip": "clip",
     "dropout": "dropout", "partial_bn": "partial_bn", "amp": "amp", "channels_last": "channels_last",
     "compile_model": "compile", "gpu_decode": "gpu_decode", "workers": "workers", "seed": "seed", "deterministic": "deterministic",
+    "flip": "flip", "multi_label": "multi_label",
 }
 
 
@@ -73,7 +75,7 @@ def describe_params(params, given: set[str]) -> str:
     """Every training param, the ones taken from defaults marked, so a run says what it used."""
     parts = []
     for key, value in params.as_dict().items():
-        if key in ("split_dir", "store") or (key == "flow_pairs" and params.modality != "flow"):
+        if key in ("split_dir", "store") or (key == "flow_pairs" and params.modality != "flow") or (key == "flip_pairs" and not value):
             continue
         text = ",".join(map(str, value)) if isinstance(value, list) else ("auto" if value is None else value)
         parts.append(f"{key}={text}" + ("" if key in given else "*"))
@@ -102,6 +104,13 @@ def describe_params(params, given: set[str]) -> str:
 @click.option("--clip", type=click.FloatRange(min=0), default=None, help="Gradient L2-norm clip, 0 for none (rgb/flow 20, rgbdiff 40).")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=None, help="Dropout before the classifier (rgb/rgbdiff 0.8, flow 0.7).")
 @click.option("--partial-bn/--no-partial-bn", default=None, help="Freeze every BN but the first (default: on with pretrained weights).")
+@click.option("--flip", type=click.Choice(["on", "off", "swap-labels"]), default=None,
+              help="Horizontal flip: on; off; or swap-labels (a flipped clip trains as its left/right mirror class, "
+                   "the test's mirrored crops are read the same way). Default: the split's (Something-Something: "
+                   "swap-labels; others: on).")
+@click.option("--multi-label/--single-label", "multi_label", default=None,
+              help="Several labels a video: sigmoid + binary cross-entropy, validation and test by mAP "
+                   "(default: as the split says; build-splits --mmit writes multi-label splits).")
 @click.option("--resume", is_flag=True, help="Continue W/runs/<run-name>/last.pt; options not given are taken from it.")
 @click.option("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when there is one).")
 @click.option("--amp/--no-amp", default=None, help="bf16 autocast (default: on for CUDA, off on the CPU).")
@@ -123,6 +132,8 @@ def train(ctx, workdir, modality, split_number, source, store, run_name, resume,
     """
     from tsnpipe.stages.splits.tables import split_dir as split_path
     from tsnpipe.stages.train.checkpoint import load_checkpoint
+    from tsnpipe.stages.train.data import split_is_multi_label
+    from tsnpipe.stages.train.flip import resolve_flip
     from tsnpipe.stages.train.loop import fit, init_distributed
     from tsnpipe.stages.train.recipe import make_params, params_from_dict
 
@@ -145,6 +156,13 @@ def train(ctx, workdir, modality, split_number, source, store, run_name, resume,
     if not resume and modality == "flow":  # the flow the run reads: how W's flow was paired
         values["flow_pairs"] = recorded_flow_pairs(workdir)
         given.add("flow_pairs")
+    if resume:
+        values["flip_pairs"] = before.get("flip_pairs", [])
+    else:  # the split decides the default flip (Something-Something: swap its left/right classes)
+        values["flip"], values["flip_pairs"] = resolve_flip(values["flip"], split_path(workdir, source, split_number))
+        given.add("flip_pairs")
+        if values["multi_label"] is None:
+            values["multi_label"] = split_is_multi_label(split_path(workdir, source, split_number))
     store = store or workdir
     params = make_params(
         modality, split_dir=str(split_path(workdir, source, split_number).resolve()), store=str(Path(store).resolve()), **values,
@@ -155,7 +173,7 @@ def train(ctx, workdir, modality, split_number, source, store, run_name, resume,
     result = fit(params, run_dir, resume=resume, device=device, progress=progress, log=click.echo)
     best = result["best"]
     click.echo(
-        f"train: best epoch {best.get('epoch')}: validation mean class {best['val_mean_class']:.4f}, "
+        f"train: best epoch {best.get('epoch')}: validation {'mAP' if params.multi_label else 'mean class'} {best['val_mean_class']:.4f}, "
         f"top-1 {best.get('val_top1', float('nan')):.4f}; checkpoints {result['best_checkpoint']}, {result['last']}"
     )
 
@@ -200,12 +218,19 @@ def run_test(checkpoint, workdir, store, source, split_number, segments, crops, 
     out = out or workdir / "scores" / f"{checkpoint.resolve().parent.name}{suffix}.pkl"
     views = "snippets" if params.arch == "tsn" else f"clips of {params.clip_len}"
     click.echo(f"test: {checkpoint} on the {subset} list of {split_dir}; {segments} {views} x {crops} crops, {average} scores averaged over crops then {views.split()[0]}")
+    if crops == "10" and params.flip != "on":  # the run's flip rule decides what the five mirrored crops count for
+        click.echo(f"test: flip {params.flip}: " + ("mirrored crops dropped (5 crops averaged)" if params.flip == "off"
+                                                    else "mirrored crops read with the left/right classes swapped"))
     result = score_split(
         checkpoint, out, store=store or workdir, split_dir=split_dir, segments=segments, crops=int(crops), average=average,
         device=device, batch=batch, workers=workers, amp=amp, progress=progress, subset=subset,
     )
-    click.echo(
-        f"test: {result['videos']} videos: top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f}, "
-        f"mean class {result['mean_class']:.4f} ({result['videos_per_s']:.2f} videos/s)"
-    )
+    if "map" in result:  # a multi-label run
+        click.echo(f"test: {result['videos']} videos: mAP {result['map']:.4f}, top-1 in labels {result['top1']:.4f} "
+                   f"({result['videos_per_s']:.2f} videos/s); per-class AP in the accuracies file")
+    else:
+        click.echo(
+            f"test: {result['videos']} videos: top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f}, "
+            f"mean class {result['mean_class']:.4f} ({result['videos_per_s']:.2f} videos/s)"
+        )
     click.echo(f"test: scores {result['scores']}, accuracies {result['report']}")

@@ -108,7 +108,8 @@ def split_folder(config: dict, number: int | None = None) -> Path:
     """W/splits/<source>/split<N> of the split training will use (`number`, else the first one build-splits
     writes)."""
     section = config.get("build-splits", {})
-    source = next((name for name in ("ucf101", "hmdb51", "kinetics", "list", "folders") if section.get(name)), "folders")
+    source = next((name for name in ("ucf101", "hmdb51", "kinetics", "list", "folders", "sthv2", "sthv1", "diving48", "mit",
+                                     "mmit", "hvu") if section.get(name)), "folders")
     if source == "kinetics":  # kinetics400, 600 or 700: given, else the one build-splits found in the CSVs
         found = sorted(p.name for p in (Path(config["workdir"]) / "splits").glob("kinetics*"))
         given = section.get("kinetics-version") or section.get("kinetics_version")

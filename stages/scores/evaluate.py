@@ -28,13 +28,16 @@ import numpy as np
 import torch
 
 from tsnpipe.stages.progress import progress_bar
-from tsnpipe.stages.scores.files import accuracies, check_split_classes, write_scores
+from tsnpipe.stages.scores.average_precision import per_class_average_precision
+from tsnpipe.stages.scores.files import check_split_classes, metrics, write_scores
 from tsnpipe.stages.train.batches import DeviceBatches, prepare_ready, prepare_views
 from tsnpipe.stages.train.checkpoint import load_checkpoint
 from tsnpipe.stages.train.clips import dataset_for
-from tsnpipe.stages.train.data import SnippetDataset, make_loader, read_split
+from tsnpipe.stages.train.data import SnippetDataset, make_loader, read_split, split_targets
+from tsnpipe.stages.train.flip import FlipRule
 from tsnpipe.stages.train.loop import autocast, autocast_dtype, build_model, pick_device
 from tsnpipe.stages.train.recipe import params_from_dict
+from tsnpipe.stages.train.transforms import view_boxes
 from tsnpipe.stages.splits.validation import read_validation
 
 AVERAGES = ("raw", "softmax")
@@ -52,18 +55,29 @@ def videos_per_pass(device: torch.device, views_per_video: int, size: int = 224)
 
 
 @torch.no_grad()
-def video_scores(model, views: torch.Tensor, average: str = "raw") -> torch.Tensor:
-    """Scores of videos from their views [B, crops, N, C, H, W]: mean over crops, then snippets -> [B, classes]."""
+def video_scores(model, views: torch.Tensor, average: str = "raw", flip_rule: FlipRule | None = None) -> torch.Tensor:
+    """Scores of videos from their views [B, crops, N, C, H, W]: mean over crops, then snippets -> [B, classes].
+
+    With a flip rule other than "on", the mirrored crops of a 10-crop test are dropped or read with the
+    left/right classes swapped (`train.flip`)."""
     batch, crops, snippets = views.shape[:3]
     scores = model.snippet_scores(views.flatten(0, 2)).float().view(batch, crops, snippets, -1)
+    if flip_rule is not None:
+        scores = flip_rule.test_views(scores, mirrored_views(crops))
     if average == "softmax":
         scores = scores.softmax(dim=-1)
     return scores.mean(dim=1).mean(dim=1)
 
 
+def mirrored_views(crops: int) -> list[bool]:
+    """Which of a test's `crops` views are mirror images (the last five of 10)."""
+    return [flip for _, _, flip in view_boxes(512, 512, 224, crops)]
+
+
 def score_videos(
     model, dataset: SnippetDataset, device: torch.device, average: str = "raw", batch: int | None = None,
     workers: int | None = None, dtype: torch.dtype | None = None, progress: bool = True, channels_last: bool = False,
+    flip_rule: FlipRule | None = None,
 ) -> tuple[np.ndarray, float]:
     """Scores [N, classes] of every video of a test-mode dataset, and the videos per second.
 
@@ -85,7 +99,7 @@ def score_videos(
     batches = DeviceBatches(loader, device, prepare)
     for views, _ in progress_bar(batches, enabled=progress, desc="test", unit="batch", leave=False):
         with autocast(device, dtype):
-            scores.append(video_scores(model, views, average))
+            scores.append(video_scores(model, views, average, flip_rule))
     scores = torch.cat(scores).cpu().numpy().astype(np.float32)
     seconds = time.perf_counter() - start
     return scores, len(dataset) / max(seconds, 1e-9)
@@ -122,14 +136,16 @@ def score_split(
     if params.channels_last:
         model.to(memory_format=torch.channels_last)
     dataset = dataset_for(params, test_table, "test", store, segments, crops)
+    flip_rule = FlipRule.for_run(params, len(class_names))
     scores, videos_per_s = score_videos(
         model, dataset, torch_device, average, batch, workers, autocast_dtype(torch_device, amp), progress,
-        params.channels_last,
+        params.channels_last, flip_rule,
     )
     labels = test_table["label"].to_numpy(dtype=np.int64)
     aggregation = {
         "modality": params.modality, "segments": segments, "crops": crops, "average": average,
         "order": "crops then snippets", "crop_size": params.size, "length": params.length,
+        "flip": params.flip, **({"mirrored_views": flip_rule.describe()} if crops == 10 else {}),
     }
     source = {
         "checkpoint": str(Path(checkpoint).resolve()), "epoch": int(state["epoch"]), "split_dir": str(split_dir),
@@ -138,8 +154,12 @@ def score_split(
     }
     if params.arch != "tsn":
         aggregation.update(clip_len=params.clip_len, stride=params.stride, order="crops then clips")
-    out = write_scores(out, test_table["video_id"].tolist(), labels, class_names, scores, aggregation, source)
-    result = {**accuracies(scores, labels), "videos": len(labels), "videos_per_s": videos_per_s}
+    targets = np.stack(split_targets(test_table, len(class_names))) if params.multi_label else None
+    out = write_scores(out, test_table["video_id"].tolist(), labels, class_names, scores, aggregation, source, targets)
+    result = {**metrics(scores, labels, targets), "videos": len(labels), "videos_per_s": videos_per_s}
+    if targets is not None:  # multi-label: mAP and each class's AP (NaN: no positive video) instead of accuracies
+        result["per_class_ap"] = {name: None if np.isnan(ap) else float(ap)
+                                  for name, ap in zip(class_names, per_class_average_precision(scores, targets))}
     report = out.with_name(out.stem + ".json")
     temp = report.with_name(f".{report.name}.tmp")
     temp.write_text(json.dumps({**result, "scores": str(out), **aggregation}, indent=2) + "\n")

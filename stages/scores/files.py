@@ -137,13 +137,15 @@ def write_scores(
     scores: np.ndarray,
     aggregation: dict,
     source: dict,
+    targets: np.ndarray | None = None,
 ) -> Path:
     """Check and write a score file atomically (temp file, then rename), so a reader never sees half a file.
 
     `scores` are [N, C] class scores averaged over snippets and crops as `aggregation` says
     (e.g. {"modality": "rgb", "segments": 25, "crops": 10, "average": "raw"}); `source` says where
     they came from (checkpoint, split, ...). Both must hold only plain values (str, numbers, lists,
-    dicts) so that `read_scores` accepts them.
+    dicts) so that `read_scores` accepts them. A multi-label file also holds `targets` [N, C] (0/1: every
+    label of each video; `labels` is then each video's first label) and says `multi_label` in its aggregation.
     """
     content = {
         "format": FORMAT,
@@ -155,6 +157,9 @@ def write_scores(
         "aggregation": dict(aggregation),
         "source": dict(source),
     }
+    if targets is not None:
+        content["targets"] = np.asarray(targets, dtype=np.uint8)
+        content["aggregation"]["multi_label"] = True
     path = Path(path)
     check_scores(content, path)
     data = pickle.dumps(content, protocol=pickle.HIGHEST_PROTOCOL)
@@ -204,7 +209,28 @@ def check_scores(content: Any, path: str | os.PathLike) -> dict:
         raise refuse(f"labels fall outside 0..{len(class_names) - 1}")
     if not isinstance(content["aggregation"], dict) or not isinstance(content["source"], dict):
         raise refuse("aggregation and source must be dicts")
+    targets = content.get("targets")
+    if targets is not None and (not isinstance(targets, np.ndarray) or targets.shape != scores.shape
+                                or not np.isin(targets, (0, 1)).all()):
+        raise refuse(f"targets is not a 0/1 array of {len(video_ids)} videos x {len(class_names)} classes")
     return content
+
+
+def is_multi_label(score_set: dict) -> bool:
+    return score_set.get("targets") is not None
+
+
+def metrics(scores: np.ndarray, labels: np.ndarray, targets: np.ndarray | None = None) -> dict[str, float]:
+    """`accuracies` for one label a video; with multi-label `targets`, the mean average precision ("map") and
+    the share of videos whose best-scored class is one of their labels ("top1")."""
+    if targets is None:
+        return accuracies(scores, labels)
+    from tsnpipe.stages.scores.average_precision import mean_average_precision
+
+    if len(targets) == 0:
+        return {"map": float("nan"), "top1": float("nan")}
+    hits = np.asarray(targets)[np.arange(len(targets)), np.asarray(scores).argmax(axis=1)]
+    return {"map": mean_average_precision(scores, targets), "top1": float(np.mean(hits))}
 
 
 def accuracies(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:

@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from tsnpipe.stages.errors import TsnpipeError
-from tsnpipe.stages.scores.files import accuracies, check_class_order, per_class_accuracy, read_scores, write_scores
+from tsnpipe.stages.scores.files import (
+    accuracies, check_class_order, is_multi_label, metrics, per_class_accuracy, read_scores, write_scores,
+)
 
 # Relative weights tried by the search for every file after the first (whose weight is 1).
 WEIGHT_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0)
@@ -152,6 +154,12 @@ def fuse_files(
         _check_same_average(aligned, names)
     searched = bool(validation_paths)
     validation_result = None
+    multi = [is_multi_label(s) for s in aligned]
+    if any(multi) and not all(multi):
+        raise FusionError("Some score files are multi-label and some are not; fuse scores of runs trained on the same split.")
+    if searched and all(multi):
+        raise FusionError("--search-weights ranks weights by mean class accuracy, which multi-label scores do not have; "
+                          "give --weights for multi-label files.")
     if searched:
         validation = [read_scores(path) for path in validation_paths]
         validation_names = [str(path) for path in validation_paths]
@@ -164,21 +172,25 @@ def fuse_files(
             f"{len(weights)} weights were given for {len(paths)} score files; "
             f"give one weight per file in the same order, e.g. --weights {format_weights((1.0,) * len(paths))}."
         )
-    labels = aligned[0]["labels"]
+    labels, targets = aligned[0]["labels"], aligned[0].get("targets")
     fused_scores = combine(aligned, weights, softmax)
-    rows = [(name, accuracies(s["scores"], labels)) for name, s in zip(names, aligned)]
-    rows.append((f"fused {format_weights(weights)}", accuracies(fused_scores, labels)))
+    rows = [(name, metrics(s["scores"], labels, targets)) for name, s in zip(names, aligned)]
+    rows.append((f"fused {format_weights(weights)}", metrics(fused_scores, labels, targets)))
     fused = _fused_content(aligned, names, weights, softmax, fused_scores, validation_paths)
     if output is not None:
         write_scores(output, **{key: fused[key] for key in (
-            "video_ids", "labels", "class_names", "scores", "aggregation", "source")})
+            "video_ids", "labels", "class_names", "scores", "aggregation", "source")}, targets=targets)
     return FusionResult(weights=weights, searched=searched, validation=validation_result, rows=rows, fused=fused,
                         output=output)
 
 
 def accuracy_table(rows: list[tuple[str, dict[str, float]]]) -> str:
-    """Plain-text table of top-1, top-5 and mean class accuracy in percent."""
+    """Plain-text table of top-1, top-5 and mean class accuracy in percent (multi-label: mAP and top-1 in labels)."""
     width = max(len("input"), *(len(name) for name, _ in rows))
+    if rows and "map" in rows[0][1]:
+        lines = [f"{'input':<{width}}  {'mAP':>6}  {'top-1 in labels':>15}"]
+        lines += [f"{name:<{width}}  {100 * r['map']:6.2f}  {100 * r['top1']:15.2f}" for name, r in rows]
+        return "\n".join(lines)
     lines = [f"{'input':<{width}}  {'top-1':>6}  {'top-5':>6}  {'mean class':>10}"]
     for name, result in rows:
         lines.append(
@@ -215,6 +227,7 @@ def _sorted_by_video(score_set: dict) -> dict:
         "video_ids": [score_set["video_ids"][i] for i in order],
         "labels": score_set["labels"][order],
         "scores": score_set["scores"][order],
+        **({"targets": score_set["targets"][order]} if is_multi_label(score_set) else {}),
     }
 
 
@@ -237,6 +250,8 @@ def _check_same_classes(first: dict, other: dict, first_name: str, name: str) ->
 
 def _check_same_labels(first: dict, other: dict, first_name: str, name: str) -> None:
     differ = np.flatnonzero(first["labels"] != other["labels"])
+    if len(differ) == 0 and is_multi_label(first) and is_multi_label(other):
+        differ = np.flatnonzero((first["targets"] != other["targets"]).any(axis=1))
     if len(differ) == 0:
         return
     examples = ", ".join(

@@ -21,6 +21,7 @@ import torch
 
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.scores.evaluate import score_videos
+from tsnpipe.stages.train.flip import FlipRule
 from tsnpipe.stages.flow import FlowParams
 from tsnpipe.stages.flow.driver import flow_video
 from tsnpipe.stages.flow.source_pairs import source_flow_video
@@ -98,7 +99,8 @@ def stream_scores(stream: Stream, workspace: Path, segments: int, crops: int, de
         dataset = ClipDataset(workspace, [VIDEO_ID], [0], [count], params.modality, params.clip_len, params.stride,
                               params.size, "test", segments, crops)
     scores, _ = score_videos(model, dataset, device, "raw", batch=1, workers=0,
-                             dtype=autocast_dtype(device, params.amp), progress=False)
+                             dtype=autocast_dtype(device, params.amp), progress=False,
+                             flip_rule=FlipRule.for_run(params, len(stream.class_names)))
     return scores[0]
 
 

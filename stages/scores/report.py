@@ -32,7 +32,7 @@ CURVE_COLUMNS = {
 class Report:
     """The files `write_report` wrote and the accuracies it measured."""
 
-    confusion_png: Path
+    confusion_png: Path | None  # None for a multi-label score file (no single true class to confuse)
     per_class_csv: Path
     accuracies: dict[str, float]
     videos: int
@@ -74,6 +74,8 @@ def write_report(scores_path: str | os.PathLike, out_dir: str | os.PathLike | No
     out_dir = Path(out_dir) if out_dir is not None else scores_path.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     scores, labels, class_names = content["scores"], content["labels"], content["class_names"]
+    if content.get("targets") is not None:
+        return write_multi_label_report(scores_path, content, out_dir)
     matrix = confusion_matrix(scores, labels)
     result = accuracies(scores, labels)
     modality = content["aggregation"].get("modality", "")
@@ -85,6 +87,21 @@ def write_report(scores_path: str | os.PathLike, out_dir: str | os.PathLike | No
     replace_atomically(csv, lambda temp: per_class_table(matrix, class_names).to_csv(temp, index=False))
     return Report(confusion_png=png, per_class_csv=csv, accuracies=result, videos=len(labels),
                   classes=len(class_names))
+
+
+def write_multi_label_report(scores_path: Path, content: dict, out_dir: Path) -> Report:
+    """<stem>_per_class_ap.csv for a multi-label score file: each class's positive videos and average precision."""
+    from tsnpipe.stages.scores.average_precision import per_class_average_precision
+    from tsnpipe.stages.scores.files import metrics
+
+    scores, targets, class_names = content["scores"], content["targets"], content["class_names"]
+    table = pd.DataFrame({"class_index": np.arange(len(class_names)), "class_name": class_names,
+                          "positives": targets.sum(axis=0).astype(np.int64),
+                          "average_precision": per_class_average_precision(scores, targets)})
+    csv = out_dir / f"{scores_path.stem}_per_class_ap.csv"
+    replace_atomically(csv, lambda temp: table.to_csv(temp, index=False))
+    return Report(confusion_png=None, per_class_csv=csv, accuracies=metrics(scores, content["labels"], targets),
+                  videos=len(scores), classes=len(class_names))
 
 
 def plot_confusion(matrix: np.ndarray, class_names: list[str], png: str | os.PathLike, title: str = "") -> None:

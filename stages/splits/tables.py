@@ -20,7 +20,8 @@ import pandas as pd
 
 from tsnpipe.stages.errors import TsnpipeError
 
-SOURCES = ("ucf101", "hmdb51", "folders", "kinetics400", "kinetics600", "kinetics700", "list")
+SOURCES = ("ucf101", "hmdb51", "folders", "kinetics400", "kinetics600", "kinetics700", "list", "sthv2", "sthv1",
+           "diving48", "mit", "mmit", "hvu")
 SPLIT_NUMBERS = (1, 2, 3)
 COLUMNS = ["video_id", "label", "class_name", "frames", "flow_pairs"]
 
@@ -82,7 +83,8 @@ def build_split(source: str, number: int, classes: list[str], entries: pd.DataFr
     missing = table.loc[~present, ["subset", "video_id"]]
     missing = missing.assign(reason=np.where(isin(missing["video_id"], failed), "frames failed", "not extracted"))
     table = table[present].astype({"frames": "int64", "flow_pairs": "int64"})
-    pick = lambda subset: table.loc[table["subset"] == subset, COLUMNS].reset_index(drop=True)  # noqa: E731
+    columns = COLUMNS + (["labels"] if "labels" in table.columns else [])  # multi-label: every label, `;`-joined
+    pick = lambda subset: table.loc[table["subset"] == subset, columns].reset_index(drop=True)  # noqa: E731
     return Split(source, number, list(classes), pick("train"), pick("test"), missing.reset_index(drop=True), params or {})
 
 
@@ -117,7 +119,8 @@ def _list_file(table: pd.DataFrame, folder: str, count: str, root: str | None, f
                            "give a path without spaces (e.g. a symlink to the workdir).")
     prefix = f"{root.rstrip('/')}/{folder}" if root else folder
     rows = table[(table[count] > 0).to_numpy() & fits.to_numpy()]
-    lines = prefix + "/" + rows["video_id"] + " " + rows[count].astype(str) + " " + rows["label"].astype(str) + "\n"
+    labels = rows["labels"].str.replace(";", " ") if "labels" in rows.columns else rows["label"].astype(str)  # multi-label lists
+    lines = prefix + "/" + rows["video_id"] + " " + rows[count].astype(str) + " " + labels + "\n"
     return "".join(lines.tolist()).encode()
 
 

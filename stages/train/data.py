@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.store.reader import open_reader
+from tsnpipe.stages.train.flip import FlipRule
 from tsnpipe.stages.train.sampling import centre_starts, snippet_positions, train_starts
 from tsnpipe.stages.train.transforms import centre_crop, train_crop
 
@@ -98,7 +99,7 @@ def collate_pictures(items: list[tuple[torch.Tensor, bool, int]]) -> tuple:
     pictures, flips, labels = zip(*items)
     same = all(p.shape == pictures[0].shape for p in pictures)
     stacked = default_collate(list(pictures)) if same else list(pictures)  # in a worker, straight into shared memory
-    return stacked, torch.tensor(flips), torch.tensor(labels)
+    return stacked, torch.tensor(flips), torch.as_tensor(np.asarray(labels))  # multi-label: float targets [B, C]
 
 
 class SnippetDataset(Dataset):
@@ -111,6 +112,7 @@ class SnippetDataset(Dataset):
     """
 
     collate = staticmethod(collate_pictures)
+    flip_rule = FlipRule()  # training sets the split's rule (train.flip): flip on, off, or swap left/right labels
 
     def __init__(
         self, store: str | Path, video_ids: list[str], labels: list[int], counts: list[int], modality: str,
@@ -118,7 +120,7 @@ class SnippetDataset(Dataset):
     ):
         self.reader = open_reader(store)
         self.video_ids = list(video_ids)
-        self.labels = [int(label) for label in labels]
+        self.labels = [label if isinstance(label, np.ndarray) else int(label) for label in labels]  # multi-hot rows: multi-label
         self.counts = [int(count) for count in counts]
         self.modality, self.segments, self.length = modality, segments, length
         self.size, self.mode, self.crops = size, mode, crops
@@ -137,7 +139,8 @@ class SnippetDataset(Dataset):
         stack = read_stack(self.reader, self.video_ids[index], self.positions(index), self.modality)
         if self.mode == "train":
             pictures, flip = train_crop(stack, self.modality, self.size)
-            return pictures, flip, self.labels[index]
+            flip, label = self.flip_rule.train(flip, self.labels[index])
+            return pictures, flip, label
         if self.mode == "val":
             return centre_crop(stack, self.size), False, self.labels[index]
         return stack, False, self.labels[index]
@@ -153,6 +156,30 @@ def table_dataset(
         store, table["video_id"].tolist(), table["label"].tolist(), counts_for(table, modality), modality,
         segments, length, size, mode, crops,
     )
+
+
+def split_is_multi_label(split_dir: str | Path) -> bool:
+    """Whether build-splits marked the split multi-label (params.json `multi_label`, e.g. --mmit)."""
+    import json
+
+    try:
+        return bool(json.loads((Path(split_dir) / "params.json").read_text()).get("multi_label", False))
+    except (OSError, ValueError):
+        return False
+
+
+def split_targets(table: pd.DataFrame, num_classes: int) -> list[np.ndarray]:
+    """Multi-label targets of a split table: one float32 0/1 row of `num_classes` per video, from its `labels`
+    column (`3;17`, written by build-splits --mmit)."""
+    if "labels" not in table.columns:
+        raise SplitError("This split has one label a video (no labels column); train it without --multi-label, "
+                         "or build a multi-label split (build-splits --mmit).")
+    rows = []
+    for text in table["labels"].astype(str):
+        row = np.zeros(num_classes, dtype=np.float32)
+        row[[int(part) for part in text.split(";")]] = 1.0
+        rows.append(row)
+    return rows
 
 
 def available_cores() -> int:

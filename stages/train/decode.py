@@ -14,6 +14,7 @@ float instead of uint8, within one grey level of it. JPEG only: a store of PNG f
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from tsnpipe.stages.errors import TsnpipeError
@@ -27,7 +28,7 @@ JPEG_START = b"\xff\xd8"
 def collate_encoded(items: list[tuple[list[torch.Tensor], int]]) -> tuple[list[list[torch.Tensor]], torch.Tensor]:
     """(per video, its list of JPEG byte tensors; labels int64 [B]): ragged bytes are not stacked."""
     videos, labels = zip(*items)
-    return list(videos), torch.tensor(labels)
+    return list(videos), torch.as_tensor(np.asarray(labels))  # multi-label: float targets [B, C]
 
 
 class EncodedSnippets(SnippetDataset):
@@ -82,7 +83,7 @@ def decode_stacks(videos: list[list[torch.Tensor]], device: torch.device, modali
 
 def prepare_encoded(
     batch, device: torch.device, modality: str, segments: int, length: int, size: int, train: bool,
-    channels_last: bool = False,
+    channels_last: bool = False, flip_rule=None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(clips [B, K, channels, S, S] float32, labels) on `device` from a batch of JPEG bytes.
 
@@ -98,5 +99,8 @@ def prepare_encoded(
             crop, flip = centre_crop(stack.float(), size), False
         crops.append(crop)
         flips.append(flip)
-    clips = flip_and_normalise(torch.stack(crops), torch.tensor(flips, device=device), modality, segments, length)
-    return (as_channels_last(clips) if channels_last else clips), labels.to(device, non_blocking=True)
+    flips, labels = torch.tensor(flips, device=device), labels.to(device, non_blocking=True)
+    if train and flip_rule is not None:  # the split's flip rule (train.flip): off, or swap left/right labels
+        flips, labels = flip_rule.train_batch(flips, labels)
+    clips = flip_and_normalise(torch.stack(crops), flips, modality, segments, length)
+    return (as_channels_last(clips) if channels_last else clips), labels

@@ -23,14 +23,16 @@ from torch import nn
 
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.progress import progress_bar
+from tsnpipe.stages.scores.average_precision import mean_average_precision
 from tsnpipe.stages.scores.files import per_class_accuracy
 from tsnpipe.stages.train.checkpoint import (
     CheckpointError, data_hashes, load_checkpoint, restore_rng, rng_state, save_checkpoint,
 )
 from tsnpipe.stages.train.batches import DeviceBatches, as_channels_last, prepare_clips, prepare_ready
 from tsnpipe.stages.train.clips import dataset_for
-from tsnpipe.stages.train.data import make_loader, read_split, table_dataset
+from tsnpipe.stages.train.data import make_loader, read_split, split_targets, table_dataset
 from tsnpipe.stages.train.distributed import wrap_distributed
+from tsnpipe.stages.train.flip import FlipRule
 from tsnpipe.stages.splits.validation import validation_table
 from tsnpipe.stages.scores.report import plot_curves
 from tsnpipe.stages.train.logs import read_metrics, write_metrics
@@ -91,6 +93,7 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 def train_one_epoch(
     model: nn.Module, loader, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, device: torch.device,
     clip: float, dtype: torch.dtype | None, channels_last: bool = False, progress: bool = True, epoch: int = 0,
+    multi_label: bool = False,
 ) -> dict:
     """One pass over the training loader; returns mean loss, top-1 and clips (videos) per second.
 
@@ -98,7 +101,7 @@ def train_one_epoch(
     progress bar) and at the end, so it can queue the next step while the device runs this one.
     """
     model.train()
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = multi_label_loss if multi_label else nn.CrossEntropyLoss()
     total_loss = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
@@ -117,7 +120,7 @@ def train_one_epoch(
         scaler.step(optimizer)
         scaler.update()
         total_loss += loss.detach() * len(labels)
-        correct += (scores.detach().argmax(dim=1) == labels).sum()
+        correct += top1_hits(scores.detach(), labels)
         seen += len(labels)
         if progress and step % PROGRESS_EVERY == 0:
             bar.set_postfix(loss=f"{float(total_loss) / seen:.3f}", clips_s=f"{seen / (time.perf_counter() - start):.1f}")
@@ -126,14 +129,35 @@ def train_one_epoch(
     return {"loss": total_loss / max(seen, 1), "top1": correct / max(seen, 1), "clips_per_s": seen / seconds, "seconds": seconds}
 
 
+def multi_label_loss(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Sigmoid + binary cross-entropy summed over the classes, averaged over the videos. mmaction2's MMiT config
+    averages over classes too and multiplies by 160 (`loss_weight`, about half its 313 classes); the sum keeps
+    that scale for any class count."""
+    return nn.functional.binary_cross_entropy_with_logits(scores, targets, reduction="sum") / max(len(targets), 1)
+
+
+def top1_hits(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Videos whose best-scored class is their label (multi-label: one of their labels)."""
+    best = scores.argmax(dim=1)
+    if labels.dim() == 2:
+        return labels.gather(1, best[:, None]).sum().long()
+    return (best == labels).sum()
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module, loader, device: torch.device, num_classes: int, dtype: torch.dtype | None = None,
-    channels_last: bool = False,
+    channels_last: bool = False, multi_label: bool = False,
 ) -> dict:
-    """Loss, top-1 and mean class accuracy of the model on a loader of [B, K, C, H, W] clips."""
+    """Loss, top-1 and mean class accuracy of the model on a loader of [B, K, C, H, W] clips.
+
+    Multi-label: BCE loss (summed over classes), top-1 counts a top class that is one of the video's labels,
+    and "mean_class" holds the mean average precision (best.pt is picked on it)."""
     model.eval()
-    loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    if multi_label:
+        loss_fn = lambda s, t: nn.functional.binary_cross_entropy_with_logits(s, t, reduction="sum")  # noqa: E731
+    else:
+        loss_fn = nn.CrossEntropyLoss(reduction="sum")
     total_loss, all_scores, all_labels = torch.zeros((), device=device), [], []
     for clips, labels in loader:  # results stay on the device until the end: no wait per batch
         clips, labels = to_device(clips, device, channels_last), labels.to(device, non_blocking=True)
@@ -144,8 +168,12 @@ def evaluate(
         all_labels.append(labels)
     total_loss = float(total_loss)
     scores = torch.cat(all_scores).cpu().numpy() if all_scores else np.zeros((0, num_classes), np.float32)
-    labels = torch.cat(all_labels).cpu().numpy() if all_labels else np.zeros(0, np.int64)
+    labels = torch.cat(all_labels).cpu().numpy() if all_labels else np.zeros((0, num_classes) if multi_label else 0, np.int64)
     seen = max(len(labels), 1)
+    if multi_label:
+        hits = labels[np.arange(len(labels)), scores.argmax(axis=1)] if len(labels) else np.zeros(0)
+        return {"loss": total_loss / seen, "top1": float(np.mean(hits)) if len(labels) else float("nan"),
+                "mean_class": mean_average_precision(scores, labels) if len(labels) else float("nan")}
     recall = per_class_accuracy(scores, labels) if len(labels) else np.array([np.nan])
     return {
         "loss": total_loss / seen,
@@ -171,7 +199,8 @@ def device_batches(loader, params: TrainParams, device: torch.device) -> DeviceB
     if params.gpu_decode:
         from tsnpipe.stages.train.decode import prepare_encoded
 
-        prepare = functools.partial(prepare_encoded, size=params.size, train=loader.dataset.mode == "train", **shape)
+        prepare = functools.partial(prepare_encoded, size=params.size, train=loader.dataset.mode == "train",
+                                    flip_rule=loader.dataset.flip_rule, **shape)
     else:
         prepare = functools.partial(prepare_clips, **shape)
     return DeviceBatches(loader, device, prepare)
@@ -214,7 +243,11 @@ def fit(params: TrainParams, run_dir: str | Path, resume: bool = False, device: 
     train_table, test_table, class_names = read_split(params.split_dir)
     val_table = validation_table(params.split_dir, len(class_names), test_table)
     train_set = run_dataset(params, train_table, "train")
+    train_set.flip_rule = FlipRule.for_run(params, len(class_names))
     val_set = run_dataset(params, val_table, "val")
+    if params.multi_label:  # several labels a video: multi-hot targets for the sigmoid + BCE loss
+        train_set.labels = split_targets(train_table, len(class_names))
+        val_set.labels = split_targets(val_table, len(class_names))
     pin = device.type == "cuda"
     train_loader = make_loader(
         train_set, params.batch, shuffle=True, workers=params.workers, drop_last=len(train_set) > params.batch, pin=pin,
@@ -272,12 +305,13 @@ def fit(params: TrainParams, run_dir: str | Path, resume: bool = False, device: 
         lr = next(g["lr"] for g in optimizer.param_groups if g["name"] == "weight")
         train = train_one_epoch(
             trained, device_batches(train_loader, params, device), optimizer, scaler, device, params.clip, dtype,
-            params.channels_last, progress and main_rank, epoch,
+            params.channels_last, progress and main_rank, epoch, params.multi_label,
         )
         scheduler.step()
         if not main_rank:
             continue
-        val = evaluate(model, device_batches(val_loader, params, device), device, len(class_names), dtype, params.channels_last)
+        val = evaluate(model, device_batches(val_loader, params, device), device, len(class_names), dtype, params.channels_last,
+                       params.multi_label)
         row = {
             "epoch": epoch, "lr": lr, "train_loss": train["loss"], "train_top1": train["top1"], "val_loss": val["loss"],
             "val_top1": val["top1"], "val_mean_class": val["mean_class"], "clips_per_s": train["clips_per_s"],
@@ -303,7 +337,8 @@ def fit(params: TrainParams, run_dir: str | Path, resume: bool = False, device: 
             save_checkpoint(best_path, state)
         log(
             f"epoch {epoch}/{params.epochs}: train loss {train['loss']:.4f} top-1 {train['top1']:.3f}, "
-            f"val top-1 {val['top1']:.3f} mean class {val['mean_class']:.3f}, {train['clips_per_s']:.1f} clips/s"
+            f"val top-1 {val['top1']:.3f} {'mAP' if params.multi_label else 'mean class'} {val['mean_class']:.3f}, "
+            f"{train['clips_per_s']:.1f} clips/s"
         )
     if writer is not None:
         writer.close()

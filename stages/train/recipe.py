@@ -75,6 +75,9 @@ class TrainParams:
     arch: str = "tsn"  # TSN paper; or a 3D model (c3d, r3d_18, mc3_18, r2plus1d_18: the 3D table above)
     clip_len: int = 16  # tsnpipe, 3D archs: pictures per clip, the 16 of the C3D and R(2+1)D papers
     stride: int = 1  # tsnpipe, 3D archs: every stride-th frame (or flow pair) of the video
+    flip: str = "on"  # TSN paper (random horizontal flip); the split's params.json may ask off or swap-labels (train.flip)
+    flip_pairs: list[list[int]] = field(default_factory=list)  # swap-labels: the split's left/right class pairs (mmaction2 flip_label_map)
+    multi_label: bool = False  # mmaction2 mmit/hvu configs: sigmoid + binary cross-entropy (BCELossWithLogits), scored by mAP
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -127,6 +130,15 @@ def check_params(params: TrainParams) -> None:
     """Refuse values that cannot work, in one sentence naming the option."""
     if params.arch not in ARCHS:
         raise TsnpipeError(f"Unknown --arch {params.arch!r}; use one of {', '.join(ARCHS)}.")
+    if params.flip not in ("on", "off", "swap-labels"):
+        raise TsnpipeError(f"Unknown --flip {params.flip!r}; use on, off or swap-labels.")
+    if params.multi_label and params.flip == "swap-labels":
+        raise TsnpipeError("--flip swap-labels swaps one label; a --multi-label run takes --flip on or off.")
+    if params.arch != "tsn" and params.multi_label:
+        raise TsnpipeError("--multi-label is for TSN (--arch tsn); the 3D archs train one label a video.")
+    if params.arch != "tsn" and params.flip != "on":
+        raise TsnpipeError(f"--flip {params.flip} is for TSN; the 3D archs always flip: pass --flip on "
+                           "(on a Something-Something split that mixes its left/right classes).")
     if params.arch != "tsn":
         check_clip_params(params)
     elif params.pretrained == "kinetics400":

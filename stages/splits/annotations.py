@@ -1,0 +1,133 @@
+"""Reading published annotation files line by line, so a bad entry is reported by file and line.
+
+`json_entries` walks a JSON array entry by entry (the Something-Something V2 and Diving48 files) and gives
+each entry with the line it starts on; `csv_rows` gives CSV rows (Moments in Time, Something-Something V1's
+`;`-separated lists) with their line numbers. `label_index` looks a label up and names file and line when
+it is not in the label file. `match_ids` maps the ids an annotation file names (`78687`,
+`bouncing/giphy-abc`) onto the video ids extract-frames gave (paths below VIDEO_DIR without the extension:
+`20bn-something-something-v2/78687`, `training/bouncing/giphy-abc`) by whole trailing path components.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from tsnpipe.stages.errors import TsnpipeError
+
+
+def read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise TsnpipeError(f"{path} does not exist; point at the folder holding {what}.") from None
+    except UnicodeDecodeError:
+        raise TsnpipeError(f"{path} is not UTF-8 text; use the file as published ({what}).") from None
+
+
+def json_document(path: Path, what: str):
+    """The whole JSON document; a syntax error names the file and line."""
+    text = read_text(path, what)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise TsnpipeError(f"{path} line {error.lineno}: not valid JSON ({error.msg}); "
+                           f"replace it with the published file ({what}).") from None
+
+
+def json_entries(path: Path, what: str) -> Iterator[tuple[int, object]]:
+    """(line, entry) for each entry of the JSON array in `path`; a syntax error names the file and line."""
+    text = read_text(path, what)
+    decoder = json.JSONDecoder()
+    position, line = 0, 1
+
+    def skip_space(at: int) -> int:
+        while at < len(text) and text[at] in " \t\r\n":
+            at += 1
+        return at
+
+    def fail(at: int, message: str):
+        raise TsnpipeError(f"{path} line {text.count(chr(10), 0, at) + 1}: {message}; "
+                           f"replace it with the published file ({what}).")
+
+    position = skip_space(0)
+    if position >= len(text) or text[position] != "[":
+        fail(position, "not a JSON list of entries")
+    position = skip_space(position + 1)
+    counted = 0
+    if position < len(text) and text[position] == "]":
+        return
+    while True:
+        line += text.count("\n", counted, position)
+        counted = position
+        try:
+            entry, end = decoder.raw_decode(text, position)
+        except json.JSONDecodeError as error:
+            fail(error.pos, f"not valid JSON ({error.msg})")
+        yield line, entry
+        position = skip_space(end)
+        if position < len(text) and text[position] == ",":
+            position = skip_space(position + 1)
+        elif position < len(text) and text[position] == "]":
+            if skip_space(position + 1) != len(text):
+                fail(position + 1, "text after the end of the list")
+            return
+        else:
+            fail(position, "expected ',' or ']' between entries")
+
+
+def csv_rows(path: Path, what: str, delimiter: str = ",") -> Iterator[tuple[int, list[str]]]:
+    """(line, fields) of each non-empty row; fields stripped of spaces."""
+    text = read_text(path, what)
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter, strict=True)
+    try:
+        for row in reader:
+            if any(field.strip() for field in row):
+                yield reader.line_num, [field.strip() for field in row]
+    except csv.Error as error:
+        raise TsnpipeError(f"{path} line {reader.line_num}: not valid CSV ({error}); "
+                           f"replace it with the published file ({what}).") from None
+
+
+def label_index(label_of: dict[str, int], name: str, path: Path, line: int, label_file: Path) -> int:
+    if name not in label_of:
+        raise TsnpipeError(f"{path} line {line}: label {name!r} is not in {label_file}; "
+                           "use the annotation and label files of one release.")
+    return label_of[name]
+
+
+def entry_field(entry: object, key: str, path: Path, line: int, what: str):
+    if not isinstance(entry, dict) or key not in entry:
+        raise TsnpipeError(f"{path} line {line}: the entry has no {key!r}; replace it with the published file ({what}).")
+    return entry[key]
+
+
+def match_ids(listed: Iterable[str], extracted: Iterable[str]) -> dict[str, str]:
+    """listed id -> extracted video id: the same id, or the only extracted id ending in `/<listed id>`.
+
+    Ids that match nothing (or more than one video) are left out; they become missing videos."""
+    extracted = list(extracted)
+    exact = set(extracted)
+    by_tail: dict[str, str | None] = {}
+    for video_id in extracted:
+        parts = video_id.split("/")
+        for i in range(1, len(parts)):
+            tail = "/".join(parts[i:])
+            by_tail[tail] = None if tail in by_tail else video_id  # None: ambiguous
+    found = {}
+    for name in listed:
+        if name in exact:
+            found[name] = name
+        elif by_tail.get(name):
+            found[name] = by_tail[name]
+    return found
+
+
+def with_extracted_ids(entries, extracted: Iterable[str]):
+    """The entries table with each listed id replaced by the extracted video id it matches (`match_ids`);
+    unmatched ids stay as listed and are reported missing by `tables.build_split`."""
+    found = match_ids(entries["video_id"], extracted)
+    return entries.assign(video_id=[found.get(v, v) for v in entries["video_id"]])

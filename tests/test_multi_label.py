@@ -1,0 +1,98 @@
+"""Multi-label runs (Multi-Moments in Time, HVU): sigmoid + binary cross-entropy training that overfits the sample
+clips to mAP 1.0, a test that reports mAP and per-class AP into a score file that says it is multi-label, and a
+fusion that reports mAP; real frames, a real TSN."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+
+from tsnpipe.cli import main
+from tsnpipe.stages.scores.average_precision import mean_average_precision
+from tsnpipe.stages.scores.files import read_scores
+from train_workdir import build_sample_workdir
+
+TINY = ["--backbone", "resnet18", "--pretrained", "none", "--segments", "2", "--size", "32", "--batch", "7",
+        "--workers", "0", "--no-progress", "--no-channels-last", "--lr", "0.0025", "--lr-steps", "100", "--dropout", "0",
+        "--no-partial-bn", "--clip", "0"]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    base = build_sample_workdir(tmp_path_factory.getbasetemp() / "train_samples")
+    mine = tmp_path_factory.mktemp("multi_label") / "W"
+    shutil.copytree(base / "splits", mine / "splits")
+    (mine / "frames").symlink_to(base / "frames")
+    split = mine / "splits" / "samples" / "split1"
+    table = pd.read_csv(split / "train.csv")
+    table["labels"] = [f"{label};{(label + 1) % 4}" if i % 2 else str(label) for i, label in enumerate(table.label)]
+    table.to_csv(split / "train.csv", index=False)
+    table.to_csv(split / "test.csv", index=False)
+    (split / "params.json").write_text(json.dumps({"source": "samples", "multi_label": True}))
+    return mine
+
+
+@pytest.fixture(scope="module")
+def trained(workdir):
+    result = CliRunner().invoke(main, ["train", "-w", str(workdir), "--modality", "rgb", "--run-name", "ml", "--epochs", "16", *TINY])
+    assert result.exit_code == 0, result.output
+    return workdir / "runs" / "ml", result.output
+
+
+def test_multi_label_training_overfits_the_clips_to_map_one(trained):
+    run, output = trained
+    assert "multi_label=True*" in output and " mAP " in output
+    best = torch.load(run / "best.pt", weights_only=True)
+    assert best["params"]["multi_label"] is True
+    assert best["metrics"]["val_mean_class"] == pytest.approx(1.0)  # the run's mAP on its validation (= training) clips
+
+
+def test_test_reports_map_and_per_class_ap_in_a_multi_label_score_file(trained, workdir, tmp_path):
+    run, _ = trained
+    out = tmp_path / "ml.pkl"
+    result = CliRunner().invoke(main, ["test", "--checkpoint", str(run / "best.pt"), "-w", str(workdir), "--segments", "2",
+                                       "--crops", "1", "--out", str(out), "--workers", "0", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "mAP 1.0000" in result.output
+    scores = read_scores(out)
+    assert scores["aggregation"]["multi_label"] is True
+    targets = scores["targets"]
+    assert targets.sum() == 7 + 3 and set(np.flatnonzero(targets[1])) == {int(scores["labels"][1]), (int(scores["labels"][1]) + 1) % 4}
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["map"] == pytest.approx(1.0) and set(report["per_class_ap"]) == set(scores["class_names"])
+
+
+def test_fuse_of_multi_label_score_files_reports_map(trained, workdir, tmp_path):
+    run, _ = trained
+    paths = []
+    for crops in ("1", "3"):
+        paths.append(tmp_path / f"ml{crops}.pkl")
+        result = CliRunner().invoke(main, ["test", "--checkpoint", str(run / "last.pt"), "-w", str(workdir), "--segments", "3",
+                                           "--crops", crops, "--out", str(paths[-1]), "--workers", "0", "--no-progress"])
+        assert result.exit_code == 0, result.output
+    fused = tmp_path / "fused.pkl"
+    result = CliRunner().invoke(main, ["fuse", str(paths[0]), str(paths[1]), "--weights", "1:2", "--out", str(fused)])
+    assert result.exit_code == 0, result.output
+    first, second = read_scores(paths[0]), read_scores(paths[1])
+    expected = mean_average_precision(first["scores"] + 2 * second["scores"], first["targets"])
+    line = next(line for line in result.output.splitlines() if line.startswith("fused"))
+    assert "mAP" in result.output and float(line.split()[2]) == pytest.approx(100 * expected, abs=0.006)
+    assert read_scores(fused)["aggregation"]["multi_label"] is True
+
+
+def test_report_of_a_multi_label_score_file_lists_per_class_ap(trained, workdir, tmp_path):
+    run, _ = trained
+    out = tmp_path / "ml.pkl"
+    assert CliRunner().invoke(main, ["test", "--checkpoint", str(run / "last.pt"), "-w", str(workdir), "--segments", "2",
+                                     "--crops", "1", "--out", str(out), "--workers", "0", "--no-progress"]).exit_code == 0
+    result = CliRunner().invoke(main, ["report", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "multi-label; mAP" in result.output
+    table = pd.read_csv(tmp_path / "ml_per_class_ap.csv")
+    assert table.positives.sum() == 10 and len(table) == 4 and table.average_precision.between(0, 1).all()

@@ -12,9 +12,10 @@ image falls below epsilon^2 * area, with a 5x5 median filter of the flow at the 
 iteration. The flow is upsampled bilinearly and scaled by 1/scale_step.
 
 Tensors are (B, C, H, W) float32; images are grey levels 0..255. The stopping rule is OpenCV's: the
-update is measured after every step and a warp ends at the first step that meets it. Pairs that met it
-leave the batch when the host looks (every step on the CPU, every `check_every` steps on a GPU: the
-only host syncs in the loop) and stay frozen until then. The step is a parameter: `tvl1_iteration`
+update is measured after every step and a warp ends at the first step that meets it. Each pair's sum is
+added in a fixed order (`fixed_order_sum`), so a pair stops at the same step alone or in any batch, and its
+flow is bit for bit the same. Pairs that met it leave the batch when the host looks (every step on the
+CPU, every `check_every` steps on a GPU: the only host syncs in the loop) and stay frozen until then. The step is a parameter: `tvl1_iteration`
 below (eager torch, the CPU implementation and the reference) or the fused Triton kernels of
 triton_tvl1 on CUDA (`iteration_for` picks).
 """
@@ -37,6 +38,8 @@ GRAD_EPSILON = 1.1920929e-07
 MEDIAN_CHUNK_VALUES = 32_000_000
 # cv::remap's sub-pixel resolution: positions are rounded to 1/32 pixel.
 REMAP_STEPS = 32
+# The stopping sum adds each pair's squared update in blocks of this many values (a power of two).
+SUM_BLOCK = 1024
 
 
 def pyramid_sizes(height: int, width: int, nscales: int, scale_step: float) -> list[tuple[int, int]]:
@@ -181,7 +184,7 @@ def tvl1_iteration(
     if scale is not None:
         delta.mul_(scale)
     u_new = u + delta
-    change = torch.bmm(delta.view(len(delta), 1, -1), delta.view(len(delta), -1, 1)).view(-1) if measure else None
+    change = fixed_order_sum(delta.square().view(len(delta), -1)) if measure else None
     # Dual step: p = (p + taut * grad u) / (1 + taut * |grad u|), per flow component.
     torch.sub(u_new[..., :, 1:], u_new[..., :, :-1], out=g[:, :, 0, :, :-1])
     torch.sub(u_new[..., 1:, :], u_new[..., :-1, :], out=g[:, :, 1, :-1, :])
@@ -193,6 +196,25 @@ def tvl1_iteration(
     if live is not None:
         live.mul_(change > scaled_epsilon)
     return u_new, change
+
+
+def fixed_order_sum(values: torch.Tensor) -> torch.Tensor:
+    """Each row's sum, (B, N) -> (B,), added in the same order whatever B and whichever device: the row is cut
+    into blocks of SUM_BLOCK values (zero-padded), each block halved onto itself until one value is left, then
+    the block sums the same way. Only elementwise additions, so a pair's stopping sum alone and inside a batch
+    are bit for bit the same (a matrix product or torch.sum may split the work by the batch's shape)."""
+    rows, count = values.shape
+    blocks = max(-(-count // SUM_BLOCK), 1)
+    blocks_padded = 1 << (blocks - 1).bit_length()
+    sums = F.pad(values, (0, blocks * SUM_BLOCK - count)).view(rows, blocks, SUM_BLOCK)
+    while sums.shape[-1] > 1:
+        half = sums.shape[-1] // 2
+        sums = sums[..., :half] + sums[..., half:]
+    sums = F.pad(sums.view(rows, blocks), (0, blocks_padded - blocks))
+    while sums.shape[-1] > 1:
+        half = sums.shape[-1] // 2
+        sums = sums[..., :half] + sums[..., half:]
+    return sums.view(rows)
 
 
 def check_interval(params: FlowParams, device: torch.device | str) -> int:

@@ -96,7 +96,8 @@ def stream_scores(stream: Stream, workspace: Path, segments: int, crops: int, de
         from tsnpipe.stages.train.clips import ClipDataset
 
         dataset = ClipDataset(workspace, [VIDEO_ID], [0], [count], params.modality, params.clip_len, params.stride,
-                              params.size, "test", segments, crops)
+                              params.size, "test", segments, crops,
+                              params.c3d_input if params.arch == "c3d" else "kinetics")
     scores, _ = score_videos(model, dataset, device, "raw", batch=1, workers=0,
                              dtype=autocast_dtype(device, params.amp), progress=False)
     return scores[0]

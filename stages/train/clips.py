@@ -7,8 +7,9 @@ frames span 1.6 s (the C3D and R(2+1)D papers sample 16 frames of 25-30 fps vide
 Training (C3D paper, torchvision's video_classification reference): a random start, every picture
 resized to 128x171 (height x width), one random 112x112 crop for the whole clip, flipped with
 probability 1/2 (a flipped flow x image is inverted, as in TSN). Validation: the centre clip, centre
-crop. Test (R(2+1)D paper): N clips (10) spaced evenly over the video, each cut into 1 (centre),
-3 (along the longer side) or 10 (corners + centre, and flips) crops of the 128x171 resize.
+crop. Test: N clips (10, as the R(2+1)D paper averages 10 clips of a video) spaced evenly over the video, each
+cut into 1 (centre), 3 (along the longer side: mmaction2's ThreeCrop, not the R(2+1)D paper's) or 10 (corners +
+centre, and flips) crops of the 128x171 resize.
 With another crop size the resize keeps the same ratio to it (size x 128/112 by size x 171/112).
 
 Normalisation: RGB as the weights expect it (`rgb_input`): "kinetics", /255 then the Kinetics mean and std

@@ -76,7 +76,7 @@ class TrainParams:
     arch: str = "tsn"  # TSN paper; or a 3D model (c3d, r3d_18, mc3_18, r2plus1d_18: the 3D table above)
     clip_len: int = 16  # tsnpipe, 3D archs: pictures per clip, the 16 of the C3D and R(2+1)D papers
     stride: int = 1  # tsnpipe, 3D archs: every stride-th frame (or flow pair) of the video
-    c3d_input: str = "kinetics"  # C3D: the RGB input its weights expect (models.C3D_INPUTS; train.clips)
+    c3d_input: str = "kinetics"  # tsnpipe, C3D: the RGB input its weights expect (models.C3D_INPUTS; train.clips)
 
     def as_dict(self) -> dict:
         return asdict(self)

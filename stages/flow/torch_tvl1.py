@@ -38,8 +38,6 @@ GRAD_EPSILON = 1.1920929e-07
 MEDIAN_CHUNK_VALUES = 32_000_000
 # cv::remap's sub-pixel resolution: positions are rounded to 1/32 pixel.
 REMAP_STEPS = 32
-# The stopping sum adds each pair's squared update in blocks of this many values (a power of two).
-SUM_BLOCK = 1024
 
 
 def pyramid_sizes(height: int, width: int, nscales: int, scale_step: float) -> list[tuple[int, int]]:
@@ -199,22 +197,19 @@ def tvl1_iteration(
 
 
 def fixed_order_sum(values: torch.Tensor) -> torch.Tensor:
-    """Each row's sum, (B, N) -> (B,), added in the same order whatever B and whichever device: the row is cut
-    into blocks of SUM_BLOCK values (zero-padded), each block halved onto itself until one value is left, then
-    the block sums the same way. Only elementwise additions, so a pair's stopping sum alone and inside a batch
-    are bit for bit the same (a matrix product or torch.sum may split the work by the batch's shape)."""
-    rows, count = values.shape
-    blocks = max(-(-count // SUM_BLOCK), 1)
-    blocks_padded = 1 << (blocks - 1).bit_length()
-    sums = F.pad(values, (0, blocks * SUM_BLOCK - count)).view(rows, blocks, SUM_BLOCK)
+    """Each row's sum, (B, N) -> (B,), added in an order fixed by N alone: the row's second half is added onto
+    its first (an odd last value onto the first), again and again, as a tree. Only elementwise additions, so a
+    pair's stopping sum alone and inside a batch are bit for bit the same; a matrix product or torch.sum may
+    split and order the work by the batch's shape and the threads, which moves the last bits."""
+    sums = values
     while sums.shape[-1] > 1:
-        half = sums.shape[-1] // 2
-        sums = sums[..., :half] + sums[..., half:]
-    sums = F.pad(sums.view(rows, blocks), (0, blocks_padded - blocks))
-    while sums.shape[-1] > 1:
-        half = sums.shape[-1] // 2
-        sums = sums[..., :half] + sums[..., half:]
-    return sums.view(rows)
+        count = sums.shape[-1]
+        half = count // 2
+        folded = sums[..., :half] + sums[..., half:2 * half]
+        if count % 2:
+            folded[..., :1] += sums[..., 2 * half:]
+        sums = folded
+    return sums[..., 0]
 
 
 def check_interval(params: FlowParams, device: torch.device | str) -> int:

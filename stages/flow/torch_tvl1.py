@@ -15,9 +15,9 @@ Tensors are (B, C, H, W) float32; images are grey levels 0..255. The stopping ru
 update is measured after every step and a warp ends at the first step that meets it. Each pair's sum is
 added in a fixed order (`fixed_order_sum`), so a pair stops at the same step alone or in any batch, and its
 flow is bit for bit the same. Pairs that met it leave the batch when the host looks (every step on the
-CPU, every `check_every` steps on a GPU: the only host syncs in the loop) and stay frozen until then. The step is a parameter: `tvl1_iteration`
-below (eager torch, the CPU implementation and the reference) or the fused Triton kernels of
-triton_tvl1 on CUDA (`iteration_for` picks).
+CPU, every `check_every` steps on a GPU: the only host syncs in the loop) and stay frozen until then. The
+step is a parameter: `tvl1_iteration` below (eager torch, the CPU implementation and the reference) or the
+fused Triton kernels of triton_tvl1 on CUDA (`iteration_for` picks).
 """
 
 from __future__ import annotations

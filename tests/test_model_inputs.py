@@ -126,3 +126,15 @@ def test_tsn_from_pretrained_weights_still_averages_the_rgb_filters(tmp_path):
     rgb = torch.load(path, weights_only=True)["conv1.weight"]
     weight = TSN(3, "flow", "resnet18", 5, weights=path).base.conv1.weight
     assert torch.allclose(weight[:, 3], rgb.mean(dim=1), atol=1e-7)
+
+
+def test_c3d_input_is_a_train_option_refused_in_one_line_for_other_archs(workdir):
+    from click.testing import CliRunner
+
+    from tsnpipe.cli import main
+
+    result = CliRunner().invoke(main, ["train", "-w", str(workdir), "--modality", "rgb", "--arch", "r3d_18",
+                                       "--pretrained", "none", "--c3d-input", "sports1m", "--run-name", "c3d_input_refused"])
+    assert result.exit_code == 1, result.output
+    assert "--c3d-input sports1m is not for --arch r3d_18" in result.output and "Traceback" not in result.output
+    assert not (workdir / "runs" / "c3d_input_refused").exists()

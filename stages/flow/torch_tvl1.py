@@ -196,6 +196,7 @@ def tvl1_iteration(
     return u_new, change
 
 
+@torch.compiler.disable  # its loop runs on the row's length: compiled, every level size would be a new graph
 def fixed_order_sum(values: torch.Tensor) -> torch.Tensor:
     """Each row's sum, (B, N) -> (B,), added in an order fixed by N alone: the row's second half is added onto
     its first (an odd last value onto the first), again and again, as a tree. Only elementwise additions, so a

@@ -12,7 +12,7 @@ from torch import nn
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.models.c3d import C3D, JFZHANG95_NAMES
 from tsnpipe.stages.models.clip_net import ClipNet
-from tsnpipe.stages.train.clips import KINETICS_MEAN, KINETICS_STD, SPORTS1M_BGR_MEAN, dataset_for, resize_stack
+from tsnpipe.stages.train.clips import KINETICS_MEAN, KINETICS_STD, SPORTS1M_BGR_MEAN, dataset_for
 from tsnpipe.stages.train.data import read_split
 from tsnpipe.stages.train.model import TSN
 from tsnpipe.stages.train.recipe import make_params
@@ -67,29 +67,53 @@ def test_c3d_input_follows_the_weights_provenance_or_the_option(workdir, c3d_fil
         c3d_params(workdir, arch="r3d_18", clip_len=4, pretrained="none", c3d_input="sports1m")
 
 
-def test_sports1m_c3d_clips_are_bgr_0_255_minus_the_channel_means(workdir):
-    """The same clip as the Kinetics input and as the Sports-1M input: channel order reversed, unscaled,
-    each channel minus its mean: values in the hundreds, not ~57x smaller."""
+def centre_view(workdir, antialias: bool) -> torch.Tensor:
+    """The first test video's centre clip as `dataset_for` cuts it at size 32 (clip_len 16, stride 2), resized
+    by torchvision's own `resize`: float [T, 3, 32, 32] in 0..255, RGB."""
+    from tsnpipe.stages.store.reader import open_reader
+    from tsnpipe.stages.train.clips import clip_positions, clip_span, even_starts, resize_for
+    from tsnpipe.stages.train.data import read_stack
+    from tsnpipe.stages.train.transforms import view_boxes
+
     _, test_table, _ = read_split(workdir / "splits" / "samples" / "split1")
-    kinetics = dataset_for(c3d_params(workdir, pretrained="none"), test_table, "val")[0][0][0]
-    sports = dataset_for(c3d_params(workdir, pretrained="none", c3d_input="sports1m"), test_table, "val")[0][0][0]
-    assert kinetics.shape == sports.shape == (3, 16, 32, 32)
-    for channel in range(3):  # sports channel c is BGR: RGB channel 2 - c
-        rgb = 2 - channel
-        pixels = (kinetics[rgb] * KINETICS_STD[rgb] + KINETICS_MEAN[rgb]) * 255.0
-        assert torch.allclose(sports[channel], pixels - SPORTS1M_BGR_MEAN[channel], atol=1e-3)
-    assert sports.abs().max() > 50 and kinetics.abs().max() < 3
+    row = test_table.iloc[0]
+    start = even_starts(int(row["frames"]), 1, clip_span(16, 2))[0]
+    stack = read_stack(open_reader(workdir), row["video_id"], clip_positions(start, 16, 2, int(row["frames"])), "rgb")
+    height, width = resize_for(32)
+    assert stack.shape[-2] > 1.5 * height  # a real downscale, where antialiasing shows
+    resized = TF.resize(stack, [height, width], interpolation=TF.InterpolationMode.BILINEAR, antialias=antialias)
+    top, left, _ = view_boxes(height, width, 32, 1)[0]
+    return resized[..., top:top + 32, left:left + 32].float()
 
 
-def test_clips_resize_as_torchvisions_video_preset():
-    """torchvision's VideoClassification preset (which made the Kinetics weights) resizes uint8 video
-    bilinearly without antialiasing; a 2x downscale with antialiasing would blur what the weights saw."""
-    torch.manual_seed(0)
-    stack = torch.randint(0, 256, (4, 3, 256, 341), dtype=torch.uint8)
-    ours = resize_stack(stack, 128, 171)
-    preset = TF.resize(stack, [128, 171], interpolation=TF.InterpolationMode.BILINEAR, antialias=False)
-    assert ours.dtype == torch.float32
-    assert torch.equal(ours, preset.float())
+def first_val_clip(workdir, **overrides) -> torch.Tensor:
+    _, test_table, _ = read_split(workdir / "splits" / "samples" / "split1")
+    return dataset_for(c3d_params(workdir, **overrides), test_table, "val")[0][0][0]
+
+
+def test_sports1m_c3d_clips_are_bgr_0_255_minus_the_channel_means(workdir, c3d_files):
+    """Sports-1M C3D weights get 0-255 pixels in BGR order, each channel minus its mean, unscaled (values in the
+    hundreds, not ~57x smaller), resized as cv2.resize does for jfzhang95's port: without antialiasing."""
+    view = centre_view(workdir, antialias=False)
+    bgr_mean = torch.tensor(SPORTS1M_BGR_MEAN).view(1, 3, 1, 1)
+    expected = (view.flip(1) - bgr_mean).transpose(0, 1)
+    for overrides in (dict(pretrained="none", c3d_input="sports1m"), dict(pretrained=str(c3d_files["jfzhang95"]))):
+        sports = first_val_clip(workdir, **overrides)
+        assert sports.shape == (3, 16, 32, 32)
+        assert torch.equal(sports, expected), overrides
+    assert sports.abs().max() > 50 and first_val_clip(workdir, pretrained="none").abs().max() < 3
+
+
+@pytest.mark.parametrize("arch, antialias", [("r3d_18", False), ("c3d", True)])
+def test_clips_resize_as_the_weights_were_made(workdir, arch, antialias):
+    """torchvision's VideoClassification preset (which made the video ResNets' Kinetics weights) resizes uint8
+    video bilinearly without antialiasing, and so must their clips; C3D with its own (Kinetics) input keeps the
+    antialiased resize."""
+    clip = first_val_clip(workdir, arch=arch, pretrained="none")
+    mean, std = torch.tensor(KINETICS_MEAN).view(1, 3, 1, 1), torch.tensor(KINETICS_STD).view(1, 3, 1, 1)
+    expected = ((centre_view(workdir, antialias) / 255.0 - mean) / std).transpose(0, 1)
+    tolerance = 1e-5 if not antialias else 0.02  # torchvision rounds its antialiased uint8 resize to whole levels
+    assert torch.allclose(clip, expected, atol=tolerance), (clip - expected).abs().max()
 
 
 def conv_std(conv: nn.Module) -> float:

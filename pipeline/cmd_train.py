@@ -16,7 +16,7 @@ from click.core import ParameterSource
 
 from tsnpipe.options import CheckpointType, progress_option, workdir_option
 from tsnpipe.runner import run_info_path
-from tsnpipe.stages.models import ARCHS
+from tsnpipe.stages.models import ARCHS, C3D_INPUTS
 from tsnpipe.stages.scores.protocol import CLIP_TEST_CLIPS, CLIP_TEST_CROPS, TEST_AVERAGE, TEST_CROPS, TEST_SEGMENTS
 
 SOURCES = ("ucf101", "hmdb51", "folders", "kinetics400", "kinetics600", "kinetics700", "list", "sthv2", "sthv1",
@@ -24,7 +24,7 @@ SOURCES = ("ucf101", "hmdb51", "folders", "kinetics400", "kinetics600", "kinetic
 
 # CLI option name -> TrainParams field, for the options that set training params.
 PARAM_OPTIONS = {
-    "arch": "arch", "clip_len": "clip_len", "stride": "stride",
+    "arch": "arch", "clip_len": "clip_len", "stride": "stride", "c3d_input": "c3d_input",
     "backbone": "backbone", "pretrained": "pretrained", "segments": "segments", "length": "length", "size": "size",
     "epochs": "epochs", "lr": "lr", "lr_steps": "lr_steps", "batch": "batch", "wd": "weight_decay", "clip": "clip",
     "dropout": "dropout", "partial_bn": "partial_bn", "amp": "amp", "channels_last": "channels_last",
@@ -71,11 +71,19 @@ def recorded_flow_pairs(workdir: Path) -> str:
         return "frames"
 
 
+def picked_on_scored_list(state: dict, subset: str, split_dir: Path) -> bool:
+    """Whether a checkpoint is its run's best epoch as chosen on the test list that `test` is about to score."""
+    best = state.get("best") or {}
+    return (subset == "test" and best.get("val_list") == "test.csv" and best.get("epoch") == state.get("epoch")
+            and Path(split_dir).resolve() == Path(state["params"]["split_dir"]).resolve())
+
+
 def describe_params(params, given: set[str]) -> str:
     """Every training param, the ones taken from defaults marked, so a run says what it used."""
     parts = []
     for key, value in params.as_dict().items():
-        if key in ("split_dir", "store") or (key == "flow_pairs" and params.modality != "flow") or (key == "flip_pairs" and not value):
+        if key in ("split_dir", "store") or (key == "flow_pairs" and params.modality != "flow") or (
+                key == "flip_pairs" and not value) or (key == "c3d_input" and params.arch != "c3d"):
             continue
         text = ",".join(map(str, value)) if isinstance(value, list) else ("auto" if value is None else value)
         parts.append(f"{key}={text}" + ("" if key in given else "*"))
@@ -91,6 +99,7 @@ def describe_params(params, given: set[str]) -> str:
 @click.option("--arch", type=click.Choice(ARCHS), default="tsn", show_default=True, help="TSN (2D backbone over K snippets) or a 3D model over one clip: C3D, or torchvision's R3D-18, MC3-18, R(2+1)D-18.")
 @click.option("--backbone", type=click.Choice(["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "vgg16", "mobilenet_v3_large"]), default="resnet50", show_default=True, help="TSN's 2D backbone.")
 @click.option("--pretrained", default=None, help="TSN: imagenet (default), none or a backbone state dict PATH; 3D: kinetics400 (default for the ResNets), none (default for c3d) or a PATH. A PATH may be a checkpoint of `tsnpipe train` (W/runs/<run>/best.pt) of the same model and modality: all but its classifier is loaded.")
+@click.option("--c3d-input", type=click.Choice(["auto", *C3D_INPUTS]), default="auto", show_default=True, help="C3D's RGB input: kinetics (/255, Kinetics mean and std) or sports1m (0-255 BGR minus its means, for Sports-1M weights); auto: sports1m for a file in jfzhang95's naming.")
 @click.option("--clip-len", type=click.IntRange(min=1), default=16, show_default=True, help="3D archs: frames (or flow pairs) per clip; 16 frames at 10 fps span 1.6 s.")
 @click.option("--stride", type=click.IntRange(min=1), default=1, show_default=True, help="3D archs: take every k-th frame of the video into a clip.")
 @click.option("--segments", type=click.IntRange(min=1), default=3, show_default=True, help="K: segments per video, one snippet each.")
@@ -173,7 +182,8 @@ def train(ctx, workdir, modality, split_number, source, store, run_name, resume,
     result = fit(params, run_dir, resume=resume, device=device, progress=progress, log=click.echo)
     best = result["best"]
     click.echo(
-        f"train: best epoch {best.get('epoch')}: validation {'mAP' if params.multi_label else 'mean class'} {best['val_mean_class']:.4f}, "
+        f"train: best epoch {best.get('epoch')} (chosen on {best.get('val_list', 'the validation list')}): "
+        f"validation {'mAP' if params.multi_label else 'mean class'} {best['val_mean_class']:.4f}, "
         f"top-1 {best.get('val_top1', float('nan')):.4f}; checkpoints {result['best_checkpoint']}, {result['last']}"
     )
 
@@ -207,7 +217,8 @@ def run_test(checkpoint, workdir, store, source, split_number, segments, crops, 
     from tsnpipe.stages.train.recipe import params_from_dict
 
     workdir = Path(workdir)
-    params = params_from_dict(load_checkpoint(checkpoint)["params"])
+    state = load_checkpoint(checkpoint)
+    params = params_from_dict(state["params"])
     trained_on = Path(params.split_dir)
     segments = segments or (TEST_SEGMENTS if params.arch == "tsn" else CLIP_TEST_CLIPS)
     crops = crops or (TEST_CROPS if params.arch == "tsn" else CLIP_TEST_CROPS)
@@ -217,6 +228,9 @@ def run_test(checkpoint, workdir, store, source, split_number, segments, crops, 
     suffix = "_val" if subset == "val" else ""
     out = out or workdir / "scores" / f"{checkpoint.resolve().parent.name}{suffix}.pkl"
     views = "snippets" if params.arch == "tsn" else f"clips of {params.clip_len}"
+    if picked_on_scored_list(state, subset, split_dir):
+        click.echo(f"test: note: {checkpoint}'s epoch was picked as best on this same test list (the split had no "
+                   "val.csv), so its accuracy is optimistic; build-splits --val-ratio 0.1 and retrain for a fair one")
     click.echo(f"test: {checkpoint} on the {subset} list of {split_dir}; {segments} {views} x {crops} crops, {average} scores averaged over crops then {views.split()[0]}")
     if crops == "10" and params.flip != "on":  # the run's flip rule decides what the five mirrored crops count for
         click.echo(f"test: flip {params.flip}: " + ("mirrored crops dropped (5 crops averaged)" if params.flip == "off"

@@ -157,3 +157,57 @@ def test_a_device_that_fails_fails_the_videos_instead_of_hanging(tmp_path, fed):
                                       threads=2, chunk=3 if early else 16, lookahead=2, in_flight=None if early else 16))
     assert sorted(results) == [0, 1]
     assert all("out of memory" in str(outcome) for outcome in results.values()), results
+
+
+def pool_bytes(solver: RefillSolver) -> int:
+    tensors = [t for pool in solver.pools.values() for t in (*pool.state.values(), pool.gradient, pool.base) if t is not None]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def test_pools_follow_the_sizes_in_flight_not_every_size_seen():
+    """Videos of 12 frame sizes (as Kinetics' many aspect ratios): a level size's pool goes as soon as no pair
+    is left in it or waiting for it, so the solver holds pools only for the pairs in flight, and none at the end."""
+    frames = grey_frames(2, (64, 48))
+    sizes = [(40 + 2 * k, 30 + k) for k in range(12)]
+    pairs = [(size, cv2.resize(frames[0], size), cv2.resize(frames[1], size)) for size in sizes]
+    params = FlowParams(**SMALL)
+    solver = RefillSolver(params, torch.device("cpu"), batch=2, in_flight=2)
+    largest = 2 * 10 * 4 * max(w * h for w, h in sizes)  # 2 slots x 10 floats a pixel (u, p, ...) per pool
+    seen_pools, seen_bytes, finished = 0, 0, []
+    with torch.inference_mode():
+        for round_ in solver.solve(iter(pairs)):
+            finished += [key for key, _ in round_]
+            assert all(pool.load() > 0 for pool in solver.pools.values()), "an empty pool was kept"
+            seen_pools, seen_bytes = max(seen_pools, len(solver.pools)), max(seen_bytes, pool_bytes(solver))
+    assert sorted(finished) == sorted(sizes)
+    assert seen_pools <= 2 and seen_bytes <= 2 * largest * 1.4  # 2 pairs in flight: a pool each (and its buffer)
+    assert solver.pools == {}
+
+
+def one_step_changes(batch: list[tuple[np.ndarray, np.ndarray]]) -> torch.Tensor:
+    """The stopping sums of a first primal-dual step from zero flow, for a batch of pairs."""
+    from tsnpipe.stages.flow.torch_tvl1 import GRAD_EPSILON, centred_gradient
+
+    i0 = torch.stack([torch.from_numpy(first)[None].float() for first, _ in batch])
+    i1 = torch.stack([torch.from_numpy(second)[None].float() for _, second in batch])
+    grad = torch.cat(centred_gradient(i1), dim=1)
+    u, p = torch.zeros_like(grad), torch.zeros(len(batch), 2, 2, *i0.shape[-2:])
+    inv_grad = grad.square().sum(dim=1, keepdim=True).clamp_(min=GRAD_EPSILON).reciprocal_()
+    _, change = tvl1_iteration(u, p, torch.zeros_like(p), grad, i1 - i0, inv_grad, 0.045, 0.3, 0.83, True)
+    return change
+
+
+def test_a_pair_alone_and_in_a_batch_of_8_stop_and_flow_bit_for_bit_alike():
+    """The stopping sum adds each pair's values in the same order whatever the batch, so a pair near the
+    threshold stops at the same step alone or with 7 others (a batched matrix product rounds per batch)."""
+    frames = grey_frames(9, (80, 60))
+    pairs = [(frames[k], frames[k + 1]) for k in range(8)]
+    with torch.inference_mode():
+        together = one_step_changes(pairs)
+        for k, pair in enumerate(pairs):
+            assert torch.equal(one_step_changes([pair])[0], together[k]), k
+        params = FlowParams(**SMALL)
+        as_batch = lambda images: torch.stack([torch.from_numpy(image)[None].float() for image in images])  # noqa: E731
+        flows = tvl1_flow(as_batch(frames[:8]), as_batch(frames[1:9]), params, tvl1_iteration)
+        for k, (first, second) in enumerate(pairs):
+            assert torch.equal(flows[k], alone(first, second, params)), k

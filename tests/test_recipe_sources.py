@@ -47,7 +47,7 @@ def test_every_test_protocol_default_names_its_source():
     assert set(found) == {"TEST_SEGMENTS", "TEST_CROPS", "TEST_AVERAGE", "CLIP_TEST_CLIPS", "CLIP_TEST_CROPS"}
     tsn = [name for name in found if name.startswith("TEST_")]
     assert all("tsn-pytorch" in found[name] and "Caffe TSN" in found[name] for name in tsn)
-    assert all("R(2+1)D paper" in found[name] or "torchvision" in found[name] for name in found if name not in tsn)
+    assert "R(2+1)D paper" in found["CLIP_TEST_CLIPS"] and "mmaction2" in found["CLIP_TEST_CROPS"]
     assert (protocol.TEST_SEGMENTS, protocol.TEST_CROPS, protocol.TEST_AVERAGE) == (25, "10", "raw")
     assert "tsn-pytorch" in inspect.getsource(recipe).split('"""')[1]
 

@@ -17,8 +17,14 @@ A pool's state lives at fixed addresses, one row per slot, the occupied slots fi
 writing its row, leaves by having the last occupied row moved into its place, so nothing is copied whole.
 On CUDA with a step that works in place (the Triton kernels), a round's steps are captured once per pool
 and round length as a CUDA graph and replayed: a step then costs its kernels, not Python's launches,
-and the empty and frozen slots (flag 0) are skipped inside the kernels. Pools of sizes no longer in
-use are dropped once there are more than `MAX_POOLS` (data sets of many frame sizes).
+and the empty and frozen slots (flag 0) are skipped inside the kernels.
+
+A pool whose level size has no pairs left in its slots or waiting is dropped at once, with its memory
+(10 floats a pixel a slot, 111 MB at 32 slots of 341x256; the eager step's gradient buffer, 4 more, exists
+only for a step that does not work in place), unless it holds captured CUDA graphs: capturing costs more
+than a round, and a frame size often comes back, so such pools stay while empty, at most `MAX_POOLS` of
+them (the least recently made dropped first). Memory then follows the sizes in flight, not the run's
+history: a data set of many aspect ratios (Kinetics, HMDB51 at short side 256) keeps no pool per size seen.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from tsnpipe.stages.flow.torch_tvl1 import (GRAD_EPSILON, centred_gradient, chec
                                             median_filter, pixel_grid, pyramid_sizes, tvl1_iteration, warp_bicubic)
 
 Pair = tuple[Any, np.ndarray, np.ndarray]  # (key, first, second): H x W uint8 grey frames
-# Pools kept while empty, for frame sizes that come back: a few frame sizes' pyramids.
+# Pools with captured CUDA graphs kept while empty, for frame sizes that come back: a few sizes' pyramids.
 MAX_POOLS = 24
 
 
@@ -161,8 +167,12 @@ class RefillSolver:
         return self.pools[size]
 
     def _drop_unused(self) -> None:
-        """Forget empty pools (their memory and graphs) beyond MAX_POOLS, the least recently made first."""
-        for size in [size for size, pool in self.pools.items() if pool.load() == 0]:
+        """Forget every empty pool without CUDA graphs, and empty pools with graphs beyond MAX_POOLS, the least
+        recently made first."""
+        empty = [size for size, pool in self.pools.items() if pool.load() == 0]
+        for size in [size for size in empty if not self.pools[size].graphs]:
+            del self.pools[size]
+        for size in [size for size in empty if size in self.pools]:
             if len(self.pools) <= MAX_POOLS:
                 return
             del self.pools[size]

@@ -12,11 +12,12 @@ image falls below epsilon^2 * area, with a 5x5 median filter of the flow at the 
 iteration. The flow is upsampled bilinearly and scaled by 1/scale_step.
 
 Tensors are (B, C, H, W) float32; images are grey levels 0..255. The stopping rule is OpenCV's: the
-update is measured after every step and a warp ends at the first step that meets it. Pairs that met it
-leave the batch when the host looks (every step on the CPU, every `check_every` steps on a GPU: the
-only host syncs in the loop) and stay frozen until then. The step is a parameter: `tvl1_iteration`
-below (eager torch, the CPU implementation and the reference) or the fused Triton kernels of
-triton_tvl1 on CUDA (`iteration_for` picks).
+update is measured after every step and a warp ends at the first step that meets it. Each pair's sum is
+added in a fixed order (`fixed_order_sum`), so a pair stops at the same step alone or in any batch, and its
+flow is bit for bit the same. Pairs that met it leave the batch when the host looks (every step on the
+CPU, every `check_every` steps on a GPU: the only host syncs in the loop) and stay frozen until then. The
+step is a parameter: `tvl1_iteration` below (eager torch, the CPU implementation and the reference) or the
+fused Triton kernels of triton_tvl1 on CUDA (`iteration_for` picks).
 """
 
 from __future__ import annotations
@@ -181,7 +182,7 @@ def tvl1_iteration(
     if scale is not None:
         delta.mul_(scale)
     u_new = u + delta
-    change = torch.bmm(delta.view(len(delta), 1, -1), delta.view(len(delta), -1, 1)).view(-1) if measure else None
+    change = fixed_order_sum(delta.square().view(len(delta), -1)) if measure else None
     # Dual step: p = (p + taut * grad u) / (1 + taut * |grad u|), per flow component.
     torch.sub(u_new[..., :, 1:], u_new[..., :, :-1], out=g[:, :, 0, :, :-1])
     torch.sub(u_new[..., 1:, :], u_new[..., :-1, :], out=g[:, :, 1, :-1, :])
@@ -193,6 +194,23 @@ def tvl1_iteration(
     if live is not None:
         live.mul_(change > scaled_epsilon)
     return u_new, change
+
+
+@torch.compiler.disable  # its loop runs on the row's length: compiled, every level size would be a new graph
+def fixed_order_sum(values: torch.Tensor) -> torch.Tensor:
+    """Each row's sum, (B, N) -> (B,), added in an order fixed by N alone: the row's second half is added onto
+    its first (an odd last value onto the first), again and again, as a tree. Only elementwise additions, so a
+    pair's stopping sum alone and inside a batch are bit for bit the same; a matrix product or torch.sum may
+    split and order the work by the batch's shape and the threads, which moves the last bits."""
+    sums = values
+    while sums.shape[-1] > 1:
+        count = sums.shape[-1]
+        half = count // 2
+        folded = sums[..., :half] + sums[..., half:2 * half]
+        if count % 2:
+            folded[..., :1] += sums[..., 2 * half:]
+        sums = folded
+    return sums[..., 0]
 
 
 def check_interval(params: FlowParams, device: torch.device | str) -> int:

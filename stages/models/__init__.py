@@ -9,3 +9,5 @@ ARCHS = ("tsn", "c3d", "r3d_18", "mc3_18", "r2plus1d_18")
 VIDEO_RESNETS = ("r3d_18", "mc3_18", "r2plus1d_18")
 CLIP_ARCHS = ("c3d", *VIDEO_RESNETS)
 C3D_MIN_CLIP_LEN = 16  # four 2x temporal pools: 16 -> 1
+# The RGB input a C3D's weights expect (train.clips.normalise_clip; `--c3d-input`, auto picks by the weights file).
+C3D_INPUTS = ("kinetics", "sports1m")

@@ -17,15 +17,62 @@ crops or other clip lengths (tests, quick trials) reach fc6 with the same 8,192 
 From scratch, convolutions and fc6/fc7 start from He-normal weights and zero biases (the PyTorch
 ports do the same): with PyTorch's default init the signal fades over ten layers without batch norm.
 
-State dict keys follow the common PyTorch port (`conv1`, `conv2`, `conv3a` ... `fc6`, `fc7`), so a
-C3D state dict saved by such a port loads with `--pretrained PATH`, its `fc8` skipped.
+State dict keys follow the common PyTorch port (`conv1`, `conv2`, `conv3a` ... `fc6`, `fc7`). A file in
+the other naming, `features.N` / `classifier.N` (the Sports-1M C3D jfzhang95's pytorch-video-recognition
+loads, `__load_pretrained_weights` in its network/C3D_model.py), is renamed on loading (`JFZHANG95_NAMES`);
+either loads with `--pretrained PATH`, its `fc8` skipped.
+
+The input the weights expect (`c3d_input_for`, `--c3d-input`): from scratch, or a C3D trained by tsnpipe,
+"kinetics" (RGB /255, Kinetics mean and std, as the video ResNets); the Sports-1M weights, "sports1m"
+(0..255 in BGR order minus the per-channel means, train.clips). A file in jfzhang95's naming is taken to be
+his Sports-1M weights; a file in our naming can be either, so `--c3d-input sports1m` says so for a Sports-1M
+file saved under our names.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import torch
 from torch import nn
 
 FEATURES = 4096
+# jfzhang95's names -> ours: his nn.Sequential indices of the convolutions and the fully connected layers.
+JFZHANG95_NAMES = {
+    "features.0.": "conv1.", "features.3.": "conv2.", "features.6.": "conv3a.", "features.8.": "conv3b.",
+    "features.11.": "conv4a.", "features.13.": "conv4b.", "features.16.": "conv5a.", "features.18.": "conv5b.",
+    "classifier.0.": "fc6.", "classifier.3.": "fc7.", "classifier.6.": "fc8.",
+}
+
+
+def jfzhang95_naming(state: dict) -> bool:
+    """Whether a state dict uses the `features.N` / `classifier.N` names."""
+    return any(key.startswith(("features.", "classifier.")) for key in state)
+
+
+def c3d_names(state: dict) -> dict:
+    """A C3D state dict under our names, whichever of the two namings it uses."""
+    if not jfzhang95_naming(state):
+        return state
+    renamed = {}
+    for key, value in state.items():
+        prefix = next((old for old in JFZHANG95_NAMES if key.startswith(old)), None)
+        renamed[JFZHANG95_NAMES[prefix] + key[len(prefix):] if prefix else key] = value
+    return renamed
+
+
+def c3d_input_for(pretrained: str | Path | None) -> str:
+    """The RGB input `--c3d-input auto` picks for a --pretrained value: "sports1m" for a file in jfzhang95's
+    naming (his Sports-1M weights), else "kinetics". A file that cannot be read is left to the loader's error."""
+    if pretrained in (None, "none", "kinetics400"):
+        return "kinetics"
+    try:
+        state = torch.load(pretrained, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # the loader names the file and the fix when the model is built
+        return "kinetics"
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    return "sports1m" if isinstance(state, dict) and jfzhang95_naming(state) else "kinetics"
 
 
 class C3D(nn.Module):

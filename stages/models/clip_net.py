@@ -5,8 +5,10 @@ images of T consecutive pairs stacked along time). Output [B, classes]: the mean
 scores (K is 1 in training; the test protocol scores several clips through `snippet_scores`, the
 method `tsnpipe test` calls, so one evaluation serves TSN and the 3D models).
 
-Flow input uses the TSN paper's cross-modality init on the first 3D convolution: each filter's
-weights averaged over the RGB channels and replicated to the 2 flow channels.
+Flow input with pretrained weights uses the TSN paper's cross-modality init on the first 3D convolution:
+each filter's weights averaged over the RGB channels and replicated to the 2 flow channels. From random
+weights the first convolution is drawn afresh for 2 channels with the backbone's own init (C3D: He-normal
+over fan_in; torchvision's video ResNets: over fan_out), so the x and y filters differ and keep He's scale.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ import torch
 from torch import nn
 
 from tsnpipe.stages.models import CLIP_ARCHS, VIDEO_RESNETS
-from tsnpipe.stages.models.c3d import C3D, FEATURES
+from tsnpipe.stages.models.c3d import C3D, FEATURES, c3d_names
 from tsnpipe.stages.models.video_resnet import build_video_resnet, load_state_file
-from tsnpipe.stages.train.model import ModelError, float32_head
+from tsnpipe.stages.train.model import ModelError, float32_head, fresh_conv, pretrained
 
 
 def clip_channels(modality: str) -> int:
@@ -39,7 +41,7 @@ def build_clip_backbone(arch: str, weights: str | Path | None, dropout: float) -
             )
         model = C3D(3, dropout)
         if weights not in (None, "none"):
-            load_state_file(model, Path(weights), head="fc8.")
+            load_state_file(model, Path(weights), head="fc8.", rename=c3d_names)
         return model, FEATURES
     if arch in VIDEO_RESNETS:
         return build_video_resnet(arch, weights)
@@ -82,7 +84,10 @@ class ClipNet(nn.Module):
         self.base, feature_dim = build_clip_backbone(arch, weights, dropout)
         if self.channels != 3:
             parent, key, conv = first_conv3d(self.base)
-            setattr(parent, key, cross_modality_conv3d(conv, self.channels))
+            if pretrained(weights):
+                setattr(parent, key, cross_modality_conv3d(conv, self.channels))
+            else:
+                setattr(parent, key, fresh_conv(conv, self.channels, "fan_in" if arch == "c3d" else "fan_out"))
         self.dropout = nn.Dropout(p=0.0 if arch == "c3d" else dropout)
         self.fc = nn.Linear(feature_dim, num_classes)
         nn.init.normal_(self.fc.weight, 0, 0.001)

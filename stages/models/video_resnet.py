@@ -15,6 +15,7 @@ state dict saved from the same torchvision model (its 400-class `fc` may be pres
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torchvision
@@ -42,8 +43,9 @@ def build_video_resnet(arch: str, weights: str | Path | None) -> tuple[nn.Module
     return model, feature_dim
 
 
-def load_state_file(model: nn.Module, path: Path, head: str) -> None:
-    """Load a state dict saved from the same model; tensors under `head` (the old classifier) are skipped."""
+def load_state_file(model: nn.Module, path: Path, head: str, rename: Callable[[dict], dict] | None = None) -> None:
+    """Load a state dict saved from the same model; tensors under `head` (the old classifier) are skipped.
+    `rename` maps another naming of the same layers to the model's (C3D's two namings)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError) as error:
@@ -52,6 +54,7 @@ def load_state_file(model: nn.Module, path: Path, head: str) -> None:
         state = state["model"]
     if not isinstance(state, dict):
         raise ModelError(f"{path} does not hold a state dict; save one with torch.save(model.state_dict(), path).")
+    state = rename(state) if rename else state
     own = model.state_dict()
     usable = {key: value for key, value in state.items() if key in own and own[key].shape == value.shape}
     missing = [key for key in own if key not in usable and not key.startswith(head)]

@@ -94,10 +94,10 @@ def stream_scores(stream: Stream, workspace: Path, segments: int, crops: int, de
         dataset = SnippetDataset(workspace, [VIDEO_ID], [0], [count], params.modality, segments, params.length,
                                  params.size, "test", crops)
     else:  # a 3D model: `segments` clips
-        from tsnpipe.stages.train.clips import ClipDataset
+        from tsnpipe.stages.train.clips import ClipDataset, clip_input
 
         dataset = ClipDataset(workspace, [VIDEO_ID], [0], [count], params.modality, params.clip_len, params.stride,
-                              params.size, "test", segments, crops)
+                              params.size, "test", segments, crops, **clip_input(params))
     scores, _ = score_videos(model, dataset, device, "raw", batch=1, workers=0,
                              dtype=autocast_dtype(device, params.amp), progress=False,
                              flip_rule=FlipRule.for_run(params, len(stream.class_names)))

@@ -8,7 +8,11 @@ from pathlib import Path
 
 METRIC_COLUMNS = (
     "epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_mean_class", "clips_per_s", "seconds",
+    "val_list",
 )
+# Text columns; the others are numbers. val_list: the list the val_* columns (and so best.pt) were measured on,
+# val.csv, or test.csv where build-splits wrote no validation list.
+TEXT_COLUMNS = ("val_list",)
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -17,7 +21,8 @@ def read_metrics(path: Path) -> list[dict]:
         return []
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    return [{key: (int(value) if key == "epoch" else float(value)) for key, value in row.items()} for row in rows]
+    return [{key: value if key in TEXT_COLUMNS else int(value) if key == "epoch" else float(value)
+             for key, value in row.items() if value is not None} for row in rows]
 
 
 def write_metrics(path: Path, rows: list[dict]) -> None:
@@ -27,5 +32,5 @@ def write_metrics(path: Path, rows: list[dict]) -> None:
         writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS)
         writer.writeheader()
         for row in rows:
-            writer.writerow({key: row[key] for key in METRIC_COLUMNS})
+            writer.writerow({key: row.get(key, "") for key in METRIC_COLUMNS})
     os.replace(temp, path)

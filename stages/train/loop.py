@@ -2,7 +2,7 @@
 
 `fit` builds the data, model and optimizer from TrainParams, then per epoch: `train_one_epoch`,
 `evaluate` on the split's val.csv when build-splits wrote one, else its test list (centre crop, K
-segment centres; a 3D model: the centre clip), lr step, metrics.csv +
+segment centres; a 3D model: the centre clip; metrics.csv's val_list says which), lr step, metrics.csv +
 curves.png + TensorBoard, `last.pt` (atomic) and `best.pt` when validation mean class accuracy
 improves. `fit(..., resume=True)` continues from `last.pt` exactly: model, optimizer, scheduler,
 scaler, epoch and random generator states are restored. Under torchrun (torch.distributed
@@ -32,8 +32,8 @@ from tsnpipe.stages.train.batches import DeviceBatches, as_channels_last, prepar
 from tsnpipe.stages.train.clips import dataset_for
 from tsnpipe.stages.train.data import make_loader, read_split, split_targets, table_dataset
 from tsnpipe.stages.train.distributed import wrap_distributed
+from tsnpipe.stages.splits.validation import VAL_FILE, validation_table
 from tsnpipe.stages.train.flip import FlipRule
-from tsnpipe.stages.splits.validation import validation_table
 from tsnpipe.stages.scores.report import plot_curves
 from tsnpipe.stages.train.logs import read_metrics, write_metrics
 from tsnpipe.stages.train.model import TSN, first_layer_params
@@ -242,6 +242,7 @@ def fit(params: TrainParams, run_dir: str | Path, resume: bool = False, device: 
 
     train_table, test_table, class_names = read_split(params.split_dir)
     val_table = validation_table(params.split_dir, len(class_names), test_table)
+    val_list = VAL_FILE if (Path(params.split_dir) / VAL_FILE).is_file() else "test.csv"  # what chooses best.pt
     train_set = run_dataset(params, train_table, "train")
     train_set.flip_rule = FlipRule.for_run(params, len(class_names))
     val_set = run_dataset(params, val_table, "val")
@@ -315,11 +316,11 @@ def fit(params: TrainParams, run_dir: str | Path, resume: bool = False, device: 
         row = {
             "epoch": epoch, "lr": lr, "train_loss": train["loss"], "train_top1": train["top1"], "val_loss": val["loss"],
             "val_top1": val["top1"], "val_mean_class": val["mean_class"], "clips_per_s": train["clips_per_s"],
-            "seconds": train["seconds"],
+            "seconds": train["seconds"], "val_list": val_list,
         }
         rows.append(row)
         for key, value in row.items():
-            if key != "epoch":
+            if key not in ("epoch", "val_list"):
                 writer.add_scalar(key, value, epoch)
         writer.flush()
         write_metrics(run_dir / "metrics.csv", rows)

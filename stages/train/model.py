@@ -7,7 +7,9 @@ Choices (TSN paper, tsn-pytorch `models.py`), each tested:
   default: 15 channels from 6 frames, as tsn-pytorch); Flow 2*L (L consecutive flow pairs interleaved
   x1,y1,...,xL,yL; L=5 by default, 10 as in two-stream).
 - Cross-modality init (paper): for Flow and RGBDiff the first conv's weights are the mean over the RGB
-  input channels, replicated to the new channel count (also from random init, for a uniform rule).
+  input channels, replicated to the new channel count. Only from pretrained weights: averaging random
+  filters would shrink them (the mean of 3 has 1/sqrt(3) of their spread) and give every channel the same
+  filter, so with random init the new first conv gets torchvision's own init for its channel count.
 - Partial BN (paper, tsn-pytorch `partialBN`): every BatchNorm but the first stays in eval mode while
   training (running mean/var frozen) and its affine weight and bias do not train (tsn-pytorch leaves
   them out of the optimizer; here they get requires_grad=False). Meant for a pretrained backbone: with
@@ -137,6 +139,24 @@ def cross_modality_conv(conv: nn.Conv2d, channels: int) -> nn.Conv2d:
     return new
 
 
+def pretrained(weights: str | Path | None) -> bool:
+    """Whether a --pretrained value loads weights (a name or a path) rather than starting from random init."""
+    return weights not in (None, "none")
+
+
+def fresh_conv(conv: nn.Conv2d | nn.Conv3d, channels: int, mode: str = "fan_out") -> nn.Conv2d | nn.Conv3d:
+    """A randomly initialised copy of `conv`'s shape taking `channels` inputs: He-normal weights (torchvision's
+    ResNets, VGG and MobileNet use `mode` fan_out; C3D fan_in) and zero biases, every input channel drawn apart."""
+    new = type(conv)(
+        channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups,
+        conv.bias is not None,
+    )
+    nn.init.kaiming_normal_(new.weight, mode=mode, nonlinearity="relu")
+    if new.bias is not None:
+        nn.init.zeros_(new.bias)
+    return new
+
+
 def float32_head(fc: nn.Module, dropout: nn.Module, features: torch.Tensor) -> torch.Tensor:
     """The classifier on float32 features with autocast off, whatever precision the backbone ran in. The meta
     device (shape checks) has no autocast and no arithmetic to keep exact."""
@@ -167,7 +187,8 @@ class TSN(nn.Module):
         self.base, feature_dim = build_backbone(backbone, weights)
         if self.channels != 3:
             parent, key, conv = first_conv(self.base)
-            setattr(parent, key, cross_modality_conv(conv, self.channels))
+            new = cross_modality_conv(conv, self.channels) if pretrained(weights) else fresh_conv(conv, self.channels)
+            setattr(parent, key, new)
         self.dropout = nn.Dropout(p=dropout)
         self.fc = nn.Linear(feature_dim, num_classes)
         nn.init.normal_(self.fc.weight, 0, 0.001)  # tsn-pytorch's init of the new classifier

@@ -39,7 +39,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from tsnpipe.stages.errors import TsnpipeError
-from tsnpipe.stages.models import ARCHS, C3D_MIN_CLIP_LEN, CLIP_ARCHS
+from tsnpipe.stages.models import ARCHS, C3D_INPUTS, C3D_MIN_CLIP_LEN, CLIP_ARCHS
+from tsnpipe.stages.models.c3d import c3d_input_for
 from tsnpipe.stages.train.model import BACKBONES, MODALITIES
 
 
@@ -78,6 +79,7 @@ class TrainParams:
     flip: str = "on"  # TSN paper (random horizontal flip); the split's params.json may ask off or swap-labels (train.flip)
     flip_pairs: list[list[int]] = field(default_factory=list)  # swap-labels: the split's left/right class pairs (mmaction2 flip_label_map)
     multi_label: bool = False  # mmaction2 mmit/hvu configs: sigmoid + binary cross-entropy (BCELossWithLogits), scored by mAP
+    c3d_input: str = "kinetics"  # tsnpipe, C3D: the RGB input its weights expect (models.C3D_INPUTS; train.clips)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -111,6 +113,8 @@ def make_params(modality: str, **overrides) -> TrainParams:
     arch = overrides.get("arch") or "tsn"
     values = {"modality": modality, **arch_defaults(arch, modality)}
     values.update({key: value for key, value in overrides.items() if value is not None})
+    if values.get("c3d_input", "auto") == "auto":  # by the weights' provenance (models.c3d.c3d_input_for)
+        values["c3d_input"] = c3d_input_for(values.get("pretrained")) if arch == "c3d" else "kinetics"
     if arch != "tsn":
         values.update(segments=1, partial_bn=False, channels_last=False)
     elif "partial_bn" not in overrides or overrides["partial_bn"] is None:
@@ -143,6 +147,9 @@ def check_params(params: TrainParams) -> None:
         check_clip_params(params)
     elif params.pretrained == "kinetics400":
         raise TsnpipeError("--pretrained kinetics400 is for the 3D archs; TSN takes imagenet, none or a PATH.")
+    if params.c3d_input not in C3D_INPUTS or (params.arch != "c3d" and params.c3d_input != "kinetics"):
+        raise TsnpipeError(f"--c3d-input {params.c3d_input} is not for --arch {params.arch}; C3D takes auto, "
+                           f"{', '.join(C3D_INPUTS)}, the other archs leave it out.")
     if params.backbone not in BACKBONES:
         raise TsnpipeError(f"Unknown backbone {params.backbone!r}; use one of {', '.join(BACKBONES)}.")
     problems = [

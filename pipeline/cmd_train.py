@@ -154,9 +154,10 @@ def train(ctx, workdir, modality, split_number, source, store, run_name, resume,
     init_distributed()  # under torchrun: one process per GPU, each training on its share of the videos
     result = fit(params, run_dir, resume=resume, device=device, progress=progress, log=click.echo)
     best = result["best"]
+    saved = ", ".join(str(path) for path in (result["best_checkpoint"], result["last"]) if path and Path(path).is_file())
     click.echo(
         f"train: best epoch {best.get('epoch')}: validation mean class {best['val_mean_class']:.4f}, "
-        f"top-1 {best.get('val_top1', float('nan')):.4f}; checkpoints {result['best_checkpoint']}, {result['last']}"
+        f"top-1 {best.get('val_top1', float('nan')):.4f}; checkpoints {saved or 'none'}"
     )
 
 

@@ -57,7 +57,8 @@ def frames_rows(workdir: Path, info: dict) -> list[dict]:
     from tsnpipe.stages.frames import jpeg_size
 
     video_dir = Path(info.get("inputs", {}).get("video_dir") or "")
-    sources = {item.video_id: item.source for item in video_items(video_dir)} if video_dir.is_dir() else {}
+    items = video_items(video_dir) if video_dir.is_dir() else []
+    sources = {item.video_id: item.source for item in items if "unreadable" not in item.fingerprint}
     rows = []
     for vid, counts in output_folders(workdir / "frames", "img").items():
         if vid not in sources or "flow_x" in counts:

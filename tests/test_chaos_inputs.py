@@ -4,10 +4,15 @@ failed row or one sentence naming the file and the fix; the good work goes on an
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 
-from chaos import FRAMES, assert_clean_process, clean_run, tree  # noqa: F401
-from conftest import run_tsnpipe
-from tsnpipe.manifests.table import Manifest
+import pytest
+
+from chaos import (FRAMES, assert_clean_process, assert_one_line_error, clean_run, extracted,  # noqa: F401
+                   file_size_limit, invoke, tree)
+from conftest import run_tsnpipe, tsnpipe_cmd
+from tsnpipe.manifests.table import Manifest, manifest_path
 
 
 def test_broken_and_looping_symlinks_are_failed_rows_and_the_run_goes_on(clips, tmp_path, clean_run):
@@ -30,3 +35,51 @@ def test_broken_and_looping_symlinks_are_failed_rows_and_the_run_goes_on(clips, 
     assert "0 extracted, 3 up to date" in again.stdout
     status = run_tsnpipe("status", "-w", str(workdir))
     assert_clean_process(status, 0)
+
+
+FLOW = ("--backend", "opencv", "-j", "1", "--no-progress")
+
+
+@pytest.mark.parametrize("foreign", ["flow", "pack-hdf5"])
+def test_another_stages_table_is_refused_and_repair_rebuilds_it_keeping_flow_up_to_date(extracted, clips, foreign):
+    assert invoke("extract-flow", "-w", str(extracted), *FLOW).exit_code == 0
+    assert invoke("pack", "-w", str(extracted), "--format", "hdf5", "--no-progress").exit_code == 0
+    flow_rows = Manifest(extracted, "flow").rows
+    frames_table = manifest_path(extracted, "frames")
+    shutil.copy(manifest_path(extracted, foreign), frames_table)  # a slip of the hand: cp flow.parquet frames.parquet
+    sentence = f"is the table of the {foreign} stage, not of frames"
+    for args in (["extract-flow", *FLOW], ["extract-frames", str(clips), *FRAMES], ["status"]):
+        error = assert_one_line_error(invoke(*args, "-w", str(extracted)), str(frames_table), sentence, "status --repair")
+        assert "manifests are damaged" not in error  # one table, said once
+    assert Manifest(extracted, "flow").rows == flow_rows  # nothing was read as frames, no flow row was touched
+    repaired = invoke("status", "-w", str(extracted), "--repair")
+    assert repaired.exit_code == 0, repaired.output
+    assert "frames: 3 rows rebuilt" in repaired.output and "set aside" in repaired.output
+    assert "input changed" not in repaired.output and "needs work: 3" not in repaired.output
+    assert "0 computed, 3 up to date" in invoke("extract-flow", "-w", str(extracted), *FLOW).output
+    assert "0 extracted, 3 up to date" in invoke("extract-frames", str(clips), "-w", str(extracted), *FRAMES).output
+
+
+def test_a_table_of_an_older_version_without_its_stage_is_told_by_its_columns(extracted):
+    import pyarrow.parquet as pq
+
+    assert invoke("extract-flow", "-w", str(extracted), *FLOW).exit_code == 0
+    for stage in ("frames", "flow"):  # as older versions wrote them: no stage in the metadata
+        path = manifest_path(extracted, stage)
+        pq.write_table(pq.read_table(path).replace_schema_metadata(None), path)
+    assert "needs work: nothing" in invoke("status", "-w", str(extracted)).output
+    shutil.copy(manifest_path(extracted, "flow"), manifest_path(extracted, "frames"))
+    assert_one_line_error(invoke("status", "-w", str(extracted)), "is the table of the flow stage, not of frames")
+
+
+def test_hdf5_pack_under_a_file_size_limit_is_one_sentence_and_the_rerun_completes(extracted):
+    """h5py cannot survive EFBIG mid-write (it crashed in its clean-up, exit 139): the limit is checked first."""
+    args = ("pack", "-w", str(extracted), "--format", "hdf5", "--no-progress")
+    proc = subprocess.run(tsnpipe_cmd(*args), capture_output=True, text=True, preexec_fn=file_size_limit(8 << 10))
+    assert_clean_process(proc, 1)
+    assert proc.stderr.startswith("Error: The file size limit of this process (ulimit -f) is") and \
+        proc.stderr.count("\n") == 1, proc.stderr
+    roomy = subprocess.run(tsnpipe_cmd(*args), capture_output=True, text=True, preexec_fn=file_size_limit(4 << 20))
+    assert_clean_process(roomy, 0)  # a limit the shards fit under is no reason to stop
+    assert sorted(p.name for p in (extracted / "stores" / "frames.hdf5").iterdir()) == ["index.json", "shard-00001.h5"]
+    assert "needs work: nothing" in run_tsnpipe("status", "-w", str(extracted)).stdout.split("pack-hdf5")[1]

@@ -83,3 +83,41 @@ def test_hdf5_pack_under_a_file_size_limit_is_one_sentence_and_the_rerun_complet
     assert_clean_process(roomy, 0)  # a limit the shards fit under is no reason to stop
     assert sorted(p.name for p in (extracted / "stores" / "frames.hdf5").iterdir()) == ["index.json", "shard-00001.h5"]
     assert "needs work: nothing" in run_tsnpipe("status", "-w", str(extracted)).stdout.split("pack-hdf5")[1]
+
+
+@pytest.mark.parametrize("content", [b"[1, 2]", b'"a string"', b"\xff\xfe not utf-8"])
+def test_a_store_index_that_is_not_ours_is_one_sentence(extracted, tmp_path, content):
+    store = tmp_path / "store.hdf5"
+    store.mkdir()
+    (store / "index.json").write_bytes(content)
+    result = invoke("pack", "-w", str(extracted), "--format", "hdf5", "--store", str(store), "--no-progress")
+    assert_one_line_error(result, str(store / "index.json"))
+    assert (store / "index.json").read_bytes() == content
+
+
+@pytest.mark.parametrize("key", [b"meta", b"mine"])
+def test_a_users_own_lmdb_is_refused_and_left_as_it_was(extracted, tmp_path, key):
+    import lmdb
+
+    store = tmp_path / "theirs.lmdb"
+    env = lmdb.open(str(store), map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        txn.put(key, b"the user's own value")
+    env.close()
+    before = (store / "data.mdb").read_bytes()
+    result = invoke("pack", "-w", str(extracted), "--format", "lmdb", "--store", str(store), "--no-progress")
+    assert_one_line_error(result, str(store), "did not write")
+    assert (store / "data.mdb").read_bytes() == before
+
+
+def test_a_score_file_whose_format_is_an_array_is_one_sentence(tmp_path):
+    import pickle
+
+    import numpy as np
+
+    content = {"format": np.array([1, 2]), "version": 1, "video_ids": ["a"], "labels": [0], "class_names": ["x"],
+               "scores": np.zeros((1, 1), np.float32), "aggregation": {}, "source": {}}
+    for name in ("rgb.pkl", "flow.pkl"):
+        (tmp_path / name).write_bytes(pickle.dumps(content))
+    result = invoke("fuse", str(tmp_path / "rgb.pkl"), str(tmp_path / "flow.pkl"))
+    assert_one_line_error(result, "rgb.pkl", "not a valid tsnpipe score file", "format")

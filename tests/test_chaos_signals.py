@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -13,7 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from chaos import FRAMES, assert_clean_process, assert_one_line_error, clean_run, invoke, tree  # noqa: F401
+from chaos import (FRAMES, assert_clean_process, assert_one_line_error, clean_run, extracted,  # noqa: F401
+                   invoke, tree)
 from conftest import run_tsnpipe, tsnpipe_cmd
 from tsnpipe.manifests.table import journal_path
 from train_workdir import build_sample_workdir
@@ -105,3 +107,18 @@ def test_a_second_training_on_one_run_name_is_refused_in_one_line(workdir):
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=120)
     assert proc.returncode == 143
+
+
+def test_a_second_workdir_packing_into_a_shared_store_is_refused_in_one_line(extracted, tmp_path):
+    from tsnpipe.cmd_pack import store_lock
+
+    other = tmp_path / "other"
+    shutil.copytree(extracted, other)
+    store = tmp_path / "shared" / "frames.hdf5"
+    assert invoke("pack", "-w", str(extracted), "--format", "hdf5", "--store", str(store), "--no-progress").exit_code == 0
+    before = tree(store)
+    with store_lock(store, f"tsnpipe pack --format hdf5 -w {extracted}"):  # the first workdir is packing now
+        result = invoke("pack", "-w", str(other), "--format", "hdf5", "--store", str(store), "--no-progress")
+        assert_one_line_error(result, f"The store {store} is being written by pid {os.getpid()}", str(extracted))
+    assert tree(store) == before
+    assert invoke("pack", "-w", str(other), "--format", "hdf5", "--store", str(store), "--no-progress").exit_code == 0

@@ -121,3 +121,29 @@ def test_a_score_file_whose_format_is_an_array_is_one_sentence(tmp_path):
         (tmp_path / name).write_bytes(pickle.dumps(content))
     result = invoke("fuse", str(tmp_path / "rgb.pkl"), str(tmp_path / "flow.pkl"))
     assert_one_line_error(result, "rgb.pkl", "not a valid tsnpipe score file", "format")
+
+
+def test_fuse_on_a_full_disk_names_the_file_it_could_not_write(tmp_path):
+    import numpy as np
+
+    from tsnpipe.stages.scores.files import write_scores
+
+    for name in ("rgb.pkl", "flow.pkl"):
+        write_scores(tmp_path / name, ["a/v1", "b/v2"], np.array([0, 1]), ["a", "b"], np.eye(2, dtype=np.float32),
+                     {"modality": name[:-4]}, {"checkpoint": "x"})
+    out = tmp_path / "fused.pkl"
+    proc = subprocess.run(tsnpipe_cmd("fuse", str(tmp_path / "rgb.pkl"), str(tmp_path / "flow.pkl"), "--out", str(out)),
+                          capture_output=True, text=True, preexec_fn=file_size_limit(64))
+    assert_clean_process(proc, 1)
+    assert proc.stderr.startswith(f"Error: File too large while writing {out}") and proc.stderr.count("\n") == 1, proc.stderr
+    assert not out.exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_lmdb_store_files_follow_the_umask(extracted):
+    before = os.umask(0o002)
+    try:
+        assert invoke("pack", "-w", str(extracted), "--format", "lmdb", "--no-progress").exit_code == 0
+    finally:
+        os.umask(before)
+    for name in ("data.mdb", "lock.mdb"):
+        assert (extracted / "stores" / "frames.lmdb" / name).stat().st_mode & 0o777 == 0o664, name

@@ -27,7 +27,10 @@ def _open(store_path: Path, create: bool):
 
     release_lmdb(store_path)
     try:
-        return lmdb.open(str(store_path), map_size=MAP_SIZE, max_dbs=2, subdir=True, create=create, readahead=False)
+        # mode 0666 less the umask, as for any other output (py-lmdb's default 0755 ignores a group-write umask);
+        # the folder itself is made beforehand by write_videos
+        return lmdb.open(str(store_path), map_size=MAP_SIZE, max_dbs=2, subdir=True, create=create, readahead=False,
+                         mode=0o666)
     except lmdb.Error as error:
         raise TsnpipeError(f"Cannot open the LMDB store {store_path} ({error}); check the path and free disk space.") from error
 

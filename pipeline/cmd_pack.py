@@ -89,7 +89,7 @@ def pack(workdir, fmt, store, shard_mb, progress):
     from tsnpipe.stages.store.pack import STAGE_VERSION, pack_videos
 
     workdir = Path(workdir)
-    store = store or workdir / "stores" / STORE_NAMES[fmt]
+    store = store.absolute() if store else workdir / "stores" / STORE_NAMES[fmt]  # a relative --store: from here, not W
     output = store.relative_to(workdir).as_posix() if store.is_relative_to(workdir) else str(store)
     stage = Stage(name=f"pack-{fmt}", verb="packed", params={"format": fmt, "stage_version": STAGE_VERSION},
                   output_root="", work=None, inputs={"store": str(store)}, hash_content=False)

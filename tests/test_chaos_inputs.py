@@ -147,3 +147,13 @@ def test_lmdb_store_files_follow_the_umask(extracted):
         os.umask(before)
     for name in ("data.mdb", "lock.mdb"):
         assert (extracted / "stores" / "frames.lmdb" / name).stat().st_mode & 0o777 == 0o664, name
+
+
+def test_a_relative_store_outside_the_workdir_is_found_again_by_the_rerun(extracted, tmp_path):
+    args = ("pack", "-w", str(extracted), "--format", "hdf5", "--store", "elsewhere/frames.hdf5", "--no-progress")
+    assert_clean_process(subprocess.run(tsnpipe_cmd(*args), capture_output=True, text=True, cwd=tmp_path), 0)
+    assert (tmp_path / "elsewhere" / "frames.hdf5" / "index.json").is_file()
+    again = subprocess.run(tsnpipe_cmd(*args), capture_output=True, text=True, cwd=tmp_path)
+    assert_clean_process(again, 0)
+    assert "0 packed, 3 up to date" in again.stdout
+    assert "needs work: nothing" in run_tsnpipe("status", "-w", str(extracted)).stdout.split("pack-hdf5")[1]

@@ -241,5 +241,6 @@ def load_table(workdir: Path, stage: str):
 def stages_present(workdir: Path) -> list[str]:
     folder = Path(workdir) / MANIFEST_DIR
     names = {p.name.split(".")[0] for p in folder.glob("*.parquet")} | {
-        p.name.split(".")[0] for p in folder.glob("*.journal.jsonl")}
+        p.name.split(".")[0] for p in folder.glob("*.journal.jsonl")} | {
+        p.name.split(".")[0] for p in folder.glob("*.run.json")}  # a run killed before its first row
     return sorted(names)

@@ -122,3 +122,16 @@ def test_a_second_workdir_packing_into_a_shared_store_is_refused_in_one_line(ext
         assert_one_line_error(result, f"The store {store} is being written by pid {os.getpid()}", str(extracted))
     assert tree(store) == before
     assert invoke("pack", "-w", str(other), "--format", "hdf5", "--store", str(store), "--no-progress").exit_code == 0
+
+
+def test_a_flow_run_killed_before_its_first_row_is_listed_by_status(extracted):
+    run_info = extracted / "manifests" / "flow.run.json"
+    proc = subprocess.Popen(tsnpipe_cmd("extract-flow", "-w", str(extracted), "--backend", "opencv", "-j", "1",
+                                        "--no-progress"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(run_info.exists, 60)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    status = run_tsnpipe("status", "-w", str(extracted))
+    assert_clean_process(status, 0)
+    flow = [line for line in status.stdout.splitlines() if line.startswith("flow ")]
+    assert len(flow) == 1 and "needs work: 3 new" in flow[0], status.stdout

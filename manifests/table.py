@@ -13,6 +13,11 @@ Every journal line is `<crc32 of the JSON, 8 hex> <JSON row>`, so a line is veri
 - a damaged table stops every command with one sentence pointing at `tsnpipe status --repair`, which
   sets it aside and rebuilds the rows from the outputs on disk.
 Lines without a checksum (written by older versions) are accepted when they parse.
+
+The table records its stage and the version of its layout (`SCHEMA_VERSION`) in the parquet metadata, so a
+table of another stage copied or moved over it (`cp flow.parquet frames.parquet`) is refused with one
+sentence pointing at `status --repair` instead of being read as this stage's rows. Tables of older versions,
+without that record, are recognised by a column only one stage writes.
 """
 
 from __future__ import annotations
@@ -28,6 +33,10 @@ from pathlib import Path
 from tsnpipe.manifests.files import ManifestError, write_error
 
 MANIFEST_DIR = "manifests"
+SCHEMA_VERSION = 1  # bump when the row layout changes in a way older readers must not accept
+STAGE_KEY, SCHEMA_KEY = b"tsnpipe.stage", b"tsnpipe.schema"
+# a column only this family of stages writes, to recognise the tables of older versions
+MARK_COLUMNS = {"frames": "width", "flow": "pairs", "pack": "location"}
 DAMAGED_MARK = ".damaged-"
 _warned: set[str] = set()
 
@@ -81,8 +90,32 @@ def _clean(value):
     return value
 
 
-def read_table(path: Path) -> list[dict]:
-    """The rows of a compacted table; ManifestError when it is damaged."""
+def table_stage(metadata: dict | None, columns: list[str], rows: list[dict]) -> tuple[str | None, int]:
+    """(the stage a table belongs to, its schema version) from its metadata, or for an older table without it a
+    guess from its columns (a pack table also by its rows' format); (None, 0) when it cannot be told."""
+    metadata = metadata or {}
+    if STAGE_KEY in metadata:
+        return metadata[STAGE_KEY].decode(), int(metadata.get(SCHEMA_KEY, b"0"))
+    for family, column in MARK_COLUMNS.items():
+        if column in columns:
+            formats = {row.get("format") for row in rows} - {None}
+            return (f"pack-{formats.pop()}" if family == "pack" and len(formats) == 1 else family), 0
+    return None, 0
+
+
+def foreign_table(path: Path, stage: str, found: str | None, version: int) -> str | None:
+    """Why the table at `path` cannot be read as `stage`'s, or None when it can."""
+    fix = (f"run `tsnpipe status --repair -w {path.parent.parent}` to set it aside and rebuild {stage}'s rows from "
+           "the outputs on disk (or delete it to redo that stage).")
+    if version > SCHEMA_VERSION:
+        return f"The manifest {path} was written by a newer tsnpipe (layout {version}); upgrade tsnpipe, or {fix}"
+    if found is None or found == stage or (found == "pack" and stage.startswith("pack-")):
+        return None
+    return f"The manifest {path} is the table of the {found} stage, not of {stage} (copied over it?); {fix}"
+
+
+def read_table(path: Path, stage: str | None = None) -> list[dict]:
+    """The rows of a compacted table; ManifestError when it is damaged or (given `stage`) another stage's."""
     if not path.exists():
         return []
     import pyarrow.parquet as pq  # pyarrow directly: a third of pandas' import time on every run
@@ -97,6 +130,10 @@ def read_table(path: Path) -> list[dict]:
             f"The manifest {path} is damaged ({reason}); run `tsnpipe status --repair -w {workdir}` to set it "
             "aside and rebuild its rows from the outputs on disk (or delete it to redo that stage)."
         ) from None
+    if stage is not None:
+        found, version = table_stage(table.schema.metadata, table.column_names, rows)
+        if why := foreign_table(path, stage, found, version):
+            raise ManifestError(why)
     if any(not isinstance(row.get("video_id"), str) for row in rows):
         raise ManifestError(f"The manifest {path} has rows without a video id; run `tsnpipe status --repair "
                             f"-w {path.parent.parent}` to set it aside and rebuild its rows.")
@@ -128,7 +165,7 @@ class Manifest:
         self.path, self.journal = manifest_path(workdir, stage), journal_path(workdir, stage)
         self.rows: dict[str, dict] = {}
         journal_rows, self.damaged_lines, self.torn = read_journal(self.journal)
-        for row in read_table(self.path) + journal_rows:
+        for row in read_table(self.path, stage) + journal_rows:
             self.rows[row["video_id"]] = row
         if self.damaged_lines:
             lines = ", ".join(map(str, self.damaged_lines[:5])) + ("..." if len(self.damaged_lines) > 5 else "")
@@ -184,6 +221,7 @@ class Manifest:
         columns = list(dict.fromkeys(key for row in rows for key in row))
         try:
             table = pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in rows])
+            table = table.replace_schema_metadata({STAGE_KEY: self.stage.encode(), SCHEMA_KEY: str(SCHEMA_VERSION).encode()})
             pq.write_table(table, tmp, write_page_checksum=True)
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
@@ -203,5 +241,6 @@ def load_table(workdir: Path, stage: str):
 def stages_present(workdir: Path) -> list[str]:
     folder = Path(workdir) / MANIFEST_DIR
     names = {p.name.split(".")[0] for p in folder.glob("*.parquet")} | {
-        p.name.split(".")[0] for p in folder.glob("*.journal.jsonl")}
+        p.name.split(".")[0] for p in folder.glob("*.journal.jsonl")} | {
+        p.name.split(".")[0] for p in folder.glob("*.run.json")}  # a run killed before its first row
     return sorted(names)

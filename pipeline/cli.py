@@ -5,6 +5,10 @@ Start-up stays light: command modules import torch and the other heavy parts ins
 
 from __future__ import annotations
 
+import signal
+import threading
+import warnings
+
 import click
 
 from tsnpipe import __version__
@@ -12,12 +16,33 @@ from tsnpipe.manifests.files import ManifestError, os_error_message
 from tsnpipe.stages.errors import TsnpipeError
 
 
+# joblib warns, as a stopped run unwinds, that the videos its workers had in hand were cancelled: they were
+# (the rerun does them), and the one line the stop prints says so
+warnings.filterwarnings("ignore", message=r"\d+ tasks which were still being processed", category=UserWarning)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what Slurm, Kubernetes and `timeout` send), raised where the process is so that it unwinds as
+    Ctrl-C does: locks released, temp files removed, worker pools and loader workers stopped."""
+
+
+def _raise_terminated(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM does not cut the unwinding short
+    raise Terminated()
+
+
 class Group(click.Group):
-    """Turns the domain errors of any command into one-line messages, without a traceback."""
+    """Turns the domain errors of any command into one-line messages, without a traceback, and SIGTERM into
+    one line and exit code 143 (128 + 15, what the shell reports for a process ended by SIGTERM)."""
 
     def invoke(self, ctx):
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
         try:
             return super().invoke(ctx)
+        except Terminated:
+            click.echo("Stopped by SIGTERM; finished work is kept: run the command again to continue.", err=True)
+            ctx.exit(128 + signal.SIGTERM)
         except (TsnpipeError, ManifestError) as exc:
             raise click.ClickException(str(exc)) from None
         except OSError as exc:  # a full or read-only disk at any write is a bad state, not a bug
@@ -25,6 +50,9 @@ class Group(click.Group):
             if message is None:
                 raise
             raise click.ClickException(message) from None
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import functools
+import os
 from pathlib import Path
 
 import click
@@ -28,8 +30,23 @@ def frames_stage(video_dir: Path, params: FrameParams) -> Stage:
 
 
 def video_items(video_dir: Path) -> list[Item]:
-    return [Item(video_id=vid, source=str(path), fingerprint=stat_fingerprint(path))
+    return [Item(video_id=vid, source=str(path), fingerprint=video_fingerprint(path))
             for vid, path in find_videos(video_dir)]
+
+
+def video_fingerprint(path: Path) -> dict:
+    """The file's size and mtime; for a file that cannot be read (a dangling or looping symbolic link, no
+    permission) `{"unreadable": why}`, which the runner records as a failed row while the run goes on."""
+    try:
+        return stat_fingerprint(path)
+    except OSError as error:
+        if path.is_symlink() and error.errno == errno.ENOENT:
+            why = f"{path} is a symbolic link to {os.readlink(path)}, which does not exist; fix or remove the link"
+        elif error.errno == errno.ELOOP:
+            why = f"{path} is a symbolic link that loops back on itself; fix or remove the link"
+        else:
+            why = f"cannot read {path}: {error.strerror}; fix the file or remove it"
+        return {"unreadable": why}
 
 
 def no_videos_message(video_dir: Path) -> str:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
 
 import click
 
-from tsnpipe.manifests.files import WorkdirLock, atomic_write_bytes
+from tsnpipe.manifests.files import WorkdirBusy, WorkdirLock, atomic_write_bytes
 from tsnpipe.manifests.table import Manifest, manifest_path
 from tsnpipe.options import progress_option, workdir_option
 from tsnpipe.runner import Item, Stage, plan, run_info_path
@@ -47,6 +48,24 @@ def store_size(store: Path) -> str:
     return f"{len(files)} files, {sum(p.stat().st_size for p in files) / 1e6:,.1f} MB"
 
 
+@contextlib.contextmanager
+def store_lock(store: Path, command: str):
+    """One writer per store, whatever the workdir: a lock file beside the store (`.<name>.lock`), so two
+    workdirs packing into one shared store cannot sweep each other's temp shards or interleave an index."""
+    lock = WorkdirLock(store.parent, command)
+    lock.path = store.parent / f".{store.name}.lock"
+    try:
+        lock.__enter__()
+    except WorkdirBusy:
+        holder = lock.path.read_text().strip() or "another process"
+        raise TsnpipeError(f"The store {store} is being written by {holder}; wait for that run to finish (or "
+                           "stop it) and try again.") from None
+    try:
+        yield lock
+    finally:
+        lock.__exit__(None, None, None)
+
+
 @click.command("pack")
 @workdir_option
 @click.option("--format", "fmt", type=click.Choice(["lmdb", "hdf5"]), required=True,
@@ -70,12 +89,13 @@ def pack(workdir, fmt, store, shard_mb, progress):
     from tsnpipe.stages.store.pack import STAGE_VERSION, pack_videos
 
     workdir = Path(workdir)
-    store = store or workdir / "stores" / STORE_NAMES[fmt]
+    store = store.absolute() if store else workdir / "stores" / STORE_NAMES[fmt]  # a relative --store: from here, not W
     output = store.relative_to(workdir).as_posix() if store.is_relative_to(workdir) else str(store)
     stage = Stage(name=f"pack-{fmt}", verb="packed", params={"format": fmt, "stage_version": STAGE_VERSION},
                   output_root="", work=None, inputs={"store": str(store)}, hash_content=False)
     started = time.time()
-    with WorkdirLock(workdir, f"tsnpipe pack --format {fmt}"):
+    command = f"tsnpipe pack --format {fmt} -w {workdir}"
+    with WorkdirLock(workdir, command), store_lock(store, command):
         items = pack_items(workdir)
         click.echo(f"pack: {len(items):,} extracted videos in {workdir} -> {store} ({fmt})")
         atomic_write_bytes(run_info_path(workdir, stage.name),

@@ -7,13 +7,16 @@ commands so that `tsnpipe --help` stays quick.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 from pathlib import Path
 
 import click
 from click.core import ParameterSource
 
+from tsnpipe.manifests.files import WorkdirLock
 from tsnpipe.options import CheckpointType, progress_option, workdir_option
 from tsnpipe.runner import run_info_path
 from tsnpipe.stages.models import ARCHS, C3D_INPUTS
@@ -90,6 +93,13 @@ def describe_params(params, given: set[str]) -> str:
     return " ".join(parts)
 
 
+def run_lock(run_dir: Path):
+    """The lock of a run folder, held while it trains (by rank 0 alone under torchrun, whose ranks share it)."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return contextlib.nullcontext()
+    return WorkdirLock(run_dir, f"tsnpipe train --run-name {run_dir.name}")
+
+
 @click.command("train")
 @workdir_option
 @click.option("--modality", type=click.Choice(["rgb", "rgbdiff", "flow"]), required=True, help="What one snippet is: a frame, frame differences, or a stack of flow pairs.")
@@ -153,38 +163,40 @@ def train(ctx, workdir, modality, split_number, source, store, run_name, resume,
     model_name = values["backbone"] if values["arch"] == "tsn" else values["arch"]
     run_name = run_name or f"{source}_split{split_number}_{modality}_{model_name}"
     run_dir = workdir / "runs" / run_name
-    if resume:
-        before = params_from_dict(load_checkpoint(run_dir / "last.pt")["params"]).as_dict()
-        values = {key: (values[key] if key in given else before[key]) for key in values}
-        values["flow_pairs"] = before["flow_pairs"]
-        given |= set(values)
-    elif (run_dir / "last.pt").exists():
-        raise click.ClickException(f"{run_dir} already holds a checkpoint; pass --resume to continue it or choose another --run-name.")
-    if modality == "rgb" or values["arch"] != "tsn":
-        values["length"] = 1
-    if not resume and modality == "flow":  # the flow the run reads: how W's flow was paired
-        values["flow_pairs"] = recorded_flow_pairs(workdir)
-        given.add("flow_pairs")
-    if resume:
-        values["flip_pairs"] = before.get("flip_pairs", [])
-    else:  # the split decides the default flip (Something-Something: swap its left/right classes)
-        values["flip"], values["flip_pairs"] = resolve_flip(values["flip"], split_path(workdir, source, split_number))
-        given.add("flip_pairs")
-        if values["multi_label"] is None:
-            values["multi_label"] = split_is_multi_label(split_path(workdir, source, split_number))
-    store = store or workdir
-    params = make_params(
-        modality, split_dir=str(split_path(workdir, source, split_number).resolve()), store=str(Path(store).resolve()), **values,
-    )
-    click.echo(f"train: {run_dir}; split {source} {split_number}; store {store}")
-    click.echo(f"train: {describe_params(params, given)} (* = default)")
-    init_distributed()  # under torchrun: one process per GPU, each training on its share of the videos
-    result = fit(params, run_dir, resume=resume, device=device, progress=progress, log=click.echo)
+    with run_lock(run_dir):  # one training per run name: two would write the same checkpoints
+        if resume:
+            before = params_from_dict(load_checkpoint(run_dir / "last.pt")["params"]).as_dict()
+            values = {key: (values[key] if key in given else before[key]) for key in values}
+            values["flow_pairs"] = before["flow_pairs"]
+            given |= set(values)
+        elif (run_dir / "last.pt").exists():
+            raise click.ClickException(f"{run_dir} already holds a checkpoint; pass --resume to continue it or choose another --run-name.")
+        if modality == "rgb" or values["arch"] != "tsn":
+            values["length"] = 1
+        if not resume and modality == "flow":  # the flow the run reads: how W's flow was paired
+            values["flow_pairs"] = recorded_flow_pairs(workdir)
+            given.add("flow_pairs")
+        if resume:
+            values["flip_pairs"] = before.get("flip_pairs", [])
+        else:  # the split decides the default flip (Something-Something: swap its left/right classes)
+            values["flip"], values["flip_pairs"] = resolve_flip(values["flip"], split_path(workdir, source, split_number))
+            given.add("flip_pairs")
+            if values["multi_label"] is None:
+                values["multi_label"] = split_is_multi_label(split_path(workdir, source, split_number))
+        store = store or workdir
+        params = make_params(
+            modality, split_dir=str(split_path(workdir, source, split_number).resolve()), store=str(Path(store).resolve()), **values,
+        )
+        click.echo(f"train: {run_dir}; split {source} {split_number}; store {store}")
+        click.echo(f"train: {describe_params(params, given)} (* = default)")
+        init_distributed()  # under torchrun: one process per GPU, each training on its share of the videos
+        result = fit(params, run_dir, resume=resume, device=device, progress=progress, log=click.echo)
     best = result["best"]
+    saved = ", ".join(str(path) for path in (result["best_checkpoint"], result["last"]) if path and Path(path).is_file())
     click.echo(
         f"train: best epoch {best.get('epoch')} (chosen on {best.get('val_list', 'the validation list')}): "
         f"validation {'mAP' if params.multi_label else 'mean class'} {best['val_mean_class']:.4f}, "
-        f"top-1 {best.get('val_top1', float('nan')):.4f}; checkpoints {result['best_checkpoint']}, {result['last']}"
+        f"top-1 {best.get('val_top1', float('nan')):.4f}; checkpoints {saved or 'none'}"
     )
 
 

@@ -57,7 +57,9 @@ def frames_rows(workdir: Path, info: dict) -> list[dict]:
     from tsnpipe.stages.frames import jpeg_size
 
     video_dir = Path(info.get("inputs", {}).get("video_dir") or "")
-    sources = {item.video_id: item.source for item in video_items(video_dir)} if video_dir.is_dir() else {}
+    items = video_items(video_dir) if video_dir.is_dir() else []
+    sources = {item.video_id: item.source for item in items if "unreadable" not in item.fingerprint}
+    downstream = downstream_frames(workdir)
     rows = []
     for vid, counts in output_folders(workdir / "frames", "img").items():
         if vid not in sources or "flow_x" in counts:
@@ -65,11 +67,36 @@ def frames_rows(workdir: Path, info: dict) -> list[dict]:
         folder = workdir / "frames" / vid
         width, height = jpeg_size((folder / "img_00001.jpg").read_bytes())
         fingerprint = {**stat_fingerprint(Path(sources[vid])), "hash": content_hash(Path(sources[vid]))}
-        rows.append({"video_id": vid, "source": sources[vid], "params_hash": params_hash(info["params"]),
-                     "started_at": _stamp(folder), "status": "done", "error": None, "output": f"frames/{vid}",
-                     "frames": counts["img"], "width": width, "height": height,
-                     "fingerprint": json.dumps(fingerprint, sort_keys=True), "seconds": 0.0})
+        row = {"video_id": vid, "source": sources[vid], "params_hash": params_hash(info["params"]),
+               "started_at": _stamp(folder), "status": "done", "error": None, "output": f"frames/{vid}",
+               "frames": counts["img"], "width": width, "height": height,
+               "fingerprint": json.dumps(fingerprint, sort_keys=True), "seconds": 0.0}
+        rows.append(recorded_time(row, downstream.get(vid)))
     return rows
+
+
+def downstream_frames(workdir: Path) -> dict[str, dict]:
+    """video id -> what the flow manifest recorded of its frames row (flow keys on it), where it is readable."""
+    try:
+        flow = Manifest(workdir, "flow").rows
+    except ManifestError:
+        return {}
+    found = {}
+    for vid, row in flow.items():
+        try:
+            found[vid] = json.loads(row.get("fingerprint") or "{}").get("frames") or {}
+        except (ValueError, AttributeError):
+            continue
+    return found
+
+
+def recorded_time(row: dict, recorded: dict | None) -> dict:
+    """The rebuilt frames row with the time the flow manifest recorded for it, when everything else it recorded
+    (frame count, params, input fingerprint) matches: intact flow downstream then stays up to date."""
+    if recorded and recorded.get("started_at") and all(
+            recorded.get(key) == row[key] for key in ("frames", "params_hash", "fingerprint")):
+        return {**row, "started_at": recorded["started_at"]}
+    return row
 
 
 def flow_rows(workdir: Path, info: dict) -> list[dict]:

@@ -147,7 +147,7 @@ def run_item(work: Callable, item: Item, workdir: Path, output_root: str, phash:
     started = time.time()
     fingerprint = dict(item.fingerprint)
     try:
-        if reason := bad_name(item.video_id):
+        if reason := bad_name(item.video_id) or fingerprint.get("unreadable"):
             raise ValueError(reason)
         tmp.parent.mkdir(parents=True, exist_ok=True)
         if hash_content and "hash" not in fingerprint:

@@ -78,7 +78,7 @@ def manifest_report(workdir: Path) -> tuple[dict, list[str]]:
         except (ManifestError, TsnpipeError) as error:
             report[name] = {"damaged": str(error)}
             damaged.append(str(error))
-    return report, damaged
+    return report, list(dict.fromkeys(damaged))  # a damaged frames table also stops flow and pack: one manifest
 
 
 @click.command("status")

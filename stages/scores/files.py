@@ -181,10 +181,9 @@ def check_scores(content: Any, path: str | os.PathLike) -> dict:
     missing = [key for key in KEYS if key not in content]
     if missing:
         raise refuse(f"the keys {', '.join(missing)} are missing")
-    if content["format"] != FORMAT or content["version"] != VERSION:
-        raise refuse(
-            f"its format is {content['format']!r} version {content['version']!r}, not {FORMAT!r} version {VERSION}"
-        )
+    form, version = content["format"], content["version"]
+    if not (isinstance(form, str) and form == FORMAT and type(version) is int and version == VERSION):  # an array's == is no bool
+        raise refuse(f"its format is {repr(form)[:60]} version {repr(version)[:60]}, not {FORMAT!r} version {VERSION}")
     video_ids, labels, class_names, scores = (
         content["video_ids"], content["labels"], content["class_names"], content["scores"]
     )

@@ -32,6 +32,11 @@ def replace_atomically(path: str | os.PathLike, write: Callable[[str], None]) ->
         with open(temp_name, "rb") as written:
             os.fsync(written.fileno())
         os.replace(temp_name, path)
+    except OSError as error:  # a full disk while writing the temp: name the file the user asked for
+        Path(temp_name).unlink(missing_ok=True)
+        if error.filename in (None, temp_name):
+            raise OSError(error.errno, error.strerror, str(path)) from error
+        raise
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise

@@ -155,7 +155,7 @@ def write_videos(store_path: Path, videos: Iterable, shard_bytes: int) -> Iterat
     number = _sweep(store_path, index)
     shard, name, pending, size = None, "", [], 0
     for video in videos:
-        check_free_space(store_path, video.nbytes)
+        check_free_space(store_path, video.nbytes, file_bytes=size)  # before h5py can meet a full disk or ulimit -f
         if shard is None:
             name = f"shard-{number:05d}.h5"
             shard = h5py.File(store_path / f"{name}.tmp", "w", libver="latest")

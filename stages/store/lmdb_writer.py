@@ -18,6 +18,7 @@ from tsnpipe.stages.store.pack import check_free_space
 from tsnpipe.stages.store.reader import KINDS, lmdb_key, release_lmdb
 
 LMDB_FILES = ("data.mdb", "lock.mdb")
+DATABASES = (b"images", b"meta")  # the named databases of a tsnpipe store, as its main database lists them
 MAP_SIZE = 1 << 40  # address space only: LMDB grows the file as data is written (sparse on Linux)
 
 
@@ -26,9 +27,32 @@ def _open(store_path: Path, create: bool):
 
     release_lmdb(store_path)
     try:
-        return lmdb.open(str(store_path), map_size=MAP_SIZE, max_dbs=2, subdir=True, create=create, readahead=False)
+        # mode 0666 less the umask, as for any other output (py-lmdb's default 0755 ignores a group-write umask);
+        # the folder itself is made beforehand by write_videos
+        return lmdb.open(str(store_path), map_size=MAP_SIZE, max_dbs=2, subdir=True, create=create, readahead=False,
+                         mode=0o666)
     except lmdb.Error as error:
         raise TsnpipeError(f"Cannot open the LMDB store {store_path} ({error}); check the path and free disk space.") from error
+
+
+def check_own(env, store_path: Path) -> None:
+    """Refuse an LMDB database `tsnpipe pack` did not write: its main database names only the `images` and `meta`
+    databases (or nothing yet), so a user's own LMDB, with or without a `meta` key, is never read or written."""
+    import lmdb
+
+    with env.begin() as txn:
+        keys = [key for key, _ in txn.cursor()]
+    strangers = [key for key in keys if key not in DATABASES]
+    if strangers:
+        shown = ", ".join(repr(key.decode(errors="replace"))[:40] for key in strangers[:3])
+        raise TsnpipeError(f"{store_path} is an LMDB database `tsnpipe pack` did not write (it holds keys such as "
+                           f"{shown}); give --store an empty or new folder, or one written by `tsnpipe pack --format lmdb`.")
+    try:
+        for name in keys:
+            env.open_db(name, create=False)
+    except lmdb.Error as error:
+        raise TsnpipeError(f"{store_path} is an LMDB database `tsnpipe pack` did not write ({error}); give --store an "
+                           "empty or new folder, or one written by `tsnpipe pack --format lmdb`.") from None
 
 
 def stored_videos(store_path: Path) -> dict[str, dict]:
@@ -37,6 +61,7 @@ def stored_videos(store_path: Path) -> dict[str, dict]:
         return {}
     env = _open(store_path, create=False)
     try:
+        check_own(env, store_path)
         meta_db = env.open_db(b"meta")
         with env.begin(db=meta_db) as txn:
             return {
@@ -66,6 +91,7 @@ def write_videos(store_path: Path, videos: Iterable) -> Iterator[tuple[object, s
     store_path.mkdir(parents=True, exist_ok=True)
     env = _open(store_path, create=True)
     try:
+        check_own(env, store_path)
         images_db = env.open_db(b"images")
         meta_db = env.open_db(b"meta")
         for video in videos:

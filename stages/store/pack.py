@@ -110,14 +110,35 @@ def stored_videos(store_path: str | os.PathLike, format: str) -> dict[str, dict]
     return lmdb_writer.stored_videos(Path(store_path)) if format == "lmdb" else hdf5_writer.stored_videos(Path(store_path))
 
 
-def check_free_space(store_path: Path, nbytes: int, margin: int = 16 << 20) -> None:
-    """Refuse to start writing a video the disk has no room for (a full disk mid-write can crash HDF5's
-    own clean-up); what was committed before stays whole."""
+def check_free_space(store_path: Path, nbytes: int, margin: int = 16 << 20, file_bytes: int | None = None) -> None:
+    """Refuse to start writing a video the disk has no room for, or that would take the file being written
+    (`file_bytes` in it so far; HDF5 only, as LMDB reports EFBIG like any full disk) past the process's file
+    size limit (`ulimit -f`, RLIMIT_FSIZE): HDF5 cannot recover from a failed write (h5py crashes in its
+    clean-up); what was committed before stays whole."""
     free = shutil.disk_usage(store_path).free
     if free < nbytes + margin:
         raise TsnpipeError(f"The disk holding {store_path} has {free / 1e6:,.1f} MB free, too little for the next "
                            f"video ({nbytes / 1e6:,.1f} MB); the videos packed before are kept: free some space and "
                            "run `tsnpipe pack` again.")
+    limit = file_size_limit() if file_bytes is not None else None
+    if limit is not None and file_bytes + nbytes + FILE_LIMIT_MARGIN > limit:
+        raise TsnpipeError(f"The file size limit of this process (ulimit -f) is {limit / 1e6:,.1f} MB, too little for "
+                           f"the next video ({nbytes / 1e6:,.1f} MB) in a shard of {store_path}; the videos packed "
+                           "before are kept: raise the limit (or pack with a smaller --shard-mb) and run `tsnpipe "
+                           "pack` again.")
+
+
+FILE_LIMIT_MARGIN = 256 << 10  # HDF5's own metadata and free space in a shard, beyond the images
+
+
+def file_size_limit() -> int | None:
+    """The largest file this process may write (RLIMIT_FSIZE), or None when there is no limit."""
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    return None if soft == resource.RLIM_INFINITY else soft
 
 
 def _check_format(format: str) -> None:

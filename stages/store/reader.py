@@ -321,10 +321,10 @@ def read_hdf5_index(path: Path) -> dict:
     if not index_path.is_file():
         return {"format": HDF5_FORMAT, "version": 1, "videos": {}}
     try:
-        index = json.loads(index_path.read_text())
-    except json.JSONDecodeError as error:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise TsnpipeError(f"The store index {index_path} is not valid JSON ({error}); delete the store and re-run `tsnpipe pack`.") from error
-    if index.get("format") != HDF5_FORMAT:
+    if not isinstance(index, dict) or index.get("format") != HDF5_FORMAT or not isinstance(index.get("videos", {}), dict):
         raise TsnpipeError(f"{index_path} is not a tsnpipe HDF5 store index; point at a store written by `tsnpipe pack --format hdf5`.")
     return index
 

@@ -45,6 +45,10 @@ def save_checkpoint(path: Path, state: dict) -> Path:
             file.flush()
             os.fsync(file.fileno())
         os.replace(temp, path)
+    except OSError as error:
+        if error.filename is None:  # fsync and flush name no file: say which checkpoint did not fit
+            raise OSError(error.errno, error.strerror, str(path)) from error
+        raise
     finally:
         temp.unlink(missing_ok=True)
     return path

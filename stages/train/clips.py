@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 
 from tsnpipe.stages.store.reader import open_reader
 from tsnpipe.stages.train.data import counts_for, read_stack
-from tsnpipe.stages.train.sampling import centre_starts
+from tsnpipe.stages.train.sampling import centre_starts, item_generator
 from tsnpipe.stages.train.transforms import GREY_STD, hflip, view_boxes
 
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
@@ -157,10 +157,11 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.video_ids)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key) -> tuple[torch.Tensor, int]:
+        index, generator = item_generator(key)  # an index, or (index, seed, epoch) from sampling.EpochSampler
         video_id, count, label = self.video_ids[index], self.counts[index], self.labels[index]
         if self.mode == "train":
-            starts = [random_start(count, self.span)]
+            starts = [random_start(count, self.span, generator)]
         elif self.mode == "val":
             starts = even_starts(count, 1, self.span)
         else:
@@ -168,7 +169,7 @@ class ClipDataset(Dataset):
         positions = [p for start in starts for p in clip_positions(start, self.clip_len, self.stride, count)]
         stack = read_stack(self.reader, video_id, positions, self.modality)
         if self.mode == "train":
-            return train_clip(stack, self.modality, self.size, None, self.rgb_input, self.antialias).unsqueeze(0), label
+            return train_clip(stack, self.modality, self.size, generator, self.rgb_input, self.antialias).unsqueeze(0), label
         crops = 1 if self.mode == "val" else self.crops
         views = clip_views(stack, self.modality, len(starts), self.size, crops, self.rgb_input, self.antialias)
         return (views[0] if self.mode == "val" else views), label

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.store.reader import open_reader
 from tsnpipe.stages.train.flip import FlipRule
-from tsnpipe.stages.train.sampling import centre_starts, snippet_positions, train_starts
+from tsnpipe.stages.train.sampling import EpochSampler, centre_starts, item_generator, snippet_positions, train_starts
 from tsnpipe.stages.train.transforms import centre_crop, train_crop
 
 SPLIT_COLUMNS = ("video_id", "label", "class_name", "frames", "flow_pairs")
@@ -129,16 +129,21 @@ class SnippetDataset(Dataset):
     def __len__(self) -> int:
         return len(self.video_ids)
 
-    def positions(self, index: int) -> list[int]:
+    def positions(self, index: int, generator: torch.Generator | None = None) -> list[int]:
         """The 0-based picture positions of video `index`'s snippets: random starts in training, else centres."""
         count = self.counts[index]
-        choose = train_starts if self.mode == "train" else centre_starts
-        return snippet_positions(choose(count, self.segments, self.span), self.span, count)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, bool, int]:
-        stack = read_stack(self.reader, self.video_ids[index], self.positions(index), self.modality)
         if self.mode == "train":
-            pictures, flip = train_crop(stack, self.modality, self.size)
+            starts = train_starts(count, self.segments, self.span, generator)
+        else:
+            starts = centre_starts(count, self.segments, self.span)
+        return snippet_positions(starts, self.span, count)
+
+    def __getitem__(self, key) -> tuple[torch.Tensor, bool, int]:
+        """`key`: an index, or `(index, seed, epoch)` from `EpochSampler` (the draws then depend on those alone)."""
+        index, generator = item_generator(key)
+        stack = read_stack(self.reader, self.video_ids[index], self.positions(index, generator), self.modality)
+        if self.mode == "train":
+            pictures, flip = train_crop(stack, self.modality, self.size, generator)
             flip, label = self.flip_rule.train(flip, self.labels[index])
             return pictures, flip, label
         if self.mode == "val":
@@ -198,23 +203,28 @@ def default_workers() -> int:
 
 def make_loader(
     dataset: Dataset, batch: int, shuffle: bool, workers: int | None = None, drop_last: bool = False,
-    shard: bool = True, pin: bool | None = None,
+    shard: bool = True, pin: bool | None = None, seed: int = 0,
 ) -> DataLoader:
     """A DataLoader batching items with the dataset's `collate` (uint8 pictures for a SnippetDataset; a 3D
     ClipDataset's float clips are stacked as they are); `workers` None means `default_workers()`.
 
     Workers persist across epochs; batches land in pinned memory when `pin` (default: when there is a
     CUDA GPU), so the copy to the GPU can run asynchronously. Under torch.distributed and with `shard`,
-    each rank reads its own share (DistributedSampler).
+    each rank reads its own share (DistributedSampler). A shuffled loader draws its order and each item's
+    randomness from (seed, epoch, index) alone (`sampling.EpochSampler`; call its `set_epoch`), and the
+    loader's own seed comes from `seed`, not from torch's global stream: a resumed run reads exactly what an
+    uninterrupted one would, whatever the workers.
     """
     workers = default_workers() if workers is None else workers
     pin = torch.cuda.is_available() if pin is None else pin
     sampler = None
     if shard and torch.distributed.is_available() and torch.distributed.is_initialized():
-        sampler = torch.utils.data.DistributedSampler(dataset, shuffle=shuffle, drop_last=drop_last)
+        sampler = torch.utils.data.DistributedSampler(dataset, shuffle=shuffle, drop_last=drop_last, seed=seed)
+    if shuffle:
+        sampler = EpochSampler(len(dataset), seed, sampler)
         shuffle = False
     collate = getattr(dataset, "collate", None)  # 3D clips: float input, stacked by the default collate
     return DataLoader(
         dataset, batch_size=batch, shuffle=shuffle, sampler=sampler, num_workers=workers, collate_fn=collate,
-        pin_memory=pin, drop_last=drop_last, persistent_workers=workers > 0,
+        pin_memory=pin, drop_last=drop_last, persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed),
     )

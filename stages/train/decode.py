@@ -20,6 +20,7 @@ import torch
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.train.batches import as_channels_last
 from tsnpipe.stages.train.data import SnippetDataset
+from tsnpipe.stages.train.sampling import item_generator
 from tsnpipe.stages.train.transforms import centre_crop, flip_and_normalise, train_crop
 
 JPEG_START = b"\xff\xd8"
@@ -57,8 +58,9 @@ class EncodedSnippets(SnippetDataset):
         ys = self.reader.frames(video_id, positions, "flow_y", decode=False)
         return [data for pair in zip(xs, ys) for data in pair]
 
-    def __getitem__(self, index: int) -> tuple[list[torch.Tensor], int]:
-        raw = self.encoded(self.video_ids[index], self.positions(index))
+    def __getitem__(self, key) -> tuple[list[torch.Tensor], int]:
+        index, generator = item_generator(key)
+        raw = self.encoded(self.video_ids[index], self.positions(index, generator))
         return [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in raw], self.labels[index]
 
 

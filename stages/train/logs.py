@@ -28,9 +28,12 @@ def read_metrics(path: Path) -> list[dict]:
 def write_metrics(path: Path, rows: list[dict]) -> None:
     """Rewrite metrics.csv atomically with all rows so far."""
     temp = path.with_name(f".{path.name}.tmp")
-    with open(temp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({key: row.get(key, "") for key in METRIC_COLUMNS})
-    os.replace(temp, path)
+    try:
+        with open(temp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({key: row.get(key, "") for key in METRIC_COLUMNS})
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)

@@ -3,8 +3,8 @@
 `fit` builds the data, model and optimizer from TrainParams, then per epoch: `train_one_epoch`,
 `evaluate` on the split's val.csv when build-splits wrote one, else its test list (centre crop, K
 segment centres; a 3D model: the centre clip; metrics.csv's val_list says which), lr step, metrics.csv +
-curves.png + TensorBoard, `last.pt` (atomic) and `best.pt` when validation mean class accuracy
-improves. `fit(..., resume=True)` continues from `last.pt` exactly: model, optimizer, scheduler,
+curves.png + TensorBoard, `best.pt` when validation mean class accuracy improves, then `last.pt`
+(both atomic; a resume that finds best.pt not holding the best epoch rewrites it or says it is lost). `fit(..., resume=True)` continues from `last.pt` exactly: model, optimizer, scheduler,
 scaler, epoch and random generator states are restored. Under torchrun (torch.distributed
 initialised by the caller) each rank trains on its share and rank 0 alone logs and writes.
 """
@@ -252,8 +252,10 @@ def fit(params: TrainParams, run_dir: str | Path, resume: bool = False, device: 
     pin = device.type == "cuda"
     train_loader = make_loader(
         train_set, params.batch, shuffle=True, workers=params.workers, drop_last=len(train_set) > params.batch, pin=pin,
+        seed=params.seed,
     )
-    val_loader = make_loader(val_set, params.batch, shuffle=False, workers=params.workers, shard=False, pin=pin)
+    val_loader = make_loader(val_set, params.batch, shuffle=False, workers=params.workers, shard=False, pin=pin,
+                             seed=params.seed)
 
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     checkpoint = load_checkpoint(last_path) if resume else None
@@ -284,6 +286,8 @@ def fit(params: TrainParams, run_dir: str | Path, resume: bool = False, device: 
         restore_rng(checkpoint["rng"])
         start_epoch = int(checkpoint["epoch"]) + 1
         best = dict(checkpoint.get("best", best))
+        if main_rank:
+            best = settle_best(checkpoint, best, best_path, log)
         rows = [row for row in rows if row["epoch"] < start_epoch]
         if main_rank:
             log(f"resuming {last_path} after epoch {start_epoch - 1}")
@@ -301,8 +305,7 @@ def fit(params: TrainParams, run_dir: str | Path, resume: bool = False, device: 
         writer = SummaryWriter(str(run_dir / "tensorboard"))
 
     for epoch in range(start_epoch, params.epochs + 1):
-        if isinstance(train_loader.sampler, torch.utils.data.DistributedSampler):
-            train_loader.sampler.set_epoch(epoch)
+        train_loader.sampler.set_epoch(epoch)  # the order and every draw of the epoch: from (seed, epoch, index)
         lr = next(g["lr"] for g in optimizer.param_groups if g["name"] == "weight")
         train = train_one_epoch(
             trained, device_batches(train_loader, params, device), optimizer, scaler, device, params.clip, dtype,
@@ -333,9 +336,9 @@ def fit(params: TrainParams, run_dir: str | Path, resume: bool = False, device: 
             "scaler": scaler.state_dict(), "epoch": epoch, "params": params.as_dict(), "class_names": class_names,
             "hashes": hashes, "rng": rng_state(), "metrics": row, "best": best,
         }
-        save_checkpoint(last_path, state)
-        if improved:
+        if improved:  # best.pt first: last.pt never names an epoch whose best.pt is not on disk
             save_checkpoint(best_path, state)
+        save_checkpoint(last_path, state)
         log(
             f"epoch {epoch}/{params.epochs}: train loss {train['loss']:.4f} top-1 {train['top1']:.3f}, "
             f"val top-1 {val['top1']:.3f} {'mAP' if params.multi_label else 'mean class'} {val['mean_class']:.3f}, "
@@ -343,7 +346,34 @@ def fit(params: TrainParams, run_dir: str | Path, resume: bool = False, device: 
         )
     if writer is not None:
         writer.close()
-    return {"best": best, "last": last_path, "best_checkpoint": best_path, "rows": rows}
+    return {"best": best, "last": last_path, "best_checkpoint": best_path if best_path.is_file() else None, "rows": rows}
+
+
+def saved_epoch(path: Path) -> int | None:
+    """The epoch a checkpoint on disk holds, or None when it is missing or unreadable (mapped, not read whole)."""
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"])
+    except Exception:  # missing, torn or foreign: all mean "not the best epoch's file"
+        return None
+
+
+def settle_best(checkpoint: dict, best: dict, best_path: Path, log) -> dict:
+    """The best row a resumed run goes on from, with best.pt holding its epoch: a missing or other-epoch best.pt
+    (a full disk, a deletion) is rewritten from last.pt when that is the best epoch; else the loss is said and
+    the best starts over, so best.pt and the closing line name only what is on disk."""
+    epoch = best.get("epoch")
+    if epoch is None or saved_epoch(best_path) == epoch:
+        return best
+    if epoch == checkpoint["epoch"]:
+        save_checkpoint(best_path, checkpoint)
+        log(f"rewrote {best_path} (epoch {epoch}, the best so far) from the checkpoint resumed")
+        return best
+    log(
+        f"warning: {best_path} does not hold epoch {epoch}, the best so far (validation mean class "
+        f"{best['val_mean_class']:.4f}), and it cannot be rebuilt; best.pt will hold the best of the epochs from "
+        f"{int(checkpoint['epoch']) + 1} on"
+    )
+    return {"val_mean_class": -1.0}
 
 
 def check_resumable(checkpoint: dict, params: TrainParams, hashes: dict, path: Path) -> None:

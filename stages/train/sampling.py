@@ -14,11 +14,61 @@ Validation and test (tsn-pytorch `_get_val_indices` / `_get_test_indices`): segm
 N test snippets are simply K = N segment centres.
 
 Short videos clamp: a snippet running past the last position repeats the last position.
+
+Training randomness is a pure function of (seed, epoch, video index): `EpochSampler` hands the loader
+keys `(index, seed, epoch)` in an order drawn from (seed, epoch), and a dataset turns each key into its own
+generator (`item_generator`). Which worker reads a video, how many workers there are, and whether the run
+was stopped and resumed in between change nothing: a resumed run draws what the uninterrupted one drew.
 """
 
 from __future__ import annotations
 
+import hashlib
+from typing import Iterator
+
 import torch
+from torch.utils.data import Sampler
+
+ORDER = -1  # the "index" of an epoch's order in `sample_seed`
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A 63-bit seed of (seed, epoch, index), independent for every triple."""
+    digest = hashlib.blake2b(f"{seed}:{epoch}:{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def item_generator(key) -> tuple[int, torch.Generator | None]:
+    """(index, generator) of a loader key: `(index, seed, epoch)` from `EpochSampler`, or a plain index (no
+    generator of its own: torch's global stream, for direct use)."""
+    if isinstance(key, tuple):
+        index, seed, epoch = key
+        return int(index), torch.Generator().manual_seed(sample_seed(seed, epoch, index))
+    return int(key), None
+
+
+class EpochSampler(Sampler):
+    """Training order and item keys for one epoch (`set_epoch` before each): the indices of `inner` (a
+    DistributedSampler under torchrun) or a permutation drawn from (seed, epoch), as `(index, seed, epoch)`."""
+
+    def __init__(self, size: int, seed: int, inner: Sampler | None = None):
+        self.size, self.seed, self.inner, self.epoch = size, seed, inner, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if self.inner is not None and hasattr(self.inner, "set_epoch"):
+            self.inner.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.inner) if self.inner is not None else self.size
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        if self.inner is not None:
+            order = list(self.inner)
+        else:
+            generator = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, ORDER))
+            order = torch.randperm(self.size, generator=generator).tolist()
+        return iter([(index, self.seed, self.epoch) for index in order])
 
 
 def train_starts(count: int, segments: int, length: int, generator: torch.Generator | None = None) -> list[int]:

@@ -135,6 +135,8 @@ class Manifest:
             warn(f"{self.journal} has {len(self.damaged_lines)} damaged line(s) ({lines}); they are skipped and "
                  "the next run of that stage sets the journal aside and redoes those videos.")
         self._ready = False
+        self.dirty = False  # rows recorded since the table was last written
+        self.journal_rows = len(journal_rows)
 
     def _prepare(self) -> None:
         """Before the first write: drop this table's own temp files, cut a torn tail, set damaged lines aside."""
@@ -157,16 +159,26 @@ class Manifest:
 
     def record(self, row: dict) -> None:
         """Add or replace a row and make it durable before returning."""
+        self.record_many([row])
+
+    def record_many(self, rows: list[dict]) -> None:
+        """Add or replace rows and make them durable before returning: one write and one fsync for all."""
+        if not rows:
+            return
         if not self._ready:
             self._prepare()
-        self.rows[row["video_id"]] = row
+        for row in rows:
+            self.rows[row["video_id"]] = row
+        self.dirty = True
+        self.journal_rows += len(rows)
         try:
             with open(self.journal, "ab") as fh:
-                fh.write(encode_line(row))
+                fh.write(b"".join(encode_line(row) for row in rows))
                 fh.flush()
                 os.fsync(fh.fileno())
         except OSError as error:
-            raise write_error(self.journal, error, f"the row of {row['video_id']!r} was not recorded") from None
+            what = f"the row of {rows[0]['video_id']!r}" if len(rows) == 1 else f"{len(rows):,} rows"
+            raise write_error(self.journal, error, f"{what} {'was' if len(rows) == 1 else 'were'} not recorded") from None
 
     def compact(self) -> None:
         """Rewrite the table atomically with every row, then drop the journal it now contains."""
@@ -174,6 +186,12 @@ class Manifest:
             self._prepare()
         self._write_table()
         self.journal.unlink(missing_ok=True)
+        self.dirty, self.journal_rows = False, 0
+
+    def compact_if_changed(self) -> None:
+        """Compact when rows were recorded or a journal is waiting; a run that changed nothing writes nothing."""
+        if self.dirty or self.journal_rows or self.journal.exists():
+            self.compact()
 
     def _write_table(self) -> None:
         import pyarrow as pa

@@ -4,8 +4,8 @@
         [--baseline DIR] [--work /tmp/tsnpipe-scale] > scale.json
 
 What is synthesized, for each N (nothing here is decoded N times):
-- `videos/<class>/<youtube_id>_<start:06d>_<end:06d>.avi`: 20 class folders of hard links to the bundled
-  sample clips (so every video is a real, decodable file, and `touch` moves N mtimes);
+- `videos/<class>/<youtube_id>_<start:06d>_<end:06d>.avi`: 20 class folders of hard links to the first 2 s of
+  the bundled sample clips, 160 px wide (so every video is a real, decodable file, and `touch` moves N mtimes);
 - a template workdir made by really running `extract-frames`, `extract-flow` and `pack` (both formats) on
   the bundled clips, whose rows are then copied, one per synthetic video, through tsnpipe's own `Manifest`
   (so the tables are exactly what the stages write), with the stage's `.run.json` beside them;
@@ -80,9 +80,13 @@ def template(root: Path) -> tuple[Path, Path]:
         return videos, workdir
     shutil.rmtree(videos, ignore_errors=True)
     shutil.rmtree(workdir, ignore_errors=True)
-    for clip in sorted(SAMPLES.rglob("*.avi")):
+    import imageio_ffmpeg
+
+    for clip in sorted(SAMPLES.rglob("*.avi")):  # the first 2 s at 160 px wide: tiny, real, decodable clips
         (videos / clip.parent.name).mkdir(parents=True, exist_ok=True)
-        shutil.copy2(clip, videos / clip.parent.name / clip.name)
+        subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-i", str(clip),
+                        "-t", "2", "-vf", "scale=160:-2", "-c:v", "mpeg4", "-q:v", "5", "-an",
+                        str(videos / clip.parent.name / clip.name)], check=True)
     for args in (("extract-frames", str(videos), "-w", str(workdir), *FRAMES_ARGS),
                  ("extract-flow", "-w", str(workdir), *FLOW_ARGS),
                  ("pack", "-w", str(workdir), "--format", "lmdb", "--no-progress"),
@@ -93,6 +97,7 @@ def template(root: Path) -> tuple[Path, Path]:
 
 def synthesize(root: Path, n: int, full: int, videos_t: Path, workdir_t: Path) -> tuple[Path, Path, list[str]]:
     """N videos (hard links to the templates' clips), their frames/flow folders and four manifests."""
+    from tsnpipe.manifests.decide import stat_fingerprint
     from tsnpipe.manifests.table import Manifest, manifest_path
 
     videos, workdir = root / f"videos-{n}", root / f"w-{n}"
@@ -137,7 +142,9 @@ def synthesize(root: Path, n: int, full: int, videos_t: Path, workdir_t: Path) -
             row = dict(stage_rows[k])
             row["video_id"] = vid
             if stage == "frames":
-                row.update(source=str(path), output=f"frames/{vid}")
+                fingerprint = {**json.loads(row["fingerprint"]), **stat_fingerprint(path)}
+                row.update(source=str(path), output=f"frames/{vid}", fingerprint=json.dumps(fingerprint, sort_keys=True))
+                row.pop("seen", None)
             elif stage == "flow":
                 row.update(source=f"frames/{vid}", output=f"flow/{vid}")
             else:

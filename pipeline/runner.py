@@ -9,6 +9,7 @@ the manifest, one durable journal line per finished video.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field, replace
@@ -75,10 +76,6 @@ def run_info_path(workdir: Path, stage_name: str) -> Path:
     return manifest_path(workdir, stage_name).with_suffix(".run.json")
 
 
-def output_present(workdir: Path, row: dict | None) -> bool:
-    return bool(row and row.get("output")) and (workdir / row["output"]).exists()
-
-
 def hash_files(paths: list[str], jobs: int = 1) -> list[str]:
     """Content hashes of many files, `jobs` at a time (hashlib releases the GIL, so threads read and hash in
     parallel without starting processes)."""
@@ -94,30 +91,45 @@ def plan(workdir: Path, stage: Stage, items: list[Item], manifest: Manifest,
          jobs: int = 1) -> list[tuple[Item, str | None]]:
     """Each item with the reason it needs work (None: up to date). Hashes content only where mtime moved
     (`jobs` files at a time), and keeps that hash in the returned item so the worker does not read the file again."""
-    items, to_hash = list(items), []
+    items, to_hash, olds = list(items), [], []
     for index, item in enumerate(items):
         row = manifest.rows.get(item.video_id)
         old = json.loads(row["fingerprint"]) if row and row.get("fingerprint") else None
+        olds.append(old)
         if old and "hash" in old and row.get("seen") and json.loads(row["seen"]) == item.fingerprint:
             items[index] = replace(item, fingerprint={**item.fingerprint, "hash": old["hash"]})  # touched, hashed then
         elif stage.hash_content and needs_content_hash(old, item.fingerprint):
             to_hash.append(index)
     for index, digest in zip(to_hash, hash_files([items[i].source for i in to_hash], jobs)):
         items[index] = replace(items[index], fingerprint={**items[index].fingerprint, "hash": digest})
-    shared = {}  # a stage without per-video folders (pack) has one output for all rows: looked at once
-
-    def output_here(row):
-        if stage.output_root or not (row and row.get("output")):
-            return output_present(workdir, row)
-        if row["output"] not in shared:
-            shared[row["output"]] = output_present(workdir, row)
-        return shared[row["output"]]
-
+    present = OutputListing(workdir)
     planned = []
-    for item in items:
+    for item, old in zip(items, olds):
         row = manifest.rows.get(item.video_id)
-        planned.append((item, needs_work(row, item.fingerprint, stage.params_hash, output_here(row))))
+        output = row.get("output") if row else None
+        planned.append((item, needs_work(row, item.fingerprint, stage.params_hash, bool(output) and present(output),
+                                         old_fingerprint=old)))
     return planned
+
+
+class OutputListing:
+    """Whether outputs exist, by listing each folder that holds them once (a few listings of thousands of
+    names instead of one stat per video)."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = os.fspath(workdir)
+        self.names: dict[str, set[str] | None] = {}
+
+    def __call__(self, output: str) -> bool:
+        folder, _, name = output.rpartition("/")
+        if folder not in self.names:
+            try:
+                with os.scandir(os.path.join(self.workdir, folder)) as entries:
+                    self.names[folder] = {entry.name for entry in entries}
+            except OSError:  # no such folder, or not one
+                self.names[folder] = None
+        names = self.names[folder]
+        return names is not None and name in names
 
 
 def bad_name(video_id: str) -> str | None:

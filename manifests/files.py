@@ -71,11 +71,12 @@ def sweep_temps(root: Path, folders=None) -> int:
     return len(leftovers)
 
 
-def is_disk_full(error: BaseException | str) -> bool:
-    """Whether a failure (an OSError, or the message a tool such as ffmpeg printed) is a full disk or quota."""
+def disk_full_reason(error: BaseException | str) -> str | None:
+    """"No space left on device" (or over quota, or over a size limit) when a failure, an OSError or the
+    message a tool such as ffmpeg printed, is a full disk; None otherwise."""
     if isinstance(error, OSError) and error.errno in DISK_FULL:
-        return True
-    return any(os.strerror(code) in str(error) for code in DISK_FULL)
+        return os.strerror(error.errno)
+    return next((os.strerror(code) for code in DISK_FULL if os.strerror(code) in str(error)), None)
 
 
 class ManifestError(Exception):

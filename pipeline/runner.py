@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from tsnpipe.manifests.decide import content_hash, needs_content_hash, needs_work, params_hash
-from tsnpipe.manifests.files import (ManifestError, atomic_write_bytes, is_disk_full, replace_dir, sweep_temps,
+from tsnpipe.manifests.files import (ManifestError, atomic_write_bytes, disk_full_reason, replace_dir, sweep_temps,
                                      temp_sibling)
 from tsnpipe.manifests.table import Manifest, manifest_path
 
@@ -238,7 +238,8 @@ def output_folders(workdir: Path, stage: Stage, items: list[Item]) -> set[Path]:
 
 def disk_full_error(workdir: Path, stage: Stage, row: dict, summary: "Summary") -> ManifestError:
     return ManifestError(
-        f"The disk holding {workdir / stage.output_root} is full ({row['video_id']}: {row['error'][-120:]}); "
+        f"The disk holding {workdir / stage.output_root} is full ({disk_full_reason(row['error'])}, at "
+        f"{row['video_id']}); "
         f"the {summary.done:,} videos finished in this run and all before are kept: free some space and run the "
         "command again.")
 
@@ -273,7 +274,7 @@ def run_stage(workdir: Path, stage: Stage, items: list[Item], jobs: int = 1, bac
     rows = _parallel_rows(stage, todo, workdir, jobs, backend, scheduler)
     try:
         for row in rows:
-            if row["status"] != "done" and is_disk_full(row["error"] or ""):
+            if row["status"] != "done" and disk_full_reason(row["error"] or ""):  # the disk's fault, not the video's
                 raise disk_full_error(workdir, stage, row, summary)
             manifest.record(row)
             bar.update(weights[row["video_id"]])

@@ -10,9 +10,11 @@ variable-frame-rate sources are resampled on their timestamps.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
+import signal
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,6 +40,9 @@ class FrameParams:
 
     def hashed(self) -> dict:
         return {**asdict(self), "stage_version": STAGE_VERSION}
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no space, over quota, over a file size limit
 
 
 class VideoError(TsnpipeError):
@@ -141,6 +146,9 @@ def extract_video(source: Path, out_dir: Path, params: FrameParams, threads: int
     if proc.returncode != 0 and facts["src_width"] is None and "Input #0" in proc.stderr:
         raise VideoError(f"{source}: the file has no video stream (audio only?); remove it from the video folder.")
     if proc.returncode != 0:
+        for code in DISK_FULL:  # the disk's fault, not the video's: an OSError the runner stops on
+            if os.strerror(code) in proc.stderr or (code == errno.EFBIG and proc.returncode == -signal.SIGXFSZ):
+                raise OSError(code, os.strerror(code), str(out_dir))
         raise VideoError(f"{source}: ffmpeg failed: {reason(proc.stderr)}")
     if frames == 0:
         raise VideoError(f"{source}: no video frames could be decoded ({reason(proc.stderr)}); is it a video?")

@@ -102,12 +102,12 @@ def plan(workdir: Path, stage: Stage, items: list[Item], manifest: Manifest,
             to_hash.append(index)
     for index, digest in zip(to_hash, hash_files([items[i].source for i in to_hash], jobs)):
         items[index] = replace(items[index], fingerprint={**items[index].fingerprint, "hash": digest})
-    present = OutputListing(workdir)
+    present, phash = OutputListing(workdir), stage.params_hash
     planned = []
     for item, old in zip(items, olds):
         row = manifest.rows.get(item.video_id)
         output = row.get("output") if row else None
-        planned.append((item, needs_work(row, item.fingerprint, stage.params_hash, bool(output) and present(output),
+        planned.append((item, needs_work(row, item.fingerprint, phash, bool(output) and present(output),
                                          old_fingerprint=old)))
     return planned
 
@@ -233,7 +233,7 @@ def _parallel_rows(stage: Stage, todo: list[Item], workdir: Path, jobs: int, bac
 def output_folders(workdir: Path, stage: Stage, items: list[Item]) -> set[Path]:
     """The folders that hold the stage's per-video outputs (and so their temp siblings)."""
     root = workdir / stage.output_root
-    return {(root / item.video_id).parent for item in items}
+    return {root / parent for parent in {item.video_id.rpartition("/")[0] for item in items}}
 
 
 def disk_full_error(workdir: Path, stage: Stage, row: dict, summary: "Summary") -> ManifestError:

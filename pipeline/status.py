@@ -90,6 +90,8 @@ def manifest_report(workdir: Path, manifests: Manifests | None = None) -> tuple[
     for name in chain_order(stages_present(workdir)):
         try:
             report[name] = stage_status(workdir, name, manifests)
+            if name not in ("frames", "flow"):  # only frames and flow are read again (by the splits' report)
+                manifests.pop(name, None)
         except (ManifestError, TsnpipeError) as error:
             report[name] = {"damaged": str(error)}
             damaged.append(str(error))

@@ -98,7 +98,6 @@ def template(root: Path) -> tuple[Path, Path]:
 
 def synthesize(root: Path, n: int, full: int, videos_t: Path, workdir_t: Path) -> tuple[Path, Path, list[str]]:
     """N videos (hard links to the templates' clips), their frames/flow folders and four manifests."""
-    from tsnpipe.manifests.decide import stat_fingerprint
     from tsnpipe.manifests.table import Manifest, manifest_path
 
     videos, workdir = root / f"videos-{n}", root / f"w-{n}"
@@ -107,6 +106,9 @@ def synthesize(root: Path, n: int, full: int, videos_t: Path, workdir_t: Path) -
     rows = {stage: sorted(Manifest(workdir_t, stage).rows.values(), key=lambda r: r["video_id"])
             for stage in ("frames", "flow", "pack-lmdb", "pack-hdf5")}
     clips = [Path(r["source"]) for r in rows["frames"]]
+    for row, clip in zip(rows["frames"], clips):  # hard links share the mtime that `touch` moved: put it back
+        mtime = json.loads(row["fingerprint"])["mtime_ns"]
+        os.utime(clip, ns=(mtime, mtime))
     images = {stage: {r["video_id"]: sorted((workdir_t / stage / r["video_id"]).iterdir())
                       for r in rows["frames"]} for stage in ("frames", "flow")}
     tables = {stage: Manifest(workdir, stage) for stage in rows}
@@ -143,8 +145,7 @@ def synthesize(root: Path, n: int, full: int, videos_t: Path, workdir_t: Path) -
             row = dict(stage_rows[k])
             row["video_id"] = vid
             if stage == "frames":
-                fingerprint = {**json.loads(row["fingerprint"]), **stat_fingerprint(path)}
-                row.update(source=str(path), output=f"frames/{vid}", fingerprint=json.dumps(fingerprint, sort_keys=True))
+                row.update(source=str(path), output=f"frames/{vid}")
                 row.pop("seen", None)
             elif stage == "flow":
                 row.update(source=f"frames/{vid}", output=f"flow/{vid}")

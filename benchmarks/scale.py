@@ -13,7 +13,7 @@ What is synthesized, for each N (nothing here is decoded N times):
   template's real images (so `pack` reads real JPEGs); past that empty folders (a no-op run only asks
   whether the folder is there).
 
-What is timed (wall seconds and peak RSS of the tsnpipe process, from wait4): no-op `extract-frames`,
+What is timed (wall seconds, peak RSS of the tsnpipe process from /usr/bin/time, MB written from wait4): no-op `extract-frames`,
 no-op `extract-flow`, `status`, `extract-frames` after `touch` of every video (every video hashed, none
 redone), `build-splits --folders` (this layout has class folders), no-op `pack` of both formats, and, for
 --pack-sizes, `pack --format hdf5` of that many videos into a fresh store with 1 MB shards (so the index is
@@ -50,15 +50,21 @@ def tsnpipe_cmd(*args: str) -> list[str]:
 
 
 def timed(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> dict:
-    """Wall seconds, peak RSS (MB) and exit code of one command; its output's last line."""
+    """Wall seconds, peak RSS (MB), MB written and exit code of one command; its output's last line.
+
+    The command runs under /usr/bin/time, whose own peak is small: a child forked straight from this
+    process would inherit this process's (large) peak RSS as its own floor."""
+    marker = "TSNPIPE_SCALE_PEAK_KB="
+    wrapped = ["/usr/bin/time", "-f", f"{marker}%M", *cmd] if os.path.exists("/usr/bin/time") else cmd
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+    proc = subprocess.Popen(wrapped, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     out = proc.stdout.read().decode(errors="replace")
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - started
-    lines = [line for line in out.splitlines() if line.strip()]
-    return {"s": round(seconds, 2), "rss_mb": round(usage.ru_maxrss / 1024, 1),
+    peaks = [int(line.split("=")[1]) for line in out.splitlines() if line.startswith(marker)]
+    lines = [line for line in out.splitlines() if line.strip() and not line.startswith(marker)]
+    return {"s": round(seconds, 2), "rss_mb": round((peaks[-1] if peaks else usage.ru_maxrss) / 1024, 1),
             "written_mb": round(usage.ru_oublock * 512 / 1e6, 1), "rc": proc.returncode,
             "last": lines[-1][:300] if lines else ""}
 

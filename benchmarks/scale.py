@@ -13,8 +13,8 @@ What is synthesized, for each N (nothing here is decoded N times):
   template's real images (so `pack` reads real JPEGs); past that empty folders (a no-op run only asks
   whether the folder is there).
 
-What is timed (wall seconds, peak RSS of the tsnpipe process from /usr/bin/time, MB written from wait4): no-op `extract-frames`,
-no-op `extract-flow`, `status`, `extract-frames` after `touch` of every video (every video hashed, none
+What is timed (wall seconds, peak RSS of the tsnpipe process from /usr/bin/time, MB written from wait4):
+no-op `extract-frames`, no-op `extract-flow`, `status`, `extract-frames` after `touch` of every video (every video hashed, none
 redone), `build-splits --folders` (this layout has class folders), no-op `pack` of both formats, and, for
 --pack-sizes, `pack --format hdf5` of that many videos into a fresh store with 1 MB shards (so the index is
 committed hundreds of times: its cost shows as growth faster than N) plus the bytes of index written.
@@ -275,7 +275,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1000,30000,240000")
     parser.add_argument("--pack-sizes", default="1000,8000")
-    parser.add_argument("--ffmpeg", type=int, default=0, help="videos for extract-frames against plain ffmpeg (0: skip)")
+    parser.add_argument("--ffmpeg", type=int, default=0,
+                        help="videos for extract-frames against plain ffmpeg (0: skip)")
     parser.add_argument("--baseline", type=Path, default=None)
     parser.add_argument("--work", type=Path, default=Path("/tmp/tsnpipe-scale"))
     args = parser.parse_args()

@@ -184,8 +184,8 @@ class Manifest:
                 fh.flush()
                 os.fsync(fh.fileno())
         except OSError as error:
-            what = f"the row of {rows[0]['video_id']!r}" if len(rows) == 1 else f"{len(rows):,} rows"
-            raise write_error(self.journal, error, f"{what} {'was' if len(rows) == 1 else 'were'} not recorded") from None
+            what = f"the row of {rows[0]['video_id']!r} was" if len(rows) == 1 else f"{len(rows):,} rows were"
+            raise write_error(self.journal, error, f"{what} not recorded") from None
 
     def compact(self) -> None:
         """Rewrite the table atomically with every row, then drop the journal it now contains."""

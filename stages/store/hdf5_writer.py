@@ -15,7 +15,8 @@ commits); `index.json` is written whole (write, fsync, os.replace) once at the s
 a log, and once at its end. Before a shard is renamed, a `pending` line names it, so a kill between the
 rename and the commit line leaves a shard the index still names; a torn last line (a kill or a full disk
 mid-append) is no record. A kill loses at most the shard being written; its leftovers
-(`shard-NNNNN.h5.tmp`, `index.json.tmp`, a pending shard) are swept at the next run. A re-packed video's new entry lives in the new shard; a shard the index
+(`shard-NNNNN.h5.tmp`, `index.json.tmp`, a pending shard) are swept at the next run.
+A re-packed video's new entry lives in the new shard; a shard the index
 named before and no video names now is deleted (space of an old version inside a still-used shard is
 reclaimed only when all its videos have moved on).
 

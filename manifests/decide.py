@@ -52,13 +52,16 @@ def same_input(old: dict, new: dict) -> bool:
     return {k: v for k, v in old.items() if k != "hash"} == {k: v for k, v in new.items() if k != "hash"}
 
 
-def needs_work(row: dict | None, fingerprint: dict, params_hash_now: str, output_present: bool) -> str | None:
-    """The reason this item needs work, or None when its row is up to date. Pure: no I/O."""
+def needs_work(row: dict | None, fingerprint: dict, params_hash_now: str, output_present: bool,
+               old_fingerprint: dict | None = None) -> str | None:
+    """The reason this item needs work, or None when its row is up to date. Pure: no I/O. `old_fingerprint`:
+    the row's fingerprint when the caller has parsed it already."""
     if row is None:
         return NEW
     if row.get("params_hash") != params_hash_now:
         return PARAMS_CHANGED
-    if not same_input(json.loads(row.get("fingerprint") or "{}"), fingerprint):
+    old = json.loads(row.get("fingerprint") or "{}") if old_fingerprint is None else old_fingerprint
+    if not same_input(old, fingerprint):
         return INPUT_CHANGED
     if row.get("status") != "done":
         return FAILED_BEFORE

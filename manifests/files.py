@@ -44,17 +44,39 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise write_error(path, error) from None
 
 
-def sweep_temps(root: Path) -> int:
-    """Remove what interrupted runs left behind below `root`; returns how many paths went."""
+def sweep_temps(root: Path, folders=None) -> int:
+    """Remove what interrupted runs left behind below `root`; returns how many paths went.
+
+    Temps are siblings of the paths they stand for, so with `folders` (the folders that hold outputs, e.g.
+    the parents of every output folder) only those folders are listed, never the files inside the outputs:
+    a few directory listings instead of a walk over every frame. Without it, everything below `root` is walked.
+    """
     if not root.exists():
         return 0
-    leftovers = [p for p in root.rglob(f"*{TEMP_MARK}*")]
+    if folders is None:
+        leftovers = [p for p in root.rglob(f"*{TEMP_MARK}*")]
+    else:
+        leftovers = []
+        for folder in {Path(root), *map(Path, folders)}:
+            try:
+                with os.scandir(folder) as entries:
+                    leftovers += [Path(entry.path) for entry in entries if TEMP_MARK in entry.name]
+            except (FileNotFoundError, NotADirectoryError):
+                continue
     for path in sorted(leftovers, key=lambda p: len(p.parts)):
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
         elif path.exists():
             path.unlink(missing_ok=True)
     return len(leftovers)
+
+
+def disk_full_reason(error: BaseException | str) -> str | None:
+    """"No space left on device" (or over quota, or over a size limit) when a failure, an OSError or the
+    message a tool such as ffmpeg printed, is a full disk; None otherwise."""
+    if isinstance(error, OSError) and error.errno in DISK_FULL:
+        return os.strerror(error.errno)
+    return next((os.strerror(code) for code in DISK_FULL if os.strerror(code) in str(error)), None)
 
 
 class ManifestError(Exception):

@@ -114,9 +114,10 @@ def source_inputs(workdir: Path) -> tuple[dict, dict]:
     return frames, videos
 
 
-def flow_items(workdir: Path) -> list[Item]:
-    """Every video whose frames are done, fingerprinted by how and when its frames were made."""
-    frames = Manifest(workdir, "frames").rows
+def flow_items(workdir: Path, frames: dict | None = None) -> list[Item]:
+    """Every video whose frames are done, fingerprinted by how and when its frames were made (`frames`: the
+    frames manifest's rows when the caller has read them already)."""
+    frames = Manifest(workdir, "frames").rows if frames is None else frames
     if not frames:
         raise TsnpipeError(
             f"{manifest_path(workdir, 'frames')} has no videos; run `tsnpipe extract-frames VIDEO_DIR -w {workdir}` first.")

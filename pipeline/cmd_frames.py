@@ -88,6 +88,7 @@ def extract_frames(video_dir, workdir, fps, size, quality, on_decode_error, jobs
     and the run goes on; the exit code is 1 when any video failed.
     """
     check_dask(backend, scheduler)
+    video_dir = video_dir.absolute()  # recorded for `status` and `--pairs source`, which may run from elsewhere
     params = frame_params(fps, size, quality, on_decode_error)
     items = video_items(video_dir)
     if not items:

@@ -27,19 +27,21 @@ def upstream_fingerprint(frames_row: dict, flow_row: dict | None) -> dict:
     return fingerprint
 
 
-def pack_items(workdir: Path) -> list[Item]:
-    """Every video whose frames are done, fingerprinted by its frames and flow rows."""
-    frames = Manifest(workdir, "frames").rows
+def pack_items(workdir: Path, frames: dict | None = None, flow: dict | None = None) -> list[Item]:
+    """Every video whose frames are done, fingerprinted by its frames and flow rows (either given when the
+    caller has read them already)."""
+    frames = Manifest(workdir, "frames").rows if frames is None else frames
     if not frames:
         raise TsnpipeError(f"{manifest_path(workdir, 'frames')} has no videos; run `tsnpipe extract-frames` into {workdir} first.")
-    flow = Manifest(workdir, "flow").rows
+    flow = Manifest(workdir, "flow").rows if flow is None else flow
     return [Item(video_id=vid, source=f"frames/{vid}", fingerprint=upstream_fingerprint(row, flow.get(vid)))
             for vid, row in sorted(frames.items()) if row.get("status") == "done"]
 
 
-def flow_formats(workdir: Path) -> dict[str, str]:
+def flow_formats(workdir: Path, flow: dict | None = None) -> dict[str, str]:
     """video_id -> the flow image format (jpg, png) its flow manifest row records, for the videos whose flow is done."""
-    return {vid: row["image_format"] for vid, row in Manifest(workdir, "flow").rows.items()
+    flow = Manifest(workdir, "flow").rows if flow is None else flow
+    return {vid: row["image_format"] for vid, row in flow.items()
             if row.get("status") == "done" and row.get("image_format")}
 
 
@@ -96,7 +98,8 @@ def pack(workdir, fmt, store, shard_mb, progress):
     started = time.time()
     command = f"tsnpipe pack --format {fmt} -w {workdir}"
     with WorkdirLock(workdir, command), store_lock(store, command):
-        items = pack_items(workdir)
+        frames, flow = Manifest(workdir, "frames").rows, Manifest(workdir, "flow").rows
+        items = pack_items(workdir, frames, flow)
         click.echo(f"pack: {len(items):,} extracted videos in {workdir} -> {store} ({fmt})")
         atomic_write_bytes(run_info_path(workdir, stage.name),
                            json.dumps({"params": stage.params, "params_hash": stage.params_hash,
@@ -117,9 +120,9 @@ def pack(workdir, fmt, store, shard_mb, progress):
                 bar.write(f"failed: {fact['video_id']}: {fact['error']}")
 
         pack_videos(workdir, store, fmt, list(todo), shard_bytes=shard_mb << 20, progress=record,
-                    flow_formats=flow_formats(workdir))
+                    flow_formats=flow_formats(workdir, flow))
         bar.close()
-        manifest.compact()
+        manifest.compact_if_changed()
     line = f"{counts['done']:,} packed, {len(items) - len(todo):,} up to date, {counts['failed']:,} failed"
     if counts["failed"]:
         line += f" (see {manifest_path(workdir, stage.name)})"

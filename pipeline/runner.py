@@ -9,6 +9,7 @@ the manifest, one durable journal line per finished video.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field, replace
@@ -16,7 +17,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from tsnpipe.manifests.decide import content_hash, needs_content_hash, needs_work, params_hash
-from tsnpipe.manifests.files import atomic_write_bytes, replace_dir, sweep_temps, temp_sibling
+from tsnpipe.manifests.files import (ManifestError, atomic_write_bytes, disk_full_reason, replace_dir, sweep_temps,
+                                     temp_sibling)
 from tsnpipe.manifests.table import Manifest, manifest_path
 
 
@@ -74,26 +76,60 @@ def run_info_path(workdir: Path, stage_name: str) -> Path:
     return manifest_path(workdir, stage_name).with_suffix(".run.json")
 
 
-def output_present(workdir: Path, row: dict | None) -> bool:
-    return bool(row and row.get("output")) and (workdir / row["output"]).exists()
+def hash_files(paths: list[str], jobs: int = 1) -> list[str]:
+    """Content hashes of many files, `jobs` at a time (hashlib releases the GIL, so threads read and hash in
+    parallel without starting processes)."""
+    if jobs <= 1 or len(paths) < 2:
+        return [content_hash(Path(path)) for path in paths]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(jobs) as pool:
+        return list(pool.map(lambda path: content_hash(Path(path)), paths, chunksize=64))
 
 
-def plan(workdir: Path, stage: Stage, items: list[Item], manifest: Manifest) -> list[tuple[Item, str | None]]:
-    """Each item with the reason it needs work (None: up to date). Hashes content only where mtime moved, and
-    keeps that hash in the returned item so the worker does not read the file again."""
-    planned = []
-    for item in items:
+def plan(workdir: Path, stage: Stage, items: list[Item], manifest: Manifest,
+         jobs: int = 1) -> list[tuple[Item, str | None]]:
+    """Each item with the reason it needs work (None: up to date). Hashes content only where mtime moved
+    (`jobs` files at a time), and keeps that hash in the returned item so the worker does not read the file again."""
+    items, to_hash, olds = list(items), [], []
+    for index, item in enumerate(items):
         row = manifest.rows.get(item.video_id)
-        fingerprint = item.fingerprint
         old = json.loads(row["fingerprint"]) if row and row.get("fingerprint") else None
-        if old and "hash" in old and row.get("seen") and json.loads(row["seen"]) == fingerprint:
-            fingerprint = {**fingerprint, "hash": old["hash"]}  # touched since, and hashed then: same content
-            item = replace(item, fingerprint=fingerprint)
-        elif stage.hash_content and needs_content_hash(old, fingerprint):
-            fingerprint = {**fingerprint, "hash": content_hash(Path(item.source))}
-            item = replace(item, fingerprint=fingerprint)
-        planned.append((item, needs_work(row, fingerprint, stage.params_hash, output_present(workdir, row))))
+        olds.append(old)
+        if old and "hash" in old and row.get("seen") and json.loads(row["seen"]) == item.fingerprint:
+            items[index] = replace(item, fingerprint={**item.fingerprint, "hash": old["hash"]})  # touched, hashed then
+        elif stage.hash_content and needs_content_hash(old, item.fingerprint):
+            to_hash.append(index)
+    for index, digest in zip(to_hash, hash_files([items[i].source for i in to_hash], jobs)):
+        items[index] = replace(items[index], fingerprint={**items[index].fingerprint, "hash": digest})
+    present, phash = OutputListing(workdir), stage.params_hash
+    planned = []
+    for item, old in zip(items, olds):
+        row = manifest.rows.get(item.video_id)
+        output = row.get("output") if row else None
+        planned.append((item, needs_work(row, item.fingerprint, phash, bool(output) and present(output),
+                                         old_fingerprint=old)))
     return planned
+
+
+class OutputListing:
+    """Whether outputs exist, by listing each folder that holds them once (a few listings of thousands of
+    names instead of one stat per video)."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = os.fspath(workdir)
+        self.names: dict[str, set[str] | None] = {}
+
+    def __call__(self, output: str) -> bool:
+        folder, _, name = output.rpartition("/")
+        if folder not in self.names:
+            try:
+                with os.scandir(os.path.join(self.workdir, folder)) as entries:
+                    self.names[folder] = {entry.name for entry in entries}
+            except OSError:  # no such folder, or not one
+                self.names[folder] = None
+        names = self.names[folder]
+        return names is not None and name in names
 
 
 def bad_name(video_id: str) -> str | None:
@@ -109,16 +145,17 @@ def bad_name(video_id: str) -> str | None:
 def refresh_fingerprints(manifest: Manifest, planned: list[tuple[Item, str | None]]) -> int:
     """Record, as `seen`, the new size and mtime of up-to-date inputs whose content hash proved them unchanged
     (touched, or copied without timestamps), so the next run neither hashes them again nor reports them.
-    The row's own fingerprint stays as it was: stages downstream key on it. Returns how many rows changed."""
-    refreshed = 0
+    The row's own fingerprint stays as it was: stages downstream key on it. All in one journal write and
+    one fsync. Returns how many rows changed."""
+    changed = []
     for item, why in planned:
         row = manifest.rows.get(item.video_id)
         if why is None and row and "hash" in item.fingerprint:
             seen = json.dumps({k: v for k, v in item.fingerprint.items() if k != "hash"}, sort_keys=True)
             if seen != row.get("seen") and json.loads(row.get("fingerprint") or "{}") != item.fingerprint:
-                manifest.record({**row, "seen": seen})
-                refreshed += 1
-    return refreshed
+                changed.append({**row, "seen": seen})
+    manifest.record_many(changed)
+    return len(changed)
 
 
 def settle(item: Item, workdir: Path, output_root: str, phash: str, tmp: Path, started: float,
@@ -193,18 +230,37 @@ def _parallel_rows(stage: Stage, todo: list[Item], workdir: Path, jobs: int, bac
     yield from Parallel(n_jobs=jobs, backend=backend, return_as="generator_unordered", batch_size=1)(calls)
 
 
+def output_folders(workdir: Path, stage: Stage, items: list[Item]) -> set[Path]:
+    """The folders that hold the stage's per-video outputs (and so their temp siblings)."""
+    root = workdir / stage.output_root
+    return {root / parent for parent in {item.video_id.rpartition("/")[0] for item in items}}
+
+
+def disk_full_error(workdir: Path, stage: Stage, row: dict, summary: "Summary") -> ManifestError:
+    return ManifestError(
+        f"The disk holding {workdir / stage.output_root} is full ({disk_full_reason(row['error'])}, at "
+        f"{row['video_id']}); "
+        f"the {summary.done:,} videos finished in this run and all before are kept: free some space and run the "
+        "command again.")
+
+
 def run_stage(workdir: Path, stage: Stage, items: list[Item], jobs: int = 1, backend: str = "loky",
               scheduler: str | None = None, progress: bool = True, compact_every_s: float = 30.0) -> Summary:
-    """Bring every item's row up to date; the caller holds the workdir lock."""
+    """Bring every item's row up to date; the caller holds the workdir lock.
+
+    The table is compacted when the journal has grown by a quarter of the rows (and at least
+    `compact_every_s` passed), so a long run rewrites it a bounded number of times, and a run that changed
+    nothing does not rewrite it. The first video that fails for a full disk stops the run with one sentence
+    (ManifestError); it is not recorded as failed, so the rerun does it."""
     from tsnpipe.stages.progress import progress_bar
 
     workdir = Path(workdir)
     started = time.time()
     run_info = {"params": stage.params, "params_hash": stage.params_hash, "inputs": stage.inputs}
     atomic_write_bytes(run_info_path(workdir, stage.name), json.dumps(run_info, indent=2, default=str).encode())
-    sweep_temps(workdir / stage.output_root)
+    sweep_temps(workdir / stage.output_root, output_folders(workdir, stage, items))
     manifest = Manifest(workdir, stage.name)
-    planned = plan(workdir, stage, items, manifest)
+    planned = plan(workdir, stage, items, manifest, jobs=jobs if backend != "dask" else 1)
     refresh_fingerprints(manifest, planned)
     todo = [item for item, why in planned if why is not None]
     summary = Summary(stage=stage, workdir=workdir, up_to_date=len(planned) - len(todo))
@@ -215,18 +271,26 @@ def run_stage(workdir: Path, stage: Stage, items: list[Item], jobs: int = 1, bac
     bar = progress_bar(total=sum(weights.values()), unit=stage.unit, desc=stage.name, enabled=progress and bool(todo),
                        smoothing=0.1)
     last_compact = time.time()
-    for row in _parallel_rows(stage, todo, workdir, jobs, backend, scheduler):
-        manifest.record(row)
-        bar.update(weights[row["video_id"]])
-        if row["status"] == "done":
-            summary.done += 1
-        else:
-            summary.failed.append(row)
-            bar.write(f"failed: {row['video_id']}: {row['error']}")
-        if time.time() - last_compact > compact_every_s:
-            manifest.compact()
-            last_compact = time.time()
-    bar.close()
-    manifest.compact()
+    rows = _parallel_rows(stage, todo, workdir, jobs, backend, scheduler)
+    try:
+        for row in rows:
+            if row["status"] != "done" and disk_full_reason(row["error"] or ""):  # the disk's fault, not the video's
+                raise disk_full_error(workdir, stage, row, summary)
+            manifest.record(row)
+            bar.update(weights[row["video_id"]])
+            if row["status"] == "done":
+                summary.done += 1
+            else:
+                summary.failed.append(row)
+                bar.write(f"failed: {row['video_id']}: {row['error']}")
+            if (manifest.journal_rows > max(1000, len(manifest.rows) // 4)
+                    and time.time() - last_compact > compact_every_s):
+                manifest.compact()
+                last_compact = time.time()
+    finally:
+        if hasattr(rows, "close"):
+            rows.close()  # stops handing out videos (joblib cancels what has not started)
+        bar.close()
+    manifest.compact_if_changed()
     summary.seconds = time.time() - started
     return summary

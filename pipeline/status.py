@@ -24,23 +24,35 @@ from tsnpipe.stages.errors import TsnpipeError
 CHAIN = ("frames", "flow", "pack-lmdb", "pack-hdf5")
 
 
-def stage_items(workdir: Path, name: str, inputs: dict, manifest: Manifest) -> list[Item]:
+class Manifests(dict):
+    """Each manifest of a workdir read once per command, however many stages look at it."""
+
+    def __init__(self, workdir: Path):
+        super().__init__()
+        self.workdir = workdir
+
+    def __missing__(self, name: str) -> Manifest:
+        self[name] = Manifest(self.workdir, name)
+        return self[name]
+
+
+def stage_items(workdir: Path, name: str, inputs: dict, manifests: Manifests) -> list[Item]:
     """The items the stage would look at now: frames rescans its video folder, flow and pack read the frames
     manifest; other stages list their own rows."""
     if name == "frames" and inputs.get("video_dir") and Path(inputs["video_dir"]).is_dir():
         from tsnpipe.cmd_frames import video_items
 
         return video_items(Path(inputs["video_dir"]))
-    if name == "flow" and Manifest(workdir, "frames").rows:
+    if name == "flow" and manifests["frames"].rows:
         from tsnpipe.cmd_flow import flow_items
 
-        return flow_items(workdir)
-    if name.startswith("pack-") and Manifest(workdir, "frames").rows:
+        return flow_items(workdir, manifests["frames"].rows)
+    if name.startswith("pack-") and manifests["frames"].rows:
         from tsnpipe.cmd_pack import pack_items
 
-        return pack_items(workdir)
+        return pack_items(workdir, manifests["frames"].rows, manifests["flow"].rows)
     return [Item(video_id=row["video_id"], source=row.get("source") or "",
-                 fingerprint=json.loads(row.get("fingerprint") or "{}")) for row in manifest.rows.values()]
+                 fingerprint=json.loads(row.get("fingerprint") or "{}")) for row in manifests[name].rows.values()]
 
 
 def run_info(workdir: Path, name: str) -> dict:
@@ -52,15 +64,17 @@ def run_info(workdir: Path, name: str) -> dict:
     return {"params": info.get("params", {}), "inputs": info.get("inputs", {})} if isinstance(info, dict) else {}
 
 
-def stage_status(workdir: Path, name: str) -> dict:
+def stage_status(workdir: Path, name: str, manifests: Manifests | None = None) -> dict:
     """Counts of up-to-date rows and of rows needing work per reason, judged against the stage's last run."""
-    manifest = Manifest(workdir, name)
+    import os
+
+    manifests = Manifests(workdir) if manifests is None else manifests
     info = run_info(workdir, name) or {"params": {}, "inputs": {}}
     stage = Stage(name=name, verb="", params=info["params"], output_root="", work=None,
                   hash_content=name == "frames")  # a touched video is hashed, as the run would
-    items = stage_items(workdir, name, info["inputs"], manifest)
+    items = stage_items(workdir, name, info["inputs"], manifests)
     counts = {"up to date": 0, **{reason: 0 for reason in REASONS}}
-    for _, why in plan(workdir, stage, items, manifest):
+    for _, why in plan(workdir, stage, items, manifests[name], jobs=os.cpu_count() or 1):
         counts[why or "up to date"] += 1
     return counts
 
@@ -69,12 +83,15 @@ def chain_order(names: list[str]) -> list[str]:
     return [name for name in CHAIN if name in names] + sorted(name for name in names if name not in CHAIN)
 
 
-def manifest_report(workdir: Path) -> tuple[dict, list[str]]:
+def manifest_report(workdir: Path, manifests: Manifests | None = None) -> tuple[dict, list[str]]:
     """{stage: counts} for every per-video stage, and the sentences of the damaged ones."""
     report, damaged = {}, []
+    manifests = Manifests(workdir) if manifests is None else manifests
     for name in chain_order(stages_present(workdir)):
         try:
-            report[name] = stage_status(workdir, name)
+            report[name] = stage_status(workdir, name, manifests)
+            if name not in ("frames", "flow"):  # only frames and flow are read again (by the splits' report)
+                manifests.pop(name, None)
         except (ManifestError, TsnpipeError) as error:
             report[name] = {"damaged": str(error)}
             damaged.append(str(error))
@@ -102,8 +119,9 @@ def status(workdir, as_json, repair):
         with WorkdirLock(workdir, "tsnpipe status --repair"):
             for line in repair_workdir(workdir):
                 click.echo(line)
-    report, damaged = manifest_report(workdir)
-    outputs = outputs_report(workdir, report)
+    manifests = Manifests(workdir)
+    report, damaged = manifest_report(workdir, manifests)
+    outputs = outputs_report(workdir, report, manifests)
     if as_json:
         click.echo(json.dumps({**report, **outputs}, indent=2))
     else:

@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 from tsnpipe.manifests.files import ManifestError
-from tsnpipe.manifests.table import Manifest
 
 
 def _csv_rows(path: Path) -> list[dict]:
@@ -20,8 +19,8 @@ def _csv_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def _done(workdir: Path, stage: str, count: str) -> dict[str, int]:
-    rows = Manifest(workdir, stage).rows
+def _done(manifests, stage: str, count: str) -> dict[str, int]:
+    rows = manifests[stage].rows
     return {vid: int(row.get(count) or 0) for vid, row in rows.items() if row.get("status") == "done"}
 
 
@@ -57,13 +56,18 @@ def score_status(report: Path) -> dict:
     return {key: content[key] for key in ("videos", "top1", "top5", "mean_class") if key in content}
 
 
-def outputs_report(workdir: Path, manifests: dict) -> dict:
-    """{"splits": {...}, "runs": {...}, "scores": {...}} for what the workdir holds."""
+def outputs_report(workdir: Path, report: dict, manifests=None) -> dict:
+    """{"splits": {...}, "runs": {...}, "scores": {...}} for what the workdir holds; `manifests` maps a stage to
+    its Manifest, read once (read here when not given)."""
     splits = {}
     split_folders = sorted(p.parent for p in (workdir / "splits").glob("*/split*/train.csv"))
     if split_folders:
         try:
-            frames, pairs = _done(workdir, "frames", "frames"), _done(workdir, "flow", "pairs")
+            if manifests is None:
+                from tsnpipe.status import Manifests
+
+                manifests = Manifests(workdir)
+            frames, pairs = _done(manifests, "frames", "frames"), _done(manifests, "flow", "pairs")
         except ManifestError:
             frames = pairs = None  # named as damaged above
         for folder in split_folders:

@@ -161,20 +161,20 @@ def test_shard_renamed_but_not_yet_indexed_is_swept_as_tsnpipes_own(extracted, m
     from tsnpipe.stages.store import hdf5_writer as pack_hdf5
     from tsnpipe.stages.store.reader import open_reader
 
-    real_write_index = pack_hdf5._write_index
+    real_append = pack_hdf5._append_log
 
-    def killed_right_after_the_rename(store_path, index):
-        real_write_index(store_path, index)
-        if index.get("pending"):  # the index names the shard as pending: rename it, then die
-            os.replace(store_path / f"{index['pending'][0]}.tmp", store_path / index["pending"][0])
+    def killed_right_after_the_rename(store_path, record):
+        real_append(store_path, record)
+        if "pending" in record:  # the index names the shard as pending: rename it, then die
+            os.replace(store_path / f"{record['pending']}.tmp", store_path / record["pending"])
             raise KeyboardInterrupt
 
     store = extracted / "stores" / "frames.hdf5"
-    monkeypatch.setattr(pack_hdf5, "_write_index", killed_right_after_the_rename)
+    monkeypatch.setattr(pack_hdf5, "_append_log", killed_right_after_the_rename)
     result = invoke("pack", "-w", str(extracted), "--format", "hdf5", "--no-progress")
     assert result.exit_code == 1 and "Aborted" in result.output
     monkeypatch.undo()
-    assert sorted(p.name for p in store.iterdir()) == ["index.json", "shard-00001.h5"]
+    assert sorted(p.name for p in store.iterdir()) == ["index.json", "index.log", "shard-00001.h5"]
     result = invoke("pack", "-w", str(extracted), "--format", "hdf5", "--no-progress")
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in store.iterdir()) == ["index.json", "shard-00002.h5"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from tsnpipe.stages.errors import TsnpipeError
 SOURCES = ("ucf101", "hmdb51", "folders", "kinetics400", "kinetics600", "kinetics700", "list", "sthv2", "sthv1",
            "diving48", "mit", "mmit", "hvu")
 SPLIT_NUMBERS = (1, 2, 3)
+WHITESPACE = re.compile(r"\s")  # what str.split() splits on
 COLUMNS = ["video_id", "label", "class_name", "frames", "flow_pairs"]
 
 
@@ -90,7 +92,7 @@ def build_split(source: str, number: int, classes: list[str], entries: pd.DataFr
 
 def listable(video_id: str) -> bool:
     """Whether a video id fits the whitespace-separated `path count label` lists (no space, tab or newline)."""
-    return not any(ch.isspace() for ch in video_id)
+    return WHITESPACE.search(video_id) is None
 
 
 def listable_ids(video_ids: pd.Series) -> pd.Series:

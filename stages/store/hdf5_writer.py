@@ -7,11 +7,16 @@ counts, checksum and flow image format.
 
 Why shards: a pack run writes its videos into new shards only (each closed at about `shard_bytes`), so
 adding videos never rewrites the existing files. Why a kill cannot tear the store: a shard is written
-under a `.tmp` name, fsynced and renamed; only then is the index replaced (write, fsync, os.replace), and
-the index is the only thing readers trust. Before a shard is renamed, the index lists it as `pending`,
-so a kill between the rename and the index update leaves a shard the index still names. A kill loses at
-most the shard being written; its leftovers (`shard-NNNNN.h5.tmp`, `index.json.tmp`, a pending shard)
-are swept at the next run. A re-packed video's new entry lives in the new shard; a shard the index
+under a `.tmp` name, fsynced and renamed; only then does the index name its videos, and the index is the
+only thing readers trust. The index is `index.json` plus `index.log`: a shard commit appends one
+checksummed, fsynced line to the log (its videos), so a commit costs the size of that shard's entries,
+not of the whole index (which a 240,000-video store would otherwise rewrite at each of hundreds of
+commits); `index.json` is written whole (write, fsync, os.replace) once at the start of a run that finds
+a log, and once at its end. Before a shard is renamed, a `pending` line names it, so a kill between the
+rename and the commit line leaves a shard the index still names; a torn last line (a kill or a full disk
+mid-append) is no record. A kill loses at most the shard being written; its leftovers
+(`shard-NNNNN.h5.tmp`, `index.json.tmp`, a pending shard) are swept at the next run.
+A re-packed video's new entry lives in the new shard; a shard the index
 named before and no video names now is deleted (space of an old version inside a still-used shard is
 reclaimed only when all its videos have moved on).
 
@@ -31,7 +36,7 @@ import numpy as np
 
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.store.pack import check_free_space
-from tsnpipe.stages.store.reader import HDF5_INDEX, KINDS, read_hdf5_index
+from tsnpipe.stages.store.reader import HDF5_INDEX, HDF5_INDEX_LOG, KINDS, index_log_line, read_hdf5_index
 
 SHARD_PATTERN = re.compile(r"shard-(\d{5})\.h5")
 
@@ -64,10 +69,30 @@ def _write_index(store_path: Path, index: dict) -> None:
         raise OSError(error.errno, error.strerror, str(store_path / HDF5_INDEX)) from None
 
 
+def _append_log(store_path: Path, record: dict) -> None:
+    """Append one record to the index log and make it durable before returning."""
+    path = store_path / HDF5_INDEX_LOG
+    try:
+        with open(path, "ab") as handle:
+            handle.write(index_log_line(record))
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as error:  # a torn line is no record: the index stays as it was before this commit
+        raise OSError(error.errno, error.strerror, str(path)) from None
+
+
+def _fold_log(store_path: Path, index: dict) -> None:
+    """Write the index whole with the log's records in it, then drop the log."""
+    if (store_path / HDF5_INDEX_LOG).exists():
+        _write_index(store_path, index)
+        (store_path / HDF5_INDEX_LOG).unlink()
+        _fsync_dir(store_path)
+
+
 def own_names(index: dict) -> set[str]:
     """The file names a store with this index may hold: the index, the shards it names, and their temps."""
     shards = {entry["shard"] for entry in index["videos"].values()} | set(index.get("pending", []))
-    return {HDF5_INDEX, f"{HDF5_INDEX}.tmp"} | shards | {f"{name}.tmp" for name in shards}
+    return {HDF5_INDEX, f"{HDF5_INDEX}.tmp", HDF5_INDEX_LOG} | shards | {f"{name}.tmp" for name in shards}
 
 
 def check_folder(store_path: Path) -> None:
@@ -119,8 +144,9 @@ def _write_group(shard, video) -> None:
         group.create_dataset(f"{kind}_offsets", data=offsets)
 
 
-def _commit(store_path: Path, index: dict, name: str, shard, videos: list) -> None:
-    """Close and rename the shard, then point the index at it and drop shards nothing points at."""
+def _commit(store_path: Path, index: dict, name: str, shard, videos: list, live: dict[str, int]) -> None:
+    """Close and rename the shard, then append its videos to the index log and delete the shards no video
+    names any more (`live`: videos per shard, kept up to date here)."""
     shard.close()
     tmp = store_path / f"{name}.tmp"
     try:
@@ -128,19 +154,23 @@ def _commit(store_path: Path, index: dict, name: str, shard, videos: list) -> No
             os.fsync(handle.fileno())
     except OSError as error:
         raise OSError(error.errno, error.strerror, str(tmp)) from None
-    index["pending"] = [name]
-    _write_index(store_path, index)
+    _append_log(store_path, {"pending": name})
     os.replace(tmp, store_path / name)
     _fsync_dir(store_path)
-    named_before = {entry["shard"] for entry in index["videos"].values()}
-    for video in videos:
-        index["videos"][video.video_id] = {
-            "shard": name, "counts": video.counts, "checksum": video.checksum, "bytes": video.nbytes,
-            "flow_format": video.flow_format,
-        }
+    entries = {video.video_id: {"shard": name, "counts": video.counts, "checksum": video.checksum,
+                                "bytes": video.nbytes, "flow_format": video.flow_format} for video in videos}
+    _append_log(store_path, {"commit": name, "videos": entries})
+    emptied = set()
+    for video_id in entries:
+        if old := index["videos"].get(video_id):
+            live[old["shard"]] -= 1
+            if live[old["shard"]] == 0:
+                emptied.add(old["shard"])
+    index["videos"].update(entries)
     index["pending"] = []
-    _write_index(store_path, index)
-    _sweep(store_path, index, named_before)
+    live[name] = live.get(name, 0) + len(entries)
+    for old_shard in emptied - {name}:
+        (store_path / old_shard).unlink(missing_ok=True)
 
 
 def write_videos(store_path: Path, videos: Iterable, shard_bytes: int) -> Iterator[tuple[object, str]]:
@@ -152,7 +182,11 @@ def write_videos(store_path: Path, videos: Iterable, shard_bytes: int) -> Iterat
     index = read_hdf5_index(store_path)
     if not (store_path / HDF5_INDEX).is_file():
         _write_index(store_path, index)  # from the first moment, the folder says whose it is
+    _fold_log(store_path, index)
     number = _sweep(store_path, index)
+    live: dict[str, int] = {}
+    for entry in index["videos"].values():
+        live[entry["shard"]] = live.get(entry["shard"], 0) + 1
     shard, name, pending, size = None, "", [], 0
     for video in videos:
         check_free_space(store_path, video.nbytes, file_bytes=size)  # before h5py can meet a full disk or ulimit -f
@@ -164,9 +198,10 @@ def write_videos(store_path: Path, videos: Iterable, shard_bytes: int) -> Iterat
         pending.append(video)
         size += video.nbytes
         if size >= shard_bytes:
-            _commit(store_path, index, name, shard, pending)
+            _commit(store_path, index, name, shard, pending, live)
             yield from ((done, name) for done in pending)
             shard, pending, size = None, [], 0
     if shard is not None:
-        _commit(store_path, index, name, shard, pending)
+        _commit(store_path, index, name, shard, pending, live)
         yield from ((done, name) for done in pending)
+    _fold_log(store_path, index)

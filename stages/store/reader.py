@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 from pathlib import Path
 
 import cv2
@@ -27,6 +28,7 @@ FILE_PREFIX = {"rgb": "img_", "flow_x": "flow_x_", "flow_y": "flow_y_"}
 LMDB_SUFFIX = ".lmdb"
 HDF5_SUFFIX = ".hdf5"
 HDF5_INDEX = "index.json"
+HDF5_INDEX_LOG = "index.log"  # shard commits since index.json was last written whole, one line each
 HDF5_FORMAT = "tsnpipe-hdf5-shards"
 FLOW_FORMATS = ("jpg", "png")  # what `extract-flow --format` writes; frames are always jpg
 
@@ -316,7 +318,8 @@ class Hdf5Reader(Reader):
 
 
 def read_hdf5_index(path: Path) -> dict:
-    """The index of a sharded HDF5 store (an empty one when the store does not exist yet)."""
+    """The index of a sharded HDF5 store (an empty one when the store does not exist yet): `index.json` with
+    the shard commits of `index.log` applied in order."""
     index_path = Path(path) / HDF5_INDEX
     if not index_path.is_file():
         return {"format": HDF5_FORMAT, "version": 1, "videos": {}}
@@ -326,7 +329,40 @@ def read_hdf5_index(path: Path) -> dict:
         raise TsnpipeError(f"The store index {index_path} is not valid JSON ({error}); delete the store and re-run `tsnpipe pack`.") from error
     if not isinstance(index, dict) or index.get("format") != HDF5_FORMAT or not isinstance(index.get("videos", {}), dict):
         raise TsnpipeError(f"{index_path} is not a tsnpipe HDF5 store index; point at a store written by `tsnpipe pack --format hdf5`.")
+    for record in read_index_log(Path(path) / HDF5_INDEX_LOG):
+        apply_index_record(index, record)
     return index
+
+
+def index_log_line(record: dict) -> bytes:
+    """`<crc32 of the JSON, 8 hex> <JSON>`: a line that is verifiable on its own."""
+    text = json.dumps(record, sort_keys=True, separators=(",", ":"))
+    return f"{zlib.crc32(text.encode()):08x} {text}\n".encode()
+
+
+def read_index_log(path: Path) -> list[dict]:
+    """The verified records of an index log; a torn or damaged line (a kill or a full disk mid-write) is none."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_bytes().split(b"\n")[:-1]:
+        crc, _, text = line.partition(b" ")
+        try:
+            if len(crc) == 8 and int(crc, 16) == zlib.crc32(text):
+                records.append(json.loads(text))
+        except ValueError:
+            continue
+    return records
+
+
+def apply_index_record(index: dict, record: dict) -> None:
+    """`{"pending": shard}`: a shard about to be renamed into place; `{"commit": shard, "videos": {...}}`: its
+    videos, now readable."""
+    if "pending" in record:
+        index["pending"] = [*index.get("pending", []), record["pending"]]
+    if "commit" in record:
+        index["pending"] = [name for name in index.get("pending", []) if name != record["commit"]]
+        index["videos"].update(record["videos"])
 
 
 def open_reader(path: str | os.PathLike) -> Reader:

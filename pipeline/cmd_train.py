@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 import click
@@ -93,11 +94,20 @@ def describe_params(params, given: set[str]) -> str:
     return " ".join(parts)
 
 
+@contextlib.contextmanager
 def run_lock(run_dir: Path):
-    """The lock of a run folder, held while it trains (by rank 0 alone under torchrun, whose ranks share it)."""
+    """The lock of a run folder, held while it trains (by rank 0 alone under torchrun, whose ranks share it). A run
+    refused before it wrote anything leaves no folder behind."""
     if int(os.environ.get("RANK", "0")) != 0:
-        return contextlib.nullcontext()
-    return WorkdirLock(run_dir, f"tsnpipe train --run-name {run_dir.name}")
+        yield
+        return
+    existed = run_dir.exists()
+    try:
+        with WorkdirLock(run_dir, f"tsnpipe train --run-name {run_dir.name}"):
+            yield
+    finally:
+        if not existed and run_dir.is_dir() and all(path.name.endswith(".lock") for path in run_dir.iterdir()):
+            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 @click.command("train")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -108,6 +110,37 @@ def os_error_message(error: OSError) -> str | None:
     return f"{error.strerror}{where}; finished work is kept: {fix} and run the command again."
 
 
+# A holder killed outright can leave children that inherited its lock (DataLoader or pool workers forked
+# from it); they notice their parent is gone and exit within seconds. Wait that long for them, no longer.
+DEAD_HOLDER_WAIT_S = 20.0
+
+
+def _lock_or_outlive_a_dead_holder(fh) -> None:
+    """flock(fh) without blocking; if the process the lock file names is dead, retry until its orphaned
+    children let go (BlockingIOError when they do not, or when the holder is alive)."""
+    deadline = time.monotonic() + DEAD_HOLDER_WAIT_S
+    while True:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            fh.seek(0)
+            match = re.match(r"pid (\d+)", fh.read().strip())
+            if match is None or _alive(int(match[1])) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 class WorkdirLock:
     """An exclusive lock on a workdir; the OS releases it when the holder dies, even by SIGKILL."""
 
@@ -123,7 +156,7 @@ class WorkdirLock:
         except OSError as error:
             raise write_error(self.path, error, "nothing was started") from None
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock_or_outlive_a_dead_holder(fh)
         except BlockingIOError:
             fh.seek(0)
             holder = fh.read().strip() or "another process"

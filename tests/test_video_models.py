@@ -225,12 +225,12 @@ def one_per_class(workdir, tmp_path_factory):
 #   and the fc7 features of all clips are nearly equal (cosine 0.96), so the classifier barely learns; at 32 pixels
 #   conv5 keeps 2x2 maps and the features differ enough for a small lr (the C3D paper's order of magnitude).
 # - The seed: so few steps on random views fit or not by the draws; each video's views are a function of (seed,
-#   epoch, index) (sampling.EpochSampler); these seeds fit with those draws (measured: R3D rgb fits with seeds 1
-#   and 2, R(2+1)D with 1-3, R3D flow with 1 but not 2). C3D fits slowly: 8 epochs were enough for one stream of
+#   epoch, index) (sampling.EpochSampler); these seeds fit with those draws (measured: MC3 rgb fits with seeds
+#   1-3 but not 0, R3D rgb with seeds 1 and 2, R(2+1)D with 1-3, R3D flow with 1 but not 2). C3D fits slowly: 8 epochs were enough for one stream of
 #   draws and for none of seeds 0-3 of these; 12 fit seeds 0 and 3.
 OVERFIT = [
     pytest.param("r3d_18", "rgb", dict(copies=1, batch=4, lr=0.02, epochs=5, seed=1), id="r3d_18-rgb"),
-    pytest.param("mc3_18", "rgb", dict(copies=1, batch=4, lr=0.02, epochs=7), id="mc3_18-rgb"),
+    pytest.param("mc3_18", "rgb", dict(copies=1, batch=4, lr=0.02, epochs=7, seed=1), id="mc3_18-rgb"),
     pytest.param("r2plus1d_18", "rgb", dict(copies=2, batch=8, lr=0.05, lr_steps=[6], epochs=9, seed=1),
                  id="r2plus1d_18-rgb"),
     pytest.param("r3d_18", "flow", dict(copies=4, batch=16, lr=0.01, lr_steps=[8], epochs=10, clip_len=8, stride=3,

@@ -132,7 +132,8 @@ def split_files(split: Split, list_root: str | None = None) -> dict[str, bytes]:
         "classes.txt": "".join(f"{name}\n" for name in split.classes).encode(),
         "train.csv": split.train.to_csv(index=False, lineterminator="\n").encode(),
         "test.csv": split.test.to_csv(index=False, lineterminator="\n").encode(),
-        "missing.txt": "".join("".join((table["subset"] + "\t" + table["video_id"] + "\t" + table["reason"] + "\n").tolist())
+        "missing.txt": "".join("".join((table["subset"].astype(str) + "\t" + table["video_id"].astype(str) + "\t"
+                                         + table["reason"].astype(str) + "\n").tolist())
                                for table in (split.missing, unlisted(split))).encode(),
         "params.json": (json.dumps({"source": split.source, "split": split.number, **split.params}, indent=1, sort_keys=True) + "\n").encode(),
     }

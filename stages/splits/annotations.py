@@ -131,3 +131,10 @@ def with_extracted_ids(entries, extracted: Iterable[str]):
     unmatched ids stay as listed and are reported missing by `tables.build_split`."""
     found = match_ids(entries["video_id"], extracted)
     return entries.assign(video_id=[found.get(v, v) for v in entries["video_id"]])
+
+
+def classes_in_id_order(by_id: dict[int, str], path, published: str) -> list[str]:
+    """Class names by id, once the ids are exactly 0..n-1 (a label file with gaps or no classes is refused)."""
+    if not by_id or sorted(by_id) != list(range(len(by_id))):
+        raise TsnpipeError(f"{path}: class ids are not 0..{len(by_id) - 1}; use the published {published}.")
+    return [by_id[i] for i in range(len(by_id))]

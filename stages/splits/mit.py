@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from tsnpipe.stages.errors import TsnpipeError
-from tsnpipe.stages.splits.annotations import csv_rows, label_index
+from tsnpipe.stages.splits.annotations import classes_in_id_order, csv_rows, label_index
 from tsnpipe.stages.splits.tables import check_disjoint, entries_table
 
 FILES = {"labels": "moments_categories.txt", "train": "trainingSet.csv", "test": "validationSet.csv"}
@@ -31,9 +31,7 @@ def mit_classes(path: Path) -> list[str]:
         if int(fields[1]) in by_id:
             raise TsnpipeError(f"{path} line {line}: id {fields[1]} is given twice; use the published {FILES['labels']}.")
         by_id[int(fields[1])] = fields[0]
-    if not by_id or sorted(by_id) != list(range(len(by_id))):
-        raise TsnpipeError(f"{path}: class ids are not 0..{len(by_id) - 1}; use the published {FILES['labels']}.")
-    return [by_id[i] for i in range(len(by_id))]
+    return classes_in_id_order(by_id, path, FILES['labels'])
 
 
 def read_mit(annotation_dir: str | os.PathLike) -> tuple[list[str], pd.DataFrame]:

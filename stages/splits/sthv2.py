@@ -26,7 +26,8 @@ from pathlib import Path
 import pandas as pd
 
 from tsnpipe.stages.errors import TsnpipeError
-from tsnpipe.stages.splits.annotations import csv_rows, entry_field, json_document, json_entries, label_index
+from tsnpipe.stages.splits.annotations import (classes_in_id_order, csv_rows, entry_field, json_document, json_entries,
+                                               label_index)
 from tsnpipe.stages.splits.tables import check_disjoint, entries_table
 
 V2_FILES = {"labels": "something-something-v2-labels.json", "train": "something-something-v2-train.json",
@@ -52,9 +53,7 @@ def v2_classes(path: Path) -> list[str]:
         if index in by_id:
             raise TsnpipeError(f"{path}: classes {by_id[index]!r} and {name!r} share id {index}; use the published {V2_FILES['labels']}.")
         by_id[index] = name
-    if sorted(by_id) != list(range(len(by_id))):
-        raise TsnpipeError(f"{path}: class ids are not 0..{len(by_id) - 1}; use the published {V2_FILES['labels']}.")
-    return [by_id[i] for i in range(len(by_id))]
+    return classes_in_id_order(by_id, path, V2_FILES['labels'])
 
 
 def read_sthv2(annotation_dir: str | os.PathLike) -> tuple[list[str], pd.DataFrame]:

@@ -157,3 +157,27 @@ def test_a_relative_store_outside_the_workdir_is_found_again_by_the_rerun(extrac
     assert_clean_process(again, 0)
     assert "0 packed, 3 up to date" in again.stdout
     assert "needs work: nothing" in run_tsnpipe("status", "-w", str(extracted)).stdout.split("pack-hdf5")[1]
+
+
+class _CarriesCode:
+    def __reduce__(self):  # unpickling would call print: a file that runs code when loaded
+        return (print, ("this must never run",))
+
+
+@pytest.mark.parametrize("arch", ["r3d_18", "r2plus1d_18", "c3d"])
+@pytest.mark.parametrize("content", ["garbage", "code"])
+def test_a_3d_pretrained_file_that_is_garbage_or_carries_code_is_one_sentence(tmp_path, arch, content):
+    import torch
+
+    from tsnpipe.stages.models.clip_net import build_clip_backbone
+    from tsnpipe.stages.train.model import ModelError
+
+    path = tmp_path / "weights.pt"
+    if content == "garbage":
+        path.write_bytes(b"\x00not a torch file at all\xff" * 64)
+    else:
+        torch.save({"conv1.weight": _CarriesCode()}, path)
+    with pytest.raises(ModelError) as refused:
+        build_clip_backbone(arch, str(path), 0.5)
+    message = str(refused.value)
+    assert str(path) in message and "\n" not in message and "torch.save" in message

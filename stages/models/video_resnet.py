@@ -47,9 +47,11 @@ def load_state_file(model: nn.Module, path: Path, head: str, rename: Callable[[d
     """Load a state dict saved from the same model; tensors under `head` (the old classifier) are skipped.
     `rename` maps another naming of the same layers to the model's (C3D's two namings)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError) as error:
-        raise ModelError(f"Cannot load weights from {path} ({error}); give a state dict file saved with torch.save.") from error
+        state = torch.load(path, map_location="cpu", weights_only=True)  # never runs code a file carries
+    except Exception as error:  # unreadable, not a torch file, or carrying code: the file is unusable either way
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ModelError(f"Cannot load weights from {path} ({reason}); give a state dict file saved with "
+                         "torch.save(model.state_dict(), path).") from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict):

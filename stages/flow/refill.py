@@ -85,6 +85,10 @@ class _Pool:
     def load(self) -> int:
         return len(self.pairs) + len(self.waiting)
 
+    @property
+    def area(self) -> int:
+        return self.size[0] * self.size[1]
+
     def occupied(self) -> dict[str, torch.Tensor]:
         return {name: tensor[: len(self.pairs)] for name, tensor in self.state.items()}
 
@@ -123,6 +127,7 @@ class RefillSolver:
         self.batch = batch
         self.step = step
         self.in_place = getattr(step, "in_place", False)
+        self.every = check_interval(params, self.device)  # steps between the host's looks at the stopping rule
         # CUDA graphs need a step that writes into the pool's own rows; None: wherever that holds.
         self.graphs = (self.device.type == "cuda" and self.in_place) if graphs is None else graphs
         # On a GPU, enough pairs in flight that every level's pool can fill its slots; on the CPU, where time
@@ -226,13 +231,12 @@ class RefillSolver:
         free = self.batch - len(pool.pairs)
         if free > 0 and pool.waiting:
             self._start_warps(pool, [pool.waiting.popleft() for _ in range(min(free, len(pool.waiting)))])
-        inner_cap, every = params.inner_iterations, check_interval(params, self.device)
+        inner_cap, every = params.inner_iterations, self.every
         length = min(min(every - k % every, inner_cap - k) for k in pool.inner)
-        area = pool.size[0] * pool.size[1]
-        change = self._steps(pool, length, every > 1)
+        change = self._steps(pool, length)
         self.stats.steps += length
         self.stats.pair_steps += length * len(pool.pairs)
-        self.stats.pixel_steps += length * len(pool.pairs) * area
+        self.stats.pixel_steps += length * len(pool.pairs) * pool.area
         self.stats.rounds += 1
         if not self.exhausted:
             self.stats.fed_steps += length
@@ -243,10 +247,9 @@ class RefillSolver:
         """The host's look after `length` steps: pairs that met the stopping rule or the cap leave their slot,
         pairs at an outer round's end get their median filter."""
         params = self.params
-        inner_cap, every = params.inner_iterations, check_interval(params, self.device)
-        area = pool.size[0] * pool.size[1]
+        inner_cap, every = params.inner_iterations, self.every
         state = pool.occupied()
-        settled = (change <= params.epsilon**2 * area if change is not None else state["live"] == 0).tolist()
+        settled = (change <= self._threshold(pool) if change is not None else state["live"] == 0).tolist()
         leaving, median = [], []
         for slot in range(len(pool.pairs)):
             k = pool.inner[slot] = pool.inner[slot] + length
@@ -264,12 +267,16 @@ class RefillSolver:
             self._drop_unused()
         return finished
 
-    def _steps(self, pool: _Pool, length: int, flagged: bool) -> torch.Tensor | None:
-        """`length` steps of the pool's occupied slots; with `flagged` (a look every few steps) the flags of
+    def _threshold(self, pool: _Pool) -> float:
+        """The stopping rule's bound on a pair's squared update at this level: epsilon^2 * area."""
+        return self.params.epsilon**2 * pool.area
+
+    def _steps(self, pool: _Pool, length: int) -> torch.Tensor | None:
+        """`length` steps of the pool's occupied slots; when the host looks only every few steps, the flags of
         pairs that met the stopping rule drop to 0 and None is returned, else the last step's changes."""
-        params = self.params
+        params, flagged = self.params, self.every > 1
         l_t, taut = params.lambda_ * params.theta, params.tau / params.theta
-        scaled_epsilon = params.epsilon**2 * pool.size[0] * pool.size[1]
+        scaled_epsilon = self._threshold(pool)
         if self.graphs and flagged:
             if length not in pool.graphs and length in pool.eager_lengths:
                 pool.graphs[length] = self._capture(pool, length, l_t, taut, scaled_epsilon)

@@ -16,16 +16,7 @@
 set -uo pipefail
 results=${1:-${OUT:-.}}
 mkdir -p "$results"
-site=/tmp/tsnpipe-site
-python=${PYTHON:-python3}
-dependencies=$(find .whl -type f -name "*.whl" ! -name "tsnpipe-*" 2>/dev/null || true)
-if [ -n "$dependencies" ]; then
-    "$python" -m pip install -q --no-index --no-deps --no-compile --target "$site" $dependencies
-fi
-if ! "$python" -m pip install -q --no-deps --no-build-isolation --no-compile --target "$site" .; then
-    "$python" -m pip install -q --no-index --no-deps --no-compile --target "$site" .whl/tsnpipe-*.whl || exit 1
-fi
-export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+source benchmarks/gpu_site.sh  # tsnpipe and the wheels it lacks, into /tmp/tsnpipe-site on PYTHONPATH
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$results/gpu.txt"
 "$python" -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'gpus', torch.cuda.device_count())" \
     | tee -a "$results/gpu.txt"

@@ -31,7 +31,7 @@ def mit_classes(path: Path) -> list[str]:
         if int(fields[1]) in by_id:
             raise TsnpipeError(f"{path} line {line}: id {fields[1]} is given twice; use the published {FILES['labels']}.")
         by_id[int(fields[1])] = fields[0]
-    return classes_in_id_order(by_id, path, FILES['labels'])
+    return classes_in_id_order(by_id, path, FILES["labels"])
 
 
 def read_mit(annotation_dir: str | os.PathLike) -> tuple[list[str], pd.DataFrame]:

@@ -53,7 +53,7 @@ def v2_classes(path: Path) -> list[str]:
         if index in by_id:
             raise TsnpipeError(f"{path}: classes {by_id[index]!r} and {name!r} share id {index}; use the published {V2_FILES['labels']}.")
         by_id[index] = name
-    return classes_in_id_order(by_id, path, V2_FILES['labels'])
+    return classes_in_id_order(by_id, path, V2_FILES["labels"])
 
 
 def read_sthv2(annotation_dir: str | os.PathLike) -> tuple[list[str], pd.DataFrame]:

@@ -14,9 +14,19 @@ from pathlib import Path
 TEMP_MARK = ".tmp-"
 
 
+NAME_MAX = 255  # bytes in one path component on Linux, macOS and Windows file systems
+
+
 def temp_sibling(final: Path) -> Path:
-    """A fresh temporary path next to `final`, on the same filesystem so the rename is atomic."""
-    return final.with_name(f"{final.name}{TEMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    """A fresh temporary path next to `final`, on the same filesystem so the rename is atomic.
+
+    The temp's name is `final`'s name plus a mark; a name already near the file system's limit is cut short
+    in front of the mark, so a video named with 250 characters still gets a temp.
+    """
+    suffix = f"{TEMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    room = NAME_MAX - len(suffix.encode())
+    stem = final.name.encode()[:room].decode(errors="ignore")
+    return final.with_name(stem + suffix)
 
 
 def replace_dir(tmp: Path, final: Path) -> None:

@@ -40,6 +40,19 @@ def test_broken_and_looping_symlinks_are_failed_rows_and_the_run_goes_on(clips, 
 FLOW = ("--backend", "opencv", "-j", "1", "--no-progress")
 
 
+@pytest.mark.parametrize("stem", ["a" * 246, "é" * 123])  # 250 bytes with ".avi": a temp name must not pass 255
+def test_a_name_near_the_file_name_limit_goes_through_every_stage(clips, tmp_path, stem):
+    os.replace(clips / "wave" / "RATRACE_wave_f_nm_np1_fr_goo_37.avi", clips / "wave" / f"{stem}.avi")
+    workdir = tmp_path / "w"
+    for args in (["extract-frames", str(clips), *FRAMES], ["extract-flow", *FLOW],
+                 ["pack", "--format", "hdf5", "--no-progress"], ["pack", "--format", "lmdb", "--no-progress"],
+                 ["build-splits", "--folders"]):
+        result = invoke(*args, "-w", str(workdir))
+        assert result.exit_code == 0 and "failed" not in result.output.replace(" 0 failed", ""), result.output
+    assert Manifest(workdir, "flow").rows[f"wave/{stem}"]["status"] == "done"
+    assert (workdir / "frames" / "wave" / stem / "img_00001.jpg").is_file()
+
+
 @pytest.mark.parametrize("foreign", ["flow", "pack-hdf5"])
 def test_another_stages_table_is_refused_and_repair_rebuilds_it_keeping_flow_up_to_date(extracted, clips, foreign):
     assert invoke("extract-flow", "-w", str(extracted), *FLOW).exit_code == 0

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from packing_data import SAMPLES
 from tsnpipe.cli import main
 from tsnpipe.stages.splits.sthv2 import MMACTION2_STHV2_FLIP, mirror_pairs
+from tsnpipe.stages.splits.tables import unescape_field
 
 # published name (below VIDEO_DIR, as each data set ships) <- bundled sample clip
 VIDEOS = {
@@ -81,6 +82,21 @@ def test_sthv2_reads_the_json_files_in_label_file_order_and_lists_the_rest_as_mi
     assert (out / "missing.txt").read_text() == "test\t4242\tnot extracted\n"
     params = json.loads((out / "params.json").read_text())
     assert params["flip"] == "swap-labels" and params["flip_pairs"] == [[1, 2]]
+
+
+def test_names_with_a_newline_or_a_backslash_keep_one_line_each_in_missing_txt(workdir, tmp_path):
+    folder = sthv2_files(tmp_path / "labels")
+    val = json.loads((folder / "something-something-v2-validation.json").read_text())
+    odd = ["42\n42", "4\\n2", "7\r7\t7"]  # a newline, a literal backslash-n, a carriage return and a tab
+    val += [{**val[1], "id": name} for name in odd]
+    (folder / "something-something-v2-validation.json").write_text(json.dumps(val))
+    assert build(workdir, "--sthv2", str(folder)).exit_code == 0
+    out = workdir / "splits" / "sthv2" / "split1"
+    lines = (out / "missing.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    assert len(lines) == 4 and all(line.count("\t") == 2 for line in lines), lines
+    assert [unescape_field(line.split("\t")[1]) for line in lines[1:]] == odd
+    status = CliRunner().invoke(main, ["status", "-w", str(workdir)])
+    assert "splits/sthv2/split1: 2 train, 1 test, 4 missing; up to date" in status.output, status.output
 
 
 def test_mirror_pairs_are_the_left_right_names_and_give_mmaction2s_map_on_its_order():

@@ -126,15 +126,35 @@ def _list_file(table: pd.DataFrame, folder: str, count: str, root: str | None, f
     return "".join(lines.tolist()).encode()
 
 
+ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}  # backslash first, so escapes are not escaped again
+
+
+def escape_field(column: pd.Series) -> pd.Series:
+    """A tab-separated line's field: backslash, tab, newline and carriage return written as \\\\, \\t, \\n, \\r, so
+    a name holding them stays on its own line."""
+    for char, escaped in ESCAPES.items():
+        column = column.str.replace(char, escaped, regex=False)
+    return column
+
+
+def unescape_field(text: str) -> str:
+    """The name `escape_field` wrote."""
+    return re.sub(r"\\([\\tnr])", lambda m: {"t": "\t", "n": "\n", "r": "\r"}.get(m.group(1), "\\"), text)
+
+
+def missing_lines(table: pd.DataFrame) -> str:
+    """`subset<TAB>video id<TAB>reason` per row, names escaped (see `escape_field`)."""
+    return "".join((table["subset"].astype(str) + "\t" + escape_field(table["video_id"].astype(str)) + "\t"
+                    + table["reason"].astype(str) + "\n").tolist())
+
+
 def split_files(split: Split, list_root: str | None = None) -> dict[str, bytes]:
     """The files of one split folder, as bytes. List paths are relative to the workdir unless `list_root` is given."""
     files = {
         "classes.txt": "".join(f"{name}\n" for name in split.classes).encode(),
         "train.csv": split.train.to_csv(index=False, lineterminator="\n").encode(),
         "test.csv": split.test.to_csv(index=False, lineterminator="\n").encode(),
-        "missing.txt": "".join("".join((table["subset"].astype(str) + "\t" + table["video_id"].astype(str) + "\t"
-                                         + table["reason"].astype(str) + "\n").tolist())
-                               for table in (split.missing, unlisted(split))).encode(),
+        "missing.txt": (missing_lines(split.missing) + missing_lines(unlisted(split))).encode(),
         "params.json": (json.dumps({"source": split.source, "split": split.number, **split.params}, indent=1, sort_keys=True) + "\n").encode(),
     }
     for subset, table in (("train", split.train), ("test", split.test)):

@@ -50,8 +50,10 @@ def recorded_params(checkpoint_params, stage: str) -> tuple[dict | None, Path | 
     return None, None
 
 
-def frames_for(checkpoint_params, fps: float | None, size: tuple | None):
-    """FrameParams for one checkpoint and a note saying where they came from."""
+def frames_for(checkpoint_params, fps: float | None, size: tuple | None, on_decode_error: str | None = None):
+    """FrameParams for one checkpoint and a note saying where they came from; `on_decode_error` given overrides
+    the recorded rule."""
+    override = on_decode_error
     recorded, path = recorded_params(checkpoint_params, "frames")
     on_decode_error = DEFAULT_ON_DECODE_ERROR
     if recorded is None:
@@ -64,7 +66,7 @@ def frames_for(checkpoint_params, fps: float | None, size: tuple | None):
         on_decode_error = recorded.get("on_decode_error", DEFAULT_ON_DECODE_ERROR)
     if fps is not None or size is not None:
         values, origin = (fps or values[0], size or values[1]), f"{origin}, overridden by --fps/--size"
-    return frame_params(values[0], values[1], quality=2, on_decode_error=on_decode_error), origin
+    return frame_params(values[0], values[1], quality=2, on_decode_error=override or on_decode_error), origin
 
 
 def flow_params_for(streams, backend: str):
@@ -107,11 +109,14 @@ def table(classes: list[dict]) -> str:
               help="Decode at this rate. Default: the rate of the checkpoint's training frames, else 10.")
 @click.option("--size", type=SizeType(), default=None,
               help="Resize as extract-frames --size (256, 340x256). Default: the training frames' size, else 256.")
+@click.option("--on-decode-error", type=click.Choice(["fail", "keep"]), default=None,
+              help="A video whose decoder reports errors: refuse it (fail) or score the frames that decode (keep). "
+              "Default: the rule of the checkpoint's training frames, else keep.")
 @click.option("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when there is one). Flow uses "
               "the torch TV-L1 on CUDA and OpenCV's on the CPU.")
 @click.option("--json", "as_json", is_flag=True,
               help='Print {"video", "classes": [{"class", "score"}, ...], "checkpoints", "weights"} as JSON only.')
-def predict(video, checkpoints, weights, segments, crops, top, fps, size, device, as_json):
+def predict(video, checkpoints, weights, segments, crops, top, fps, size, on_decode_error, device, as_json):
     """Print the top classes of VIDEO, scored by one checkpoint or several fused (RGB + flow).
 
     The video is decoded into a temporary folder at the checkpoint's training frame rate and size, flow
@@ -133,7 +138,7 @@ def predict(video, checkpoints, weights, segments, crops, top, fps, size, device
     streams = load_streams(list(checkpoints))
     notes = []
     for stream in streams:
-        stream.frames, origin = frames_for(stream.params, fps, size)
+        stream.frames, origin = frames_for(stream.params, fps, size, on_decode_error)
         notes.append(f"{stream.path}: {stream.params.modality}, frames at {describe_frames(stream.frames)} ({origin})")
     torch_device = pick_device(device)
     flow, flow_origin = flow_params_for(streams, "torch" if torch_device.type == "cuda" else "opencv")

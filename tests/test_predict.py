@@ -9,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import SAMPLES, run_tsnpipe
+from conftest import SAMPLES, TEST_DATA, run_tsnpipe
 from tsnpipe.cli import main
 from tsnpipe.cmd_predict import frames_for
 from tsnpipe.stages.frames import FrameParams
@@ -109,6 +109,16 @@ def test_missing_or_undecodable_video_is_a_one_line_error(checkpoints, tmp_path,
     result = CliRunner().invoke(main, ["predict", str(video), "--checkpoint", str(checkpoints["rgb"]), *FAST])
     assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()[-1]) < 400
+
+
+def test_a_video_with_decode_errors_is_refused_with_the_option_that_keeps_it_which_works(checkpoints):
+    video, args = TEST_DATA / "videos" / "corrupted.mp4", ["--checkpoint", str(checkpoints["rgb"]), *FAST]
+    refused = CliRunner().invoke(main, ["predict", str(video), *args, "--on-decode-error", "fail"])
+    assert refused.exit_code == 1 and "decode errors" in refused.output and "Traceback" not in refused.output
+    hint = refused.output.strip().splitlines()[-1]
+    assert "--on-decode-error keep" in hint, hint
+    kept = CliRunner().invoke(main, ["predict", str(video), *args, "--on-decode-error", "keep"])
+    assert kept.exit_code == 0, kept.output
 
 
 def _write(path: Path, data: bytes) -> Path:

@@ -3,14 +3,19 @@
 tqdm redraws its bar with carriage returns; in a file those redraws pile up on one line (hundreds of them
 for one run). Off a terminal, `progress_bar` shows nothing for the first LOG_EVERY_S seconds, then writes
 one line at most every LOG_EVERY_S seconds, each ending in a newline; a bar that stays (leave=True) and has
-shown itself writes its last state when it closes.
+shown itself writes its last state when it closes. A bar that nothing updates (one long video in flight) is
+still redrawn, every second on a terminal and every LOG_EVERY_S seconds in a log, so its elapsed time shows
+that the work goes on.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
+import time
 
 LOG_EVERY_S = 5.0
+TERMINAL_EVERY_S = 1.0
 
 
 class LogLines:
@@ -40,6 +45,28 @@ def progress_bar(iterable=None, *, enabled: bool = True, stream=None, **options)
 
     stream = stream or sys.stderr
     if on_terminal(stream):
-        return tqdm(iterable, file=stream, disable=not enabled, dynamic_ncols=True, **options)
-    return tqdm(iterable, file=LogLines(stream), disable=not enabled, mininterval=LOG_EVERY_S, delay=LOG_EVERY_S,
-                ncols=100, **options)
+        bar = tqdm(iterable, file=stream, disable=not enabled, dynamic_ncols=True, **options)
+        return keep_alive(bar, TERMINAL_EVERY_S)
+    bar = tqdm(iterable, file=LogLines(stream), disable=not enabled, mininterval=LOG_EVERY_S, delay=LOG_EVERY_S,
+               ncols=100, **options)
+    return keep_alive(bar, LOG_EVERY_S)
+
+
+def keep_alive(bar, every: float):
+    """Redraw `bar` when `every` seconds passed since it last drew, until it closes; returns it.
+
+    The thread is a daemon and holds the bar's lock while it draws, so it never draws over a close."""
+    if bar.disable:
+        return bar
+
+    def redraw():
+        while True:
+            time.sleep(every)
+            with bar.get_lock():
+                if bar.disable:  # closed
+                    return
+                if time.time() - bar.last_print_t >= every:
+                    bar.refresh(nolock=True)
+
+    threading.Thread(target=redraw, name="progress-redraw", daemon=True).start()
+    return bar

@@ -55,3 +55,17 @@ def test_extract_frames_logs_lines_when_stderr_is_a_file(tmp_path):
                        "--jobs", "1")
     assert done.returncode == 0, done.stderr
     assert "\r" not in done.stderr and "1 extracted" in done.stdout
+
+
+def test_a_bar_that_waits_on_one_long_item_still_shows_its_time_in_a_log(monkeypatch):
+    monkeypatch.setattr(progress, "LOG_EVERY_S", 0.1)
+    log = io.StringIO()
+    bar = progress_bar(total=1, stream=log, desc="extract-frames", unit="video")
+    time.sleep(0.75)  # one video in flight, no update
+    lines = log.getvalue().splitlines()
+    assert len(lines) >= 3 and all("0/1" in line for line in lines), lines
+    bar.update(1)
+    bar.close()
+    closed = log.getvalue()
+    time.sleep(0.3)
+    assert log.getvalue() == closed and "1/1" in closed.splitlines()[-1]  # nothing is drawn once the bar is closed

@@ -17,7 +17,7 @@ import click
 
 from tsnpipe.manifests.files import WorkdirLock
 from tsnpipe.manifests.table import Manifest, manifest_path
-from tsnpipe.options import check_dask, progress_option, scheduler_option, workdir_option
+from tsnpipe.options import check_dask, dask_gpu_workers, progress_option, scheduler_option, workdir_option
 from tsnpipe.runner import Item, Stage, run_info_path, run_stage
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.flow import FlowParams
@@ -128,10 +128,14 @@ def flow_items(workdir: Path, frames: dict | None = None) -> list[Item]:
             for vid, row in sorted(frames.items()) if row.get("status") == "done"]
 
 
-def choose_backend(backend: str, device: str, executor: str = "loky") -> tuple[str, str]:
+def choose_backend(backend: str, device: str, executor: str = "loky", scheduler: str | None = None) -> tuple[str, str]:
     """auto: the torch backend on a GPU when there is one (or when --device cuda), OpenCV otherwise. On a Dask
-    cluster the torch backend's `auto` device is left for each worker to resolve on its own machine."""
-    if backend != "auto" and (backend == "opencv" or device != "auto" or executor == "dask"):
+    cluster "a GPU" is a worker declaring a GPU resource, and the torch backend's `auto` device is left for
+    each worker to resolve on its own machine; torch on GPU workers when the cluster has none is refused,
+    since its videos would wait for ever."""
+    if executor == "dask":
+        return choose_on_cluster(backend, device, scheduler)
+    if backend != "auto" and (backend == "opencv" or device != "auto"):
         return backend, device
     import torch
 
@@ -140,6 +144,19 @@ def choose_backend(backend: str, device: str, executor: str = "loky") -> tuple[s
         backend = "torch" if gpu or device == "cuda" else "opencv"
     if device == "auto":
         device = "cuda" if gpu else "cpu"
+    return backend, device
+
+
+def choose_on_cluster(backend: str, device: str, scheduler: str) -> tuple[str, str]:
+    if backend == "opencv" or device == "cpu":
+        return ("torch" if backend == "torch" else "opencv"), device
+    gpus = dask_gpu_workers(scheduler)
+    if backend == "auto":
+        return ("torch", device) if gpus else ("opencv", device)
+    if not gpus:
+        raise TsnpipeError(f"No worker of the Dask cluster at {scheduler} declares a GPU resource, so the torch "
+                           "backend's videos would wait for ever; start GPU workers with `dask worker "
+                           f"{scheduler} --resources GPU=1`, or pass --device cpu (or --backend opencv).")
     return backend, device
 
 
@@ -198,7 +215,7 @@ def extract_flow(workdir, flow_backend, device, devices, batch, iterations, boun
     """
     check_dask(executor, scheduler)
     workdir_path = Path(workdir)
-    backend, device = choose_backend(flow_backend, device, executor)
+    backend, device = choose_backend(flow_backend, device, executor, scheduler)
     if devices and (backend != "torch" or device == "cpu"):
         raise TsnpipeError("--devices picks GPUs for the torch backend; add --backend torch --device cuda, or drop it.")
     params = FlowParams(backend=backend, bound=bound, image_format=image_format, inner_iterations=iterations[0],

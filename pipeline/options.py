@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -54,6 +55,32 @@ class SizeType(click.ParamType):
 def check_dask(backend: str, scheduler: str | None) -> None:
     if backend == "dask" and not scheduler:
         raise click.UsageError("--backend dask needs --scheduler ADDRESS (the Dask scheduler to send videos to).")
+
+
+DASK_CONNECT_S = 20.0  # how long a scheduler may take to answer
+
+
+@contextmanager
+def dask_client(scheduler: str):
+    """A connected dask.distributed Client; a scheduler that does not answer in DASK_CONNECT_S is one sentence."""
+    from distributed import Client
+
+    from tsnpipe.stages.errors import TsnpipeError
+
+    try:
+        client = Client(scheduler, timeout=DASK_CONNECT_S)
+    except (OSError, TimeoutError) as error:
+        raise TsnpipeError(f"Cannot reach the Dask scheduler at {scheduler} ({error}); start it (dask scheduler) "
+                           "or give its address with --scheduler.") from None
+    with client:
+        yield client
+
+
+def dask_gpu_workers(scheduler: str) -> int:
+    """How many workers of the Dask cluster at `scheduler` declare a GPU resource (`--resources GPU=1`)."""
+    with dask_client(scheduler) as client:
+        workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    return sum(1 for worker in workers if (worker.get("resources") or {}).get("GPU", 0) > 0)
 
 
 class CheckpointType(click.ParamType):

@@ -20,6 +20,7 @@ from tsnpipe.manifests.decide import content_hash, needs_content_hash, needs_wor
 from tsnpipe.manifests.files import (ManifestError, atomic_write_bytes, disk_full_reason, replace_dir, sweep_temps,
                                      temp_sibling)
 from tsnpipe.manifests.table import Manifest, manifest_path
+from tsnpipe.options import dask_client
 
 
 @dataclass(frozen=True)
@@ -214,10 +215,8 @@ def _parallel_rows(stage: Stage, todo: list[Item], workdir: Path, jobs: int, bac
     calls = (delayed(run_item)(stage.work, item, workdir, stage.output_root, stage.params_hash, stage.hash_content)
              for item in todo)
     if backend == "dask":
-        from distributed import Client
-
         resources = {"resources": stage.dask_resources} if stage.dask_resources else {}
-        with Client(scheduler) as client, parallel_config(backend="dask", **resources):
+        with dask_client(scheduler), parallel_config(backend="dask", **resources):
             yield from Parallel(n_jobs=jobs, return_as="generator_unordered")(calls)
         return
     if jobs == 1 and stage.batch_work is not None:

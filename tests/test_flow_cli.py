@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import cv2
 import pytest
@@ -188,8 +189,10 @@ def test_devices_without_a_gpu_are_refused_with_a_fix(workdir):
     assert result.exit_code == 1 and "--devices picks GPUs" in result.output
 
 
-def test_dask_workers_with_a_gpu_resource_run_the_torch_backend(workdir):
-    """Each video is a task asking for GPU=1; a local cluster on the CPU whose worker declares one runs them."""
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+def test_dask_workers_with_a_gpu_resource_run_the_torch_backend(workdir, backend):
+    """Each video is a task asking for GPU=1; a local cluster on the CPU whose worker declares one runs them.
+    `auto` means the torch backend there, as on a machine with a GPU, though this machine has none."""
     from distributed import LocalCluster
     from distributed.diagnostics.plugin import SchedulerPlugin
 
@@ -206,9 +209,37 @@ def test_dask_workers_with_a_gpu_resource_run_the_torch_backend(workdir):
                       resources={"GPU": 1}) as cluster:
         plugin = Restrictions(cluster.scheduler)
         cluster.scheduler.add_plugin(plugin)
-        result, rows = flow(workdir, "--backend", "torch", "--executor", "dask", "--scheduler",
+        result, rows = flow(workdir, "--backend", backend, "--executor", "dask", "--scheduler",
                             cluster.scheduler_address, "--iterations", "10x2")
     assert result.exit_code == 0, result.output
     assert "on workers with a GPU resource" in result.output and "2 computed" in result.output
+    assert "TV-L1 (torch on auto" in result.output
     assert all(row["status"] == "done" and row["pairs"] > 0 for row in rows.values())
     assert sum(restriction == {"GPU": 1} for restriction in plugin.seen) >= 2, plugin.seen
+
+
+def test_a_dask_cluster_without_gpu_workers_runs_auto_on_opencv_and_refuses_torch(workdir):
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None) as cluster:
+        address = cluster.scheduler_address
+        refused, rows = flow(workdir, "--backend", "torch", "--executor", "dask", "--scheduler", address)
+        assert refused.exit_code == 1 and "Traceback" not in refused.output and not rows
+        assert "declares a GPU resource" in refused.output and "--resources GPU=1" in refused.output
+        result, rows = flow(workdir, "--executor", "dask", "--scheduler", address, "--iterations", "10x2")
+    assert result.exit_code == 0, result.output
+    assert "TV-L1 (opencv)" in result.output and "2 computed" in result.output
+
+
+@pytest.mark.parametrize("command", ["extract-flow", "extract-frames"])
+def test_a_dask_scheduler_that_does_not_answer_is_one_sentence(workdir, monkeypatch, command):
+    from tsnpipe import options
+
+    monkeypatch.setattr(options, "DASK_CONNECT_S", 1.0)
+    videos = Path(Manifest(workdir, "frames").rows[EYE]["source"]).parents[1]
+    first = [command, str(videos)] if command == "extract-frames" else [command]
+    executor = "--backend" if command == "extract-frames" else "--executor"
+    result = CliRunner().invoke(main, [*first, "-w", str(workdir), "--no-progress", executor, "dask",
+                                       "--scheduler", "tcp://127.0.0.1:9"])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert "Cannot reach the Dask scheduler at tcp://127.0.0.1:9" in result.output.splitlines()[-1]

@@ -3,9 +3,11 @@ failed row or one sentence naming the file and the fix; the good work goes on an
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -96,6 +98,48 @@ def test_hdf5_pack_under_a_file_size_limit_is_one_sentence_and_the_rerun_complet
     assert_clean_process(roomy, 0)  # a limit the shards fit under is no reason to stop
     assert sorted(p.name for p in (extracted / "stores" / "frames.hdf5").iterdir()) == ["index.json", "shard-00001.h5"]
     assert "needs work: nothing" in run_tsnpipe("status", "-w", str(extracted)).stdout.split("pack-hdf5")[1]
+
+
+UNCHECKED_PACK = """
+import sys
+from tsnpipe.stages.store import hdf5_writer
+hdf5_writer.check_free_space = lambda *args, **kwargs: None  # as on a quota, which no check before can see
+from tsnpipe.cli import main
+sys.exit(main())
+"""
+
+
+def test_hdf5_pack_that_meets_a_real_write_failure_midway_is_one_sentence_and_keeps_what_was_committed(extracted):
+    """Without the checks before writing, the kernel's own EFBIG reaches the shard's write: one line, exit 1,
+    no h5py crash (was: tracebacks and exit 139), the committed shard kept and the rerun completes."""
+    args = ("pack", "-w", str(extracted), "--format", "hdf5", "--no-progress", "--shard-mb", "1")
+    proc = subprocess.run([sys.executable, "-c", UNCHECKED_PACK, *args], capture_output=True, text=True,
+                          preexec_fn=file_size_limit(12 << 10))
+    assert_clean_process(proc, 1)
+    assert proc.stderr.startswith("Error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert "File too large" in proc.stderr and "shard-00001.h5.tmp" in proc.stderr, proc.stderr
+    store = extracted / "stores" / "frames.hdf5"
+    assert sorted(p.name for p in store.iterdir()) == ["index.json"]  # no temp left, nothing indexed
+    roomy = run_tsnpipe(*args)
+    assert_clean_process(roomy, 0)
+    assert "3 packed, 0 up to date, 0 failed" in roomy.stdout
+
+
+def test_hdf5_pack_over_a_quota_is_one_sentence_and_the_rerun_completes(extracted, monkeypatch):
+    """A quota (EDQUOT) that no free-space check sees, met by the shard's write."""
+    real_write = os.write
+
+    def over_quota(fd, data):
+        if len(data) > 4096:
+            raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", over_quota)
+    args = ("pack", "-w", str(extracted), "--format", "hdf5", "--no-progress")
+    assert_one_line_error(invoke(*args), "quota", "shard-00001.h5.tmp")
+    monkeypatch.setattr(os, "write", real_write)
+    assert "3 packed, 0 up to date, 0 failed" in invoke(*args).output
+    assert "needs work: nothing" in invoke("status", "-w", str(extracted)).output.split("pack-hdf5")[1]
 
 
 @pytest.mark.parametrize("content", [b"[1, 2]", b'"a string"', b"\xff\xfe not utf-8"])

@@ -196,7 +196,7 @@ def test_kill_mid_pack_then_rerun_gives_a_complete_store(workdir, fmt, shard_byt
     partial = open_reader(store).video_ids() if store.exists() and any(store.iterdir()) else []
     assert len(partial) == (2 if shard_bytes == 1 else 0)  # whatever was committed is whole and readable
     if shard_bytes > 1:
-        assert [p.name for p in store.glob("*.tmp")] == ["shard-00001.h5.tmp"]  # the torn shard, never indexed
+        assert not list(store.glob("*.tmp"))  # the shard being built was in memory: nothing torn on disk
     facts = pack_videos(workdir, store, fmt, ids, shard_bytes=shard_bytes)
     assert all(f["status"] == "done" for f in facts)
     assert open_reader(store).video_ids() == sorted(ids)

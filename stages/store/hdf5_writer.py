@@ -26,6 +26,7 @@ folder holding anything else (a user's `x.tmp`, or a `shard-00007.h5` the index 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -144,16 +145,47 @@ def _write_group(shard, video) -> None:
         group.create_dataset(f"{kind}_offsets", data=offsets)
 
 
-def _commit(store_path: Path, index: dict, name: str, shard, videos: list, live: dict[str, int]) -> None:
-    """Close and rename the shard, then append its videos to the index log and delete the shards no video
+class Shard:
+    """A shard built in memory: HDF5 never writes to the disk itself, so a full disk, a quota or a file size
+    limit meets our own write of the finished file (one OSError, the temp removed) instead of h5py, which
+    cannot recover from a failed write (it crashed in its clean-up). Memory: about one shard, as the images
+    of the shard's videos took before."""
+
+    def __init__(self, name: str):
+        import h5py
+
+        self.name, self.buffer = name, io.BytesIO()
+        self.file = h5py.File(self.buffer, "w", libver="latest")
+
+    def save(self, path: Path) -> None:
+        """Close the HDF5 file and write its bytes to `path`, fsynced; on failure `path` is removed."""
+        self.file.close()
+        data = self.buffer.getbuffer()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+            try:
+                written = 0
+                while written < len(data):
+                    written += os.write(fd, data[written:written + WRITE_BYTES])
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as error:
+            path.unlink(missing_ok=True)
+            raise OSError(error.errno, error.strerror, str(path)) from None
+        finally:
+            data.release()
+            self.buffer = None
+
+
+WRITE_BYTES = 64 << 20
+
+
+def _commit(store_path: Path, index: dict, shard: Shard, videos: list, live: dict[str, int]) -> None:
+    """Write and rename the shard, then append its videos to the index log and delete the shards no video
     names any more (`live`: videos per shard, kept up to date here)."""
-    shard.close()
-    tmp = store_path / f"{name}.tmp"
-    try:
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-    except OSError as error:
-        raise OSError(error.errno, error.strerror, str(tmp)) from None
+    name, tmp = shard.name, store_path / f"{shard.name}.tmp"
+    shard.save(tmp)
     _append_log(store_path, {"pending": name})
     os.replace(tmp, store_path / name)
     _fsync_dir(store_path)
@@ -174,9 +206,8 @@ def _commit(store_path: Path, index: dict, name: str, shard, videos: list, live:
 
 
 def write_videos(store_path: Path, videos: Iterable, shard_bytes: int) -> Iterator[tuple[object, str]]:
-    """Write `VideoImages` into new shards of about `shard_bytes`; yield (video, shard name) once committed."""
-    import h5py
-
+    """Write `VideoImages` into new shards of about `shard_bytes`; yield (what was stored of each video, shard
+    name) once committed."""
     check_folder(store_path)
     store_path.mkdir(parents=True, exist_ok=True)
     index = read_hdf5_index(store_path)
@@ -187,21 +218,20 @@ def write_videos(store_path: Path, videos: Iterable, shard_bytes: int) -> Iterat
     live: dict[str, int] = {}
     for entry in index["videos"].values():
         live[entry["shard"]] = live.get(entry["shard"], 0) + 1
-    shard, name, pending, size = None, "", [], 0
+    shard, pending, size = None, [], 0
     for video in videos:
-        check_free_space(store_path, video.nbytes, file_bytes=size)  # before h5py can meet a full disk or ulimit -f
+        check_free_space(store_path, video.nbytes, file_bytes=size)  # told before the shard is built
         if shard is None:
-            name = f"shard-{number:05d}.h5"
-            shard = h5py.File(store_path / f"{name}.tmp", "w", libver="latest")
+            shard = Shard(f"shard-{number:05d}.h5")
             number += 1
-        _write_group(shard, video)
-        pending.append(video)
+        _write_group(shard.file, video)
+        pending.append(video.stored())  # the images are in the shard now
         size += video.nbytes
         if size >= shard_bytes:
-            _commit(store_path, index, name, shard, pending, live)
-            yield from ((done, name) for done in pending)
+            _commit(store_path, index, shard, pending, live)
+            yield from ((done, shard.name) for done in pending)
             shard, pending, size = None, [], 0
     if shard is not None:
-        _commit(store_path, index, name, shard, pending, live)
-        yield from ((done, name) for done in pending)
+        _commit(store_path, index, shard, pending, live)
+        yield from ((done, shard.name) for done in pending)
     _fold_log(store_path, index)

@@ -43,6 +43,21 @@ class VideoImages:
     def nbytes(self) -> int:
         return sum(len(data) for kind in KINDS for data in self.images[kind])
 
+    def stored(self) -> "StoredVideo":
+        """What the index and the manifest keep of the video, without its images."""
+        return StoredVideo(self.video_id, self.checksum, self.flow_format, self.counts, self.nbytes)
+
+
+@dataclass(frozen=True)
+class StoredVideo:
+    """A video once its images are written: what its index entry and manifest row say."""
+
+    video_id: str
+    checksum: str
+    flow_format: str
+    counts: dict[str, int]
+    nbytes: int
+
 
 def _numbered(folder: Path, kind: str, image_format: str = "jpg") -> int:
     """How many `kind` images the folder holds, checking they are numbered 1..N without gaps."""
@@ -113,8 +128,8 @@ def stored_videos(store_path: str | os.PathLike, format: str) -> dict[str, dict]
 def check_free_space(store_path: Path, nbytes: int, margin: int = 16 << 20, file_bytes: int | None = None) -> None:
     """Refuse to start writing a video the disk has no room for, or that would take the file being written
     (`file_bytes` in it so far; HDF5 only, as LMDB reports EFBIG like any full disk) past the process's file
-    size limit (`ulimit -f`, RLIMIT_FSIZE): HDF5 cannot recover from a failed write (h5py crashes in its
-    clean-up); what was committed before stays whole."""
+    size limit (`ulimit -f`, RLIMIT_FSIZE), so the sentence comes before the work; a write that fails all the
+    same (a quota) is one OSError naming the file. What was committed before stays whole."""
     free = shutil.disk_usage(store_path).free
     if free < nbytes + margin:
         raise TsnpipeError(f"The disk holding {store_path} has {free / 1e6:,.1f} MB free, too little for the next "

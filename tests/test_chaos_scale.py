@@ -52,6 +52,25 @@ def test_full_disk_stops_the_run_at_the_first_video_with_one_sentence(clips, tmp
     assert "3 extracted, 0 up to date, 0 failed" in rerun.stdout
 
 
+@pytest.mark.parametrize("backend", ["opencv", "torch"])
+def test_full_disk_while_writing_flow_images_stops_the_run_with_one_sentence(clips, tmp_path, backend):
+    """The first flow image does not fit: the run stops with the full-disk sentence, no video is a failed row
+    (OpenCV's imwrite said only "could not write", so each video became a failed row), the rerun does all."""
+    workdir = tmp_path / "w"
+    frames = invoke("extract-frames", str(clips), "-w", str(workdir), "--fps", "1", "--size", "128", *FRAMES[4:])
+    assert frames.exit_code == 0, frames.output
+    args = ("extract-flow", "-w", str(workdir), "--backend", backend, "--device", "cpu", "--iterations", "5x2",
+            "-j", "1", "--no-progress")
+    proc = subprocess.run(tsnpipe_cmd(*args), capture_output=True, text=True, preexec_fn=file_size_limit(1024))
+    assert_clean_process(proc, 1)
+    assert proc.stderr.startswith(f"Error: The disk holding {workdir / 'flow'} is full (File too large"), proc.stderr
+    assert proc.stderr.count("\n") == 1 and "failed:" not in proc.stdout + proc.stderr
+    assert not [row for row in Manifest(workdir, "flow").rows.values() if row["status"] == "failed"]
+    rerun = run_tsnpipe(*args)
+    assert_clean_process(rerun, 0)
+    assert "3 computed, 0 up to date, 0 failed" in rerun.stdout
+
+
 def test_noop_run_writes_no_table(extracted, clips):
     table = manifest_path(extracted, "frames")
     before = table.stat()

@@ -84,7 +84,9 @@ def write_flow_pair(out_dir: Path, pair_index: int, flow: np.ndarray, params: Fl
     else:
         options = [cv2.IMWRITE_PNG_COMPRESSION, 1]
     for name, component in ((name_x, flow[..., 0]), (name_y, flow[..., 1])):
-        path = out_dir / name
-        if not cv2.imwrite(str(path), quantize(component, params.bound), options):
-            raise TsnpipeError(f"Could not write the flow image {path}; check free disk space and permissions.")
+        encoded, data = cv2.imencode(params.extension, quantize(component, params.bound), options)
+        if not encoded:
+            raise TsnpipeError(f"OpenCV could not encode the flow image {out_dir / name}.")
+        with open(out_dir / name, "wb") as handle:  # a full disk is an OSError with its errno, which stops the run
+            handle.write(data)
     return clipped_count(flow, params.bound)

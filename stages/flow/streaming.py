@@ -141,6 +141,8 @@ def _solve_on(device, feed: _Feed, out: queue.Queue, params: FlowParams, batch: 
         with torch.inference_mode():
             solver = RefillSolver(params, device, batch, step, in_flight)
             for finished in solver.solve(iter(feed.next_pair, None)):
+                if feed.aborted:  # the caller stopped (a full disk, Ctrl-C): leave the pairs in flight
+                    break
                 flows = torch.stack([flow for _, flow in finished]).permute(0, 2, 3, 1).cpu().numpy()
                 out.put(("flow", [(key, flow) for (key, _), flow in zip(finished, flows)]))
     except Exception as exc:  # a device failure (out of memory, driver error) fails the videos in flight
@@ -165,42 +167,65 @@ def stream_flow_videos(jobs, params: FlowParams, devices: list, batch: int, step
                                     name=f"tvl1-{device}", daemon=True) for device in devices]
         for worker in workers:
             worker.start()
-        running, error, done, closed = len(workers), None, set(), []
-        while True:
-            try:
-                kind, payload = out.get(timeout=0.05)
-            except queue.Empty:
-                kind, payload = None, None
-            if kind == "stopped":
-                running -= 1
-                if payload is not None and error is None:
-                    error = payload
-                    feed.abort(payload)
-            elif kind == "flow":
-                for (index, k), flow in payload:
-                    video = feed.videos[index]
-                    video.returned += 1
-                    if video.error is None:
-                        pending_writes.acquire()
-                        write = pool.submit(write_flow_pair, video.out_dir, k, flow, params)
-                        write.add_done_callback(lambda _: pending_writes.release())
-                        video.writes.append(write)
-            closed += feed.take_closed()
-            closed = yield from _finished(feed, closed, done, facts)
-            if running == 0:
-                if error is None:
-                    error = TsnpipeError("The flow workers stopped before every video was done; rerun extract-flow.")
-                feed.abort(error)
-                for video in feed.videos.values():
-                    if video.returned < video.fed and video.error is None:
-                        video.error = error  # pairs handed out that never came back: never "done" without them
-                    video.returned = video.fed  # nothing more will come back
-                yield from _finished(feed, closed + feed.take_closed(), done, facts)
-                for index in range(len(jobs)):
-                    if index not in done and index not in feed.videos:
-                        done.add(index)
-                        yield index, error
-                return
+        try:
+            yield from _collect(feed, workers, out, pool, pending_writes, params, facts, len(jobs))
+        finally:  # also when the caller closes this generator early: no solver may outlive it
+            _stop(feed, workers, out)
+
+
+def _stop(feed: _Feed, workers: list[threading.Thread], out: queue.Queue) -> None:
+    """Abort the feed and wait for the solver threads, emptying their queue so none blocks on it. A thread
+    left running in torch while the interpreter exits aborts the process."""
+    if any(worker.is_alive() for worker in workers):
+        feed.abort(TsnpipeError("extract-flow stopped before this video was done; rerun extract-flow."))
+    while any(worker.is_alive() for worker in workers):
+        try:
+            out.get(timeout=0.05)
+        except queue.Empty:
+            pass
+    for worker in workers:
+        worker.join()
+
+
+def _collect(feed: _Feed, workers, out: queue.Queue, pool: ThreadPoolExecutor, pending_writes, params: FlowParams,
+             facts, count: int) -> Iterator[tuple[int, dict | Exception]]:
+    """The caller's side of `stream_flow_videos`: write the flow that comes back, yield finished videos."""
+    running, error, done, closed = len(workers), None, set(), []
+    while True:
+        try:
+            kind, payload = out.get(timeout=0.05)
+        except queue.Empty:
+            kind, payload = None, None
+        if kind == "stopped":
+            running -= 1
+            if payload is not None and error is None:
+                error = payload
+                feed.abort(payload)
+        elif kind == "flow":
+            for (index, k), flow in payload:
+                video = feed.videos[index]
+                video.returned += 1
+                if video.error is None:
+                    pending_writes.acquire()
+                    write = pool.submit(write_flow_pair, video.out_dir, k, flow, params)
+                    write.add_done_callback(lambda _: pending_writes.release())
+                    video.writes.append(write)
+        closed += feed.take_closed()
+        closed = yield from _finished(feed, closed, done, facts)
+        if running == 0:
+            if error is None:
+                error = TsnpipeError("The flow workers stopped before every video was done; rerun extract-flow.")
+            feed.abort(error)
+            for video in feed.videos.values():
+                if video.returned < video.fed and video.error is None:
+                    video.error = error  # pairs handed out that never came back: never "done" without them
+                video.returned = video.fed  # nothing more will come back
+            yield from _finished(feed, closed + feed.take_closed(), done, facts)
+            for index in range(count):
+                if index not in done and index not in feed.videos:
+                    done.add(index)
+                    yield index, error
+            return
 
 
 def _finished(feed: _Feed, closed: list[_Video], done: set, facts):

@@ -250,7 +250,8 @@ def run_stage(workdir: Path, stage: Stage, items: list[Item], jobs: int = 1, bac
     The table is compacted when the journal has grown by a quarter of the rows (and at least
     `compact_every_s` passed), so a long run rewrites it a bounded number of times, and a run that changed
     nothing does not rewrite it. The first video that fails for a full disk stops the run with one sentence
-    (ManifestError); it is not recorded as failed, so the rerun does it."""
+    (ManifestError); it is not recorded as failed, so the rerun does it. A run that stops early removes the
+    temp folders of the videos it had in flight (and the next run sweeps what a kill -9 left)."""
     from tsnpipe.stages.progress import progress_bar
 
     workdir = Path(workdir)
@@ -270,7 +271,7 @@ def run_stage(workdir: Path, stage: Stage, items: list[Item], jobs: int = 1, bac
     bar = progress_bar(total=sum(weights.values()), unit=stage.unit, desc=stage.name, enabled=progress and bool(todo),
                        smoothing=0.1)
     last_compact = time.time()
-    rows = _parallel_rows(stage, todo, workdir, jobs, backend, scheduler)
+    rows, finished = _parallel_rows(stage, todo, workdir, jobs, backend, scheduler), False
     try:
         for row in rows:
             if row["status"] != "done" and disk_full_reason(row["error"] or ""):  # the disk's fault, not the video's
@@ -286,10 +287,13 @@ def run_stage(workdir: Path, stage: Stage, items: list[Item], jobs: int = 1, bac
                     and time.time() - last_compact > compact_every_s):
                 manifest.compact()
                 last_compact = time.time()
+        finished = True
     finally:
         if hasattr(rows, "close"):
-            rows.close()  # stops handing out videos (joblib cancels what has not started)
+            rows.close()  # stops handing out videos (joblib cancels what has not started, kills what has)
         bar.close()
+        if not finished:  # Ctrl-C, SIGTERM, a full disk: the videos in flight leave no half-written folder
+            sweep_temps(workdir / stage.output_root, output_folders(workdir, stage, todo))
     manifest.compact_if_changed()
     summary.seconds = time.time() - started
     return summary

@@ -64,6 +64,7 @@ def test_sigterm_stops_extract_frames_and_its_workers_in_one_line(clips, tmp_pat
     assert stderr.splitlines() == ["Stopped by SIGTERM; finished work is kept: run the command again to continue."]
     assert_unlocked(workdir / ".tsnpipe.lock")
     assert not list((workdir / "manifests").glob("*.tmp-*"))
+    assert not [p for p in (workdir / "frames").rglob("*") if ".tmp-" in p.name]  # the videos in flight too
     rerun = run_tsnpipe("extract-frames", str(clips), "-w", str(workdir), *FRAMES)
     assert_clean_process(rerun, 0)
     assert tree(workdir, "frames") == clean_run

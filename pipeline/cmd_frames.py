@@ -30,17 +30,16 @@ def frames_stage(video_dir: Path, params: FrameParams) -> Stage:
 
 
 def video_items(video_dir: Path) -> list[Item]:
-    return [Item(video_id=vid, source=str(path), fingerprint=video_fingerprint(path))
-            for vid, path in find_videos(video_dir)]
+    return [Item(video_id=vid, source=path, fingerprint=video_fingerprint(path)) for vid, path in find_videos(video_dir)]
 
 
-def video_fingerprint(path: Path) -> dict:
+def video_fingerprint(path: str) -> dict:
     """The file's size and mtime; for a file that cannot be read (a dangling or looping symbolic link, no
     permission) `{"unreadable": why}`, which the runner records as a failed row while the run goes on."""
     try:
         return stat_fingerprint(path)
     except OSError as error:
-        if path.is_symlink() and error.errno == errno.ENOENT:
+        if os.path.islink(path) and error.errno == errno.ENOENT:
             why = f"{path} is a symbolic link to {os.readlink(path)}, which does not exist; fix or remove the link"
         elif error.errno == errno.ELOOP:
             why = f"{path} is a symbolic link that loops back on itself; fix or remove the link"

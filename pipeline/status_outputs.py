@@ -1,7 +1,6 @@
 """The parts of `tsnpipe status` past the per-video stages: split folders, training runs and score files.
 
-Read with csv and json (and missing.txt's escapes from the splits' tables), so `status` stays quick and never
-imports torch.
+Read with the standard library only (csv, json, re), so `status` stays quick and never imports torch.
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ import json
 from pathlib import Path
 
 from tsnpipe.manifests.files import ManifestError
-from tsnpipe.stages.splits.tables import unescape_field
+from tsnpipe.stages.splits.escapes import unescape
 
 
 def _csv_rows(path: Path) -> list[dict]:
@@ -35,7 +34,7 @@ def split_status(workdir: Path, folder: Path, frames: dict[str, int], pairs: dic
     text = (folder / "missing.txt").read_text(encoding="utf-8") if (folder / "missing.txt").is_file() else ""
     missing = [line.split("\t") for line in text.split("\n") if line.strip()]  # names escape \n; \x1c, \x85 stay
     upstream = ("not extracted", "frames failed")  # not the names left out of the lists for their whitespace
-    found = sum(1 for parts in missing if len(parts) > 2 and parts[2] in upstream and unescape_field(parts[1]) in frames)
+    found = sum(1 for parts in missing if len(parts) > 2 and parts[2] in upstream and unescape(parts[1]) in frames)
     return {"train": len(train), "test": len(test), "missing": len(missing), "changed": changed,
             "now extracted": found}
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from packing_data import SAMPLES
 from tsnpipe.cli import main
 from tsnpipe.stages.splits.sthv2 import MMACTION2_STHV2_FLIP, mirror_pairs
-from tsnpipe.stages.splits.tables import unescape_field
+from tsnpipe.stages.splits.escapes import unescape
 
 # published name (below VIDEO_DIR, as each data set ships) <- bundled sample clip
 VIDEOS = {
@@ -94,7 +94,7 @@ def test_names_with_a_newline_or_a_backslash_keep_one_line_each_in_missing_txt(w
     out = workdir / "splits" / "sthv2" / "split1"
     lines = (out / "missing.txt").read_text(encoding="utf-8").split("\n")[:-1]
     assert len(lines) == 4 and all(line.count("\t") == 2 for line in lines), lines
-    assert [unescape_field(line.split("\t")[1]) for line in lines[1:]] == odd
+    assert [unescape(line.split("\t")[1]) for line in lines[1:]] == odd
     status = CliRunner().invoke(main, ["status", "-w", str(workdir)])
     assert "splits/sthv2/split1: 2 train, 1 test, 4 missing; up to date" in status.output, status.output
 

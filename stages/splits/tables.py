@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from tsnpipe.stages.errors import TsnpipeError
+from tsnpipe.stages.splits.escapes import ESCAPES
 
 SOURCES = ("ucf101", "hmdb51", "folders", "kinetics400", "kinetics600", "kinetics700", "list", "sthv2", "sthv1",
            "diving48", "mit", "mmit", "hvu")
@@ -126,20 +127,12 @@ def _list_file(table: pd.DataFrame, folder: str, count: str, root: str | None, f
     return "".join(lines.tolist()).encode()
 
 
-ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}  # backslash first, so escapes are not escaped again
-
-
 def escape_field(column: pd.Series) -> pd.Series:
     """A tab-separated line's field: backslash, tab, newline and carriage return written as \\\\, \\t, \\n, \\r, so
-    a name holding them stays on its own line."""
+    a name holding them stays on its own line (`escapes.unescape` reads it back)."""
     for char, escaped in ESCAPES.items():
         column = column.str.replace(char, escaped, regex=False)
     return column
-
-
-def unescape_field(text: str) -> str:
-    """The name `escape_field` wrote."""
-    return re.sub(r"\\([\\tnr])", lambda m: {"t": "\t", "n": "\n", "r": "\r"}.get(m.group(1), "\\"), text)
 
 
 def missing_lines(table: pd.DataFrame) -> str:

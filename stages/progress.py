@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+import weakref
 
 LOG_EVERY_S = 5.0
 TERMINAL_EVERY_S = 1.0
@@ -53,20 +54,28 @@ def progress_bar(iterable=None, *, enabled: bool = True, stream=None, **options)
 
 
 def keep_alive(bar, every: float):
-    """Redraw `bar` when `every` seconds passed since it last drew, until it closes; returns it.
+    """Redraw `bar` when `every` seconds passed since it last drew, until it closes or is dropped unclosed
+    (a loop left by an exception); returns it.
 
-    The thread is a daemon and holds the bar's lock while it draws, so it never draws over a close."""
+    The thread is a daemon, holds the bar only weakly, and holds the bar's lock while it draws, so it never
+    draws over a close; a stream that went away ends it."""
     if bar.disable:
         return bar
+    ref, lock = weakref.ref(bar), bar.get_lock()
 
     def redraw():
         while True:
             time.sleep(every)
-            with bar.get_lock():
-                if bar.disable:  # closed
+            with lock:
+                live = ref()
+                if live is None or live.disable:  # dropped, or closed
                     return
-                if time.time() - bar.last_print_t >= every:
-                    bar.refresh(nolock=True)
+                try:
+                    if time.time() - live.last_print_t >= every:
+                        live.refresh(nolock=True)
+                except (OSError, ValueError):  # the stream was closed
+                    return
+                del live
 
     threading.Thread(target=redraw, name="progress-redraw", daemon=True).start()
     return bar

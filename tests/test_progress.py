@@ -69,3 +69,18 @@ def test_a_bar_that_waits_on_one_long_item_still_shows_its_time_in_a_log(monkeyp
     closed = log.getvalue()
     time.sleep(0.3)
     assert log.getvalue() == closed and "1/1" in closed.splitlines()[-1]  # nothing is drawn once the bar is closed
+
+
+def test_a_bar_dropped_without_closing_stops_being_redrawn(monkeypatch):
+    import gc
+
+    monkeypatch.setattr(progress, "LOG_EVERY_S", 0.05)
+    log = io.StringIO()
+    bar = progress_bar(total=3, stream=log, desc="epoch 1")
+    time.sleep(0.2)
+    del bar  # a loop left by an exception: nobody closes it
+    gc.collect()
+    time.sleep(0.1)
+    dropped = log.getvalue()
+    time.sleep(0.3)
+    assert log.getvalue() == dropped and dropped

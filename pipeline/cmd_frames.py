@@ -30,7 +30,8 @@ def frames_stage(video_dir: Path, params: FrameParams) -> Stage:
 
 
 def video_items(video_dir: Path) -> list[Item]:
-    return [Item(video_id=vid, source=path, fingerprint=video_fingerprint(path)) for vid, path in find_videos(video_dir)]
+    return [Item(video_id=vid, source=path, fingerprint=video_fingerprint(path))
+            for vid, path in find_videos(video_dir)]
 
 
 def video_fingerprint(path: str) -> dict:

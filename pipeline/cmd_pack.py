@@ -75,7 +75,8 @@ def store_lock(store: Path, command: str):
 @click.option("--store", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where the store goes. Default: W/stores/frames.lmdb or W/stores/frames.hdf5.")
 @click.option("--shard-mb", type=click.IntRange(min=1), default=1024, show_default=True,
-              help="HDF5 only: start a new shard file after about this many MB (a shard is built in memory, then written).")
+              help="HDF5 only: start a new shard file after about this many MB (each shard is built in memory, "
+              "then written).")
 @progress_option
 def pack(workdir, fmt, store, shard_mb, progress):
     """Pack the JPEG frames (W/frames) and flow images (W/flow) of every extracted video into one store.

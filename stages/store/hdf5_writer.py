@@ -145,6 +145,9 @@ def _write_group(shard, video) -> None:
         group.create_dataset(f"{kind}_offsets", data=offsets)
 
 
+WRITE_BYTES = 64 << 20  # a shard goes to the disk in writes of this size
+
+
 class Shard:
     """A shard built in memory: HDF5 never writes to the disk itself, so a full disk, a quota or a file size
     limit meets our own write of the finished file (one OSError, the temp removed) instead of h5py, which
@@ -176,9 +179,6 @@ class Shard:
         finally:
             data.release()
             self.buffer = None
-
-
-WRITE_BYTES = 64 << 20
 
 
 def _commit(store_path: Path, index: dict, shard: Shard, videos: list, live: dict[str, int]) -> None:

@@ -45,6 +45,8 @@ def needs_content_hash(old: dict | None, new: dict) -> bool:
 
 
 def same_input(old: dict, new: dict) -> bool:
+    if old == new:  # the common case, and the cheapest test
+        return True
     if old.get("size") != new.get("size"):
         return False
     if "hash" in old and "hash" in new:

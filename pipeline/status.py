@@ -30,6 +30,7 @@ class Manifests(dict):
     def __init__(self, workdir: Path):
         super().__init__()
         self.workdir = workdir
+        self.items_of: dict[str, list] = {}  # items built from the manifests, shared by the stages that read them
 
     def __missing__(self, name: str) -> Manifest:
         self[name] = Manifest(self.workdir, name)
@@ -50,7 +51,9 @@ def stage_items(workdir: Path, name: str, inputs: dict, manifests: Manifests) ->
     if name.startswith("pack-") and manifests["frames"].rows:
         from tsnpipe.cmd_pack import pack_items
 
-        return pack_items(workdir, manifests["frames"].rows, manifests["flow"].rows)
+        if "pack items" not in manifests.items_of:  # both formats pack the same videos
+            manifests.items_of["pack items"] = pack_items(workdir, manifests["frames"].rows, manifests["flow"].rows)
+        return manifests.items_of["pack items"]
     return [Item(video_id=row["video_id"], source=row.get("source") or "",
                  fingerprint=json.loads(row.get("fingerprint") or "{}")) for row in manifests[name].rows.values()]
 

@@ -53,9 +53,8 @@ def recorded_params(checkpoint_params, stage: str) -> tuple[dict | None, Path | 
 def frames_for(checkpoint_params, fps: float | None, size: tuple | None, on_decode_error: str | None = None):
     """FrameParams for one checkpoint and a note saying where they came from; `on_decode_error` given overrides
     the recorded rule."""
-    override = on_decode_error
     recorded, path = recorded_params(checkpoint_params, "frames")
-    on_decode_error = DEFAULT_ON_DECODE_ERROR
+    rule = DEFAULT_ON_DECODE_ERROR
     if recorded is None:
         values, origin = (DEFAULT_FPS, DEFAULT_SIZE), "not recorded with the checkpoint's data: defaults"
     else:
@@ -63,10 +62,10 @@ def frames_for(checkpoint_params, fps: float | None, size: tuple | None, on_deco
         recorded_size = (("fixed", *fixed) if fixed else ("short", recorded["short_side"]) if recorded.get("short_side")
                          else ("source",))
         values, origin = (float(recorded.get("fps", DEFAULT_FPS)), recorded_size), f"from {path}"
-        on_decode_error = recorded.get("on_decode_error", DEFAULT_ON_DECODE_ERROR)
+        rule = recorded.get("on_decode_error", DEFAULT_ON_DECODE_ERROR)
     if fps is not None or size is not None:
         values, origin = (fps or values[0], size or values[1]), f"{origin}, overridden by --fps/--size"
-    return frame_params(values[0], values[1], quality=2, on_decode_error=override or on_decode_error), origin
+    return frame_params(values[0], values[1], quality=2, on_decode_error=on_decode_error or rule), origin
 
 
 def flow_params_for(streams, backend: str):

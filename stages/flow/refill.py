@@ -3,10 +3,20 @@
 `tvl1_flow` runs a batch level by level and warp by warp, and every warp waits for its slowest pair:
 on a GPU most of its steps then run a handful of pairs (the tail). Here each pair is a small state
 machine over (level, warp, outer, inner iteration), and each pyramid level size has a pool of slots.
-A round runs the pools' slots until the host's next look at the stopping rule (every step on the CPU,
-every `check_every` steps on a GPU, a pair that met it frozen meanwhile); then the pairs whose warp met the
-stopping rule or the iteration cap leave their slot and start their next warp, or go on to the next
-finer level, or come out as flow; the pool is topped up from the pairs waiting at that level. The
+A round runs the pools' slots until the host's next look at the stopping rule; then the pairs whose warp
+met the stopping rule or the iteration cap leave their slot and start their next warp, or go on to the next
+finer level, or come out as flow; the pool is topped up from the pairs waiting at that level.
+
+How often the host looks is what a GPU run is bound by: a look waits for the device. On the CPU, where a
+look costs nothing, the host looks after every step. On a GPU the device decides alone between looks: the
+step kernel freezes a pair at the step that meets the stopping rule (its flag drops to 0), and the host,
+which knows every slot's iteration counts without asking (they follow from the steps it queued), queues
+the outer rounds' median filters (for the slots still live, by mask) and freezes the slots whose last
+outer round ended, as device work with index tensors sent ahead from pinned memory. It looks, one sync
+reading the flags, once per `look_steps` (30) steps of a pool; a frozen pair keeps its flow while it waits,
+so a later look changes the slots' occupancy, never a flow. Rounds are a divisor of the inner iteration
+count long, so every slot of a pool (each joined at a look, at iteration 0) reaches its outer rounds'
+ends together with the others. The
 solver runs the pools that can fill all `batch` slots; when none can, it draws new pairs from the
 source (up to `in_flight` pairs being solved), so the slots stay full until the source runs dry, and
 then runs every pool with pairs, all queued on the device before the host looks at the first.
@@ -44,6 +54,8 @@ from tsnpipe.stages.flow.torch_tvl1 import (GRAD_EPSILON, centred_gradient, chec
 Pair = tuple[Any, np.ndarray, np.ndarray]  # (key, first, second): H x W uint8 grey frames
 # Pools with captured CUDA graphs kept while empty, for frame sizes that come back: a few sizes' pyramids.
 MAX_POOLS = 24
+# On a GPU the host looks at a pool (one sync) once per this many of its steps, at least.
+LOOK_STEPS = 30
 
 
 @dataclass
@@ -61,8 +73,8 @@ class _Entry:
     """A pair waiting for a slot: the flow and duals it starts its next warp from."""
 
     pair: _Flowing
-    u: torch.Tensor  # (2, h, w)
-    p: torch.Tensor  # (2, 2, h, w)
+    u: torch.Tensor | None  # (2, h, w); None: zero flow (a pair's coarsest level)
+    p: torch.Tensor | None  # (2, 2, h, w); None: zero duals (every warp's level's first)
 
 
 @dataclass
@@ -81,6 +93,7 @@ class _Pool:
     outer: list[int] = field(default_factory=list)
     graphs: dict[int, Any] = field(default_factory=dict)  # round length -> CUDA graph of that many steps
     eager_lengths: set[int] = field(default_factory=set)  # lengths run once already (kernels compiled)
+    zeros: torch.Tensor | None = None  # (2, 2, h, w) zeros: the flow and duals a warp starts from when None
 
     def load(self) -> int:
         return len(self.pairs) + len(self.waiting)
@@ -103,6 +116,7 @@ class RefillStats:
     pixel_steps: int = 0
     rounds: int = 0
     pairs: int = 0
+    looks: int = 0  # host looks at a pool: each waits for the device (one sync)
     # The same while the source still had pairs: the end of a run drains the last pairs through partly
     # filled levels, as long as its slowest pair needs (at most levels x warps x the iteration cap).
     fed_steps: int = 0
@@ -121,13 +135,18 @@ class RefillSolver:
     """TV-L1 for a stream of pairs on one device with `batch` slots per level size."""
 
     def __init__(self, params: FlowParams, device: torch.device, batch: int, step: Callable = tvl1_iteration,
-                 in_flight: int | None = None, graphs: bool | None = None):
+                 in_flight: int | None = None, graphs: bool | None = None, look_steps: int = LOOK_STEPS):
         self.params = params
         self.device = torch.device(device)
         self.batch = batch
         self.step = step
         self.in_place = getattr(step, "in_place", False)
-        self.every = check_interval(params, self.device)  # steps between the host's looks at the stopping rule
+        self.every = check_interval(params, self.device)  # 1: the host looks after every step (the CPU)
+        # Between looks on a GPU: rounds of `round_steps` (a divisor of the inner iteration count, so the slots
+        # reach their outer rounds' ends together), `rounds_per_look` of them.
+        cap = params.inner_iterations
+        self.round_steps = 1 if self.every == 1 else max(d for d in range(1, cap + 1) if cap % d == 0 and d <= look_steps)
+        self.rounds_per_look = 1 if self.every == 1 else -(-look_steps // self.round_steps)
         # CUDA graphs need a step that writes into the pool's own rows; None: wherever that holds.
         self.graphs = (self.device.type == "cuda" and self.in_place) if graphs is None else graphs
         # On a GPU, enough pairs in flight that every level's pool can fill its slots; on the CPU, where time
@@ -162,13 +181,21 @@ class RefillSolver:
                 if finished:
                     yield finished
 
+    def _index(self, slots: list[int]) -> torch.Tensor:
+        """`slots` as an index tensor on the device, sent without waiting for the device (pinned memory)."""
+        index = torch.tensor(slots, dtype=torch.long)
+        if self.device.type != "cuda":
+            return index.to(self.device)
+        return index.pin_memory().to(self.device, non_blocking=True)
+
     def _pool(self, size: tuple[int, int]) -> _Pool:
         if size not in self.pools:
             rows = lambda *shape: torch.zeros(self.batch, *shape, *size, device=self.device)  # noqa: E731
             state = {"u": rows(2), "p": rows(2, 2), "warped_grad": rows(2), "rho_c": rows(1), "inv_grad": rows(1),
                      "live": torch.zeros(self.batch, device=self.device)}
             self.pools[size] = _Pool(size, pixel_grid(*size, self.device), state,
-                                     None if self.in_place else rows(2, 2))
+                                     None if self.in_place else rows(2, 2),
+                                     zeros=torch.zeros(2, 2, *size, device=self.device))
         return self.pools[size]
 
     def _drop_unused(self) -> None:
@@ -192,8 +219,10 @@ class RefillSolver:
             drawn.setdefault(pair[1].shape, []).append(pair)
         for (height, width), pairs in drawn.items():
             sizes = pyramid_sizes(height, width, self.params.nscales, self.params.scale_step)
-            frames = np.stack([np.stack((first, second)) for _, first, second in pairs])
-            stacked = torch.from_numpy(frames).to(self.device, non_blocking=True).float()
+            frames = torch.from_numpy(np.stack([np.stack((first, second)) for _, first, second in pairs]))
+            if self.device.type == "cuda":  # pinned, so the copy does not wait for the kernels queued before it
+                frames = frames.pin_memory()
+            stacked = frames.to(self.device, non_blocking=True).float()
             per_level = []
             for level in image_pyramid(stacked, sizes, self.params.scale_step):
                 i1x, i1y = centred_gradient(level[:, 1:])
@@ -201,22 +230,27 @@ class RefillSolver:
             coarsest = self._pool(sizes[-1])
             for n, (key, _, _) in enumerate(pairs):
                 flowing = _Flowing(key, [images[n] for images in per_level], len(sizes) - 1)
-                zeros = torch.zeros(2, *sizes[-1], device=self.device)
-                coarsest.waiting.append(_Entry(flowing, zeros, torch.zeros(2, 2, *sizes[-1], device=self.device)))
+                coarsest.waiting.append(_Entry(flowing, None, None))
                 self.flowing += 1
         return len(drawn) > 0 and sum(map(len, drawn.values())) == room
 
     def _start_warps(self, pool: _Pool, entries: list[_Entry]) -> None:
-        """Warp the second image by each entry's flow, linearise, median-filter: the start of a warp."""
-        u = torch.stack([entry.u for entry in entries])
+        """Warp the second image by each entry's flow, linearise, median-filter: the start of a warp, for all
+        the entries in one launch per operation."""
+        zero_u, zero_p = pool.zeros[0], pool.zeros
+        u = torch.stack([zero_u if entry.u is None else entry.u for entry in entries])
         images = torch.stack([entry.pair.images[entry.pair.level] for entry in entries])
         warped = warp_bicubic(images[:, 1:], u, pool.base)
         warped_grad = warped[:, 1:].contiguous()
         rho_c = warped[:, :1] - (warped_grad * u).sum(dim=1, keepdim=True) - images[:, :1]
         inv_grad = warped_grad.square().sum(dim=1, keepdim=True).clamp_(min=GRAD_EPSILON).reciprocal_()
-        new = {"u": median_filter(u, self.params.median_filtering), "p": torch.stack([entry.p for entry in entries]),
-               "warped_grad": warped_grad, "rho_c": rho_c, "inv_grad": inv_grad}
         first, last = len(pool.pairs), len(pool.pairs) + len(entries)
+        if all(entry.p is None for entry in entries):
+            pool.state["p"][first:last].zero_()
+        else:
+            pool.state["p"][first:last] = torch.stack([zero_p if entry.p is None else entry.p for entry in entries])
+        new = {"u": median_filter(u, self.params.median_filtering), "warped_grad": warped_grad, "rho_c": rho_c,
+               "inv_grad": inv_grad}
         for name, tensor in new.items():
             pool.state[name][first:last] = tensor
         pool.state["live"][first:last] = 1.0
@@ -225,14 +259,25 @@ class RefillSolver:
         pool.outer += [0] * len(entries)
 
     def _launch(self, pool: _Pool) -> tuple[int, torch.Tensor | None]:
-        """Fill the pool's free slots and queue its steps up to the first slot's next look: every `every` steps
-        and at an outer round's end. Returns the steps queued and, when every step is looked at, the changes."""
-        params = self.params
+        """Fill the pool's free slots and queue its steps up to the host's next look at it. Returns the steps
+        queued and, when every step is looked at (the CPU), the last step's changes."""
         free = self.batch - len(pool.pairs)
         if free > 0 and pool.waiting:
             self._start_warps(pool, [pool.waiting.popleft() for _ in range(min(free, len(pool.waiting)))])
-        inner_cap, every = params.inner_iterations, self.every
-        length = min(min(every - k % every, inner_cap - k) for k in pool.inner)
+        if self.every == 1:
+            return 1, self._round(pool, 1)
+        queued = 0
+        for _ in range(self.rounds_per_look):
+            running = [k for k, outer in zip(pool.inner, pool.outer) if outer < self.params.outer_iterations]
+            if not running:  # every slot's warp has ended: only the look is left
+                break
+            length = min(self.round_steps, min(self.params.inner_iterations - k for k in running))
+            self._round(pool, length)
+            self._outer_rounds(pool, length)
+            queued += length
+        return queued, None
+
+    def _round(self, pool: _Pool, length: int) -> torch.Tensor | None:
         change = self._steps(pool, length)
         self.stats.steps += length
         self.stats.pair_steps += length * len(pool.pairs)
@@ -241,31 +286,56 @@ class RefillSolver:
         if not self.exhausted:
             self.stats.fed_steps += length
             self.stats.fed_pair_steps += length * len(pool.pairs)
-        return length, change
+        return change
+
+    def _outer_rounds(self, pool: _Pool, length: int) -> None:
+        """After `length` steps queued between looks: the slots whose outer round ended get their median filter
+        (those still live, by mask) or, after the last outer round, are frozen until the look; on the device,
+        without waiting for it. A slot past its last round has outer == outer_iterations."""
+        params, median, frozen = self.params, [], []
+        for slot, k in enumerate(pool.inner):
+            if pool.outer[slot] >= params.outer_iterations:
+                continue
+            pool.inner[slot] = k = k + length
+            if k < params.inner_iterations:
+                continue
+            pool.inner[slot], pool.outer[slot] = 0, pool.outer[slot] + 1
+            (frozen if pool.outer[slot] == params.outer_iterations else median).append(slot)
+        state = pool.state
+        if frozen:
+            state["live"].index_fill_(0, self._index(frozen), 0.0)
+        if median and params.median_filtering > 1:
+            index = self._index(median)
+            u, live = state["u"][index], state["live"][index].view(-1, 1, 1, 1)
+            state["u"].index_copy_(0, index, torch.where(live > 0, median_filter(u, params.median_filtering), u))
 
     def _look(self, pool: _Pool, length: int, change: torch.Tensor | None) -> list[tuple[Any, torch.Tensor]]:
-        """The host's look after `length` steps: pairs that met the stopping rule or the cap leave their slot,
-        pairs at an outer round's end get their median filter."""
-        params = self.params
-        inner_cap, every = params.inner_iterations, self.every
-        state = pool.occupied()
-        settled = (change <= self._threshold(pool) if change is not None else state["live"] == 0).tolist()
-        leaving, median = [], []
-        for slot in range(len(pool.pairs)):
-            k = pool.inner[slot] = pool.inner[slot] + length
-            checked = k % every == 0 or k == inner_cap
-            if (checked and settled[slot]) or (k == inner_cap and pool.outer[slot] == params.outer_iterations - 1):
-                leaving.append(slot)
-            elif k == inner_cap:
-                pool.inner[slot], pool.outer[slot] = 0, pool.outer[slot] + 1
-                median.append(slot)
-        if median and params.median_filtering > 1:
-            index = torch.tensor(median, device=self.device)
-            state["u"].index_copy_(0, index, median_filter(state["u"][index], params.median_filtering))
+        """The host's look: pairs that met the stopping rule or the cap leave their slot; on the CPU (a look
+        every step) the pairs at an outer round's end also get their median filter here."""
+        self.stats.looks += 1
+        if change is None:  # frozen flags: the stopping rule met, or the last outer round ended
+            leaving = [slot for slot, live in enumerate(pool.state["live"][: len(pool.pairs)].tolist()) if not live]
+        else:
+            leaving = self._settle(pool, (change <= self._threshold(pool)).tolist())
         finished = self._retire(pool, leaving) if leaving else []
         if not pool.load():
             self._drop_unused()
         return finished
+
+    def _settle(self, pool: _Pool, settled: list[bool]) -> list[int]:
+        """After one step looked at: the slots that leave; the others' counts advance (median at a round's end)."""
+        params, leaving, median = self.params, [], []
+        for slot in range(len(pool.pairs)):
+            k = pool.inner[slot] = pool.inner[slot] + 1
+            if settled[slot] or (k == params.inner_iterations and pool.outer[slot] == params.outer_iterations - 1):
+                leaving.append(slot)
+            elif k == params.inner_iterations:
+                pool.inner[slot], pool.outer[slot] = 0, pool.outer[slot] + 1
+                median.append(slot)
+        if median and params.median_filtering > 1:
+            u, index = pool.state["u"], self._index(median)
+            u.index_copy_(0, index, median_filter(u[index], params.median_filtering))
+        return leaving
 
     def _threshold(self, pool: _Pool) -> float:
         """The stopping rule's bound on a pair's squared update at this level: epsilon^2 * area."""
@@ -306,11 +376,12 @@ class RefillSolver:
         return graph
 
     def _retire(self, pool: _Pool, leaving: list[int]) -> list[tuple[Any, torch.Tensor]]:
-        """Pairs whose warp ended: next warp (front of this pool's queue), next level, or finished flow."""
+        """Pairs whose warp ended: next warp (front of this pool's queue), next level, or finished flow. The
+        pairs that climb a level are upsampled together, one launch per level size."""
         state = pool.state
-        index = torch.tensor(leaving, device=self.device)
+        index = self._index(leaving)
         u, p = state["u"][index], state["p"][index]
-        upward: list[tuple[_Flowing, torch.Tensor]] = []
+        upward: dict[tuple[int, int], list[tuple[_Flowing, int]]] = {}
         finished = []
         for n, slot in enumerate(leaving):
             pair = pool.pairs[slot]
@@ -322,25 +393,28 @@ class RefillSolver:
                 self.stats.pairs += 1
                 finished.append((pair.key, u[n]))
             else:
-                upward.append((pair, u[n]))
-        for pair, flow in upward:
-            pair.level -= 1
-            pair.warp = 0
-            size = tuple(pair.images[pair.level].shape[-2:])
-            finer = F.interpolate(flow[None], size=size, mode="bilinear", align_corners=False)[0]
-            finer.mul_(1.0 / self.params.scale_step)
-            self._pool(size).waiting.append(_Entry(pair, finer, torch.zeros(2, 2, *size, device=self.device)))
-        # Keep the occupied slots first: the pairs in the rows past the new end move into the holes before it.
+                pair.level, pair.warp = pair.level - 1, 0
+                upward.setdefault(tuple(pair.images[pair.level].shape[-2:]), []).append((pair, n))
+        for size, climbing in upward.items():
+            flows = u[self._index([n for _, n in climbing])] if len(climbing) < len(leaving) else u
+            finer = F.interpolate(flows, size=size, mode="bilinear", align_corners=False).mul_(1.0 / self.params.scale_step)
+            target = self._pool(size)
+            target.waiting.extend(_Entry(pair, finer[m], None) for m, (pair, _) in enumerate(climbing))
+        self._compact(pool, leaving)
+        return finished
+
+    def _compact(self, pool: _Pool, leaving: list[int]) -> None:
+        """Keep the occupied slots first: the pairs in the rows past the new end move into the holes before it."""
+        state = pool.state
         remaining = len(pool.pairs) - len(leaving)
         gone = set(leaving)
         holes = [slot for slot in leaving if slot < remaining]
         movers = [slot for slot in range(remaining, len(pool.pairs)) if slot not in gone]
         if holes:
-            to, source = torch.tensor(holes, device=self.device), torch.tensor(movers, device=self.device)
+            to, source = self._index(holes), self._index(movers)
             for tensor in state.values():
                 tensor.index_copy_(0, to, tensor[source])
             for hole, mover in zip(holes, movers):
                 pool.pairs[hole], pool.inner[hole], pool.outer[hole] = pool.pairs[mover], pool.inner[mover], pool.outer[mover]
         state["live"][remaining: len(pool.pairs)] = 0.0
         del pool.pairs[remaining:], pool.inner[remaining:], pool.outer[remaining:]
-        return finished

@@ -211,3 +211,26 @@ def test_a_pair_alone_and_in_a_batch_of_8_stop_and_flow_bit_for_bit_alike():
         flows = tvl1_flow(as_batch(frames[:8]), as_batch(frames[1:9]), params, tvl1_iteration)
         for k, (first, second) in enumerate(pairs):
             assert torch.equal(flows[k], alone(first, second, params)), k
+
+
+def test_on_a_gpu_the_host_waits_for_the_device_only_at_its_looks_once_per_30_steps(monkeypatch):
+    """With the GPU's looks, the stopping rule, the outer rounds' medians and the frozen slots are decided on the
+    device: the host reads a device value once per look (its flags), and looks once per `look_steps` steps of a
+    pool, not at every stopping check (3 steps here)."""
+    monkeypatch.setattr("tsnpipe.stages.flow.refill.check_interval", lambda params, device: params.check_every)
+    reads = []
+    for name in ("tolist", "item", "__bool__", "nonzero"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda *args, _original=original, **kwargs: (reads.append(1),
+                                                                                             _original(*args, **kwargs))[1])
+    frames = grey_frames(13, (48, 36))
+    pairs = [(k, frames[k], frames[k + 1]) for k in range(12)]
+    params = FlowParams(median_filtering=5, **SMALL)
+    solver = RefillSolver(params, torch.device("cpu"), batch=4, look_steps=30)
+    with torch.inference_mode():
+        finished = [key for round_ in solver.solve(iter(pairs)) for key, _ in round_]
+    monkeypatch.undo()
+    assert sorted(finished) == list(range(12))
+    stats = solver.stats
+    assert len(reads) == stats.looks
+    assert stats.looks * 14 <= stats.steps, (stats.looks, stats.steps)  # 7-step rounds, 5 of them a look at most

@@ -128,9 +128,11 @@ def warp_bicubic(stack: torch.Tensor, flow: torch.Tensor, base_grid: torch.Tenso
     cv::remap rounds each position to 1/32 pixel (INTER_TAB_SIZE) before it weighs the taps; so do we.
     """
     h, w = stack.shape[-2:]
-    scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], device=flow.device, dtype=flow.dtype)
     position = (base_grid + flow.permute(0, 2, 3, 1)).mul_(REMAP_STEPS).round_().div_(REMAP_STEPS)
-    grid = position.mul_(scale).sub_(1.0)
+    # x and y scaled apart by Python numbers: a scale tensor made from a list would be a copy that waits for the GPU
+    position[..., 0].mul_(2.0 / max(w - 1, 1))
+    position[..., 1].mul_(2.0 / max(h - 1, 1))
+    grid = position.sub_(1.0)
     return F.grid_sample(stack, grid, mode="bicubic", padding_mode="zeros", align_corners=True)
 
 

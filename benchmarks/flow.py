@@ -145,7 +145,8 @@ def refill_run(pairs, params: FlowParams, device: torch.device, batch: int, grap
                "mean_active_pairs": round(stats.mean_active, 1),
                "mean_active_while_fed": round(stats.mean_active_while_fed, 1),
                "steps_per_pair": round(stats.steps / len(pairs), 1),
-               "pair_steps_per_pair": round(stats.pair_steps / len(pairs), 1)}
+               "pair_steps_per_pair": round(stats.pair_steps / len(pairs), 1),
+               "looks_per_pair": round(stats.looks / len(pairs), 2)}  # a look is the solver's one sync
     # The fused kernels' memory traffic for this work: what a GPU at full bandwidth would need, and what it got.
     traffic = stats.pixel_steps * BYTES_PER_PIXEL_STEP / 1e9
     figures["fused_traffic_GB_per_pair"] = round(traffic / len(pairs), 3)

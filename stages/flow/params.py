@@ -38,8 +38,10 @@ class FlowParams:
     scale_step: float = 0.8  # OpenCV default
     gamma: float = 0.0  # OpenCV default: no illumination term
     median_filtering: int = 5  # OpenCV / dense_flow CPU default (TSN's CUDA TV-L1: none)
-    # torch backend on a GPU: how often (in iterations) the host looks at the stopping rule. The rule is met at
-    # the same iteration as in OpenCV whatever this is (pairs wait frozen for the look): it trades syncs, not flow.
+    # torch backend on a GPU, one batch solved level by level (`tvl1_flow`): how often (in iterations) the host
+    # looks at the stopping rule. The rule is met at the same iteration as in OpenCV whatever this is (pairs wait
+    # frozen for the look): it trades syncs, not flow. extract-flow's refilled solver looks once per 30 steps of
+    # a pool (refill.LOOK_STEPS) and uses this only to tell a GPU's looks from the CPU's (every step).
     check_every: int = 10
     image_format: str = "jpg"  # dense_flow and TSN store JPEG
     jpeg_quality: int = 95  # OpenCV's imwrite default, which dense_flow writes with

@@ -7,6 +7,12 @@ A round runs the pools' slots until the host's next look at the stopping rule; t
 met the stopping rule or the iteration cap leave their slot and start their next warp, or go on to the next
 finer level, or come out as flow; the pool is topped up from the pairs waiting at that level.
 
+The solver runs the pools that can fill all `batch` slots; when none can, it draws new pairs from the source
+(up to `in_flight` pairs being solved), so the slots stay full until the source runs dry, and then runs
+every pool with pairs, all queued on the device before the host looks at the first.
+A pair goes through exactly the steps `tvl1_flow` gives it alone (same warps, median filters and
+stopping checks), so its flow is the same; only its kernel companions change.
+
 How often the host looks is what a GPU run is bound by: a look waits for the device. On the CPU, where a
 look costs nothing, the host looks after every step. On a GPU the device decides alone between looks: the
 step kernel freezes a pair at the step that meets the stopping rule (its flag drops to 0), and the host,
@@ -16,12 +22,7 @@ outer round ended, as device work with index tensors sent ahead from pinned memo
 reading the flags, once per `look_steps` (30) steps of a pool; a frozen pair keeps its flow while it waits,
 so a later look changes the slots' occupancy, never a flow. Rounds are a divisor of the inner iteration
 count long, so every slot of a pool (each joined at a look, at iteration 0) reaches its outer rounds'
-ends together with the others. The
-solver runs the pools that can fill all `batch` slots; when none can, it draws new pairs from the
-source (up to `in_flight` pairs being solved), so the slots stay full until the source runs dry, and
-then runs every pool with pairs, all queued on the device before the host looks at the first.
-A pair goes through exactly the steps `tvl1_flow` gives it alone (same warps, median filters and
-stopping checks), so its flow is the same; only its kernel companions change.
+ends together with the others.
 
 A pool's state lives at fixed addresses, one row per slot, the occupied slots first: a pair joins by
 writing its row, leaves by having the last occupied row moved into its place, so nothing is copied whole.
@@ -39,8 +40,6 @@ history: a data set of many aspect ratios (Kinetics, HMDB51 at short side 256) k
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -48,6 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from tsnpipe.stages.flow.params import FlowParams
+from tsnpipe.stages.flow.slots import Entry, Flowing, Pool, RefillStats
 from tsnpipe.stages.flow.torch_tvl1 import (GRAD_EPSILON, centred_gradient, check_interval, image_pyramid,
                                             median_filter, pixel_grid, pyramid_sizes, tvl1_iteration, warp_bicubic)
 
@@ -56,79 +56,6 @@ Pair = tuple[Any, np.ndarray, np.ndarray]  # (key, first, second): H x W uint8 g
 MAX_POOLS = 24
 # On a GPU the host looks at a pool (one sync) once per this many of its steps, at least.
 LOOK_STEPS = 30
-
-
-@dataclass
-class _Flowing:
-    """One pair in flight: its pyramid (finest first) and where it is in it."""
-
-    key: Any
-    images: list[torch.Tensor]  # per level (4, h, w): i0, then i1 and its x and y gradients
-    level: int
-    warp: int = 0
-
-
-@dataclass
-class _Entry:
-    """A pair waiting for a slot: the flow and duals it starts its next warp from."""
-
-    pair: _Flowing
-    u: torch.Tensor | None  # (2, h, w); None: zero flow (a pair's coarsest level)
-    p: torch.Tensor | None  # (2, 2, h, w); None: zero duals (every warp's level's first)
-
-
-@dataclass
-class _Pool:
-    """The slots of one level size: the state of its pairs, a row per slot at a fixed address (occupied
-    slots first), and the queue for the level."""
-
-    size: tuple[int, int]
-    base: torch.Tensor
-    state: dict[str, torch.Tensor]  # u, p, warped_grad, rho_c, inv_grad, live: `batch` rows each
-    # The eager step's buffer for the flow's gradient; its last column (x) and row (y) are never written.
-    gradient: torch.Tensor | None
-    waiting: deque = field(default_factory=deque)
-    pairs: list[_Flowing] = field(default_factory=list)  # pairs[n] is in slot n
-    inner: list[int] = field(default_factory=list)  # iterations done in the current outer round
-    outer: list[int] = field(default_factory=list)
-    graphs: dict[int, Any] = field(default_factory=dict)  # round length -> CUDA graph of that many steps
-    eager_lengths: set[int] = field(default_factory=set)  # lengths run once already (kernels compiled)
-    zeros: torch.Tensor | None = None  # (2, 2, h, w) zeros: the flow and duals a warp starts from when None
-
-    def load(self) -> int:
-        return len(self.pairs) + len(self.waiting)
-
-    @property
-    def area(self) -> int:
-        return self.size[0] * self.size[1]
-
-    def occupied(self) -> dict[str, torch.Tensor]:
-        return {name: tensor[: len(self.pairs)] for name, tensor in self.state.items()}
-
-
-@dataclass
-class RefillStats:
-    """What the solver did: primal-dual steps launched, the pair-steps they computed, and the pixels those
-    covered (a step's memory traffic follows its pixels: triton_tvl1.BYTES_PER_PIXEL_STEP)."""
-
-    steps: int = 0
-    pair_steps: int = 0
-    pixel_steps: int = 0
-    rounds: int = 0
-    pairs: int = 0
-    looks: int = 0  # host looks at a pool: each waits for the device (one sync)
-    # The same while the source still had pairs: the end of a run drains the last pairs through partly
-    # filled levels, as long as its slowest pair needs (at most levels x warps x the iteration cap).
-    fed_steps: int = 0
-    fed_pair_steps: int = 0
-
-    @property
-    def mean_active(self) -> float:
-        return self.pair_steps / self.steps if self.steps else 0.0
-
-    @property
-    def mean_active_while_fed(self) -> float:
-        return self.fed_pair_steps / self.fed_steps if self.fed_steps else 0.0
 
 
 class RefillSolver:
@@ -154,7 +81,7 @@ class RefillSolver:
         default = batch if self.device.type == "cpu" else (params.nscales + 1) * batch
         self.in_flight = in_flight or default
         self.exhausted = False
-        self.pools: dict[tuple[int, int], _Pool] = {}
+        self.pools: dict[tuple[int, int], Pool] = {}
         self.flowing = 0
         self.stats = RefillStats()
 
@@ -188,12 +115,12 @@ class RefillSolver:
             return index.to(self.device)
         return index.pin_memory().to(self.device, non_blocking=True)
 
-    def _pool(self, size: tuple[int, int]) -> _Pool:
+    def _pool(self, size: tuple[int, int]) -> Pool:
         if size not in self.pools:
             rows = lambda *shape: torch.zeros(self.batch, *shape, *size, device=self.device)  # noqa: E731
             state = {"u": rows(2), "p": rows(2, 2), "warped_grad": rows(2), "rho_c": rows(1), "inv_grad": rows(1),
                      "live": torch.zeros(self.batch, device=self.device)}
-            self.pools[size] = _Pool(size, pixel_grid(*size, self.device), state,
+            self.pools[size] = Pool(size, pixel_grid(*size, self.device), state,
                                      None if self.in_place else rows(2, 2),
                                      zeros=torch.zeros(2, 2, *size, device=self.device))
         return self.pools[size]
@@ -229,12 +156,12 @@ class RefillSolver:
                 per_level.append(torch.cat((level, i1x, i1y), dim=1))
             coarsest = self._pool(sizes[-1])
             for n, (key, _, _) in enumerate(pairs):
-                flowing = _Flowing(key, [images[n] for images in per_level], len(sizes) - 1)
-                coarsest.waiting.append(_Entry(flowing, None, None))
+                flowing = Flowing(key, [images[n] for images in per_level], len(sizes) - 1)
+                coarsest.waiting.append(Entry(flowing, None, None))
                 self.flowing += 1
         return len(drawn) > 0 and sum(map(len, drawn.values())) == room
 
-    def _start_warps(self, pool: _Pool, entries: list[_Entry]) -> None:
+    def _start_warps(self, pool: Pool, entries: list[Entry]) -> None:
         """Warp the second image by each entry's flow, linearise, median-filter: the start of a warp, for all
         the entries in one launch per operation."""
         zero_u, zero_p = pool.zeros[0], pool.zeros
@@ -258,7 +185,7 @@ class RefillSolver:
         pool.inner += [0] * len(entries)
         pool.outer += [0] * len(entries)
 
-    def _launch(self, pool: _Pool) -> tuple[int, torch.Tensor | None]:
+    def _launch(self, pool: Pool) -> tuple[int, torch.Tensor | None]:
         """Fill the pool's free slots and queue its steps up to the host's next look at it. Returns the steps
         queued and, when every step is looked at (the CPU), the last step's changes."""
         free = self.batch - len(pool.pairs)
@@ -277,7 +204,7 @@ class RefillSolver:
             queued += length
         return queued, None
 
-    def _round(self, pool: _Pool, length: int) -> torch.Tensor | None:
+    def _round(self, pool: Pool, length: int) -> torch.Tensor | None:
         change = self._steps(pool, length)
         self.stats.steps += length
         self.stats.pair_steps += length * len(pool.pairs)
@@ -288,7 +215,7 @@ class RefillSolver:
             self.stats.fed_pair_steps += length * len(pool.pairs)
         return change
 
-    def _outer_rounds(self, pool: _Pool, length: int) -> None:
+    def _outer_rounds(self, pool: Pool, length: int) -> None:
         """After `length` steps queued between looks: the slots whose outer round ended get their median filter
         (those still live, by mask) or, after the last outer round, are frozen until the look; on the device,
         without waiting for it. A slot past its last round has outer == outer_iterations."""
@@ -309,7 +236,7 @@ class RefillSolver:
             u, live = state["u"][index], state["live"][index].view(-1, 1, 1, 1)
             state["u"].index_copy_(0, index, torch.where(live > 0, median_filter(u, params.median_filtering), u))
 
-    def _look(self, pool: _Pool, length: int, change: torch.Tensor | None) -> list[tuple[Any, torch.Tensor]]:
+    def _look(self, pool: Pool, length: int, change: torch.Tensor | None) -> list[tuple[Any, torch.Tensor]]:
         """The host's look: pairs that met the stopping rule or the cap leave their slot; on the CPU (a look
         every step) the pairs at an outer round's end also get their median filter here."""
         self.stats.looks += 1
@@ -322,7 +249,7 @@ class RefillSolver:
             self._drop_unused()
         return finished
 
-    def _settle(self, pool: _Pool, settled: list[bool]) -> list[int]:
+    def _settle(self, pool: Pool, settled: list[bool]) -> list[int]:
         """After one step looked at: the slots that leave; the others' counts advance (median at a round's end)."""
         params, leaving, median = self.params, [], []
         for slot in range(len(pool.pairs)):
@@ -337,11 +264,11 @@ class RefillSolver:
             u.index_copy_(0, index, median_filter(u[index], params.median_filtering))
         return leaving
 
-    def _threshold(self, pool: _Pool) -> float:
+    def _threshold(self, pool: Pool) -> float:
         """The stopping rule's bound on a pair's squared update at this level: epsilon^2 * area."""
         return self.params.epsilon**2 * pool.area
 
-    def _steps(self, pool: _Pool, length: int) -> torch.Tensor | None:
+    def _steps(self, pool: Pool, length: int) -> torch.Tensor | None:
         """`length` steps of the pool's occupied slots; when the host looks only every few steps, the flags of
         pairs that met the stopping rule drop to 0 and None is returned, else the last step's changes."""
         params, flagged = self.params, self.every > 1
@@ -365,7 +292,7 @@ class RefillSolver:
             state["u"].copy_(u)
         return None if flagged else change
 
-    def _capture(self, pool: _Pool, length: int, l_t: float, taut: float, scaled_epsilon: float):
+    def _capture(self, pool: Pool, length: int, l_t: float, taut: float, scaled_epsilon: float):
         """`length` in-place steps over all of the pool's rows (empty slots have flag 0) as a CUDA graph."""
         state, params = pool.state, self.params
         graph = torch.cuda.CUDAGraph()
@@ -375,19 +302,19 @@ class RefillSolver:
                           l_t, params.theta, taut, True, state["live"], scaled_epsilon, out=state["u"])
         return graph
 
-    def _retire(self, pool: _Pool, leaving: list[int]) -> list[tuple[Any, torch.Tensor]]:
+    def _retire(self, pool: Pool, leaving: list[int]) -> list[tuple[Any, torch.Tensor]]:
         """Pairs whose warp ended: next warp (front of this pool's queue), next level, or finished flow. The
         pairs that climb a level are upsampled together, one launch per level size."""
         state = pool.state
         index = self._index(leaving)
         u, p = state["u"][index], state["p"][index]
-        upward: dict[tuple[int, int], list[tuple[_Flowing, int]]] = {}
+        upward: dict[tuple[int, int], list[tuple[Flowing, int]]] = {}
         finished = []
         for n, slot in enumerate(leaving):
             pair = pool.pairs[slot]
             pair.warp += 1
             if pair.warp < self.params.warps:
-                pool.waiting.appendleft(_Entry(pair, u[n], p[n]))
+                pool.waiting.appendleft(Entry(pair, u[n], p[n]))
             elif pair.level == 0:
                 self.flowing -= 1
                 self.stats.pairs += 1
@@ -399,11 +326,11 @@ class RefillSolver:
             flows = u[self._index([n for _, n in climbing])] if len(climbing) < len(leaving) else u
             finer = F.interpolate(flows, size=size, mode="bilinear", align_corners=False).mul_(1.0 / self.params.scale_step)
             target = self._pool(size)
-            target.waiting.extend(_Entry(pair, finer[m], None) for m, (pair, _) in enumerate(climbing))
+            target.waiting.extend(Entry(pair, finer[m], None) for m, (pair, _) in enumerate(climbing))
         self._compact(pool, leaving)
         return finished
 
-    def _compact(self, pool: _Pool, leaving: list[int]) -> None:
+    def _compact(self, pool: Pool, leaving: list[int]) -> None:
         """Keep the occupied slots first: the pairs in the rows past the new end move into the holes before it."""
         state = pool.state
         remaining = len(pool.pairs) - len(leaving)

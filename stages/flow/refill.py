@@ -232,6 +232,10 @@ class RefillSolver:
         if frozen:
             state["live"].index_fill_(0, self._index(frozen), 0.0)
         if median and params.median_filtering > 1:
+            if len(median) == len(pool.pairs):  # the usual case: every slot's round ended together
+                u, live = state["u"][: len(median)], state["live"][: len(median)].view(-1, 1, 1, 1)
+                torch.where(live > 0, median_filter(u, params.median_filtering), u, out=u)
+                return
             index = self._index(median)
             u, live = state["u"][index], state["live"][index].view(-1, 1, 1, 1)
             state["u"].index_copy_(0, index, torch.where(live > 0, median_filter(u, params.median_filtering), u))

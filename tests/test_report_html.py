@@ -7,7 +7,6 @@ playwright through its executable path; there is no skip: without a browser the 
 
 from __future__ import annotations
 
-import base64
 import shutil
 
 import numpy as np

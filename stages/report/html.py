@@ -49,8 +49,10 @@ def table(header: list[str], rows: list[list], numeric: set[int] = frozenset(), 
     for column in numeric:
         classes.setdefault(column, "n")
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td class=\"{classes[i]}\">{esc(v)}</td>" if i in classes else f"<td>{esc(v)}</td>"
-                                    for i, v in enumerate(row)) + "</tr>" for row in rows)
+    def cell(i, value):
+        return f'<td class="{classes[i]}">{esc(value)}</td>' if i in classes else f"<td>{esc(value)}</td>"
+
+    body = "".join("<tr>" + "".join(cell(i, v) for i, v in enumerate(row)) + "</tr>" for row in rows)
     attributes = (' class="sortable"' if sortable else "") + (f' id="{table_id}"' if table_id else "")
     return f"<table{attributes}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 

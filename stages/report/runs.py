@@ -47,7 +47,8 @@ def scores_section(path: Path) -> str:
     scores, labels, names = content["scores"], content["labels"], list(content["class_names"])
     result = accuracies(scores, labels)
     matrix = confusion_matrix(scores, labels)
-    title = f"{path.name}: top-1 {percent(result['top1'])}, mean class {percent(result['mean_class'])} ({len(labels)} videos)"
+    title = (f"{path.name}: top-1 {percent(result['top1'])}, mean class {percent(result['mean_class'])} "
+             f"({len(labels)} videos)")
     per_class = per_class_table(matrix, names).sort_values(["accuracy", "class_name"], kind="stable")
     class_rows = [[r.class_name, r.videos, r.correct, percent(r.accuracy), r.most_confused_with]
                   for r in per_class.itertuples()]
@@ -57,8 +58,9 @@ def scores_section(path: Path) -> str:
             + "<details open><summary>per-class accuracy, worst first</summary>"
             + table(["class", "videos", "correct", "accuracy", "most confused with"], class_rows, numeric={1, 2, 3},
                     sortable=True) + "</details>"
-            + ("<p><b>most confused pairs</b></p>" + table(["true class", "predicted as", "videos", "share of the class"],
-                                                           pairs, numeric={2, 3}) if pairs else ""))
+            + ("<p><b>most confused pairs</b></p>"
+               + table(["true class", "predicted as", "videos", "share of the class"], pairs, numeric={2, 3})
+               if pairs else ""))
 
 
 def fusion_section(workdir: Path) -> str:

@@ -59,7 +59,8 @@ def stage_summary(stages: list[StageTable]) -> str:
                      f"{int((~done).sum()):,}", duration(seconds.sum()), f"{seconds[done].median():.2f} s"
                      if done.any() else "", f"{videos:,}", duration(wall), rate])
     note = ('<p class="note">up to date: done with the parameters of the stage\'s last run; worker time: the sum of '
-            'the videos\' own times; wall and throughput: the stage\'s latest run, told from the rows\' start times.</p>')
+            "the videos' own times; wall and throughput: the stage's latest run, told from the rows' start "
+            "times.</p>")
     return table(header, rows, numeric=set(range(1, 10))) + note if rows else "<p>No stage has run in this folder.</p>"
 
 
@@ -124,8 +125,9 @@ def samples(workdir: Path, frames: StageTable | None, flow: StageTable | None) -
               f"direction of motion, the saturation its speed, full at {bound:g} px per frame pair (the flow's bound, "
               "fixed for all videos so they compare; darker beyond it). Each frame is followed by the flow "
               "leaving it.</p></div>")
-    return f"<p>{len(chosen)} of {int((frames.rows['status'] == 'done').sum()):,} videos, top to bottom:</p><ol>{names}</ol>" \
-           + image(sheet, "contact sheet of frames and flow") + legend
+    done = int((frames.rows["status"] == "done").sum())
+    return (f"<p>{len(chosen)} of {done:,} videos, top to bottom:</p><ol>{names}</ol>"
+            + image(sheet, "contact sheet of frames and flow") + legend)
 
 
 def features(workdir: Path, stages: list[StageTable]) -> str:
@@ -138,11 +140,13 @@ def features(workdir: Path, stages: list[StageTable]) -> str:
         shapes = {}
         if len(done):
             first = done.iloc[0]
-            shapes = feature_shapes(workdir / str(first["output"]).rsplit(str(first["video_id"]), 1)[0], first["video_id"])
+            folder = workdir / str(first["output"]).rsplit(str(first["video_id"]), 1)[0]
+            shapes = feature_shapes(folder, first["video_id"])
         streams = "; ".join(f"{s.get('name', '')}: {s.get('modality', '?')} {s.get('backbone', s.get('arch', ''))}, "
                             f"checkpoint {str(s.get('hash', ''))[:12]}" for s in params.get("streams", []))
+        shown = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in shapes.items())
         rows.append([stage.name.removeprefix("features-"), f"{len(done):,}", f"{len(stage.rows) - len(done):,}",
-                     params.get("layer", ""), streams, ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in shapes.items())])
+                     params.get("layer", ""), streams, shown])
     if not rows:
         return "<p>No feature set extracted (tsnpipe extract-features).</p>"
     return table(["set", "videos", "failed", "layer", "streams (checkpoint)", "shapes of one video"], rows,

@@ -23,7 +23,7 @@ CLIPS = ("wave/RATRACE_wave_f_nm_np1_fr_goo_37.avi", "cartwheel/Turnk_r_Pippi_Mi
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    """Frames of two clips and of corrupted.mp4 (which fails), and their TV-L1 flow; no training."""
+    """Frames of two clips and of corrupted.mp4 (which fails), their TV-L1 flow, an LMDB store; no training."""
     root = tmp_path_factory.mktemp("report")
     videos = root / "videos"
     for rel in CLIPS:
@@ -38,6 +38,8 @@ def workdir(tmp_path_factory):
     assert frames.exit_code == 1 and "broken/corrupted" in frames.output  # the corrupt clip fails, the run goes on
     flow = runner.invoke(main, ["extract-flow", "-w", str(work), "--iterations", "5x1", "-j", "1", "--no-progress"])
     assert flow.exit_code == 0, flow.output
+    pack = runner.invoke(main, ["pack", "-w", str(work), "--format", "lmdb", "--no-progress"])  # rows without times
+    assert pack.exit_code == 0, pack.output
     return work
 
 
@@ -88,6 +90,7 @@ def test_report_of_a_workdir_without_training_opens_offline_and_names_the_corrup
     assert "No training run yet" in page.inner_text("#runs")
     stages = page.locator("#stages tbody tr").all_inner_texts()
     assert stages[0].split("\t")[:5] == ["frames", "3", "2", "2", "1"] and stages[1].startswith("flow\t2\t2\t2\t0")
+    assert stages[2].startswith("pack-lmdb\t2\t2\t2\t0")
     page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
     assert (tmp_path / "report.png").stat().st_size > 10_000
 

@@ -24,6 +24,8 @@ UNITS = {"frames": ("frames", "frames"), "flow": ("pairs", "pairs")}
 
 def last_session(rows: pd.DataFrame) -> tuple[int, float]:
     """(videos, wall seconds) of the stage's latest run, told from the rows' start times and durations."""
+    if rows["started_at"].isna().all():
+        return 0, 0.0
     start = pd.to_datetime(rows["started_at"], errors="coerce")
     seconds = pd.to_numeric(rows["seconds"], errors="coerce").fillna(0.0)
     valid = start.notna()
@@ -52,12 +54,14 @@ def stage_summary(stages: list[StageTable]) -> str:
         videos, wall = last_session(frame)
         unit, column = UNITS.get(stage.name, ("videos", None))
         amount = pd.to_numeric(frame[column], errors="coerce").sum() if column in frame else None
-        rate = f"{videos / wall:.2f} videos/s"
-        if amount is not None and seconds[done].sum() > 0:
+        timed = seconds[done].notna().any() and wall > 0  # a stage that records no times (pack) shows none
+        rate = f"{videos / wall:.2f} videos/s" if timed else ""
+        if timed and amount is not None and seconds[done].sum() > 0:
             rate += f"; {amount / seconds[done].sum():.1f} {unit} per worker-s"
         rows.append([stage.name, f"{len(frame):,}", f"{int(done.sum()):,}", f"{int(current.sum()):,}",
-                     f"{int((~done).sum()):,}", duration(seconds.sum()), f"{seconds[done].median():.2f} s"
-                     if done.any() else "", f"{videos:,}", duration(wall), rate])
+                     f"{int((~done).sum()):,}", duration(seconds.sum()) if timed else "",
+                     f"{seconds[done].median():.2f} s" if timed else "", f"{videos:,}" if timed else "",
+                     duration(wall) if timed else "", rate])
     note = ('<p class="note">up to date: done with the parameters of the stage\'s last run; worker time: the sum of '
             "the videos' own times; wall and throughput: the stage's latest run, told from the rows' start "
             "times.</p>")

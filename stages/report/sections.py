@@ -81,12 +81,21 @@ def failures(stages: list[StageTable]) -> str:
     failed = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["video_id", "error", "stage"])
     if failed.empty:
         return '<p class="ok">No video failed.</p>'
+    failed["error"] = failed["error"].fillna("(no reason recorded)").astype(str)
+    # the same reason for many videos: counted once, the file's path (which starts most messages) left out
+    reasons = failed.assign(reason=failed["error"].str.replace(r"^/\S*: ", "", regex=True).str.split("\n").str[0])
+    common = reasons.groupby(["stage", "reason"]).size().sort_values(ascending=False).head(20)
+    summary = table(["stage", "reason", "videos"], [[stage, reason, f"{n:,}"] for (stage, reason), n in common.items()],
+                    numeric={2}, classes={1: "err"})
     shown = failed.sort_values(["stage", "video_id"], kind="stable").head(MAX_FAILURES)
-    rows = [[r.video_id, r.stage, r.error or "(no reason recorded)"] for r in shown.itertuples()]
+    rows = [[r.video_id, r.stage, r.error] for r in shown.itertuples()]
     more = (f'<p class="note">{len(failed) - len(shown):,} more failures are in the manifests '
             f"(tsnpipe status lists them).</p>" if len(failed) > len(shown) else "")
-    return (f'<p class="bad">{len(failed):,} failed</p>'
-            + table(["video", "stage", "reason"], rows, sortable=True, classes={2: "err"}, table_id="failures") + more)
+    opened = " open" if len(shown) <= 50 else ""
+    return (f'<p class="bad">{len(failed):,} failed</p>{summary}<details{opened}><summary>every failed video '
+            f"({len(shown):,} shown)</summary>"
+            + table(["video", "stage", "reason"], rows, sortable=True, classes={2: "err"}, table_id="failures")
+            + f"</details>{more}")
 
 
 def data(workdir: Path, frames: StageTable | None) -> str:

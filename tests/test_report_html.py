@@ -79,7 +79,7 @@ def test_report_of_a_workdir_without_training_opens_offline_and_names_the_corrup
     assert f"wrote {report}" in result.stdout
     page, refused = open_offline(browser, report)
     assert refused == []
-    failures = page.locator("#failures tbody tr")
+    failures = page.locator("#failed-videos tbody tr")
     assert failures.count() == 1
     cells = failures.first.locator("td").all_inner_texts()
     assert cells[0] == "broken/corrupted" and cells[1] == "frames" and "decode errors" in cells[2]

@@ -94,7 +94,7 @@ def failures(stages: list[StageTable]) -> str:
     opened = " open" if len(shown) <= 50 else ""
     return (f'<p class="bad">{len(failed):,} failed</p>{summary}<details{opened}><summary>every failed video '
             f"({len(shown):,} shown)</summary>"
-            + table(["video", "stage", "reason"], rows, sortable=True, classes={2: "err"}, table_id="failures")
+            + table(["video", "stage", "reason"], rows, sortable=True, classes={2: "err"}, table_id="failed-videos")
             + f"</details>{more}")
 
 

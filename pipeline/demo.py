@@ -115,8 +115,8 @@ def demo(ctx, workdir, jobs, epochs, seed, progress):
     eta.calibrate("make clips", making)
     run_chain(config, main, "demo", after_stages=lambda: write_validation_split(Path(config["workdir"]), seed=seed),
               announce=eta.announce)
-    eta.finish()
     click.echo(verdict(stream_accuracies(config, main)))
+    eta.finish()  # the last step's time includes the report and the verdict: the next ETA counts them too
     click.echo(f"demo: done in {minutes(time.monotonic() - started)}")
 
 

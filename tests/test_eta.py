@@ -53,3 +53,13 @@ def test_a_damaged_record_falls_back_to_the_defaults(tmp_path):
     record = tmp_path / "step_seconds.json"
     record.write_text("{not json")
     assert Eta(["pack"], epochs=1, started=0.0, record=record).expected == {"pack": DEFAULT_S["pack"]}
+
+
+def test_frames_progress_counts_bytes_so_its_eta_weighs_long_videos(tmp_path):
+    from conftest import SAMPLES
+    from tsnpipe.cmd_frames import frames_stage, video_items
+    from tsnpipe.stages.frames import FrameParams
+
+    items = video_items(SAMPLES)
+    assert len(items) == 7 and all(item.weight == item.fingerprint["size"] > 10_000 for item in items)
+    assert len({item.weight for item in items}) == 7 and frames_stage(SAMPLES, FrameParams()).unit == "B"

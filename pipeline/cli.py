@@ -81,7 +81,8 @@ def _register() -> None:
     from tsnpipe.cmd_pack import pack
     from tsnpipe.cmd_predict import predict
     from tsnpipe.cmd_splits import build_splits
-    from tsnpipe.cmd_fuse import fuse, report
+    from tsnpipe.cmd_fuse import fuse
+    from tsnpipe.cmd_report import report
     from tsnpipe.cmd_train import run_test, train
     from tsnpipe.demo import demo
     from tsnpipe.doctor import doctor

@@ -26,12 +26,18 @@ def frame_params(fps: float, size: tuple, quality: int, on_decode_error: str) ->
 
 def frames_stage(video_dir: Path, params: FrameParams) -> Stage:
     return Stage(name="frames", verb="extracted", params=params.hashed(), output_root="frames",
-                 work=functools.partial(extract_video, params=params), inputs={"video_dir": str(video_dir)})
+                 work=functools.partial(extract_video, params=params), inputs={"video_dir": str(video_dir)}, unit="B")
 
 
 def video_items(video_dir: Path) -> list[Item]:
-    return [Item(video_id=vid, source=path, fingerprint=video_fingerprint(path))
-            for vid, path in find_videos(video_dir)]
+    """Every video, weighted by its size in bytes: the bar and its ETA count bytes decoded, so a few long videos
+    left at the end do not look like a few seconds of work."""
+    items = []
+    for vid, path in find_videos(video_dir):
+        fingerprint = video_fingerprint(path)
+        weight = max(1, fingerprint.get("size", 1))
+        items.append(Item(video_id=vid, source=path, fingerprint=fingerprint, weight=weight))
+    return items
 
 
 def video_fingerprint(path: str) -> dict:

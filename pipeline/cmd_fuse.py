@@ -1,6 +1,6 @@
-"""`tsnpipe fuse` (late fusion of score files) and `tsnpipe report` (confusion matrix, per-class accuracy).
+"""`tsnpipe fuse`: late fusion of score files.
 
-Both work on score files only; they need no work folder, manifests or runner. numpy, pandas and
+It works on score files only; it needs no work folder, manifests or runner. numpy, pandas and
 matplotlib are imported inside the functions so that `tsnpipe --help` stays quick.
 """
 
@@ -104,29 +104,3 @@ def fuse(scores, weights, softmax, search_weights, out):
     click.echo(accuracy_table(result.rows))
     if out is not None:
         click.echo(f"wrote {out}")
-
-
-@click.command("report")
-@click.argument("scores", type=existing_file)
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder for the PNG and CSV. Default: next to SCORES.")
-def report(scores, out_dir):
-    """Write a confusion-matrix PNG and a per-class accuracy CSV for a score file (multi-label: a per-class AP CSV).
-
-    The matrix is row-normalised (each true class's videos sum to 1); with more than 60 classes the axes
-    show class indices, which the CSV's class_index column maps to names. The CSV also names the class
-    each class is most often mistaken for.
-    """
-    from tsnpipe.stages.scores.report import write_report
-
-    result = write_report(scores, out_dir)
-    accuracy = result.accuracies
-    if "map" in accuracy:  # multi-label: per-class average precision instead of a confusion matrix
-        click.echo(f"report: {scores}: {result.videos:,} videos, {result.classes} classes, multi-label; "
-                   f"mAP {100 * accuracy['map']:.2f}%")
-    else:
-        click.echo(f"report: {scores}: {result.videos:,} videos, {result.classes} classes; top-1 "
-                   f"{100 * accuracy['top1']:.2f}%, top-5 {100 * accuracy['top5']:.2f}%, "
-                   f"mean class {100 * accuracy['mean_class']:.2f}%")
-        click.echo(f"wrote {result.confusion_png}")
-    click.echo(f"wrote {result.per_class_csv}")

@@ -75,44 +75,6 @@ workers = 0
 progress = {progress}
 """
 
-# Seconds each step takes on 2 idle cores (measured in CPU seconds, see docs/benchmarks.md); train scales
-# with the epochs. The ETA scales the steps left by how long the steps done so far took against these.
-EXPECTED_S = {"extract-frames": 3.0, "extract-flow": 18.0, "build-splits": 1.0, "pack": 1.0, "test": 2.0,
-              "validate": 1.0, "fuse": 0.5}
-TRAIN_S = (3.0, 2.5)  # (start, per epoch)
-
-
-class Eta:
-    """Prints the step it starts and the time left overall, from the expected seconds of the steps left."""
-
-    def __init__(self, labels: list[str], epochs: int, started: float):
-        self.expected = {label: self.expect(label, epochs) for label in labels}
-        self.started, self.mark, self.current = started, started, None
-        self.ran_s = self.ran_expected = 0.0
-
-    @staticmethod
-    def expect(label: str, epochs: int) -> float:
-        if label.startswith("train"):
-            return TRAIN_S[0] + TRAIN_S[1] * epochs
-        return EXPECTED_S.get(label.split()[0], 1.0)
-
-    def announce(self, label: str) -> None:
-        now = time.monotonic()
-        if self.current is not None:
-            took, expected = now - self.mark, self.expected.pop(self.current)
-            if took > 0.1 * expected:  # a step that was up to date tells nothing of the machine's speed
-                self.ran_s, self.ran_expected = self.ran_s + took, self.ran_expected + expected
-        self.current, self.mark = label, now
-        pace = self.ran_s / self.ran_expected if self.ran_expected > 0 else 1.0
-        left = pace * sum(self.expected.values())
-        click.echo(f"demo: {label} next; {minutes(now - self.started)} so far, about {minutes(left)} left")
-
-
-def minutes(seconds: float) -> str:
-    seconds = round(seconds)
-    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
-
-
 def step_labels(config: dict) -> list[str]:
     stages = ["extract-frames", "extract-flow", "build-splits", "pack"]
     models = [f"{verb} {m}" for m in config["train"]["modalities"] for verb in ("train", "test", "validate")]
@@ -132,13 +94,16 @@ def demo(ctx, workdir, jobs, epochs, seed, progress):
     """Run the whole chain on the 7 bundled UCF101/HMDB51 clips: a camera-motion task (sideways pan, vertical pan,
     still) that single RGB frames can hardly tell and optical flow can. Ends with the fused accuracy table, the
     fusion weights searched on a validation split, and a verdict on the two streams."""
+    from tsnpipe.eta import Eta, minutes
     from tsnpipe.run import read_config, run_chain
     from tsnpipe.stages.pan_task import make_pan_clips, write_validation_split
 
     started = time.monotonic()
     click.echo(f"demo: working in {workdir.resolve()} (about 180 MB; delete it when done)")
     workdir.mkdir(parents=True, exist_ok=True)
+    making = time.monotonic()
     clips = make_pan_clips(SAMPLES, workdir / "videos", jobs=jobs)
+    making = time.monotonic() - making
     config_path = workdir / "demo.toml"
     config_path.write_text(DEMO_CONFIG.format(jobs=jobs, epochs=epochs, step=max(1, epochs * 3 // 4), seed=seed,
                                               progress=str(progress).lower()))
@@ -147,9 +112,11 @@ def demo(ctx, workdir, jobs, epochs, seed, progress):
     config = read_config(config_path)
     main = ctx.find_root().command
     eta = Eta(step_labels(config), epochs, started)
+    eta.calibrate("make clips", making)
     run_chain(config, main, "demo", after_stages=lambda: write_validation_split(Path(config["workdir"]), seed=seed),
               announce=eta.announce)
     click.echo(verdict(stream_accuracies(config, main)))
+    eta.finish()  # the last step's time includes the report and the verdict: the next ETA counts them too
     click.echo(f"demo: done in {minutes(time.monotonic() - started)}")
 
 

@@ -228,14 +228,18 @@ def run_steps(steps: list[tuple[str, list[str]]], main: click.Group, outcomes: l
 
 def run_chain(config: dict, main: click.Group, name: str, after_stages: Callable[[], None] | None = None,
               announce: Callable[[str], None] | None = None) -> None:
-    """Run the whole chain, print one line of outcomes, and exit 1 when a stage stopped it. `after_stages` runs
-    between the per-video stages and training (the demo writes its validation split there)."""
+    """Run the whole chain, print one line of outcomes, write W/report.html (and print its path), and exit 1 when
+    a stage stopped it. `after_stages` runs between the per-video stages and training (the demo writes its
+    validation split there)."""
     outcomes: list[tuple[str, str]] = []
     if run_steps(stage_commands(config, main), main, outcomes, announce):
         if after_stages:
             after_stages()
         run_steps(model_commands(config, main), main, outcomes, announce)
     click.echo(f"{name}: " + "; ".join(f"{label} {state}" for label, state in outcomes))
+    from tsnpipe.cmd_report import write_workdir_report
+
+    click.echo(f"{name}: report {write_workdir_report(Path(config['workdir']))} (open it in a browser)")
     if any(state == "error" for _, state in outcomes):
         raise SystemExit(1)
 

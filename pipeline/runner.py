@@ -269,7 +269,7 @@ def run_stage(workdir: Path, stage: Stage, items: list[Item], jobs: int = 1, bac
             summary.reasons[why] = summary.reasons.get(why, 0) + 1
     weights = {item.video_id: item.weight for item in todo}
     bar = progress_bar(total=sum(weights.values()), unit=stage.unit, desc=stage.name, enabled=progress and bool(todo),
-                       smoothing=0.1)
+                       smoothing=0.1, unit_scale=stage.unit == "B")
     last_compact = time.time()
     rows, finished = _parallel_rows(stage, todo, workdir, jobs, backend, scheduler), False
     try:

@@ -2,7 +2,8 @@
 split, keeps one checkpoint per run, and a second run does no work."""
 
 from conftest import run_tsnpipe
-from tsnpipe.demo import Eta, verdict
+from tsnpipe.demo import verdict
+from tsnpipe.eta import Eta
 
 
 def test_demo_as_shipped_finds_flow_beats_rgb_and_a_second_run_does_no_work(tmp_path):
@@ -15,6 +16,7 @@ def test_demo_as_shipped_finds_flow_beats_rgb_and_a_second_run_does_no_work(tmp_
     assert "folders split 1: 24 train, 18 test videos" in out
     assert "about" in out.splitlines()[2] and "left" in out.splitlines()[2]  # the overall ETA
     assert "flow beats RGB" in out and "on 18 test videos" in out, out[-2000:]
+    assert f"demo: report {workdir / 'report.html'}" in out and (workdir / "report.html").stat().st_size < 3e6
     assert "--search-weights" in out and "searched on" in out
     assert (workdir / "scores" / "fused.pkl").exists()
     assert len(list(workdir.glob("scores/validation/*.pkl"))) == 2
@@ -36,8 +38,8 @@ def test_verdict_needs_a_clear_margin():
     assert "did not beat" in verdict({"rgb": (0.5, 18), "flow": (0.6, 18)})
 
 
-def test_eta_scales_the_steps_left_by_the_pace_so_far(capsys):
-    eta = Eta(["extract-frames", "extract-flow", "fuse"], epochs=1, started=0.0)
+def test_eta_scales_the_steps_left_by_the_pace_so_far(capsys, tmp_path):
+    eta = Eta(["extract-frames", "extract-flow", "fuse"], epochs=1, started=0.0, record=tmp_path / "none.json")
     eta.expected = {"extract-frames": 10.0, "extract-flow": 20.0, "fuse": 10.0}
     eta.announce("extract-frames")
     eta.mark -= 20.0  # frames took twice as long as expected

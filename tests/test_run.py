@@ -127,6 +127,8 @@ def test_run_completes_and_a_second_run_does_no_work(tmp_path):
     assert "18 extracted, 0 up to date, 0 failed" in first.output
     assert "fused 1:1.5" in first.output
     assert (tmp_path / "work" / "scores" / "fused.pkl").exists()
+    report = (tmp_path / "work" / "report.html").resolve()
+    assert f"run: report {report} (open it in a browser)" in first.output and report.stat().st_size > 10_000
     second = CliRunner().invoke(main, ["run", str(tmp_path / "run.toml")])
     assert second.exit_code == 0, second.output
     assert "0 extracted, 18 up to date, 0 failed" in second.output

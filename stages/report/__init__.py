@@ -1,0 +1,1 @@
+"""One self-contained HTML page about a work folder: stages, failures, data, samples, runs, features."""

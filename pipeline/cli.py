@@ -81,7 +81,8 @@ def main():
       test                      class scores            -> rgb.pkl, flow.pkl
       fuse rgb.pkl flow.pkl     two-stream fusion
     Every stage records each video in W/manifests/, so a rerun does only new, changed or failed work.
-    `tsnpipe status -w W` shows what is up to date; `tsnpipe doctor` shows the tools in use.
+    `tsnpipe status -w W` shows what is up to date; `tsnpipe doctor` shows the tools in use;
+    `tsnpipe slurm` runs a per-video stage as a Slurm job array of shards.
     """
 
 
@@ -97,6 +98,7 @@ def _register() -> None:
     from tsnpipe.demo import demo
     from tsnpipe.doctor import doctor
     from tsnpipe.run import run
+    from tsnpipe.slurm import slurm
     from tsnpipe.status import status
 
     # commands
@@ -115,6 +117,7 @@ def _register() -> None:
     main.add_command(predict)
     main.add_command(extract_features)
     main.add_command(export_features)
+    main.add_command(slurm)
 
 
 _register()

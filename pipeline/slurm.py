@@ -76,6 +76,12 @@ def directives(name: str, count: int, parallel: int | None, cpus: int, mem: str,
     return [f"#SBATCH {line}" for line in lines]
 
 
+def on_cpu(args: list[str]) -> bool:
+    """Whether the stage's options keep it off the GPU (OpenCV flow, or --device cpu)."""
+    pairs = [" ".join(args[i:i + 2]) for i in range(len(args))] + args
+    return any(text in pairs for text in ("--backend opencv", "--backend=opencv", "--device cpu", "--device=cpu"))
+
+
 def check_stage_args(command: str, args: list[str], workdir: Path) -> None:
     """The stage's own options parsed now, at submission, so a typo is one line here and not N failed tasks."""
     from tsnpipe.cli import main
@@ -126,7 +132,7 @@ def slurm(workdir, count, parallel, cpus, mem, gpus, time_limit, partition, acco
     check_stage_args(command, args, workdir)
     defaults = RESOURCES[command]
     cpus = cpus or defaults["cpus"]
-    gpus = defaults["gpus"] if gpus is None else gpus
+    gpus = (0 if on_cpu(args) else defaults["gpus"]) if gpus is None else gpus
     if command == "extract-frames" and not any(arg in ("-j", "--jobs") or arg.startswith("--jobs=") for arg in args):
         args += ["--jobs", str(cpus)]
     folder = workdir / "slurm"

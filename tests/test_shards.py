@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from tsnpipe.cli import main
 from tsnpipe.manifests.files import WorkdirLock
 from tsnpipe.manifests.shards import Shard, ShardLock, shard_journal_path, shard_journals, shard_of
-from tsnpipe.manifests.table import Manifest, encode_line, manifest_path
+from tsnpipe.manifests.table import Manifest, encode_line, manifest_path, read_journal
 
 FAST = ("--fps", "2", "--size", "48x36", "-j", "1", "--no-progress")
 IDS = [f"class_{c}/v_{c}_g{g:02d}_c{k:02d}" for c in range(20) for g in range(10) for k in range(5)]
@@ -156,3 +156,30 @@ def test_status_shows_each_shard_while_shards_run_and_folds_after(clips, tmp_pat
         assert len(shard_journals(work, "frames")) == 2  # not folded under a running shard
     idle = CliRunner().invoke(main, ["status", "-w", str(work), "--json"])
     assert "shards" not in json.loads(idle.output) and shard_journals(work, "frames") == []
+
+
+def test_sigusr2_stops_a_shard_as_sigterm_does_and_its_rerun_finishes(clips, tmp_path):
+    import signal
+    import time
+
+    from conftest import run_tsnpipe, tsnpipe_cmd
+    from tsnpipe.manifests.shards import running
+
+    work = tmp_path / "w"
+    args = ("extract-frames", str(clips), "-w", str(work), "--fps", "10", "--size", "32", "-j", "2", "--no-progress",
+            "--shard", "0/1")
+    proc = subprocess.Popen(tsnpipe_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    journal = shard_journal_path(work, "frames", Shard(0, 1))
+    deadline = time.monotonic() + 60
+    while not (journal.exists() and journal.read_bytes().count(b"\n") >= 1):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGUSR2)  # what `tsnpipe slurm`'s scripts get before the time limit
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGUSR2, stderr
+    assert stderr.splitlines() == ["Stopped by SIGUSR2; finished work is kept: run the command again to continue."]
+    assert not running(work, "frames", Shard(0, 1))
+    assert not [p for p in (work / "frames").rglob("*") if ".tmp-" in p.name]
+    kept = {row["video_id"] for row in read_journal(journal)[0]}
+    rerun = run_tsnpipe(*args)
+    assert rerun.returncode == 0 and f"{3 - len(kept)} extracted, {len(kept)} up to date" in rerun.stdout

@@ -19,7 +19,7 @@ from tsnpipe.cli import main
 from tsnpipe.manifests.shards import Shard, shard_journal_path, shard_journals
 from tsnpipe.manifests.table import Manifest, read_journal
 
-pytestmark = pytest.mark.skipif(bool(missing_binaries()), reason=f"Slurm is not installed ({missing_binaries()})")
+needs_slurm = pytest.mark.skipif(bool(missing_binaries()), reason=f"Slurm is not installed ({missing_binaries()})")
 
 FRAMES = ("--fps", "2", "--size", "48x36", "-j", "1")
 FLOW = ("--backend", "opencv", "--iterations", "12x2", "-j", "1")
@@ -28,6 +28,8 @@ SMALL = ("--cpus-per-task", "1", "--mem", "200M", "--gpus", "0")
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
+    if missing_binaries():
+        pytest.skip(f"Slurm is not installed ({missing_binaries()})")
     cluster = SlurmCluster(tmp_path_factory.mktemp("slurm")).start()
     yield cluster
     cluster.stop()
@@ -86,6 +88,7 @@ def status(work) -> str:
     return result.output
 
 
+@needs_slurm
 def test_a_three_task_array_of_frames_then_flow_equals_a_local_run(slurm_env, videos, local, tmp_path):
     work = tmp_path / "w"
     frames = submit(work, "--tasks", "3", "extract-frames", str(videos), *FRAMES)
@@ -115,6 +118,7 @@ def frames_only(local, work):
     return work
 
 
+@needs_slurm
 def test_a_task_stopped_by_sigusr2_requeues_itself_and_redoes_nothing(slurm_env, videos, local, tmp_path):
     work = frames_only(local, tmp_path / "w")
     job = submit(work, "--tasks", "1", "extract-flow", "--backend", "opencv", "-j", "1")  # full TV-L1: slower
@@ -134,6 +138,7 @@ def test_a_task_stopped_by_sigusr2_requeues_itself_and_redoes_nothing(slurm_env,
     assert "flow             7 up to date; needs work: nothing" in status(work)
 
 
+@needs_slurm
 def test_two_shards_killed_at_once_then_submitted_again_give_the_same_bytes(slurm_env, videos, local, tmp_path):
     work = frames_only(local, tmp_path / "w")
     flow = ("extract-flow", "--backend", "opencv", "-j", "1", "--iterations", "30x3")
@@ -155,3 +160,29 @@ def test_two_shards_killed_at_once_then_submitted_again_give_the_same_bytes(slur
     assert digest(work / "flow") == digest(here / "flow")
     assert not list((work / "flow").rglob("*.tmp-*"))
     assert "flow             7 up to date; needs work: nothing" in status(work)
+
+
+def test_the_script_asks_for_a_stop_signal_requeue_and_the_stage_resources(videos, tmp_path):
+    work = tmp_path / "w"
+    result = CliRunner().invoke(main, ["slurm", "-w", str(work), "--tasks", "100", "--parallel", "10", "--no-submit",
+                                       "--sbatch=--qos=low", "extract-frames", str(videos), "--fps", "5"])
+    assert result.exit_code == 0, result.output
+    script = (work / "slurm" / "frames-100.sbatch").read_text()
+    for line in ("--array=0-99%10", "--cpus-per-task=4", "--mem=8G", "--signal=B:USR2@120", "--requeue", "--qos=low"):
+        assert f"#SBATCH {line}\n" in script
+    assert "--gres" not in script.replace("--no-progress", "")
+    assert f"extract-frames {videos} --fps 5 --jobs 4 -w {work} --no-progress" in script
+    assert '--shard "${SLURM_ARRAY_TASK_ID}/100"' in script and "scontrol requeue" in script
+    flow = CliRunner().invoke(main, ["slurm", "-w", str(work), "--tasks", "8", "--no-submit", "extract-flow"])
+    assert flow.exit_code == 0 and "#SBATCH --gres=gpu:1\n" in (work / "slurm" / "flow-8.sbatch").read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["extract-frames", "VIDEOS", "--fsp", "5"], "No such option '--fsp'"),
+    (["extract-frames", "VIDEOS", "--shard", "1/2"], "leave --shard out"),
+    (["pack"], "'pack' is not one of"),
+])
+def test_a_bad_stage_command_is_one_line_at_submission(videos, tmp_path, args, message):
+    args = [str(videos) if arg == "VIDEOS" else arg for arg in args]
+    result = CliRunner().invoke(main, ["slurm", "-w", str(tmp_path / "w"), "--tasks", "4", "--no-submit", *args])
+    assert result.exit_code == 2 and message in result.output and not (tmp_path / "w" / "slurm").exists()

@@ -172,7 +172,8 @@ class Manifest:
         self.path, self.journal = manifest_path(workdir, stage), journal_path(workdir, stage)
         self.rows: dict[str, dict] = {}
         journal_rows, self.damaged_lines, self.torn = read_journal(self.journal)
-        for row in read_table(self.path, stage) + journal_rows + self._shard_rows():
+        shard_rows = self._shard_rows()
+        for row in read_table(self.path, stage) + journal_rows + shard_rows:
             self.rows[row["video_id"]] = row
         if self.damaged_lines:
             lines = ", ".join(map(str, self.damaged_lines[:5])) + ("..." if len(self.damaged_lines) > 5 else "")
@@ -180,7 +181,7 @@ class Manifest:
                  "the next run of that stage sets the journal aside and redoes those videos.")
         self._ready = False
         self.dirty = False  # rows recorded since the table was last written
-        self.journal_rows = len(journal_rows)
+        self.journal_rows = len(journal_rows) + len(shard_rows)  # rows not in the table yet
 
     def _shard_rows(self) -> list[dict]:
         from tsnpipe.manifests.shards import shard_rows  # shards build on this module

@@ -183,3 +183,12 @@ def test_sigusr2_stops_a_shard_as_sigterm_does_and_its_rerun_finishes(clips, tmp
     kept = {row["video_id"] for row in read_journal(journal)[0]}
     rerun = run_tsnpipe(*args)
     assert rerun.returncode == 0 and f"{3 - len(kept)} extracted, {len(kept)} up to date" in rerun.stdout
+
+
+def test_a_plain_run_with_nothing_to_do_still_folds_the_shards(clips, tmp_path):
+    work = tmp_path / "w"
+    for k in range(2):
+        frames(clips, work, "--shard", f"{k}/2")
+    plain = frames(clips, work)
+    assert "0 extracted, 3 up to date, 0 failed" in plain.output
+    assert shard_journals(work, "frames") == [] and len(Manifest(work, "frames").rows) == 3

@@ -22,7 +22,7 @@ from tsnpipe.manifests.table import Manifest, read_journal
 needs_slurm = pytest.mark.skipif(bool(missing_binaries()), reason=f"Slurm is not installed ({missing_binaries()})")
 
 FRAMES = ("--fps", "2", "--size", "48x36", "-j", "1")
-FLOW = ("--backend", "opencv", "--iterations", "12x2", "-j", "1")
+FLOW = ("--backend", "opencv", "--iterations", "30x3", "-j", "1")  # ~1 s a video: signals land mid-run
 SMALL = ("--cpus-per-task", "1", "--mem", "200M", "--gpus", "0")
 
 
@@ -74,7 +74,7 @@ def wait_for(condition, seconds: float = 90, what: str = "") -> None:
     deadline = time.monotonic() + seconds
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.5)
+        time.sleep(0.05)
 
 
 def finished(cluster, job: str) -> bool:
@@ -121,7 +121,7 @@ def frames_only(local, work):
 @needs_slurm
 def test_a_task_stopped_by_sigusr2_requeues_itself_and_redoes_nothing(slurm_env, videos, local, tmp_path):
     work = frames_only(local, tmp_path / "w")
-    job = submit(work, "--tasks", "1", "extract-flow", "--backend", "opencv", "-j", "1")  # full TV-L1: slower
+    job = submit(work, "--tasks", "1", "extract-flow", *FLOW)
     journal = shard_journal_path(work, "flow", Shard(0, 1))
     wait_for(lambda: journal.exists() and journal.read_bytes().count(b"\n") >= 1, what="the first flow row")
     slurm_env.run("scancel", "--batch", "--signal=USR2", f"{job}_0")
@@ -136,28 +136,28 @@ def test_a_task_stopped_by_sigusr2_requeues_itself_and_redoes_nothing(slurm_env,
     second = log.split("restart 1")[1]
     assert " up to date, 0 failed" in second and "\n0 computed" not in second and ", 0 up to date" not in second
     assert "flow             7 up to date; needs work: nothing" in status(work)
+    assert digest(work / "flow") == digest(local / "flow")
 
 
 @needs_slurm
 def test_two_shards_killed_at_once_then_submitted_again_give_the_same_bytes(slurm_env, videos, local, tmp_path):
     work = frames_only(local, tmp_path / "w")
-    flow = ("extract-flow", "--backend", "opencv", "-j", "1", "--iterations", "30x3")
-    job = submit(work, "--tasks", "2", *flow)
+    job = submit(work, "--tasks", "2", "extract-flow", *FLOW)
     journals = [shard_journal_path(work, "flow", Shard(k, 2)) for k in range(2)]
     wait_for(lambda: all(path.exists() for path in journals), what="a row from both shards")
     pids = [int((work / "manifests" / f".flow.shard-{k}-of-2.lock").read_text().split()[1]) for k in range(2)]
     for pid in pids:
-        os.kill(pid, signal.SIGKILL)  # as the OOM killer or a lost node would: no handler runs
+        try:
+            os.kill(pid, signal.SIGKILL)  # as the OOM killer or a lost node would: no handler runs
+        except ProcessLookupError:
+            pass  # that shard was done already; the other must not have been (below)
     wait_for(lambda: finished(slurm_env, job), what="the killed tasks")
     sizes = [sum(Shard(k, 2).owns(vid) for vid in Manifest(local, "flow").rows) for k in range(2)]
     assert any(len(read_journal(path)[0]) < size for path, size in zip(journals, sizes)), "done before the kill"
     again = slurm_env.run("sbatch", "--parsable", str(work / "slurm" / "flow-2.sbatch")).stdout.strip()
     wait_for(lambda: finished(slurm_env, again), seconds=120, what="the second submission")
     assert set(slurm_env.array_states(again).values()) == {"COMPLETED"}
-    here = frames_only(local, tmp_path / "here")
-    expected = CliRunner().invoke(main, [*flow, "-w", str(here), "--no-progress"])  # the same settings, unsharded
-    assert expected.exit_code == 0, expected.output
-    assert digest(work / "flow") == digest(here / "flow")
+    assert digest(work / "flow") == digest(local / "flow")
     assert not list((work / "flow").rglob("*.tmp-*"))
     assert "flow             7 up to date; needs work: nothing" in status(work)
 

@@ -70,11 +70,11 @@ def submit(work, *args) -> str:
     return result.output.split("Submitted job array ")[1].split(":")[0]
 
 
-def wait_for(condition, seconds: float = 90, what: str = "") -> None:
+def wait_for(condition, seconds: float = 90, what: str = "", every: float = 0.5) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+        time.sleep(every)
 
 
 def finished(cluster, job: str) -> bool:
@@ -123,7 +123,7 @@ def test_a_task_stopped_by_sigusr2_requeues_itself_and_redoes_nothing(slurm_env,
     work = frames_only(local, tmp_path / "w")
     job = submit(work, "--tasks", "1", "extract-flow", *FLOW)
     journal = shard_journal_path(work, "flow", Shard(0, 1))
-    wait_for(lambda: journal.exists() and journal.read_bytes().count(b"\n") >= 1, what="the first flow row")
+    wait_for(lambda: journal.exists() and journal.read_bytes().count(b"\n") >= 1, what="the first flow row", every=0.05)
     slurm_env.run("scancel", "--batch", "--signal=USR2", f"{job}_0")
     wait_for(lambda: slurm_env.job(f"{job}_0").get("Restarts") == "1", what="the requeue")
     wait_for(lambda: finished(slurm_env, job), seconds=120, what="the requeued task")
@@ -144,7 +144,7 @@ def test_two_shards_killed_at_once_then_submitted_again_give_the_same_bytes(slur
     work = frames_only(local, tmp_path / "w")
     job = submit(work, "--tasks", "2", "extract-flow", *FLOW)
     journals = [shard_journal_path(work, "flow", Shard(k, 2)) for k in range(2)]
-    wait_for(lambda: all(path.exists() for path in journals), what="a row from both shards")
+    wait_for(lambda: all(path.exists() for path in journals), what="a row from both shards", every=0.05)
     pids = [int((work / "manifests" / f".flow.shard-{k}-of-2.lock").read_text().split()[1]) for k in range(2)]
     for pid in pids:
         try:

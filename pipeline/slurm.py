@@ -101,10 +101,12 @@ def check_stage_args(command: str, args: list[str], workdir: Path) -> None:
 @click.option("--parallel", type=click.IntRange(min=1), default=None, help="At most this many tasks at once (%N).")
 @click.option("--cpus-per-task", "cpus", type=click.IntRange(min=1), default=None,
               help="Cores per task (default: 4 frames, 8 flow and features). extract-frames gets --jobs to match.")
-@click.option("--mem", default=None, help="Memory per task, as sbatch takes it (default: 8G frames, 16G flow, 32G features).")
+@click.option("--mem", default=None,
+              help="Memory per task, as sbatch takes it (default: 8G frames, 16G flow, 32G features).")
 @click.option("--gpus", type=click.IntRange(min=0), default=None,
               help="GPUs per task, as --gres=gpu:N (default: 0 frames, 1 flow and features; 0 for OpenCV flow).")
-@click.option("--time", "time_limit", default=None, help="Time limit per task, e.g. 4:00:00 (default: the partition's).")
+@click.option("--time", "time_limit", default=None,
+              help="Time limit per task, e.g. 4:00:00 (default: the partition's).")
 @click.option("--partition", default=None, help="Slurm partition.")
 @click.option("--account", default=None, help="Slurm account.")
 @click.option("--sbatch", "extra", multiple=True, metavar="OPTION",

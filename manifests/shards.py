@@ -84,13 +84,11 @@ def shard_rows(workdir: Path, stage: str) -> list[dict]:
 
 def fold_shards(manifest: Manifest) -> int:
     """Append the rows of the stage's shard journals to its journal (the caller holds the workdir lock
-    exclusively and has prepared the journal), then remove the shard journals. Returns the rows folded."""
-    folded = 0
-    for path, _ in shard_journals(manifest.workdir, manifest.stage):
-        rows, damaged, _ = read_journal(path)
-        if rows:
-            manifest.record_many(rows)
-            folded += len(rows)
+    exclusively and has prepared the journal), in one write and one fsync, then remove the shard journals.
+    Returns the rows folded."""
+    found = [(path, *read_journal(path)[:2]) for path, _ in shard_journals(manifest.workdir, manifest.stage)]
+    manifest.record_many([row for _, rows, _ in found for row in rows])
+    for path, _, damaged in found:
         if damaged:
             aside = damaged_name(path)
             os.replace(path, aside)
@@ -98,7 +96,7 @@ def fold_shards(manifest: Manifest) -> int:
                  f"journal was set aside as {aside.name}.")
         else:
             path.unlink(missing_ok=True)
-    return folded
+    return sum(len(rows) for _, rows, _ in found)
 
 
 def fold_all(workdir: Path, stages: list[str]) -> int:

@@ -5,7 +5,8 @@
 Rows are frames-manifest rows of the shape extract-frames writes, written in the journal's own line format.
 Timed (wall seconds): slicing every id into its shard; reading the stage's rows from K shard journals against
 from one journal holding the same rows; the per-shard report `tsnpipe status` prints while shards run; folding
-(the shard rows appended to the journal, the table written, the shard journals removed).
+(the shard rows appended to the journal, the table written, the shard journals removed) against compacting
+the same rows from one journal (what an unsharded run's end costs).
 """
 
 from __future__ import annotations
@@ -62,13 +63,14 @@ def main() -> None:
     assert many.rows.keys() == one.rows.keys()
     report, report_s = timed(lambda: shard_report(sharded, "frames"))
     _, fold_s = timed(lambda: fold_all(sharded, ["frames"]))
+    _, compact_s = timed(lambda: Manifest(single, "frames").compact())  # the same rows from one journal
     assert len(Manifest(sharded, "frames").rows) == args.videos and not report["0/%d" % args.shards]["running"]
     print(json.dumps({
         "machine": f"{platform.node()} {os.cpu_count()} cores", "load_average": os.getloadavg(),
         "videos": args.videos, "shards": args.shards,
         "smallest_shard": min(map(len, lines)), "largest_shard": max(map(len, lines)),
         "slice_s": slice_s, "read_one_journal_s": one_s, "read_shard_journals_s": many_s,
-        "status_shard_report_s": report_s, "fold_s": fold_s,
+        "status_shard_report_s": report_s, "fold_s": fold_s, "compact_one_journal_s": compact_s,
     }, indent=2))
     shutil.rmtree(args.work, ignore_errors=True)
 

@@ -6,9 +6,9 @@ machines sharing an NFS folder), each on a fixed slice of the videos.
 - Journal: shard K of N appends its rows, in the journal's CRC line format, to its own file
   `manifests/<stage>.journal.shard-K-of-N.jsonl`; nothing else writes it, so shards never share a file.
   Readers apply the shard journals after the stage's table and journal (a shard's rows are the newest).
-- Folding: the next plain (unsharded) writer of the stage, or `tsnpipe status`, appends the shard rows to the
-  stage's journal under the workdir lock, then removes the shard journals; a crash in between only leaves rows
-  that are appended again. A torn last line is cut off; damaged lines are skipped with a warning and the shard
+- Folding: the next plain (unsharded) writer of the stage, or `tsnpipe status`, writes the stage's table with
+  the shard rows under the workdir lock before it records anything, then removes the shard journals; a crash in
+  between only leaves rows the table holds, folded again. A torn last line is cut off; damaged lines are skipped with a warning and the shard
   journal is set aside as `<journal>.damaged-<time>` once its good rows are folded (those videos are redone).
 - Locks: a shard holds the workdir lock file shared (LOCK_SH) and its own `<stage>.shard-K-of-N.lock`
   exclusively; a plain run holds the workdir lock exclusively. So any number of shards run together, a plain
@@ -70,33 +70,38 @@ def shard_journals(workdir: Path, stage: str) -> list[tuple[Path, Shard]]:
     return sorted(found, key=lambda found: (found[1].count, found[1].index))
 
 
-def shard_rows(workdir: Path, stage: str) -> list[dict]:
-    """Every verified row of the stage's shard journals (warning once about damaged lines)."""
-    rows = []
+def shard_rows(workdir: Path, stage: str) -> tuple[list[dict], list[Path]]:
+    """Every verified row of the stage's shard journals (warning once about damaged lines), and the journals
+    that hold damaged lines."""
+    rows, damaged_journals = [], []
     for path, _ in shard_journals(workdir, stage):
         found, damaged, _ = read_journal(path)
         rows += found
         if damaged:
+            damaged_journals.append(path)
             warn(f"{path} has {len(damaged)} damaged line(s); they are skipped and the next run of that stage "
                  "(or `tsnpipe status`) sets the journal aside and redoes those videos.")
-    return rows
+    return rows, damaged_journals
 
 
 def fold_shards(manifest: Manifest) -> int:
-    """Append the rows of the stage's shard journals to its journal (the caller holds the workdir lock
-    exclusively and has prepared the journal), in one write and one fsync, then remove the shard journals.
-    Returns the rows folded."""
-    found = [(path, *read_journal(path)[:2]) for path, _ in shard_journals(manifest.workdir, manifest.stage)]
-    manifest.record_many([row for _, rows, _ in found for row in rows])
-    for path, _, damaged in found:
-        if damaged:
+    """Fold the stage's shard journals in (the caller holds the workdir lock exclusively and has prepared the
+    journal): the table is written with every row the manifest read, shard rows included, then the shard
+    journals are removed (one with damaged lines set aside). A crash in between leaves shard rows the table
+    already holds, folded again by the next writer before it records anything. Returns the journals folded."""
+    found = shard_journals(manifest.workdir, manifest.stage)
+    if not found:
+        return 0
+    manifest.compact()
+    for path, _ in found:
+        if path in manifest.damaged_shards:
             aside = damaged_name(path)
             os.replace(path, aside)
-            warn(f"{path} had damaged lines; its good rows are now in {manifest.journal} and the whole shard "
+            warn(f"{path} had damaged lines; its good rows are now in {manifest.path} and the whole shard "
                  f"journal was set aside as {aside.name}.")
         else:
             path.unlink(missing_ok=True)
-    return sum(len(rows) for _, rows, _ in found)
+    return len(found)
 
 
 def fold_all(workdir: Path, stages: list[str]) -> int:
@@ -104,8 +109,7 @@ def fold_all(workdir: Path, stages: list[str]) -> int:
     folded = 0
     for stage in stages:
         if shard_journals(workdir, stage):
-            manifest = Manifest(workdir, stage)
-            manifest.compact()  # prepares (which folds), writes the table, drops the journal
+            Manifest(workdir, stage)._prepare()  # what a writer does first: cut a torn tail, set damage aside, fold
             folded += 1
     return folded
 

@@ -172,7 +172,7 @@ class Manifest:
         self.path, self.journal = manifest_path(workdir, stage), journal_path(workdir, stage)
         self.rows: dict[str, dict] = {}
         journal_rows, self.damaged_lines, self.torn = read_journal(self.journal)
-        shard_rows = self._shard_rows()
+        shard_rows, self.damaged_shards = self._shard_rows()
         for row in read_table(self.path, stage) + journal_rows + shard_rows:
             self.rows[row["video_id"]] = row
         if self.damaged_lines:
@@ -183,7 +183,7 @@ class Manifest:
         self.dirty = False  # rows recorded since the table was last written
         self.journal_rows = len(journal_rows) + len(shard_rows)  # rows not in the table yet
 
-    def _shard_rows(self) -> list[dict]:
+    def _shard_rows(self) -> tuple[list[dict], list[Path]]:
         from tsnpipe.manifests.shards import shard_rows  # shards build on this module
 
         return shard_rows(self.workdir, self.stage)

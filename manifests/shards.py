@@ -151,8 +151,9 @@ class ShardManifest(Manifest):
 class ShardLock:
     """Shard K of N of a stage: the workdir lock shared with the other shards, and this shard's lock alone."""
 
-    def __init__(self, workdir: Path, stage: str, shard: Shard, command: str):
+    def __init__(self, workdir: Path, stage: str, shard: Shard, command: str, videos: int | None = None):
         self.workdir, self.stage, self.shard, self.command = Path(workdir), stage, shard, command
+        self.videos = videos  # in the shard, written beside the holder's pid for `tsnpipe status`
         self.handles: list = []
 
     def _open(self, path: Path):
@@ -206,7 +207,8 @@ class ShardLock:
                              f"shard {self.shard} of {self.stage} in {self.workdir} is already running ({{holder}}); "
                              "wait for it to finish (or stop it).")
             os.ftruncate(own.fileno(), 0)
-            os.write(own.fileno(), f"pid {os.getpid()} ({self.command} --shard {self.shard})".encode())
+            videos = f": {self.videos} videos" if self.videos is not None else ""
+            os.write(own.fileno(), f"pid {os.getpid()} ({self.command} --shard {self.shard}){videos}".encode())
         finally:
             guard.close()
 
@@ -239,10 +241,19 @@ def shard_report(workdir: Path, stage: str) -> dict[str, dict]:
         rows, damaged, _ = read_journal(path)
         latest = {row["video_id"]: row for row in rows}
         failed = sorted(vid for vid, row in latest.items() if row.get("status") != "done")
-        report[str(shard)] = {"running": running(workdir, stage, shard),
+        report[str(shard)] = {"running": running(workdir, stage, shard), "videos": shard_videos(workdir, stage, shard),
                               "done": sum(1 for row in latest.values() if row.get("status") == "done"),
                               "failed": len(failed), "first failed": failed[:3], "damaged lines": len(damaged)}
     return report
+
+
+def shard_videos(workdir: Path, stage: str, shard: Shard) -> int | None:
+    """How many videos the shard's last run had in its slice, as its lock file records it."""
+    try:
+        match = re.search(r": (\d+) videos$", shard_lock_path(workdir, stage, shard).read_text())
+    except OSError:
+        return None
+    return int(match[1]) if match else None
 
 
 def owned_temp(root: Path, shard: Shard):

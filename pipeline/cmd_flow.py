@@ -241,7 +241,7 @@ def extract_flow(workdir, flow_backend, device, devices, batch, iterations, boun
                   batch_work=functools.partial(flow_batch_work, workdir=str(workdir_path.resolve()), params=params,
                                                device=device, batch=batch, devices=devices)
                   if backend == "torch" and params.pairs == "frames" else None)
-    with stage_lock(workdir_path, "flow", shard, "tsnpipe extract-flow"):
+    with stage_lock(workdir_path, "flow", shard, "tsnpipe extract-flow", len(items)):
         summary = run_stage(workdir_path, stage, items, jobs=jobs, backend=executor, scheduler=scheduler,
                             progress=progress, shard=shard)
     click.echo(summary.line())

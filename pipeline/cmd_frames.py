@@ -97,7 +97,7 @@ def extract_frames(video_dir, workdir, fps, size, quality, on_decode_error, jobs
     click.echo(f"extract-frames: {len(items):,} videos in {video_dir}"
                + (f", {len(mine):,} of them in shard {shard}" if shard else "")
                + f"; {describe(params)}; {jobs} jobs ({backend})")
-    with stage_lock(workdir, "frames", shard, "tsnpipe extract-frames"):
+    with stage_lock(workdir, "frames", shard, "tsnpipe extract-frames", len(mine)):
         summary = run_stage(Path(workdir), frames_stage(video_dir, params), mine, jobs=jobs, backend=backend,
                             scheduler=scheduler, progress=progress, shard=shard)
     click.echo(summary.line())

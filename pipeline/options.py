@@ -144,12 +144,15 @@ shard_option = click.option(
          "run or `tsnpipe status` folds their rows in.")
 
 
-def stage_lock(workdir: Path, stage: str, shard, command: str):
-    """The workdir lock of an unsharded run, or the shard's own lock (shared with the other shards)."""
+def stage_lock(workdir: Path, stage: str, shard, command: str, videos: int | None = None):
+    """The workdir lock of an unsharded run, or the shard's own lock (shared with the other shards), which
+    records the `videos` of the shard for `tsnpipe status`."""
     from tsnpipe.manifests.files import WorkdirLock
     from tsnpipe.manifests.shards import ShardLock
 
-    return ShardLock(Path(workdir), stage, shard, command) if shard else WorkdirLock(Path(workdir), command)
+    if shard:
+        return ShardLock(Path(workdir), stage, shard, command, videos)
+    return WorkdirLock(Path(workdir), command)
 
 
 def shard_items(items: list, shard) -> list:

@@ -29,7 +29,9 @@ def shard_lines(workdir: Path, stage: str) -> list[str]:
     lines = []
     for shard, facts in shard_report(workdir, stage).items():
         state = "running" if facts["running"] else "stopped"
-        line = f"  shard {shard:<7} {state}; {facts['done']:,} done, {facts['failed']:,} failed this round"
+        line = f"  shard {shard:<7} {state}; {facts['done']:,} done, {facts['failed']:,} failed since the last fold"
+        if facts["videos"] is not None:
+            line += f", of {facts['videos']:,} videos in the shard"
         if facts["first failed"]:
             line += " (" + ", ".join(facts["first failed"]) + (", ..." if facts["failed"] > 3 else "") + ")"
         if facts["damaged lines"]:

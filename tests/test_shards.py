@@ -151,8 +151,9 @@ def test_status_shows_each_shard_while_shards_run_and_folds_after(clips, tmp_pat
     done = [sum(Shard(k, 2).owns(vid) for vid in Manifest(work, "frames").rows if vid != "bad/v") for k in range(2)]
     with ShardLock(work, "frames", Shard(1, 2), "tsnpipe extract-frames"):
         running = CliRunner().invoke(main, ["status", "-w", str(work)])
-        assert f"  shard 0/2     stopped; {done[0]} done, 1 failed this round (bad/v)" in running.output
-        assert f"  shard 1/2     running; {done[1]} done, 0 failed this round" in running.output
+        assert (f"  shard 0/2     stopped; {done[0]} done, 1 failed since the last fold, of {done[0]} videos in the "
+                f"shard (bad/v)") in running.output
+        assert f"  shard 1/2     running; {done[1]} done, 0 failed since the last fold\n" in running.output
         assert len(shard_journals(work, "frames")) == 2  # not folded under a running shard
     idle = CliRunner().invoke(main, ["status", "-w", str(work), "--json"])
     assert "shards" not in json.loads(idle.output) and shard_journals(work, "frames") == []

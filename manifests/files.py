@@ -56,12 +56,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise write_error(path, error) from None
 
 
-def sweep_temps(root: Path, folders=None) -> int:
+def sweep_temps(root: Path, folders=None, only=None) -> int:
     """Remove what interrupted runs left behind below `root`; returns how many paths went.
 
     Temps are siblings of the paths they stand for, so with `folders` (the folders that hold outputs, e.g.
     the parents of every output folder) only those folders are listed, never the files inside the outputs:
     a few directory listings instead of a walk over every frame. Without it, everything below `root` is walked.
+    `only(path)`, when given, picks the temps to remove (those of one shard's videos).
     """
     if not root.exists():
         return 0
@@ -75,6 +76,8 @@ def sweep_temps(root: Path, folders=None) -> int:
                     leftovers += [Path(entry.path) for entry in entries if TEMP_MARK in entry.name]
             except (FileNotFoundError, NotADirectoryError):
                 continue
+    if only is not None:
+        leftovers = [path for path in leftovers if only(path)]
     for path in sorted(leftovers, key=lambda p: len(p.parts)):
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
@@ -125,13 +128,13 @@ def os_error_message(error: OSError) -> str | None:
 DEAD_HOLDER_WAIT_S = 20.0
 
 
-def _lock_or_outlive_a_dead_holder(fh) -> None:
-    """flock(fh) without blocking; if the process the lock file names is dead, retry until its orphaned
+def lock_or_outlive_a_dead_holder(fh, mode: int = fcntl.LOCK_EX) -> None:
+    """flock(fh, mode) without blocking; if the process the lock file names is dead, retry until its orphaned
     children let go (BlockingIOError when they do not, or when the holder is alive)."""
     deadline = time.monotonic() + DEAD_HOLDER_WAIT_S
     while True:
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fh, mode | fcntl.LOCK_NB)
             return
         except BlockingIOError:
             fh.seek(0)
@@ -166,7 +169,7 @@ class WorkdirLock:
         except OSError as error:
             raise write_error(self.path, error, "nothing was started") from None
         try:
-            _lock_or_outlive_a_dead_holder(fh)
+            lock_or_outlive_a_dead_holder(fh)
         except BlockingIOError:
             fh.seek(0)
             holder = fh.read().strip() or "another process"

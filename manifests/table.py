@@ -172,7 +172,8 @@ class Manifest:
         self.path, self.journal = manifest_path(workdir, stage), journal_path(workdir, stage)
         self.rows: dict[str, dict] = {}
         journal_rows, self.damaged_lines, self.torn = read_journal(self.journal)
-        for row in read_table(self.path, stage) + journal_rows:
+        shard_rows, self.damaged_shards = self._shard_rows()
+        for row in read_table(self.path, stage) + journal_rows + shard_rows:
             self.rows[row["video_id"]] = row
         if self.damaged_lines:
             lines = ", ".join(map(str, self.damaged_lines[:5])) + ("..." if len(self.damaged_lines) > 5 else "")
@@ -180,10 +181,16 @@ class Manifest:
                  "the next run of that stage sets the journal aside and redoes those videos.")
         self._ready = False
         self.dirty = False  # rows recorded since the table was last written
-        self.journal_rows = len(journal_rows)
+        self.journal_rows = len(journal_rows) + len(shard_rows)  # rows not in the table yet
+
+    def _shard_rows(self) -> tuple[list[dict], list[Path]]:
+        from tsnpipe.manifests.shards import shard_rows  # shards build on this module
+
+        return shard_rows(self.workdir, self.stage)
 
     def _prepare(self) -> None:
-        """Before the first write: drop this table's own temp files, cut a torn tail, set damaged lines aside."""
+        """Before the first write: drop this table's own temp files, cut a torn tail, set damaged lines aside,
+        fold in the rows of the stage's shard journals (see shards.py)."""
         self.journal.parent.mkdir(parents=True, exist_ok=True)
         for leftover in self.path.parent.glob(f".{self.path.name}.tmp-*"):
             leftover.unlink(missing_ok=True)
@@ -200,6 +207,9 @@ class Manifest:
             warn(f"{self.journal} had damaged lines; its good rows are now in {self.path} and the whole journal "
                  f"was set aside as {aside.name}.")
             self.damaged_lines = []
+        from tsnpipe.manifests.shards import fold_shards
+
+        fold_shards(self)
 
     def record(self, row: dict) -> None:
         """Add or replace a row and make it durable before returning."""

@@ -22,27 +22,37 @@ warnings.filterwarnings("ignore", message=r"\d+ tasks which were still being pro
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (what Slurm, Kubernetes and `timeout` send), raised where the process is so that it unwinds as
-    Ctrl-C does: locks released, temp files removed, worker pools and loader workers stopped."""
+    """SIGTERM (what Slurm, Kubernetes and `timeout` send) or SIGUSR2 (what the sbatch scripts of `tsnpipe slurm`
+    ask Slurm to send before the time limit), raised where the process is so that it unwinds as Ctrl-C does:
+    locks released, temp files removed, worker pools and loader workers stopped."""
+
+    def __init__(self, signum: int = signal.SIGTERM):
+        super().__init__(signum)
+        self.signum = signum
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
 
 
 def _raise_terminated(signum, frame):
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM does not cut the unwinding short
-    raise Terminated()
+    for stop in STOP_SIGNALS:
+        signal.signal(stop, signal.SIG_IGN)  # a second signal does not cut the unwinding short
+    raise Terminated(signum)
 
 
 class Group(click.Group):
-    """Turns the domain errors of any command into one-line messages, without a traceback, and SIGTERM into
-    one line and exit code 143 (128 + 15, what the shell reports for a process ended by SIGTERM)."""
+    """Turns the domain errors of any command into one-line messages, without a traceback, and SIGTERM (or
+    SIGUSR2) into one line and exit code 128 + the signal (143 for SIGTERM, what the shell reports)."""
 
     def invoke(self, ctx):
         main_thread = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
+        previous = [signal.signal(stop, _raise_terminated) for stop in STOP_SIGNALS] if main_thread else None
         try:
             return super().invoke(ctx)
-        except Terminated:
-            click.echo("Stopped by SIGTERM; finished work is kept: run the command again to continue.", err=True)
-            ctx.exit(128 + signal.SIGTERM)
+        except Terminated as stop:
+            name = signal.Signals(stop.signum).name
+            click.echo(f"Stopped by {name}; finished work is kept: run the command again to continue.", err=True)
+            ctx.exit(128 + stop.signum)
         except (TsnpipeError, ManifestError) as exc:
             raise click.ClickException(str(exc)) from None
         except OSError as exc:  # a full or read-only disk at any write is a bad state, not a bug
@@ -52,7 +62,8 @@ class Group(click.Group):
             raise click.ClickException(message) from None
         finally:
             if main_thread:
-                signal.signal(signal.SIGTERM, previous)
+                for stop, handler in zip(STOP_SIGNALS, previous):
+                    signal.signal(stop, handler)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -70,7 +81,8 @@ def main():
       test                      class scores            -> rgb.pkl, flow.pkl
       fuse rgb.pkl flow.pkl     two-stream fusion
     Every stage records each video in W/manifests/, so a rerun does only new, changed or failed work.
-    `tsnpipe status -w W` shows what is up to date; `tsnpipe doctor` shows the tools in use.
+    `tsnpipe status -w W` shows what is up to date; `tsnpipe doctor` shows the tools in use;
+    `tsnpipe slurm` runs a per-video stage as a Slurm job array of shards.
     """
 
 
@@ -87,6 +99,7 @@ def _register() -> None:
     from tsnpipe.demo import demo
     from tsnpipe.doctor import doctor
     from tsnpipe.run import run
+    from tsnpipe.slurm import slurm
     from tsnpipe.status import status
 
     # commands
@@ -105,6 +118,7 @@ def _register() -> None:
     main.add_command(predict)
     main.add_command(extract_features)
     main.add_command(export_features)
+    main.add_command(slurm)
 
 
 _register()

@@ -16,8 +16,9 @@ from pathlib import Path
 import click
 
 from tsnpipe.manifests.files import WorkdirLock
+from tsnpipe.manifests.shards import shard_journals
 from tsnpipe.manifests.table import Manifest, manifest_path
-from tsnpipe.options import CheckpointType, progress_option, workdir_option
+from tsnpipe.options import CheckpointType, progress_option, shard_items, shard_option, stage_lock, workdir_option
 from tsnpipe.runner import Item, Stage, run_info_path, run_stage
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.features import LAYERS
@@ -125,8 +126,9 @@ def feature_work(source: str, out_dir: Path, **options) -> dict:
 @click.option("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when there is one).")
 @click.option("--amp/--no-amp", default=None, help="bf16 autocast of the backbone (default: on for CUDA, off on the CPU).")
 @progress_option
+@shard_option
 def extract_features(workdir, name, checkpoints, backbone, pretrained, layer, interval, every, crops, store, fmt, batch,
-                     workers, device, amp, progress):
+                     workers, device, amp, progress, shard):
     """Snippet features of every extracted video (untrimmed: all of W/frames, not a split) into W/features/.
 
     One snippet every --interval seconds (or --every N frames), built as the checkpoint's test saw it: an RGB
@@ -137,7 +139,6 @@ def extract_features(workdir, name, checkpoints, backbone, pretrained, layer, in
     """
     from tsnpipe.stages.features.extract import Spacing
     from tsnpipe.stages.features.models import check_layer, checkpoint_streams, imagenet_stream
-    from tsnpipe.stages.features.writers import sweep_link_temps, write_links
     from tsnpipe.stages.train.data import default_workers
     from tsnpipe.stages.train.loop import pick_device
 
@@ -161,24 +162,34 @@ def extract_features(workdir, name, checkpoints, backbone, pretrained, layer, in
                + f"; layer {layer}; {spacing.describe()}; {crops} crop(s); {fmt}; {torch_device}")
     options = {"streams": streams, "spacing": spacing, "layer": layer, "crops": int(crops), "fmt": fmt,
                "store": str(store or workdir), "device": str(torch_device), "amp": amp, "batch": batch, "workers": workers}
-    with WorkdirLock(workdir, "tsnpipe extract-features"):
+    with stage_lock(workdir, stage_name(name), shard, "tsnpipe extract-features"):
         items, facts = feature_items(workdir, any(s.params.modality == "flow" for s in streams))
+        items = shard_items(items, shard)
+        folding = not shard and bool(shard_journals(workdir, stage_name(name)))  # shards' videos join the index
         stage = Stage(name=stage_name(name), verb="extracted", params=params, output_root=f"features/{name}",
                       work=functools.partial(feature_work, facts=facts, **options), hash_content=False,
                       inputs={"frames_manifest": str(manifest_path(workdir, "frames")), "store": str(store or workdir)},
                       batch_work=functools.partial(feature_batch_work, facts=facts, **options))
-        summary = run_stage(workdir, stage, items, jobs=1, progress=progress)
-        links = workdir / "features" / f"{name}.h5"
-        sweep_link_temps(links)
-        if fmt == "npy":
-            links.unlink(missing_ok=True)  # an index of an earlier hdf5 run would point at files no longer there
-        elif summary.done or summary.failed or not links.exists():
-            done = sorted(vid for vid, row in Manifest(workdir, stage.name).rows.items()
-                          if row.get("status") == "done" and row.get("output"))
-            write_links(links, name, done)
+        summary = run_stage(workdir, stage, items, jobs=1, progress=progress, shard=shard)
+        if not shard:  # one index for all shards: written by the next unsharded run, which folds their rows in
+            update_links(workdir, name, stage.name, fmt, summary.done or summary.failed or folding)
     click.echo(summary.line())
     if summary.failed:
         raise SystemExit(1)
+
+
+def update_links(workdir: Path, name: str, stage: str, fmt: str, changed: bool) -> None:
+    """W/features/NAME.h5, the index linking every video's features.h5 (removed for npy)."""
+    from tsnpipe.stages.features.writers import sweep_link_temps, write_links
+
+    links = workdir / "features" / f"{name}.h5"
+    sweep_link_temps(links)
+    if fmt == "npy":
+        links.unlink(missing_ok=True)  # an index of an earlier hdf5 run would point at files no longer there
+    elif changed or not links.exists():
+        done = sorted(vid for vid, row in Manifest(workdir, stage).rows.items()
+                      if row.get("status") == "done" and row.get("output"))
+        write_links(links, name, done)
 
 
 @click.command("export-features")

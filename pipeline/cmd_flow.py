@@ -15,9 +15,9 @@ from pathlib import Path
 
 import click
 
-from tsnpipe.manifests.files import WorkdirLock
 from tsnpipe.manifests.table import Manifest, manifest_path
-from tsnpipe.options import check_dask, dask_gpu_workers, progress_option, scheduler_option, workdir_option
+from tsnpipe.options import (check_dask, dask_gpu_workers, progress_option, scheduler_option, shard_items, shard_option,
+                             stage_lock, workdir_option)
 from tsnpipe.runner import Item, Stage, run_info_path, run_stage
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.flow import FlowParams
@@ -201,8 +201,9 @@ def describe(params: FlowParams, device: str, batch: int, devices: tuple[int, ..
               "resource (dask worker --resources GPU=1).")
 @scheduler_option
 @progress_option
+@shard_option
 def extract_flow(workdir, flow_backend, device, devices, batch, iterations, bound, image_format, pairing, jobs,
-                 executor, scheduler, progress):
+                 executor, scheduler, progress, shard):
     """TV-L1 optical flow between consecutive frames of every video in W/frames, into W/flow/<video_id>/.
 
     Pair i (from img_i to img_{i+1}) is written as flow_x_0000i.jpg and flow_y_0000i.jpg: each component
@@ -225,9 +226,10 @@ def extract_flow(workdir, flow_backend, device, devices, batch, iterations, boun
         jobs = 1 if device == "cuda" and backend == "torch" else os.cpu_count() or 1
     gpu_tasks = executor == "dask" and backend == "torch" and device in ("auto", "cuda")
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    items = flow_items(workdir_path)
+    items = shard_items(flow_items(workdir_path), shard)
     pairs = sum(item.weight for item in items)
-    click.echo(f"extract-flow: {len(items):,} videos ({pairs:,} frame pairs) in {workdir_path / 'frames'}; "
+    click.echo(f"extract-flow: {len(items):,} videos ({pairs:,} frame pairs) in {workdir_path / 'frames'}"
+               + (f" (shard {shard})" if shard else "") + "; "
                f"{describe(params, device, batch, devices)}; {jobs} jobs ({executor}"
                + (", on workers with a GPU resource)" if gpu_tasks else ")"))
     work = functools.partial(flow_work, workdir=str(workdir_path.resolve()), params=params, device=device,
@@ -239,9 +241,9 @@ def extract_flow(workdir, flow_backend, device, devices, batch, iterations, boun
                   batch_work=functools.partial(flow_batch_work, workdir=str(workdir_path.resolve()), params=params,
                                                device=device, batch=batch, devices=devices)
                   if backend == "torch" and params.pairs == "frames" else None)
-    with WorkdirLock(workdir_path, "tsnpipe extract-flow"):
+    with stage_lock(workdir_path, "flow", shard, "tsnpipe extract-flow", len(items)):
         summary = run_stage(workdir_path, stage, items, jobs=jobs, backend=executor, scheduler=scheduler,
-                            progress=progress)
+                            progress=progress, shard=shard)
     click.echo(summary.line())
     if summary.failed:
         raise SystemExit(1)

@@ -10,9 +10,8 @@ from pathlib import Path
 import click
 
 from tsnpipe.manifests.decide import stat_fingerprint
-from tsnpipe.manifests.files import WorkdirLock
-from tsnpipe.options import (SizeType, backend_option, check_dask, jobs_option, progress_option,
-                             scheduler_option, workdir_option)
+from tsnpipe.options import (SizeType, backend_option, check_dask, jobs_option, progress_option, scheduler_option,
+                             shard_items, shard_option, stage_lock, workdir_option)
 from tsnpipe.runner import Item, Stage, run_stage
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.frames import VIDEO_SUFFIXES, FrameParams, extract_video, find_videos
@@ -85,7 +84,8 @@ def describe(params: FrameParams) -> str:
 @backend_option
 @scheduler_option
 @progress_option
-def extract_frames(video_dir, workdir, fps, size, quality, on_decode_error, jobs, backend, scheduler, progress):
+@shard_option
+def extract_frames(video_dir, workdir, fps, size, quality, on_decode_error, jobs, backend, scheduler, progress, shard):
     """Decode every video under VIDEO_DIR into W/frames/<video_id>/img_00001.jpg, ... with ffmpeg.
 
     The video id is the path below VIDEO_DIR without its extension (UCF101: Class/v_Class_g01_c01). Reruns
@@ -99,10 +99,13 @@ def extract_frames(video_dir, workdir, fps, size, quality, on_decode_error, jobs
     items = video_items(video_dir)
     if not items:
         raise TsnpipeError(no_videos_message(video_dir))
-    click.echo(f"extract-frames: {len(items):,} videos in {video_dir}; {describe(params)}; {jobs} jobs ({backend})")
-    with WorkdirLock(Path(workdir), "tsnpipe extract-frames"):
-        summary = run_stage(Path(workdir), frames_stage(video_dir, params), items, jobs=jobs, backend=backend,
-                            scheduler=scheduler, progress=progress)
+    mine = shard_items(items, shard)
+    click.echo(f"extract-frames: {len(items):,} videos in {video_dir}"
+               + (f", {len(mine):,} of them in shard {shard}" if shard else "")
+               + f"; {describe(params)}; {jobs} jobs ({backend})")
+    with stage_lock(workdir, "frames", shard, "tsnpipe extract-frames", len(mine)):
+        summary = run_stage(Path(workdir), frames_stage(video_dir, params), mine, jobs=jobs, backend=backend,
+                            scheduler=scheduler, progress=progress, shard=shard)
     click.echo(summary.line())
     if summary.failed:
         raise SystemExit(1)

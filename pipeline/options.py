@@ -118,3 +118,43 @@ def nearby_checkpoints(path: Path, workdir: Path | None = None) -> list[Path]:
     for folder in dict.fromkeys(folders):
         found += sorted(p for name in ("best.pt", "last.pt") for p in folder.glob(f"*/{name}"))
     return list(dict.fromkeys(found))
+
+
+class ShardType(click.ParamType):
+    """`K/N`: shard K (0-based, as $SLURM_ARRAY_TASK_ID) of N, the videos whose id hashes to K mod N."""
+
+    name = "K/N"
+
+    def convert(self, value, param, ctx):
+        from tsnpipe.manifests.shards import Shard
+
+        if isinstance(value, Shard) or value is None:
+            return value
+        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(value))
+        if match and int(match[2]) >= 1 and int(match[1]) < int(match[2]):
+            return Shard(int(match[1]), int(match[2]))
+        self.fail(f"{value!r} is not a shard: give K/N with 0 <= K < N, such as 0/4 (the first of 4), or "
+                  "$SLURM_ARRAY_TASK_ID/100 in a job array of 100 tasks.", param, ctx)
+
+
+shard_option = click.option(
+    "--shard", type=ShardType(), default=None,
+    help="Only shard K of N (0 <= K < N): the videos whose id hashes to K mod N, the same slice whatever videos "
+         "are added. Shards run at once on one workdir, each with its own journal and lock; the next unsharded "
+         "run or `tsnpipe status` folds their rows in.")
+
+
+def stage_lock(workdir: Path, stage: str, shard, command: str, videos: int | None = None):
+    """The workdir lock of an unsharded run, or the shard's own lock (shared with the other shards), which
+    records the `videos` of the shard for `tsnpipe status`."""
+    from tsnpipe.manifests.files import WorkdirLock
+    from tsnpipe.manifests.shards import ShardLock
+
+    if shard:
+        return ShardLock(Path(workdir), stage, shard, command, videos)
+    return WorkdirLock(Path(workdir), command)
+
+
+def shard_items(items: list, shard) -> list:
+    """The items of one shard (all of them without a shard)."""
+    return [item for item in items if shard.owns(item.video_id)] if shard else items

@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 from tsnpipe.manifests.decide import content_hash, needs_content_hash, needs_work, params_hash
 from tsnpipe.manifests.files import (ManifestError, atomic_write_bytes, disk_full_reason, replace_dir, sweep_temps,
                                      temp_sibling)
+from tsnpipe.manifests.shards import Shard, ShardManifest, owned_temp
 from tsnpipe.manifests.table import Manifest, manifest_path
 from tsnpipe.options import dask_client
 
@@ -244,8 +245,10 @@ def disk_full_error(workdir: Path, stage: Stage, row: dict, summary: "Summary") 
 
 
 def run_stage(workdir: Path, stage: Stage, items: list[Item], jobs: int = 1, backend: str = "loky",
-              scheduler: str | None = None, progress: bool = True, compact_every_s: float = 30.0) -> Summary:
-    """Bring every item's row up to date; the caller holds the workdir lock.
+              scheduler: str | None = None, progress: bool = True, compact_every_s: float = 30.0,
+              shard: Shard | None = None) -> Summary:
+    """Bring every item's row up to date; the caller holds the workdir lock (or, given `shard`, the items are
+    that shard's, the caller holds its ShardLock, and rows go to the shard's journal).
 
     The table is compacted when the journal has grown by a quarter of the rows (and at least
     `compact_every_s` passed), so a long run rewrites it a bounded number of times, and a run that changed
@@ -258,8 +261,9 @@ def run_stage(workdir: Path, stage: Stage, items: list[Item], jobs: int = 1, bac
     started = time.time()
     run_info = {"params": stage.params, "params_hash": stage.params_hash, "inputs": stage.inputs}
     atomic_write_bytes(run_info_path(workdir, stage.name), json.dumps(run_info, indent=2, default=str).encode())
-    sweep_temps(workdir / stage.output_root, output_folders(workdir, stage, items))
-    manifest = Manifest(workdir, stage.name)
+    own_temps = owned_temp(workdir / stage.output_root, shard) if shard else None  # never another shard's
+    sweep_temps(workdir / stage.output_root, output_folders(workdir, stage, items), only=own_temps)
+    manifest = ShardManifest(workdir, stage.name, shard) if shard else Manifest(workdir, stage.name)
     planned = plan(workdir, stage, items, manifest, jobs=jobs if backend != "dask" else 1)
     refresh_fingerprints(manifest, planned)
     todo = [item for item, why in planned if why is not None]
@@ -293,7 +297,7 @@ def run_stage(workdir: Path, stage: Stage, items: list[Item], jobs: int = 1, bac
             rows.close()  # stops handing out videos (joblib cancels what has not started, kills what has)
         bar.close()
         if not finished:  # Ctrl-C, SIGTERM, a full disk: the videos in flight leave no half-written folder
-            sweep_temps(workdir / stage.output_root, output_folders(workdir, stage, todo))
+            sweep_temps(workdir / stage.output_root, output_folders(workdir, stage, todo), only=own_temps)
     manifest.compact_if_changed()
     summary.seconds = time.time() - started
     return summary

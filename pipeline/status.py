@@ -110,6 +110,7 @@ def status(workdir, as_json, repair):
     """What the next run of each stage will do, in chain order: per-video stages (videos up to date, and videos
     needing work by reason: new, input changed, params changed, output missing, failed before), then splits,
     training runs (epochs done, best accuracy) and score files (accuracies)."""
+    from tsnpipe.shard_status import fold_when_idle, shard_json, shard_lines
     from tsnpipe.status_outputs import outputs_report, output_lines
 
     workdir = Path(workdir)
@@ -122,11 +123,13 @@ def status(workdir, as_json, repair):
         with WorkdirLock(workdir, "tsnpipe status --repair"):
             for line in repair_workdir(workdir):
                 click.echo(line)
+    fold_when_idle(workdir)  # shard journals into their tables, unless shards (or a run) hold the workdir
     manifests = Manifests(workdir)
     report, damaged = manifest_report(workdir, manifests)
     outputs = outputs_report(workdir, report, manifests)
     if as_json:
-        click.echo(json.dumps({**report, **outputs}, indent=2))
+        shards = shard_json(workdir, list(report))
+        click.echo(json.dumps({**report, **outputs, **({"shards": shards} if shards else {})}, indent=2))
     else:
         if not report and not any(outputs.values()):
             click.echo(f"{workdir}: no stage has run yet.")
@@ -137,6 +140,8 @@ def status(workdir, as_json, repair):
             todo = {k: v for k, v in counts.items() if k != "up to date" and v}
             needs = ", ".join(f"{v:,} {k}" for k, v in todo.items()) or "nothing"
             click.echo(f"{name:<10} {counts['up to date']:>7,} up to date; needs work: {needs}")
+            for line in shard_lines(workdir, name):
+                click.echo(line)
         for line in output_lines(outputs):
             click.echo(line)
     if damaged:

@@ -337,3 +337,25 @@ def test_c3d_fc6_and_fc7_of_16_frame_clips_every_8_frames(workdir):
     assert features["fc7"] == pytest.approx(np.maximum(features["fc6"] @ weight.T + bias, 0), abs=1e-4)
     assert (features["fc6"] >= 0).all()
     assert_one_line_error(extract(workdir, "c3d_pool_flow", *checkpoints(workdir, "rgb"), "--layer", "fc7"), "C3D")
+
+
+def test_shards_then_a_plain_run_give_the_features_and_index_of_a_plain_run(workdir):
+    from tsnpipe.manifests.shards import shard_journals
+
+    ckpt = checkpoints(workdir, "rgb")
+    plain = extract(workdir, "whole", *ckpt)
+    assert plain.exit_code == 0 and "7 extracted" in plain.output, plain.output
+    for k in range(2):
+        shard = extract(workdir, "halves", *ckpt, "--shard", f"{k}/2")
+        assert shard.exit_code == 0 and " 0 up to date, 0 failed" in shard.output, shard.output
+    assert not (workdir / "features" / "halves.h5").exists()  # one index for all shards: not theirs to write
+    assert len(shard_journals(workdir, "features-halves")) == 2
+    fold = extract(workdir, "halves", *ckpt)
+    assert fold.exit_code == 0 and "0 extracted, 7 up to date, 0 failed" in fold.output, fold.output
+    assert shard_journals(workdir, "features-halves") == []
+    with h5py.File(workdir / "features" / "halves.h5", "r") as halves, \
+            h5py.File(workdir / "features" / "whole.h5", "r") as whole:
+        videos = sorted(f"{group}/{video}" for group in halves for video in halves[group])
+        assert videos == sorted(Manifest(workdir, "frames").rows)
+        for video in videos:
+            assert np.allclose(halves[video]["rgb"][()], whole[video]["rgb"][()], atol=1e-5)

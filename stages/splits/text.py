@@ -1,0 +1,107 @@
+"""Reading an annotation or list file as text, within bounds, so a damaged or hostile file is one sentence.
+
+Every reader of a split source goes through `bounded_text`: the file must exist, hold at most `MAX_FILE_BYTES`
+(the largest published annotation file, Kinetics-700's train.csv, is ~30 MB), be UTF-8 (a byte order mark
+is dropped), and, for line-per-record files, keep each line within `MAX_LINE_CHARS`. A JSON document may
+nest at most `MAX_JSON_DEPTH` brackets deep (the published files nest 3), checked before Python's recursive
+decoder sees it. The other bounds every reader shares: a class id (a label) below `MAX_CLASSES`, and a
+class name that stays one line of classes.txt and is given once (`check_class_names`).
+
+Errors name the file and the line, and what to do.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from tsnpipe.stages.errors import TsnpipeError
+
+MAX_FILE_BYTES = 512 * 2**20
+MAX_LINE_CHARS = 65_536  # a clip's line is under 200 characters; HVU's longest tag list a few thousand
+MAX_JSON_DEPTH = 32
+MAX_CLASSES = 100_000  # HVU, the largest label set, has 3,142 tags
+CLASS_ID = re.compile(r"[0-9]{1,6}")  # ASCII digits only: `²`.isdigit() is True, int('²') fails
+LINE_BREAKS = re.compile(r"[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")  # what str.splitlines splits on
+
+
+def line_of(data: bytes | str, at: int) -> int:
+    """The 1-based line holding offset `at`."""
+    return data.count(b"\n" if isinstance(data, bytes) else "\n", 0, at) + 1
+
+
+def bounded_text(path: Path, what: str, max_line: int | None = MAX_LINE_CHARS) -> str:
+    """The file's text, checked as the module docstring says; `max_line=None` for JSON (one line may hold it all)."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise TsnpipeError(f"{path} holds {size / 2**20:,.0f} MB, more than any published annotation file "
+                               f"({MAX_FILE_BYTES // 2**20} MB at most); point at {what}.")
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise TsnpipeError(f"{path} does not exist; point at the folder holding {what}.") from None
+    except IsADirectoryError:
+        raise TsnpipeError(f"{path} is a folder, not a file; point at {what}.") from None
+    except PermissionError:
+        raise TsnpipeError(f"{path} cannot be read (permission denied); make it readable ({what}).") from None
+    if max_line is not None and data:
+        ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+        lengths = np.diff(np.concatenate(([-1], ends, [len(data)])))
+        if lengths.max() > 4 * max_line + 1:  # bytes: a UTF-8 character takes up to 4
+            raise TsnpipeError(f"{path} line {int(lengths.argmax()) + 1} is {int(lengths.max()):,} bytes long, longer than "
+                               f"any record of {what} ({max_line:,} characters at most); fix or delete that line.")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise TsnpipeError(f"{path} line {line_of(data, error.start)} is not UTF-8 text; save the file as UTF-8 "
+                           f"or use it as published ({what}).") from None
+    text = text.removeprefix("\ufeff")
+    if max_line is not None:
+        long = next((n for n, line in enumerate(text.split("\n"), 1) if len(line) > max_line), None)
+        if long is not None:
+            raise TsnpipeError(f"{path} line {long} is longer than any record of {what} ({max_line:,} characters "
+                               "at most); fix or delete that line.")
+    return text
+
+
+def check_nesting(text: str, path: Path, what: str) -> None:
+    """Refuse JSON nested deeper than MAX_JSON_DEPTH (Python's decoder recurses once per bracket)."""
+    plain = re.sub(r'"(?:[^"\\]|\\.)*"', '""', text)  # brackets inside strings do not nest
+    codes = np.frombuffer(plain.encode("utf-32-le"), dtype=np.uint32)
+    steps = np.isin(codes, (ord("["), ord("{"))).astype(np.int32) - np.isin(codes, (ord("]"), ord("}"))).astype(np.int32)
+    if not len(steps):
+        return
+    depth = np.cumsum(steps)
+    if depth.max() > MAX_JSON_DEPTH:
+        at = int(np.argmax(depth > MAX_JSON_DEPTH))
+        raise TsnpipeError(f"{path} line {line_of(plain, at)}: the JSON nests more than {MAX_JSON_DEPTH} brackets deep, "
+                           f"which no published annotation file does; replace it with the published file ({what}).")
+
+
+def class_id(text: str) -> int | None:
+    """A class id written as ASCII digits below MAX_CLASSES, else None."""
+    if CLASS_ID.fullmatch(text) and int(text) < MAX_CLASSES:
+        return int(text)
+    return None
+
+
+def check_class_names(names: list[str], path: Path, lines: list[int] | None = None) -> list[str]:
+    """Class names that each fit one line of classes.txt, given once, at most MAX_CLASSES of them."""
+    where = lambda i: f"{path} line {lines[i]}" if lines else f"{path}"  # noqa: E731
+    if not names:
+        raise TsnpipeError(f"{path} names no classes; use the published label file.")
+    if len(names) > MAX_CLASSES:
+        raise TsnpipeError(f"{path} names {len(names):,} classes, more than {MAX_CLASSES:,}; use the published label file.")
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if not name.strip() or LINE_BREAKS.search(name) or name != name.strip():
+            raise TsnpipeError(f"{where(i)}: class name {name!r} is empty, holds a line break or starts or ends with "
+                               "spaces, so it cannot be one line of classes.txt; fix that name.")
+        if name in seen:
+            raise TsnpipeError(f"{where(i)}: class {name!r} is named twice (also class {seen[name]}); "
+                               "give each class once, or use the published label file.")
+        seen[name] = i
+    return names

@@ -97,11 +97,11 @@ def check_class_names(names: list[str], path: Path, lines: list[int] | None = No
         raise TsnpipeError(f"{path} names {len(names):,} classes, more than {MAX_CLASSES:,}; use the published label file.")
     seen: dict[str, int] = {}
     for i, name in enumerate(names):
-        if not name.strip() or LINE_BREAKS.search(name) or name != name.strip():
-            raise TsnpipeError(f"{where(i)}: class name {name!r} is empty, holds a line break or starts or ends with "
-                               "spaces, so it cannot be one line of classes.txt; fix that name.")
+        if not name.strip() or LINE_BREAKS.search(name):
+            raise TsnpipeError(f"{where(i)}: class name {name[:80]!r} is empty or holds a line break, so it cannot be "
+                               "one line of classes.txt; fix that name.")
         if name in seen:
-            raise TsnpipeError(f"{where(i)}: class {name!r} is named twice (also class {seen[name]}); "
+            raise TsnpipeError(f"{where(i)}: class {name[:80]!r} is named twice (also class {seen[name]}); "
                                "give each class once, or use the published label file.")
         seen[name] = i
     return names

@@ -176,6 +176,25 @@ def test_annotation_files_past_their_bounds_are_one_sentence(workdir, tmp_path, 
     assert not (workdir / "splits").exists()
 
 
+def official_files(folder: Path, files: dict[str, str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    return folder
+
+
+@pytest.mark.parametrize(("flag", "files", "words"), [
+    ("--ucf101", {"classInd.txt": "1 ApplyEyeMakeup\n\u00b2 Archery\n"}, ["classInd.txt has the line '\u00b2 Archery'"]),
+    ("--ucf101", {"classInd.txt": "1 ApplyEyeMakeup\n2\n"}, ["classInd.txt has the line '2', not `<id> <class>`"]),
+    ("--ucf101", {"classInd.txt": "1 ApplyEyeMakeup\n", "trainlist01.txt": "ApplyEyeMakeup/v_a.avi x\n",
+                  "testlist01.txt": ""}, ["trainlist01.txt gives ApplyEyeMakeup/v_a.avi label x"]),
+    ("--hmdb51", {"wave_test_split1.txt": "a.avi 1 extra\n"}, ["wave_test_split1.txt has the line 'a.avi 1 extra'"]),
+])
+def test_official_ucf101_and_hmdb51_files_with_damaged_lines_are_one_sentence(workdir, tmp_path, flag, files, words):
+    result = build(workdir, flag, str(official_files(tmp_path / "official", files)), "--split", "1")
+    assert_one_line_error(result, *words)
+
+
 def test_an_hvu_category_without_tags_is_one_sentence(workdir, tmp_path):
     assert_one_line_error(build(workdir, "--hvu", str(hvu_files(tmp_path / "hvu")), "--hvu-category", "event"),
                           "has no tag of category 'event'")

@@ -195,6 +195,16 @@ def test_official_ucf101_and_hmdb51_files_with_damaged_lines_are_one_sentence(wo
     assert_one_line_error(result, *words)
 
 
+def test_json_with_a_megabyte_of_escaped_quotes_or_a_5000_digit_id_is_one_sentence_in_seconds(workdir, tmp_path):
+    folder = sthv2_files(tmp_path / "ann", train_text='[{"id": "' + '\\"' * 500_000 + '}]')  # never closes its string
+    proc = subprocess.run(tsnpipe_cmd("build-splits", "-w", str(workdir), "--sthv2", str(folder)), capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "something-something-v2-train.json line 1: not valid JSON" in proc.stderr
+    (folder / "something-something-v2-train.json").write_text(entries('"1001"', "7" * 5000))
+    assert_one_line_error(build(workdir, "--sthv2", str(folder)), "train.json line 3: not valid JSON")
+
+
 def test_an_hvu_category_without_tags_is_one_sentence(workdir, tmp_path):
     assert_one_line_error(build(workdir, "--hvu", str(hvu_files(tmp_path / "hvu")), "--hvu-category", "event"),
                           "has no tag of category 'event'")

@@ -35,6 +35,8 @@ def json_document(path: Path, what: str):
     except json.JSONDecodeError as error:
         raise TsnpipeError(f"{path} line {error.lineno}: not valid JSON ({error.msg}); "
                            f"replace it with the published file ({what}).") from None
+    except ValueError as error:  # e.g. an integer of more than 4,300 digits
+        raise TsnpipeError(f"{path}: not valid JSON ({str(error)[:80]}); replace it with the published file ({what}).") from None
 
 
 def json_entries(path: Path, what: str) -> Iterator[tuple[int, object]]:
@@ -67,6 +69,8 @@ def json_entries(path: Path, what: str) -> Iterator[tuple[int, object]]:
             entry, end = decoder.raw_decode(text, position)
         except json.JSONDecodeError as error:
             fail(error.pos, f"not valid JSON ({error.msg})")
+        except ValueError as error:  # e.g. an integer of more than 4,300 digits
+            fail(position, f"not valid JSON ({str(error)[:80]})")
         if end - position > MAX_LINE_CHARS:
             fail(position, f"an entry of {end - position:,} characters, longer than any published one")
         yield line, entry

@@ -277,6 +277,7 @@ def set_label(row: int, value: str):
 @pytest.mark.parametrize(("edit", "words", "extra"), [
     (lambda t: t.iloc[0:0], ["train.csv lists no videos, so there is nothing to train on"], []),
     (set_label(2, ""), ["train.csv line 4: label ''"], []),
+    (lambda t: t.assign(video_id=t["video_id"].where(t.index != 1, "")), ["train.csv line 3: video_id ''"], []),
     (set_label(0, "-1"), ["train.csv line 2: label '-1'"], []),
     (multi_label(""), ["train.csv line 3: labels ''"], ["--multi-label"]),
     (multi_label("7"), ["train.csv line 3: labels '7'", "(0..3)"], ["--multi-label"]),

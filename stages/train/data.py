@@ -84,6 +84,7 @@ def read_split_table(path: Path, num_classes: int) -> pd.DataFrame:
     missing = [column for column in SPLIT_COLUMNS if column not in table.columns]
     if missing:
         raise SplitError(f"{path} lacks the columns {', '.join(missing)}; rebuild it with `tsnpipe build-splits`.")
+    _first_bad(table, table["video_id"].str.strip() == "", path, "video_id", "a video id")
     for column, top, wants in (("label", num_classes, f"a class id of classes.txt (0..{num_classes - 1})"),
                                ("frames", None, "a count of frames"), ("flow_pairs", None, "a count of flow pairs")):
         values = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype="float64")

@@ -94,6 +94,10 @@ def read_config(path: Path) -> dict:
         if section in config and not isinstance(config[section], dict):
             raise click.ClickException(f"{path}: {section} = {config[section]!r} is not a table; write its options "
                                        f"under a [{section}] heading.")
+    for modality in MODALITIES:
+        if modality in config.get("train", {}) and not isinstance(config["train"][modality], dict):
+            raise click.ClickException(f"{path}: [train] {modality} = {config['train'][modality]!r} is not a table; write "
+                                       f"its options under a [train.{modality}] heading.")
     modalities = config.get("train", {}).get("modalities", [])
     if (not isinstance(modalities, list) or not all(m in MODALITIES for m in modalities)
             or len(set(modalities)) != len(modalities)):

@@ -310,6 +310,7 @@ def test_hand_edited_flip_pairs_are_one_sentence(sample_copy, pairs, words):
     (b'workdir = "W"\nvideos = "v"\n# caf\xe9\n', ["line 3 is not UTF-8"]),
     (b'workdir = "W"\nvideos = "v"\n[train]\nmodalities = ["rgb", "evil"]\n', ["modalities = ['rgb', 'evil'] is not a list"]),
     (b'workdir = "W"\nvideos = "v"\ntrain = 3\n', ["train = 3 is not a table"]),
+    (b'workdir = "W"\nvideos = "v"\n[train]\nmodalities = ["rgb"]\nrgb = 3\n', ["[train] rgb = 3 is not a table"]),
 ])
 def test_a_bad_run_config_is_one_sentence(tmp_path, text, words):
     (tmp_path / "v").mkdir()

@@ -205,6 +205,29 @@ def test_json_with_a_megabyte_of_escaped_quotes_or_a_5000_digit_id_is_one_senten
     assert_one_line_error(build(workdir, "--sthv2", str(folder)), "train.json line 3: not valid JSON")
 
 
+PEAK_RSS = """import resource, sys
+from tsnpipe.cli import main
+try:
+    main(sys.argv[1:])
+finally:
+    print("peak_rss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, file=sys.stderr)
+"""
+
+
+def test_a_file_of_one_100_mb_line_is_refused_without_holding_it(workdir, tmp_path):
+    folder = mit_files(tmp_path / "mit")
+    with open(folder / "trainingSet.csv", "w") as handle:
+        handle.write("bouncing/giphy-a.mp4,bouncing,3,0\nbouncing/")
+        for _ in range(10):
+            handle.write("x" * 10_000_000)
+        handle.write(".mp4,bouncing,3,0\n")
+    proc = subprocess.run([sys.executable, "-c", PEAK_RSS, "build-splits", "-w", str(workdir), "--mit", str(folder)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "trainingSet.csv line 2 is longer than any record" in proc.stderr, proc.stderr
+    peak = int(proc.stderr.split("peak_rss_mb ")[1].split()[0])
+    assert peak < 350, peak  # the line alone is 100 MB; reading it whole (bytes, then text) took ~680 MB
+
+
 def test_an_hvu_category_without_tags_is_one_sentence(workdir, tmp_path):
     assert_one_line_error(build(workdir, "--hvu", str(hvu_files(tmp_path / "hvu")), "--hvu-category", "event"),
                           "has no tag of category 'event'")

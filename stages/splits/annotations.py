@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from tsnpipe.stages.errors import TsnpipeError
-from tsnpipe.stages.splits.text import MAX_LINE_CHARS, bounded_text, check_nesting
+from tsnpipe.stages.splits.text import MAX_JSON_LINE_CHARS, MAX_LINE_CHARS, bounded_text, check_nesting
 
 
 JSON_SPACE = re.compile(r"[ \t\r\n]*")
@@ -26,7 +26,7 @@ JSON_SPACE = re.compile(r"[ \t\r\n]*")
 
 def json_text(path: Path, what: str) -> str:
     """The text of a JSON file, bounded (`text.bounded_text`) and nested no deeper than `text.MAX_JSON_DEPTH`."""
-    text = bounded_text(path, what, max_line=None)
+    text = bounded_text(path, what, max_line=MAX_JSON_LINE_CHARS)
     check_nesting(text, path, what)
     return text
 

@@ -1,9 +1,10 @@
 """Reading an annotation or list file as text, within bounds, so a damaged or hostile file is one sentence.
 
 Every reader of a split source goes through `bounded_text`: the file must exist, hold at most `MAX_FILE_BYTES`
-(the largest published annotation file, Kinetics-700's train.csv, is ~30 MB), be UTF-8 (a byte order mark
-is dropped), and, for line-per-record files, keep each line within `MAX_LINE_CHARS`. A JSON document may
-nest at most `MAX_JSON_DEPTH` brackets deep (the published files nest 3), checked before Python's recursive
+(published annotation files are tens of MB, a few 100 MB or so at most), be UTF-8 (a byte order mark
+is dropped), and keep each line within `MAX_LINE_CHARS` (`MAX_JSON_LINE_CHARS` for JSON, which may be one line),
+refused as soon as a line runs past it, so a file of one endless line never sits whole in memory. A JSON
+document may nest at most `MAX_JSON_DEPTH` brackets deep (the published files nest 3), checked before Python's recursive
 decoder sees it. The other bounds every reader shares: a class id (a label) below `MAX_CLASSES`, and a
 class name that stays one line of classes.txt and is given once (`check_class_names`).
 
@@ -20,7 +21,9 @@ import numpy as np
 from tsnpipe.stages.errors import TsnpipeError
 
 MAX_FILE_BYTES = 512 * 2**20
+READ_CHUNK = 16 * 2**20
 MAX_LINE_CHARS = 65_536  # a clip's line is under 200 characters; HVU's longest tag list a few thousand
+MAX_JSON_LINE_CHARS = 64 * 2**20  # a JSON file may be one line (Diving48's are); its entries are bounded one by one
 MAX_JSON_DEPTH = 32
 MAX_CLASSES = 100_000  # HVU, the largest label set, has 3,142 tags
 CLASS_ID = re.compile(r"[0-9]{1,6}")  # ASCII digits only: `²`.isdigit() is True, int('²') fails
@@ -32,38 +35,54 @@ def line_of(data: bytes | str, at: int) -> int:
     return data.count(b"\n" if isinstance(data, bytes) else "\n", 0, at) + 1
 
 
-def bounded_text(path: Path, what: str, max_line: int | None = MAX_LINE_CHARS) -> str:
-    """The file's text, checked as the module docstring says; `max_line=None` for JSON (one line may hold it all)."""
+def read_bounded(handle, max_line_bytes: int) -> tuple[bytes, int | None]:
+    """(the bytes, None), or (b"", the line) as soon as a line runs past `max_line_bytes`: read in chunks, so
+    a file that is one long line is refused having held one chunk, not the whole line."""
+    chunks, line, current = [], 1, 0  # current: bytes of the line read so far
+    while chunk := handle.read(READ_CHUNK):
+        ends = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 10)
+        lengths = np.diff(np.concatenate(([-1], ends))) if len(ends) else np.zeros(0, dtype=np.int64)
+        if len(ends):
+            lengths[0] += current
+        long = np.flatnonzero(lengths > max_line_bytes + 1)
+        if len(long):
+            return b"", line + int(long[0])
+        current = (len(chunk) - 1 - int(ends[-1])) if len(ends) else current + len(chunk)
+        if current > max_line_bytes:
+            return b"", line + len(ends)
+        line += len(ends)
+        chunks.append(chunk)
+    return b"".join(chunks), None
+
+
+def bounded_text(path: Path, what: str, max_line: int = MAX_LINE_CHARS) -> str:
+    """The file's text, checked as the module docstring says; a line longer than `max_line` characters is refused
+    having read at most one chunk past it."""
     path = Path(path)
     try:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
             raise TsnpipeError(f"{path} holds {size / 2**20:,.0f} MB, more than any published annotation file "
                                f"({MAX_FILE_BYTES // 2**20} MB at most); point at {what}.")
-        data = path.read_bytes()
+        with open(path, "rb") as handle:
+            data, long = read_bounded(handle, 4 * max_line)  # UTF-8: 4 bytes a character at most
     except FileNotFoundError:
         raise TsnpipeError(f"{path} does not exist; point at the folder holding {what}.") from None
     except IsADirectoryError:
         raise TsnpipeError(f"{path} is a folder, not a file; point at {what}.") from None
     except PermissionError:
         raise TsnpipeError(f"{path} cannot be read (permission denied); make it readable ({what}).") from None
-    if max_line is not None and data:
-        ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
-        lengths = np.diff(np.concatenate(([-1], ends, [len(data)])))
-        if lengths.max() > 4 * max_line + 1:  # bytes: a UTF-8 character takes up to 4
-            raise TsnpipeError(f"{path} line {int(lengths.argmax()) + 1} is {int(lengths.max()):,} bytes long, longer than "
-                               f"any record of {what} ({max_line:,} characters at most); fix or delete that line.")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise TsnpipeError(f"{path} line {line_of(data, error.start)} is not UTF-8 text; save the file as UTF-8 "
                            f"or use it as published ({what}).") from None
     text = text.removeprefix("\ufeff")
-    if max_line is not None:
+    if long is None and len(text) > max_line:
         long = next((n for n, line in enumerate(text.split("\n"), 1) if len(line) > max_line), None)
-        if long is not None:
-            raise TsnpipeError(f"{path} line {long} is longer than any record of {what} ({max_line:,} characters "
-                               "at most); fix or delete that line.")
+    if long is not None:
+        raise TsnpipeError(f"{path} line {long} is longer than any record of {what} ({max_line:,} characters "
+                           "at most); fix or delete that line.")
     return text
 
 

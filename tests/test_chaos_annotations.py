@@ -29,7 +29,8 @@ def build(workdir: Path, *args: str):
     return invoke("build-splits", "-w", str(workdir), *args)
 
 
-def sthv1_files(folder: Path, train: str = "1001;Holding something\n", labels: str = "Holding something\nDropping something\n") -> Path:
+def sthv1_files(folder: Path, train: str = "1001;Holding something\n",
+                labels: str = "Holding something\nDropping something\n") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "something-something-v1-labels.csv").write_text(labels)
     (folder / "something-something-v1-train.csv").write_text(train)
@@ -37,7 +38,10 @@ def sthv1_files(folder: Path, train: str = "1001;Holding something\n", labels: s
     return folder
 
 
-def diving48_files(folder: Path, train: str | None = None, vocab=(("Back", "15som", "05Twis", "FREE"), ("Inward", "25som", "NoTwis", "PIKE"))) -> Path:
+DIVING48_VOCAB = (("Back", "15som", "05Twis", "FREE"), ("Inward", "25som", "NoTwis", "PIKE"))
+
+
+def diving48_files(folder: Path, train: str | None = None, vocab=DIVING48_VOCAB) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "Diving48_vocab.json").write_text(json.dumps([list(v) for v in vocab]))
     entry = lambda name, label: {"vid_name": name, "label": label, "start_frame": 0, "end_frame": 9}  # noqa: E731

@@ -320,6 +320,13 @@ def test_hand_edited_split_files_are_one_sentence_naming_file_and_line(sample_co
     assert not list(sample_copy.rglob("best.pt"))
 
 
+def test_an_empty_val_csv_is_refused_before_training(sample_copy):
+    split = sample_copy / "splits" / "samples" / "split1"
+    (split / "val.csv").write_text((split / "train.csv").read_text().splitlines()[0] + "\n")
+    assert_one_line_error(invoke("train", "-w", str(sample_copy), *TINY), "val.csv lists no videos")
+    assert not list(sample_copy.rglob("best.pt"))
+
+
 @pytest.mark.parametrize(("pairs", "words"), [
     ([[0, 99]], ["flip_pairs names class 99, outside the 4 classes"]),
     ("abc", ["flip_pairs is \"abc\", not a list"]),

@@ -84,7 +84,8 @@ def build_splits(workdir, ucf101_dir, hmdb51_dir, kinetics_dir, kinetics_version
     from tsnpipe.stages.splits.published import read_published
     from tsnpipe.stages.splits.tables import SPLIT_NUMBERS, build_split, split_dir, split_files, unlisted, write_split_files
     from tsnpipe.stages.splits.ucf101 import read_ucf101
-    from tsnpipe.stages.splits.validation import VAL_FILE, carve_validation, remove_stale_validation, validation_bytes
+    from tsnpipe.stages.splits.text import check_class_names
+    from tsnpipe.stages.splits.validation import VAL_FILE, carve_validation, validation_bytes
 
     chosen = [name for name, given in (("ucf101", ucf101_dir), ("hmdb51", hmdb51_dir), ("kinetics", kinetics_dir),
                                        ("list", train_list), ("folders", folders)) if given]
@@ -128,12 +129,13 @@ def build_splits(workdir, ucf101_dir, hmdb51_dir, kinetics_dir, kinetics_version
                 regex = group_regex if source in ("folders", "list") else UCF101_GROUP  # Kinetics: by YouTube video
                 train, val = carve_validation(source, split.train, val_ratio, seed, number, regex)
                 split = replace(split, train=train, params={**split.params, "val_ratio": val_ratio, "val_seed": seed})
+            check_both_sides(split, entries, split_dir(workdir, source, number))
+            if source == "folders":
+                check_class_names(classes, manifest_path(workdir, "frames"))
             files = split_files(split, list_root)
             if val is not None:
                 files[VAL_FILE] = validation_bytes(val)
-            else:
-                remove_stale_validation(split_dir(workdir, source, number))
-            out = write_split_files(split_dir(workdir, source, number), files)
+            out = write_split_files(split_dir(workdir, source, number), files, remove=() if val is not None else (VAL_FILE,))
             if names := list(unlisted(split)["video_id"]):
                 click.echo(f"warning: {len(names)} video(s) have whitespace in their names ({', '.join(map(repr, names[:3]))}"
                            f"{', ...' if len(names) > 3 else ''}), which the *_rgb.txt/*_flow.txt lists cannot hold: "
@@ -143,6 +145,18 @@ def build_splits(workdir, ucf101_dir, hmdb51_dir, kinetics_dir, kinetics_version
             click.echo(f"{source} split {number}: {len(split.train):,} train, {held}{len(split.test):,} test videos over "
                        f"{len(classes)} classes; {len(split.missing):,} listed but not extracted "
                        f"(see missing.txt){unnamed_clause} -> {out}")
+
+
+def check_both_sides(split, entries, out: Path) -> None:
+    """A split without training or without test videos is refused before anything is written (the previous split
+    stays): it would train nothing, or score nothing, and say it succeeded."""
+    for subset, table in (("train", split.train), ("test", split.test)):
+        if table.empty:
+            listed = int((entries["subset"] == subset).sum())
+            why = (f"its {subset} list names no videos" if not listed else
+                   f"none of the {listed:,} {subset} videos its lists name was extracted")
+            raise TsnpipeError(f"{split.source} split {split.number} would have no {subset} videos ({why}), so {out} is "
+                               f"left as it was; check the {subset} annotation file, or extract the videos it names first.")
 
 
 def recorded_video_dir(workdir: Path) -> Path | None:

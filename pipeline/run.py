@@ -43,6 +43,7 @@ from typing import Callable
 import click
 
 PER_VIDEO_STAGES = ("extract-frames", "extract-flow", "build-splits", "pack")
+MODALITIES = ("rgb", "rgbdiff", "flow")  # what `train --modality` accepts
 
 
 def option_args(command: click.Command, section: dict) -> list[str]:
@@ -72,13 +73,36 @@ def option_args(command: click.Command, section: dict) -> list[str]:
 
 
 def read_config(path: Path) -> dict:
+    """The config, checked: workdir and videos are paths, each stage's section is a table, `[train] modalities`
+    a list of distinct modalities; anything else is one sentence naming the file and the key."""
     try:
-        config = tomllib.loads(path.read_text())
+        config = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes().count(b"\n", 0, exc.start) + 1
+        raise click.ClickException(f"{path} line {line} is not UTF-8 text; save the config as UTF-8 (TOML files are).") from None
+    except OSError as exc:
+        raise click.ClickException(f"{path} cannot be read ({exc.strerror}); give a readable config file.") from None
     except tomllib.TOMLDecodeError as exc:
         raise click.ClickException(f"{path} is not valid TOML ({exc}); fix the file.") from None
     for key in ("workdir", "videos"):
         if key not in config:
             raise click.ClickException(f"{path} names no {key!r}; add e.g. {key} = \"...\" at the top.")
+        if not isinstance(config[key], str) or not config[key].strip():
+            raise click.ClickException(f"{path}: {key} = {config[key]!r} is not a path; write it as a quoted string, "
+                                       f"e.g. {key} = \"...\".")
+    for section in (*PER_VIDEO_STAGES, "train", "test", "fuse"):
+        if section in config and not isinstance(config[section], dict):
+            raise click.ClickException(f"{path}: {section} = {config[section]!r} is not a table; write its options "
+                                       f"under a [{section}] heading.")
+    for modality in MODALITIES:
+        if modality in config.get("train", {}) and not isinstance(config["train"][modality], dict):
+            raise click.ClickException(f"{path}: [train] {modality} = {config['train'][modality]!r} is not a table; write "
+                                       f"its options under a [train.{modality}] heading.")
+    modalities = config.get("train", {}).get("modalities", [])
+    if (not isinstance(modalities, list) or not all(m in MODALITIES for m in modalities)
+            or len(set(modalities)) != len(modalities)):
+        raise click.ClickException(f"{path}: [train] modalities = {modalities!r} is not a list of distinct modalities "
+                                   f"from {', '.join(MODALITIES)}; e.g. modalities = [\"rgb\", \"flow\"].")
     base = path.parent
     config["workdir"] = str((base / config["workdir"]).resolve())
     config["videos"] = str((base / config["videos"]).resolve())
@@ -148,7 +172,7 @@ def model_commands(config: dict, main: click.Group) -> list[tuple[str, list[str]
     test = dict(config.get("test", {}))
     validation_split = test.pop("validation-split", None)
     modalities = train.pop("modalities", [])
-    per_modality = {m: train.pop(m, {}) for m in ("rgb", "rgbdiff", "flow")}
+    per_modality = {m: train.pop(m, {}) for m in MODALITIES}
     store_args = ["--store", store] if store else []
     test_args = option_args(main.commands["test"], test) + store_args
     validate_args = (option_args(main.commands["test"], {**test, "split": validation_split}) + store_args

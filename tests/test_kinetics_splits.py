@@ -50,8 +50,8 @@ def test_clips_are_found_by_name_in_the_mirror_folders_and_gone_ones_listed_as_m
 
 def test_extracted_videos_no_list_names_are_counted(root):
     only_one = [CLIPS[0]]  # SOX5yA1l24A was extracted but is in no CSV
-    result = build(root, "--kinetics", str(write_csvs(root / "csv", train=only_one + [(*CLIPS[2][:4], "abseiling")],
-                                                             validate=[(*CLIPS[0][:1], "zzzzzzzzzzz", 1, 11, "abseiling")])),
+    result = build(root, "--kinetics", str(write_csvs(root / "csv", train=only_one + [(*CLIPS[0][:1], "zzzzzzzzzzz", 1, 11, "abseiling")],
+                                                             validate=[(*CLIPS[2][:4], "abseiling")])),
                    "--kinetics-version", "400")
     assert result.exit_code == 0, result.output
     assert "1 extracted but in no list" in result.output
@@ -122,7 +122,7 @@ def write_bad(root, train_lines: str, validate_lines: str = csv_line(CLIPS[2])) 
      "train.csv line 1: the header label,youtube_id,start,end,split lacks time_start,time_end"),
     (HEADER + "\n" + csv_line(CLIPS[1]), csv_line(("val", "WUzgd7C1pWA", 100, 110, "zumba")),
      "validate.csv line 2: label 'zumba' is not a class of train.csv; fix the label"),
-    (HEADER + "\n" + csv_line(CLIPS[0]) + csv_line(CLIPS[1]) + csv_line(CLIPS[0]), None,
+    (HEADER + "\n" + csv_line(CLIPS[0]) + csv_line(CLIPS[1]) + csv_line((*CLIPS[0][:4], "air drumming")), None,
      "train.csv line 4 lists R6llTwEh07w_000010_000020, already listed at"),
     (HEADER + "\n" + csv_line(CLIPS[1]), csv_line(("val", "SOX5yA1l24A", 3, 13, "air drumming")),
      "validate.csv line 2 lists SOX5yA1l24A_000003_000013, already listed at"),
@@ -138,7 +138,7 @@ def test_bad_csvs_are_one_line_errors_naming_file_and_line_and_write_nothing(roo
 
 def test_read_kinetics_needs_validate_csv(tmp_path):
     (tmp_path / "train.csv").write_text(HEADER + "\n" + csv_line(CLIPS[0]))
-    with pytest.raises(TsnpipeError, match="has no validate.csv; point --kinetics at the folder"):
+    with pytest.raises(TsnpipeError, match="has no validate.csv or val.csv; point --kinetics at the folder"):
         read_kinetics(tmp_path, 400)
 
 

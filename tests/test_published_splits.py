@@ -27,6 +27,7 @@ VIDEOS = {
     "training/bouncing/giphy-a": "SoccerJuggling/v_SoccerJuggling_g24_c01",
     "validation/yawning/flickr-b": "wave/SchoolRulesHowTheyHelpUs_wave_f_nm_np1_ba_med_0",
     "hvu/videos_train/dQw4w9WgXcQ_000100_000205": "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01",
+    "hvu/videos_val/vval0000000_000000_000100": "wave/RATRACE_wave_f_nm_np1_fr_goo_37",
 }
 V2_LABELS = {  # ids out of alphabetical order: the file's ids decide the label order
     "Pushing something from right to left": "2", "Approaching something with your camera": "0",
@@ -134,7 +135,7 @@ def test_diving48_names_classes_by_their_stages_in_vocabulary_order(workdir, tmp
     result = build(workdir, "--diving48", str(folder))
     assert result.exit_code == 0, result.output
     out = workdir / "splits" / "diving48" / "split1"
-    assert (out / "classes.txt").read_text() == "Back_15som_05Twis_FREE\nInward_25som_NoTwis_PIKE\n"
+    assert (out / "classes.txt").read_text() == "Back+15som+05Twis+FREE\nInward+25som+NoTwis+PIKE\n"  # mmaction2 label_map.txt
     assert (out / "train_rgb.txt").read_text().startswith("frames/Diving48_rgb/_8Vy3dlHg2w_00000 ")
     assert (out / "train_rgb.txt").read_text().endswith(" 1\n")
     assert (out / "missing.txt").read_text() == "test\tzzz_00009\tnot extracted\n"
@@ -232,7 +233,7 @@ def hvu_files(folder: Path, train_rows="juggling|dancing|beach,dQw4w9WgXcQ,10,20
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "HVU_Tags_Categories_V1.0.csv").write_text("Tags,Category\njuggling,action\nbeach,scene\ndancing,action\n")
     (folder / "hvu_train.csv").write_text("Tags,youtube_id,time_start,time_end\n" + train_rows)
-    (folder / "hvu_val.csv").write_text("Tags,youtube_id,time_start,time_end\ndancing,zzzzzzzzzzz,0,10\n")
+    (folder / "hvu_val.csv").write_text("Tags,youtube_id,time_start,time_end\ndancing,zzzzzzzzzzz,0,10\njuggling|beach,vval0000000,0,10\n")
     return folder
 
 
@@ -247,7 +248,7 @@ def test_hvu_splits_one_category_with_sorted_tags_and_every_tag_of_a_clip(workdi
     params = json.loads((out / "params.json").read_text())
     assert params["multi_label"] is True and params["hvu_category"] == "action"
     result = build(workdir, "--hvu", str(hvu_files(tmp_path / "hvu")), "--hvu-category", "scene")
-    assert result.exit_code == 0 and "1 train, 0 test videos over 1 classes" in result.output, result.output
+    assert result.exit_code == 0 and "1 train, 1 test videos over 1 classes" in result.output, result.output
 
 
 def test_hvu_unknown_tag_is_a_one_line_error(workdir, tmp_path):

@@ -13,41 +13,45 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from tsnpipe.stages.errors import TsnpipeError
+from tsnpipe.stages.splits.text import MAX_JSON_LINE_CHARS, MAX_LINE_CHARS, bounded_text, check_nesting
 
 
-def read_text(path: Path, what: str) -> str:
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise TsnpipeError(f"{path} does not exist; point at the folder holding {what}.") from None
-    except UnicodeDecodeError:
-        raise TsnpipeError(f"{path} is not UTF-8 text; use the file as published ({what}).") from None
+JSON_SPACE = re.compile(r"[ \t\r\n]*")
+
+
+def json_text(path: Path, what: str) -> str:
+    """The text of a JSON file, bounded (`text.bounded_text`) and nested no deeper than `text.MAX_JSON_DEPTH`."""
+    text = bounded_text(path, what, max_line=MAX_JSON_LINE_CHARS)
+    check_nesting(text, path, what)
+    return text
 
 
 def json_document(path: Path, what: str):
     """The whole JSON document; a syntax error names the file and line."""
-    text = read_text(path, what)
+    text = json_text(path, what)
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
         raise TsnpipeError(f"{path} line {error.lineno}: not valid JSON ({error.msg}); "
                            f"replace it with the published file ({what}).") from None
+    except ValueError as error:  # e.g. an integer of more than 4,300 digits
+        raise TsnpipeError(f"{path}: not valid JSON ({str(error)[:80]}); replace it with the published file ({what}).") from None
 
 
 def json_entries(path: Path, what: str) -> Iterator[tuple[int, object]]:
-    """(line, entry) for each entry of the JSON array in `path`; a syntax error names the file and line."""
-    text = read_text(path, what)
+    """(line, entry) for each entry of the JSON array in `path`; a syntax error, or an entry longer than any
+    published one (`MAX_LINE_CHARS`), names the file and line."""
+    text = json_text(path, what)
     decoder = json.JSONDecoder()
     position, line = 0, 1
 
     def skip_space(at: int) -> int:
-        while at < len(text) and text[at] in " \t\r\n":
-            at += 1
-        return at
+        return JSON_SPACE.match(text, at).end()  # in C: a file of blanks between entries is no Python loop
 
     def fail(at: int, message: str):
         raise TsnpipeError(f"{path} line {text.count(chr(10), 0, at) + 1}: {message}; "
@@ -67,6 +71,10 @@ def json_entries(path: Path, what: str) -> Iterator[tuple[int, object]]:
             entry, end = decoder.raw_decode(text, position)
         except json.JSONDecodeError as error:
             fail(error.pos, f"not valid JSON ({error.msg})")
+        except ValueError as error:  # e.g. an integer of more than 4,300 digits
+            fail(position, f"not valid JSON ({str(error)[:80]})")
+        if end - position > MAX_LINE_CHARS:
+            fail(position, f"an entry of {end - position:,} characters, longer than any published one")
         yield line, entry
         position = skip_space(end)
         if position < len(text) and text[position] == ",":
@@ -81,7 +89,7 @@ def json_entries(path: Path, what: str) -> Iterator[tuple[int, object]]:
 
 def csv_rows(path: Path, what: str, delimiter: str = ",") -> Iterator[tuple[int, list[str]]]:
     """(line, fields) of each non-empty row; fields stripped of spaces."""
-    text = read_text(path, what)
+    text = bounded_text(path, what)
     reader = csv.reader(io.StringIO(text), delimiter=delimiter, strict=True)
     try:
         for row in reader:
@@ -103,6 +111,15 @@ def entry_field(entry: object, key: str, path: Path, line: int, what: str):
     if not isinstance(entry, dict) or key not in entry:
         raise TsnpipeError(f"{path} line {line}: the entry has no {key!r}; replace it with the published file ({what}).")
     return entry[key]
+
+
+def entry_id(entry: object, key: str, path: Path, line: int, what: str) -> str:
+    """An entry's video id: a non-empty string, or a whole number as some releases write it (never 0.7, true, null)."""
+    value = entry_field(entry, key, path, line, what)
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
+        raise TsnpipeError(f"{path} line {line}: {key} {json.dumps(value)[:80]} is not a video id (a name or a whole "
+                           f"number); replace it with the published file ({what}).")
+    return str(value).strip()
 
 
 def match_ids(listed: Iterable[str], extracted: Iterable[str]) -> dict[str, str]:

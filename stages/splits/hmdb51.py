@@ -32,7 +32,11 @@ def read_hmdb51(split_dir: str | os.PathLike, number: int, class_list: str | os.
     rows = []
     for label, class_name in enumerate(classes):
         for line in read_lines(files[class_name]):
-            name, code = line.split()
+            fields = line.split()
+            if len(fields) != 2:
+                raise TsnpipeError(f"{files[class_name]} has the line {line[:80]!r}, not `<video> <0|1|2>`; "
+                                   "use the official testTrainMulti_7030_splits files.")
+            name, code = fields
             if code in HMDB51_CODES:
                 rows.append((f"{class_name}/{name.rsplit('.', 1)[0]}", HMDB51_CODES[code], label))
     return classes, check_disjoint(entries_table(rows), split_dir)

@@ -20,6 +20,7 @@ import pandas as pd
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.splits.annotations import csv_rows
 from tsnpipe.stages.splits.tables import check_disjoint, entries_table
+from tsnpipe.stages.splits.text import check_class_names
 
 CATEGORIES = ("action", "attribute", "concept", "event", "object", "scene")
 FILES = {"labels": ("hvu_categories.csv", "HVU_Tags_Categories_V1.0.csv"), "train": ("hvu_train.csv", "HVU_Train_V1.0.csv"),
@@ -47,8 +48,19 @@ def tag_categories(path: Path) -> dict[str, str]:
     return found
 
 
+MAX_SECONDS = 100_000  # the clip name holds tenths of a second in 6 digits
+
+
 def clip_id(youtube_id: str, start: str, end: str) -> str:
-    return f"{youtube_id}_{int(float(start) * 10):06d}_{int(float(end) * 10):06d}"
+    """`<youtube_id>_<start x 10:06d>_<end x 10:06d>`; a time that is not a number of seconds from 0 to
+    MAX_SECONDS (`inf`, `nan`, `-1`, `1e30`) is a ValueError."""
+    tenths = []
+    for text in (start, end):
+        seconds = float(text)
+        if not 0 <= seconds < MAX_SECONDS:  # also false for nan
+            raise ValueError(text)
+        tenths.append(int(seconds * 10))
+    return f"{youtube_id}_{tenths[0]:06d}_{tenths[1]:06d}"
 
 
 def read_hvu(annotation_dir: str | os.PathLike, category: str) -> tuple[list[str], pd.DataFrame]:
@@ -59,6 +71,10 @@ def read_hvu(annotation_dir: str | os.PathLike, category: str) -> tuple[list[str
     categories_file = find(annotation_dir, "labels")
     tag_category = tag_categories(categories_file)
     classes = sorted(tag for tag, cat in tag_category.items() if cat == category)
+    if not classes:
+        raise TsnpipeError(f"{categories_file} has no tag of category {category!r}; choose another --hvu-category "
+                           f"or use the published file ({WHAT}).")
+    check_class_names(classes, categories_file)
     label_of = {tag: i for i, tag in enumerate(classes)}
     rows, label_lists = [], []
     for subset in ("train", "test"):
@@ -82,7 +98,8 @@ def read_hvu(annotation_dir: str | os.PathLike, category: str) -> tuple[list[str
             try:
                 video = clip_id(fields[1], fields[2], fields[3])
             except ValueError:
-                raise TsnpipeError(f"{path} line {line}: time_start/time_end {fields[2]!r}/{fields[3]!r} are not numbers; "
+                raise TsnpipeError(f"{path} line {line}: time_start/time_end {fields[2][:40]!r}/{fields[3][:40]!r} are not "
+                                   f"numbers of seconds from 0 to {MAX_SECONDS:,}; "
                                    f"replace it with the published file ({WHAT}).") from None
             rows.append((video, subset, labels[0]))
             label_lists.append(";".join(map(str, labels)))

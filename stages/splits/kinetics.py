@@ -6,7 +6,7 @@ only). A clip is the 10 s cut `<youtube_id>_<time_start:06d>_<time_end:06d>` of 
 file name every downloader and the CVDF mirror use, so it is matched against the extracted videos by
 file name whatever the folder (the mirror's flat `train/`, `val/`, or class folders) and extension.
 
-- train: `train.csv`; test: `validate.csv`, the "val" on which every reference (mmaction2's zoo,
+- train: `train.csv`; test: `validate.csv` (`val.csv` in the CVDF listing), the "val" on which every reference (mmaction2's zoo,
   PaddleVideo's TSN) reports its Kinetics top-1. `test.csv` (labelled in some releases) is read and
   checked, and its clips count as listed, but it does not enter the split (no reference reports on it).
 - Class ids: the class names sorted, which is the order of mmaction2's `label_map_k400.txt`.
@@ -17,6 +17,7 @@ Everything is a column operation over the whole table: 240,000 clips take well u
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -25,10 +26,12 @@ import pandas as pd
 
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.splits.tables import isin
+from tsnpipe.stages.splits.text import bounded_text, check_class_names
 
 VERSIONS = (400, 600, 700)
 COLUMNS = ("label", "youtube_id", "time_start", "time_end", "split")
-FILES = (("train", "train.csv"), ("test", "validate.csv"), ("heldout", "test.csv"))
+FILES = (("train", ("train.csv",)), ("test", ("validate.csv", "val.csv")), ("heldout", ("test.csv",)))  # CVDF: val.csv
+MAX_SECONDS = 1_000_000  # the clip's name writes each time in 6 digits
 
 
 def clip_ids(youtube_id: pd.Series, start: pd.Series, end: pd.Series) -> pd.Series:
@@ -38,24 +41,27 @@ def clip_ids(youtube_id: pd.Series, start: pd.Series, end: pd.Series) -> pd.Seri
 
 
 def _seconds(table: pd.DataFrame, column: str, path: Path) -> pd.Series:
-    """A time column as whole seconds; a value that is not one is an error naming its line."""
-    if pd.api.types.is_integer_dtype(table[column]) and (table[column] >= 0).all():
+    """A time column as whole seconds below MAX_SECONDS; a value that is not one is an error naming its line."""
+    if pd.api.types.is_integer_dtype(table[column]) and ((table[column] >= 0) & (table[column] < MAX_SECONDS)).all():
         return table[column].astype("int64")  # the C parser read every value as an integer
-    values = pd.to_numeric(table[column], errors="coerce")
-    bad = values.isna() | (values < 0) | (values != values.round())
+    values = pd.to_numeric(table[column], errors="coerce").astype("float64")
+    finite = np.isfinite(values.to_numpy())
+    bad = ~finite | (values < 0).to_numpy() | (values >= MAX_SECONDS).to_numpy() | (values != values.round()).to_numpy()
     if bad.any():
-        line = int(table.index[bad.to_numpy().argmax()]) + 2
-        raise TsnpipeError(f"{path} line {line}: {column} {table[column][bad].iloc[0]!r} is not a whole number of "
-                           "seconds; fix that line or use the official Kinetics CSVs.")
+        line = int(table.index[bad.argmax()]) + 2
+        raise TsnpipeError(f"{path} line {line}: {column} {str(table[column][bad].iloc[0])[:40]!r} is not a whole number "
+                           f"of seconds from 0 to {MAX_SECONDS - 1:,} (6 digits in the clip's name); fix that line or "
+                           "use the official Kinetics CSVs.")
     return values.astype("int64")
 
 
 def read_csv(path: Path, subset: str) -> pd.DataFrame:
     """One annotation CSV as (clip, label name, subset, file, line); an unlabelled test.csv has no label names."""
+    text = bounded_text(path, "the official Kinetics CSVs")
     try:
-        table = pd.read_csv(path, dtype={c: str for c in ("label", "youtube_id", "split", "is_cc")},
+        table = pd.read_csv(io.StringIO(text), dtype={c: str for c in ("label", "youtube_id", "split", "is_cc")},
                             keep_default_na=False, skipinitialspace=True)
-    except pd.errors.ParserError as error:
+    except (pd.errors.ParserError, ValueError) as error:
         raise TsnpipeError(f"{path} is not a readable CSV ({str(error).strip()}); use the official Kinetics CSVs.") from None
     except pd.errors.EmptyDataError:
         raise TsnpipeError(f"{path} line 1: the file is empty; it needs the header {','.join(COLUMNS)}.") from None
@@ -70,13 +76,24 @@ def read_csv(path: Path, subset: str) -> pd.DataFrame:
     if empty.any():
         line = int(table.index[empty.to_numpy().argmax()]) + 2
         raise TsnpipeError(f"{path} line {line}: the label or youtube_id is empty; fix or delete that line.")
+    if table.empty and subset != "heldout":
+        raise TsnpipeError(f"{path} lists no clips (only its header); use the official Kinetics CSVs.")
     clips = clip_ids(table["youtube_id"], _seconds(table, "time_start", path), _seconds(table, "time_end", path))
     return pd.DataFrame({"clip": clips, "class_name": table["label"], "subset": subset, "file": str(path),
                          "line": table.index.to_numpy() + 2})
 
 
+def drop_repeats(listed: pd.DataFrame, what: str = "clip") -> tuple[pd.DataFrame, int]:
+    """(listed without repeated lines, how many were dropped): a clip listed again in the same list with the same
+    label is kept once. mmaction2 keeps both lines (the clip then trains twice an epoch and counts twice in
+    the accuracy); here a video is one row of train.csv/test.csv, which scores and features are keyed by."""
+    label = listed["class_name"] if "class_name" in listed.columns else listed["label"]
+    repeat = pd.DataFrame({"key": listed[what], "subset": listed["subset"], "label": label.astype(str)}).duplicated()
+    return listed[~repeat.to_numpy()].reset_index(drop=True), int(repeat.sum())
+
+
 def check_unique(listed: pd.DataFrame, what: str = "clip") -> None:
-    """The same clip twice (in one file or across files) is an error naming both lines."""
+    """The same clip twice (with two labels, or in two lists) is an error naming both lines."""
     twice = listed.duplicated(what, keep=False)
     if twice.any():
         first = listed[twice].sort_values(what, kind="stable").iloc[:2]  # in reading order: train, then test
@@ -84,7 +101,7 @@ def check_unique(listed: pd.DataFrame, what: str = "clip") -> None:
         again = (a.file, a.line) == (b.file, b.line)  # one file given as two lists
         raise TsnpipeError(f"{b.file} line {b.line} lists {getattr(b, what)}, already listed at {a.file} line {a.line}"
                            f"{f' (as the {a.subset} list)' if again else ''}; delete one of the two lines (a clip "
-                           "belongs to one list, once).")
+                           "belongs to one list, with one label).")
 
 
 def kinetics_version(classes: list[str], given: int | None, where: Path) -> int:
@@ -105,18 +122,18 @@ def read_kinetics(csv_dir: str | os.PathLike, version: int | None = None) -> tup
     clip, class_name (None in an unlabelled test.csv), subset (train, test, heldout), file, line, label."""
     csv_dir = Path(csv_dir)
     tables = []
-    for subset, name in FILES:
-        path = csv_dir / name
-        if not path.is_file():
+    for subset, names in FILES:
+        path = next((csv_dir / name for name in names if (csv_dir / name).is_file()), None)
+        if path is None:
             if subset == "heldout":
                 continue
-            raise TsnpipeError(f"{csv_dir} has no {name}; point --kinetics at the folder of the official annotation "
-                               "CSVs (train.csv, validate.csv, test.csv).")
+            raise TsnpipeError(f"{csv_dir} has no {' or '.join(names)}; point --kinetics at the folder of the official "
+                               "annotation CSVs (train.csv, validate.csv or val.csv, test.csv).")
         tables.append(read_csv(path, subset))
-    listed = pd.concat(tables, ignore_index=True)
+    listed, _ = drop_repeats(pd.concat(tables, ignore_index=True))
     check_unique(listed)
     train = listed[listed["subset"] == "train"]
-    classes = sorted(train["class_name"].unique().tolist())
+    classes = check_class_names(sorted(train["class_name"].unique().tolist()), csv_dir / "train.csv")
     labels = listed["class_name"].map(pd.Series(range(len(classes)), index=classes, dtype="int64"))
     unknown = labels.isna() & listed["class_name"].notna()
     if unknown.any():

@@ -10,7 +10,8 @@ extension); a path that names no extracted video matches the one extracted video
 is exactly one. The frame count of a frame list is not used: the frames here are tsnpipe's own.
 
 Class names: one a line in FILE (e.g. mmaction2's `label_map_k400.txt`), line i naming label i; without
-it the classes are named by their ids. Multi-label lines (`path label label ...`), one clip twice, a label
+it the classes are named by their ids. Multi-label lines (`path label label ...`), one clip twice with two labels or in both lists (a line
+repeated in one list is kept once), a label
 beyond the classes and a path outside the video folder are errors naming the file and line.
 """
 
@@ -24,18 +25,14 @@ import pandas as pd
 
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.frames import VIDEO_SUFFIXES
-from tsnpipe.stages.splits.kinetics import check_unique, file_names
-from tsnpipe.stages.splits.tables import isin, read_lines
+from tsnpipe.stages.splits.kinetics import check_unique, drop_repeats, file_names
+from tsnpipe.stages.splits.tables import isin
+from tsnpipe.stages.splits.text import MAX_CLASSES, bounded_text, check_class_names
 
 
 def _lines(path: Path) -> pd.DataFrame:
     """(line number, fields) of each non-empty line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TsnpipeError(f"{path} does not exist; give the path of a list file.") from None
-    except UnicodeDecodeError:
-        raise TsnpipeError(f"{path} is not a UTF-8 text list; give a list of `<video path> <label>` lines.") from None
+    text = bounded_text(path, "a list of `<video path> <label>` or `<frame dir> <count> <label>` lines")
     rows = [(n, line.split()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
     if not rows:
         raise TsnpipeError(f"{path} lists no clips; give a list of `<video path> <label>` or "
@@ -79,11 +76,12 @@ def read_list(path: str | os.PathLike, subset: str, video_root: Path | None) -> 
         raise TsnpipeError(f"{path} line {line}: {' '.join(fields)!r} is not {example}; fix that line "
                            "(a path holding spaces cannot be listed).")
     paths, labels = lines["fields"].str[0], lines["fields"].str[-1]
-    numeric = labels.str.fullmatch(r"\d+")
+    numeric = labels.str.fullmatch(r"[0-9]{1,6}")
+    numeric &= pd.to_numeric(labels.where(numeric, "0")) < MAX_CLASSES
     if not numeric.all():
         line, fields = lines[~numeric].iloc[0]
-        raise TsnpipeError(f"{path} line {line}: the label {fields[-1]!r} is not a class id (0, 1, ...); "
-                           "give 0-based ids and the names with --classes FILE.")
+        raise TsnpipeError(f"{path} line {line}: the label {fields[-1][:40]!r} is not a class id (0 to "
+                           f"{MAX_CLASSES - 1:,}); give 0-based ids and the names with --classes FILE.")
     ids = pd.Series([video_id(p, video_root) for p in paths], dtype=object)
     if ids.isna().any():
         line, fields = lines[ids.isna()].iloc[0]
@@ -98,11 +96,12 @@ def read_lists(train: str | os.PathLike, test: str | os.PathLike, classes_file: 
                video_root: Path | None) -> tuple[list[str], pd.DataFrame]:
     """(classes, listed clips) of a train and a test list."""
     listed = pd.concat([read_list(train, "train", video_root), read_list(test, "test", video_root)], ignore_index=True)
+    listed, _ = drop_repeats(listed, "video_id")
     check_unique(listed, "video_id")
     if classes_file is not None:
-        classes = read_lines(Path(classes_file))
-        if len(set(classes)) != len(classes):
-            raise TsnpipeError(f"{classes_file} names a class twice; give each class name once, one a line.")
+        text = bounded_text(Path(classes_file), "class names, one a line")
+        named = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+        classes = check_class_names([name for _, name in named], Path(classes_file), [n for n, _ in named])
     else:
         classes = [str(i) for i in range(int(listed["label"].max()) + 1)]
     beyond = listed["label"] >= len(classes)

@@ -17,6 +17,7 @@ import pandas as pd
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.splits.annotations import classes_in_id_order, csv_rows, label_index
 from tsnpipe.stages.splits.tables import check_disjoint, entries_table
+from tsnpipe.stages.splits.text import check_class_names, class_id
 
 FILES = {"labels": "moments_categories.txt", "train": "trainingSet.csv", "test": "validationSet.csv"}
 WHAT = "the Moments in Time annotations: " + ", ".join(FILES.values())
@@ -25,13 +26,17 @@ WHAT = "the Moments in Time annotations: " + ", ".join(FILES.values())
 def mit_classes(path: Path) -> list[str]:
     """Class names in id order from `<class>,<id>` lines; ids must be 0..N-1, once each."""
     by_id: dict[int, str] = {}
+    line_of: dict[int, int] = {}
     for line, fields in csv_rows(path, WHAT):
-        if len(fields) != 2 or not fields[0] or not fields[1].isdigit():
-            raise TsnpipeError(f"{path} line {line}: expected `<class>,<id>`; use the published {FILES['labels']}.")
-        if int(fields[1]) in by_id:
+        index = class_id(fields[1]) if len(fields) == 2 and fields[0] else None
+        if index is None:
+            raise TsnpipeError(f"{path} line {line}: expected `<class>,<id>` with an id of at most 6 digits; "
+                               f"use the published {FILES['labels']}.")
+        if index in by_id:
             raise TsnpipeError(f"{path} line {line}: id {fields[1]} is given twice; use the published {FILES['labels']}.")
-        by_id[int(fields[1])] = fields[0]
-    return classes_in_id_order(by_id, path, FILES["labels"])
+        by_id[index], line_of[index] = fields[0], line
+    classes = classes_in_id_order(by_id, path, FILES["labels"])
+    return check_class_names(classes, path, [line_of[i] for i in range(len(classes))])
 
 
 def read_mit(annotation_dir: str | os.PathLike) -> tuple[list[str], pd.DataFrame]:

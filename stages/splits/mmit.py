@@ -17,6 +17,7 @@ from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.splits.annotations import csv_rows
 from tsnpipe.stages.splits.mit import mit_classes
 from tsnpipe.stages.splits.tables import check_disjoint, entries_table
+from tsnpipe.stages.splits.text import class_id
 
 FILES = {"labels": "moments_categories.txt", "train": "trainingSet.csv", "test": "validationSet.csv"}
 WHAT = "the Multi-Moments in Time annotations: " + ", ".join(FILES.values())
@@ -37,10 +38,11 @@ def read_mmit(annotation_dir: str | os.PathLike) -> tuple[list[str], pd.DataFram
                                    f"`<path>,<id>[,<id>...]`; replace it with the published file ({WHAT}).")
             labels = []
             for field in given:
-                if not field.isdigit() or int(field) >= len(classes):
-                    raise TsnpipeError(f"{path} line {line}: label {field!r} is not a class id of {label_file} "
+                label = class_id(field)
+                if label is None or label >= len(classes):
+                    raise TsnpipeError(f"{path} line {line}: label {field[:80]!r} is not a class id of {label_file} "
                                        f"(0..{len(classes) - 1}); use the annotation and label files of one release.")
-                labels.append(int(field))
+                labels.append(label)
             name = listed.rsplit("/", 1)[-1]
             video = listed.rsplit(".", 1)[0] if "." in name else listed
             rows.append((video, subset, labels[0]))

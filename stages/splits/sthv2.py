@@ -26,8 +26,9 @@ from pathlib import Path
 import pandas as pd
 
 from tsnpipe.stages.errors import TsnpipeError
-from tsnpipe.stages.splits.annotations import (classes_in_id_order, csv_rows, entry_field, json_document, json_entries,
-                                               label_index)
+from tsnpipe.stages.splits.annotations import (classes_in_id_order, csv_rows, entry_field, entry_id, json_document,
+                                               json_entries, label_index)
+from tsnpipe.stages.splits.text import check_class_names, class_id
 from tsnpipe.stages.splits.tables import check_disjoint, entries_table
 
 V2_FILES = {"labels": "something-something-v2-labels.json", "train": "something-something-v2-train.json",
@@ -46,14 +47,13 @@ def v2_classes(path: Path) -> list[str]:
         raise TsnpipeError(f"{path} is not a JSON object of class name -> id; use the published {V2_FILES['labels']}.")
     by_id: dict[int, str] = {}
     for name, value in document.items():
-        try:
-            index = int(value)
-        except (TypeError, ValueError):
+        index = class_id(str(value)) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+        if index is None:
             raise TsnpipeError(f"{path}: class {name!r} has id {value!r}, not a number; use the published {V2_FILES['labels']}.") from None
         if index in by_id:
             raise TsnpipeError(f"{path}: classes {by_id[index]!r} and {name!r} share id {index}; use the published {V2_FILES['labels']}.")
         by_id[index] = name
-    return classes_in_id_order(by_id, path, V2_FILES["labels"])
+    return check_class_names(classes_in_id_order(by_id, path, V2_FILES["labels"]), path)
 
 
 def read_sthv2(annotation_dir: str | os.PathLike) -> tuple[list[str], pd.DataFrame]:
@@ -66,10 +66,10 @@ def read_sthv2(annotation_dir: str | os.PathLike) -> tuple[list[str], pd.DataFra
     for subset in ("train", "test"):
         path = annotation_dir / V2_FILES[subset]
         for line, entry in json_entries(path, V2_WHAT):
-            video = str(entry_field(entry, "id", path, line, V2_WHAT)).strip()
+            video = entry_id(entry, "id", path, line, V2_WHAT)
             template = entry_field(entry, "template", path, line, V2_WHAT)
-            if not video or not isinstance(template, str):
-                raise TsnpipeError(f"{path} line {line}: the entry's id or template is empty; replace it with the published file ({V2_WHAT}).")
+            if not isinstance(template, str) or not template.strip():
+                raise TsnpipeError(f"{path} line {line}: the entry's template is empty; replace it with the published file ({V2_WHAT}).")
             name = template.replace("[", "").replace("]", "")
             rows.append((video, subset, label_index(label_of, name, path, line, label_file)))
     return classes, check_disjoint(entries_table(rows), annotation_dir)
@@ -79,7 +79,8 @@ def read_sthv1(annotation_dir: str | os.PathLike) -> tuple[list[str], pd.DataFra
     """Classes (label file order) and entries of Something-Something V1 (train; validation as test)."""
     annotation_dir = Path(annotation_dir)
     label_file = annotation_dir / V1_FILES["labels"]
-    classes = [fields[0] for _, fields in csv_rows(label_file, V1_WHAT, delimiter="\t")]
+    named = list(csv_rows(label_file, V1_WHAT, delimiter="\t"))
+    classes = check_class_names([fields[0] for _, fields in named], label_file, [line for line, _ in named])
     label_of = {name: i for i, name in enumerate(classes)}
     rows = []
     for subset in ("train", "test"):

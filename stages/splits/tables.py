@@ -21,6 +21,7 @@ import pandas as pd
 
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.splits.escapes import ESCAPES
+from tsnpipe.stages.splits.text import bounded_text
 
 SOURCES = ("ucf101", "hmdb51", "folders", "kinetics400", "kinetics600", "kinetics700", "list", "sthv2", "sthv1",
            "diving48", "mit", "mmit", "hvu")
@@ -44,10 +45,7 @@ class Split:
 
 def read_lines(path: Path) -> list[str]:
     """Non-empty lines without their CRLF/LF ends and surrounding spaces."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TsnpipeError(f"{path} does not exist; point at the folder holding the official split files.") from None
+    text = bounded_text(path, "the official split files")
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
@@ -157,18 +155,28 @@ def split_files(split: Split, list_root: str | None = None) -> dict[str, bytes]:
     return files
 
 
-def write_split_files(out_dir: str | os.PathLike, files: dict[str, bytes]) -> Path:
-    """Write each file atomically (temp file, then rename) into `out_dir`."""
+def write_split_files(out_dir: str | os.PathLike, files: dict[str, bytes], remove: tuple[str, ...] = ()) -> Path:
+    """Write the files of one split into `out_dir` so that they change together or not at all: every file is
+    first written (and synced) to a temp file beside it; only when all are written are they renamed into place
+    and the files named in `remove` (a stale val.csv) deleted. A full disk therefore leaves the older split whole,
+    never a new classes.txt beside an old train.csv, and no temp file behind."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, data in sorted(files.items()):
-        tmp = out_dir / f".{name}.tmp"
-        try:
-            tmp.write_bytes(data)
-            os.replace(tmp, out_dir / name)
-        except OSError:
-            tmp.unlink(missing_ok=True)  # a full disk leaves the older file, never a temp beside it
-            raise
+    temps = {name: out_dir / f".{name}.tmp" for name in files}
+    try:
+        for name, data in sorted(files.items()):
+            with open(temps[name], "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+    except OSError:
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
+        raise
+    for name in sorted(files):  # renames take no space: once every temp is written, these do not fail on a full disk
+        os.replace(temps[name], out_dir / name)
+    for name in remove:
+        (out_dir / name).unlink(missing_ok=True)
     return out_dir
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.splits.tables import check_disjoint, entries_table, read_lines
+from tsnpipe.stages.splits.text import class_id
 
 
 def read_ucf101(split_dir: str | os.PathLike, number: int) -> tuple[list[str], pd.DataFrame]:
@@ -18,7 +19,10 @@ def read_ucf101(split_dir: str | os.PathLike, number: int) -> tuple[list[str], p
     split_dir = Path(split_dir)
     classes = []
     for line in read_lines(split_dir / "classInd.txt"):
-        index, name = line.split()
+        fields = line.split()
+        if len(fields) != 2 or class_id(fields[0]) is None:
+            raise TsnpipeError(f"{split_dir / 'classInd.txt'} has the line {line[:80]!r}, not `<id> <class>`; use the official file.")
+        index, name = fields
         if int(index) != len(classes) + 1:
             raise TsnpipeError(f"{split_dir / 'classInd.txt'} numbers class {name!r} as {index}, expected {len(classes) + 1}; use the official file.")
         classes.append(name)
@@ -31,7 +35,7 @@ def read_ucf101(split_dir: str | os.PathLike, number: int) -> tuple[list[str], p
             class_name = video_id.split("/")[0]
             if class_name not in label_of:
                 raise TsnpipeError(f"{split_dir / file_name} lists {parts[0]} whose class {class_name!r} is not in classInd.txt; use the matching official files.")
-            if len(parts) > 1 and int(parts[1]) != label_of[class_name] + 1:
+            if len(parts) > 1 and (class_id(parts[1]) is None or int(parts[1]) != label_of[class_name] + 1):
                 raise TsnpipeError(f"{split_dir / file_name} gives {parts[0]} label {parts[1]}, but classInd.txt says {label_of[class_name] + 1}; use the matching official files.")
             rows.append((video_id, subset, label_of[class_name]))
     return classes, check_disjoint(entries_table(rows), split_dir)

@@ -104,7 +104,7 @@ def validation_table(split_dir: str | os.PathLike, num_classes: int, fallback: p
     from tsnpipe.stages.train.data import read_split_table
 
     path = Path(split_dir) / VAL_FILE
-    return read_split_table(path, num_classes) if path.is_file() else fallback
+    return non_empty(read_split_table(path, num_classes), path) if path.is_file() else fallback
 
 
 def read_validation(split_dir: str | os.PathLike, num_classes: int) -> pd.DataFrame:
@@ -114,4 +114,11 @@ def read_validation(split_dir: str | os.PathLike, num_classes: int) -> pd.DataFr
     path = Path(split_dir) / VAL_FILE
     if not path.is_file():
         raise TsnpipeError(f"There is no {path}; run `tsnpipe build-splits ... --val-ratio 0.1` to carve a validation list first.")
-    return read_split_table(path, num_classes)
+    return non_empty(read_split_table(path, num_classes), path)
+
+
+def non_empty(table: pd.DataFrame, path: Path) -> pd.DataFrame:
+    if table.empty:
+        raise TsnpipeError(f"{path} lists no videos, so there is nothing to validate on; rebuild the split with "
+                           "`tsnpipe build-splits ... --val-ratio 0.1`, or delete val.csv to validate on the test list.")
+    return table

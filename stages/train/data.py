@@ -35,28 +35,70 @@ class SplitError(TsnpipeError):
 
 
 def read_split(split_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """(train table, test table, class names) of one split folder."""
+    """(train table, test table, class names) of one split folder; a split without training or test videos
+    is refused (it would train, or score, nothing and say it succeeded)."""
     split_dir = Path(split_dir)
     classes_path = split_dir / "classes.txt"
     if not classes_path.is_file():
         raise SplitError(f"There is no {classes_path}; run `tsnpipe build-splits` for this workdir first.")
-    class_names = [line.strip() for line in classes_path.read_text().splitlines() if line.strip()]
+    try:
+        text = classes_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise SplitError(f"{classes_path} cannot be read as UTF-8 text ({type(error).__name__}); rebuild it with "
+                         "`tsnpipe build-splits`.") from None
+    class_names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not class_names:
+        raise SplitError(f"{classes_path} names no classes; rebuild it with `tsnpipe build-splits`.")
     tables = []
     for name in ("train.csv", "test.csv"):
-        tables.append(read_split_table(split_dir / name, len(class_names)))
+        table = read_split_table(split_dir / name, len(class_names))
+        if table.empty:
+            raise SplitError(f"{split_dir / name} lists no videos, so there is nothing to {name[:-4]} on; rebuild the "
+                             "split with `tsnpipe build-splits` from annotation files that name extracted videos.")
+        tables.append(table)
     return tables[0], tables[1], class_names
 
 
+def _first_bad(table: pd.DataFrame, bad, path: Path, column: str, wants: str) -> None:
+    """Raise naming the first row where `bad` holds (line = row + 2: the header is line 1)."""
+    bad = np.asarray(bad, dtype=bool)
+    if bad.any():
+        row = int(bad.argmax())
+        value = table[column].iloc[row]
+        shown = "" if pd.isna(value) else str(value)[:40]
+        raise SplitError(f"{path} line {row + 2}: {column} {shown!r} is not {wants}; "
+                         "rebuild the file with `tsnpipe build-splits` rather than editing it by hand.")
+
+
 def read_split_table(path: Path, num_classes: int) -> pd.DataFrame:
-    """One split list, checked: the columns exist and labels fall inside the class list."""
+    """One split list, checked line by line: the columns exist, labels (and a multi-label split's `labels`, ids
+    joined by `;`) are class ids of classes.txt, and frame and flow-pair counts are whole numbers."""
     if not path.is_file():
         raise SplitError(f"There is no {path}; run `tsnpipe build-splits` for this workdir first.")
-    table = pd.read_csv(path, dtype={"video_id": str, "class_name": str})
+    try:
+        table = pd.read_csv(path, dtype={"video_id": str, "class_name": str, "labels": str}, keep_default_na=False,
+                            na_values={c: [""] for c in ("label", "frames", "flow_pairs")})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as error:
+        raise SplitError(f"{path} is not a readable split list ({type(error).__name__}); rebuild it with "
+                         "`tsnpipe build-splits`.") from None
     missing = [column for column in SPLIT_COLUMNS if column not in table.columns]
     if missing:
         raise SplitError(f"{path} lacks the columns {', '.join(missing)}; rebuild it with `tsnpipe build-splits`.")
-    if len(table) and (table["label"].min() < 0 or table["label"].max() >= num_classes):
-        raise SplitError(f"{path} has labels outside 0..{num_classes - 1} of classes.txt; rebuild it with `tsnpipe build-splits`.")
+    _first_bad(table, table["video_id"].str.strip() == "", path, "video_id", "a video id")
+    for column, top, wants in (("label", num_classes, f"a class id of classes.txt (0..{num_classes - 1})"),
+                               ("frames", None, "a count of frames"), ("flow_pairs", None, "a count of flow pairs")):
+        values = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype="float64")
+        bad = ~np.isfinite(values) | (values < 0) | (values != np.round(values))
+        if top is not None:
+            bad |= values >= top
+        _first_bad(table, bad, path, column, wants)
+        table[column] = values.astype("int64")
+    if "labels" in table.columns:
+        def bad_labels(text: str) -> bool:
+            parts = text.split(";")
+            return not all(p.isascii() and p.isdigit() and int(p) < num_classes for p in parts)
+        _first_bad(table, [bad_labels(text) for text in table["labels"]], path, "labels",
+                   f"class ids of classes.txt (0..{num_classes - 1}) joined by ';'")
     return table
 
 

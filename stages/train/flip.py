@@ -27,7 +27,39 @@ def split_flip(split_dir: str | Path) -> tuple[str, list[list[int]]]:
         params = json.loads(path.read_text())
     except (OSError, ValueError):
         return "on", []
-    return str(params.get("flip", "on")), [list(map(int, pair)) for pair in params.get("flip_pairs", [])]
+    if not isinstance(params, dict):
+        return "on", []
+    return str(params.get("flip", "on")), check_pairs(params.get("flip_pairs", []), path, class_count(split_dir))
+
+
+def class_count(split_dir: str | Path) -> int | None:
+    """How many classes the split's classes.txt names (None when it cannot be read: read_split says why)."""
+    try:
+        return sum(1 for line in (Path(split_dir) / "classes.txt").read_text(encoding="utf-8").splitlines() if line.strip())
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def check_pairs(pairs, path: Path, num_classes: int | None) -> list[list[int]]:
+    """Left/right class pairs as params.json gives them: a list of [a, b] class ids, a != b, inside the class
+    list, each class in one pair at most; anything else names the file and the fix."""
+    def fail(what: str):
+        raise TsnpipeError(f"{path}: flip_pairs {what}; rebuild the split with `tsnpipe build-splits` (it writes "
+                           "the left/right pairs) or give --flip on / --flip off.")
+    if not isinstance(pairs, list):
+        fail(f"is {json.dumps(pairs)[:40]}, not a list of [a, b] class id pairs")
+    seen: set[int] = set()
+    for pair in pairs:
+        if (not isinstance(pair, list) or len(pair) != 2
+                or not all(isinstance(c, int) and not isinstance(c, bool) for c in pair) or pair[0] == pair[1]):
+            fail(f"holds {json.dumps(pair)[:40]}, not a pair of two class ids")
+        for c in pair:
+            if c < 0 or (num_classes is not None and c >= num_classes):
+                fail(f"names class {c}, outside the {num_classes} classes of classes.txt")
+            if c in seen:
+                fail(f"names class {c} in two pairs")
+            seen.add(c)
+    return [list(pair) for pair in pairs]
 
 
 def resolve_flip(requested: str | None, split_dir: str | Path) -> tuple[str, list[list[int]]]:

@@ -85,10 +85,8 @@ def frames_per_snippet(modality: str, length: int) -> int:
 
 def read_stack(reader, video_id: str, positions: list[int], modality: str) -> torch.Tensor:
     """The pictures at `positions` as one uint8 tensor [T, C, H, W] (C = 3 RGB, or 2 for flow x, y)."""
-    if modality == "flow":
-        xs = reader.frames(video_id, positions, "flow_x")
-        ys = reader.frames(video_id, positions, "flow_y")
-        return torch.from_numpy(np.stack([np.stack(xs), np.stack(ys)], axis=1))
+    if modality == "flow":  # one array per pair in a store's `pairs` layout, two images otherwise
+        return torch.from_numpy(reader.flow_stack(video_id, positions))
     frames = np.stack(reader.frames(video_id, positions, "rgb"))
     return torch.from_numpy(frames).permute(0, 3, 1, 2)
 

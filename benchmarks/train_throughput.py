@@ -203,12 +203,12 @@ def measure(modality: str, args, store: Path, device: torch.device) -> dict:
         channels_last=channels_last,
     )
     score(dtype=dtype)  # warm-up: worker start-up, cuDNN's choice of kernels
-    mixed, figures["test_videos_per_s"] = score(dtype=dtype)
+    mixed, figures["test_videos_per_s"], _ = score(dtype=dtype)
     so_far(modality, figures)  # before the fp32 pass, the slowest
     if not clip_model:
         figures["test_model_videos_per_s"] = test_model_rate(model, test_set, device, dtype, channels, channels_last)
     if dtype is not None:
-        full, _ = score(dtype=None)
+        full, _, _ = score(dtype=None)
         figures["test_bf16_vs_fp32"] = score_difference(mixed, full)
         so_far(modality, figures)
         if device.type == "cuda":  # what half precision with a longer significand would give

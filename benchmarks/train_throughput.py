@@ -251,7 +251,30 @@ def per_worker(args, workdir: Path, root: Path) -> dict:
             entry["pairs_vs_images"] = round(best["lmdb_pairs"] / best["lmdb_images"], 3)
         figures[f"{modality}_{mode}"] = {"snippets": segments, "length": length, **entry}
         so_far("per_worker", figures)
+    figures["test_first_pass_s"] = first_pass(args, stores["lmdb_images"], ids, folders)
     return figures
+
+
+def first_pass(args, store: Path, ids: list[str], folders) -> dict:
+    """Seconds from the start of a flow test to its first pass of `--test-batch` (default 8) videos with 2 workers:
+    each worker reading whole passes (as before) against the passes grouped from single videos (`VideoBatches`)."""
+    from tsnpipe.stages.train.batches import VideoBatches
+
+    videos, workers = args.test_batch or 8, 2
+    ids = (ids * -(-4 * videos // len(ids)))[: 4 * videos]
+    counts = [folders.count(video_id, "flow_x") for video_id in ids]
+    dataset = SnippetDataset(store, ids, [0] * len(ids), counts, "flow", args.test_snippets, args.length, args.size,
+                             mode="test")
+    ways = {"whole_passes_per_worker": lambda: make_loader(dataset, videos, False, workers, shard=False, pin=False),
+            "single_videos_grouped": lambda: VideoBatches(make_loader(dataset, 1, False, workers, shard=False, pin=False,
+                                                                      prefetch=-(-2 * videos // workers)), videos)}
+    best = {}
+    for _ in range(args.repeats):
+        for name, build in ways.items():
+            start = time.perf_counter()
+            next(iter(build()))
+            best[name] = min(best.get(name, float("inf")), round(time.perf_counter() - start, 3))
+    return {"videos_per_pass": videos, "workers": workers, **best}
 
 
 def score_difference(mixed: np.ndarray, full: np.ndarray) -> dict:

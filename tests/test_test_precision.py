@@ -60,3 +60,16 @@ def test_finite_fp16_scores_are_kept_as_they_are(dataset):
     assert redone == 0 and np.isfinite(mixed).all()
     assert not np.array_equal(mixed, full)  # these are fp16 scores, not fp32 ones
     np.testing.assert_allclose(mixed, full, atol=1e-3)
+
+
+def test_test_passes_are_grouped_from_single_videos_read_by_several_workers(dataset):
+    from tsnpipe.stages.train.batches import VideoBatches
+    from tsnpipe.stages.train.data import make_loader
+
+    single = make_loader(dataset, 1, shuffle=False, workers=2, shard=False, pin=False, prefetch=3)
+    passes = list(VideoBatches(single, 2))
+    assert len(VideoBatches(single, 2)) == len(passes) == 2
+    assert [len(pictures) for pictures, _, _ in passes] == [2, 1]
+    assert torch.cat([labels for _, _, labels in passes]).tolist() == [0, 1, 2]  # the dataset's order
+    for index, picture in enumerate(picture for pictures, _, _ in passes for picture in pictures):
+        assert torch.equal(picture, dataset[index][0])

@@ -9,7 +9,8 @@ averages probabilities instead, as mmaction2 1.x does); the rule is recorded in 
 A 3D model's views are clips (10 evenly spaced clips, as the R(2+1)D paper averages 10, x 3 crops of the
 128x171 resize, mmaction2's ThreeCrop; `tsnpipe.stages.train.clips`), scored through the same `snippet_scores` and averaged the same way.
 
-Speed: loader workers hand over each video's 25 (x snippet length) pictures whole as uint8; the views
+Speed: loader workers each read one video at a time and hand over its 25 (x snippet length) pictures whole
+as uint8 (pinned on CUDA), reading up to two passes' worth of videos ahead; the views
 are cut, flipped and normalised on the device (`transforms.video_views`), several videos go through
 one forward pass (`videos_per_pass`: up to 16 on a GPU, as memory allows), the next batch is copied
 and prepared while the model runs (`batches.DeviceBatches`), and scores stay on the device until the
@@ -33,10 +34,10 @@ import torch
 from tsnpipe.stages.progress import progress_bar
 from tsnpipe.stages.scores.average_precision import per_class_average_precision
 from tsnpipe.stages.scores.files import check_split_classes, metrics, write_scores
-from tsnpipe.stages.train.batches import DeviceBatches, prepare_ready, prepare_views
+from tsnpipe.stages.train.batches import DeviceBatches, VideoBatches, prepare_ready, prepare_views
 from tsnpipe.stages.train.checkpoint import load_checkpoint
 from tsnpipe.stages.train.clips import dataset_for
-from tsnpipe.stages.train.data import SnippetDataset, make_loader, read_split, split_targets
+from tsnpipe.stages.train.data import SnippetDataset, default_workers, make_loader, read_split, split_targets
 from tsnpipe.stages.train.flip import FlipRule
 from tsnpipe.stages.train.loop import autocast, build_model, pick_device
 from tsnpipe.stages.train.recipe import params_from_dict
@@ -116,16 +117,19 @@ def score_videos(
     takes one loader worker per available core but one.
     """
     model.eval()
-    crops = dataset.crops
-    if isinstance(dataset, SnippetDataset):
+    crops, pin = dataset.crops, device.type == "cuda"
+    if isinstance(dataset, SnippetDataset):  # workers read one video each, passes take `batch` (`VideoBatches`)
         batch = batch or videos_per_pass(device, crops * dataset.segments, dataset.size)
         prepare = functools.partial(
             prepare_views, modality=dataset.modality, segments=dataset.segments, length=dataset.length,
             size=dataset.size, crops=crops, channels_last=channels_last,
         )
+        single = make_loader(dataset, 1, shuffle=False, workers=workers, shard=False, pin=pin,
+                             prefetch=max(2, -(-2 * batch // max(workers or default_workers(), 1))))
+        loader = VideoBatches(single, batch)
     else:  # a 3D model's clip views, made into float input by the workers
         batch, prepare = batch or 1, prepare_ready
-    loader = make_loader(dataset, batch, shuffle=False, workers=workers, shard=False, pin=device.type == "cuda")
+        loader = make_loader(dataset, batch, shuffle=False, workers=workers, shard=False, pin=pin)
     start, scores, redone = time.perf_counter(), [], 0
     batches = DeviceBatches(loader, device, prepare)
     for views, _ in progress_bar(batches, enabled=progress, desc="test", unit="batch", leave=False):

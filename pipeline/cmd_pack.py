@@ -98,8 +98,9 @@ def pack(workdir, fmt, store, shard_mb, flow_layout, progress):
     workdir = Path(workdir)
     store = store.absolute() if store else workdir / "stores" / STORE_NAMES[fmt]  # a relative --store: from here, not W
     output = store.relative_to(workdir).as_posix() if store.is_relative_to(workdir) else str(store)
-    stage = Stage(name=f"pack-{fmt}", verb="packed",
-                  params={"format": fmt, "stage_version": STAGE_VERSION, "flow_layout": flow_layout},
+    # the images layout keeps the params (and so the manifest rows) of stores written before layouts existed
+    layout = {"flow_layout": flow_layout} if flow_layout != "images" else {}
+    stage = Stage(name=f"pack-{fmt}", verb="packed", params={"format": fmt, "stage_version": STAGE_VERSION, **layout},
                   output_root="", work=None, inputs={"store": str(store)}, hash_content=False)
     started = time.time()
     command = f"tsnpipe pack --format {fmt} -w {workdir}"

@@ -16,7 +16,7 @@ Prints one JSON object with, per modality (`--modalities rgb,flow`):
 - per_worker (`--per-worker`, TSN, CPU-measurable, no model): what one DataLoader worker makes on one core
   (torch and OpenCV at one thread, as in a worker): flow training clips/s from the folders and from LMDB
   stores in the flow layouts `images` (each flow image's JPEG bytes) and `pairs` (one LZ4 array per pair),
-  `pairs_vs_images` their ratio; and test videos/s (the `--test-snippets` pictures of a video read whole,
+  `pairs_vs_images` their ratio; the seconds and bytes of packing the store in each layout; and test videos/s (the `--test-snippets` pictures of a video read whole,
   as a test worker hands them over) per layout. Best of `--repeats`, the layouts taking turns.
 `--gpu-decode` (TSN) is `train --gpu-decode`: the workers read JPEG bytes and the device decodes a whole
 batch with one torchvision.io.decode_jpeg call (nvjpeg on CUDA), cropping and normalising there.
@@ -225,11 +225,14 @@ def per_worker(args, workdir: Path, root: Path) -> dict:
     cv2.setNumThreads(1)
     folders = open_reader(workdir)
     ids = folders.video_ids()
-    stores = {"folders": workdir}
+    stores, figures = {"folders": workdir}, {"pack": {}}
     for layout in ("images", "pairs"):
         stores[f"lmdb_{layout}"] = root / f"{layout}.lmdb"
-        pack_videos(workdir, stores[f"lmdb_{layout}"], "lmdb", ids, flow_layout=layout)
-    figures = {}
+        start = time.perf_counter()
+        facts = pack_videos(workdir, stores[f"lmdb_{layout}"], "lmdb", ids, flow_layout=layout)
+        figures["pack"][layout] = {"seconds": round(time.perf_counter() - start, 2), "videos": len(facts),
+                                   "flow_pairs": sum(fact["flow_pairs"] for fact in facts),
+                                   "bytes": sum(fact["bytes"] for fact in facts)}
     for modality, mode, segments in (("flow", "train", args.segments), ("flow", "test", args.test_snippets),
                                      ("rgb", "test", args.test_snippets)):
         length = args.length if modality == "flow" else 1

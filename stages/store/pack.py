@@ -2,7 +2,9 @@
 
 Training then opens a handful of files instead of millions. The image bytes are copied as they are (no
 re-encoding), so a frame read back from a store is byte-identical to its file. Flow images are JPEG or
-PNG, as the flow manifest row of the video says (`extract-flow --format`); the store records which.
+PNG, as the flow manifest row of the video says (`extract-flow --format`); the store records which. In the
+`pairs` flow layout (`flow_pairs`, `tsnpipe pack`'s default) flow is kept instead as one lossless array per
+pair, the pixels a read of the folders gives; each video's entry records its layout.
 Packing is incremental: a video whose images are already stored with the same checksum is skipped, a new
 video is added, a re-extracted one replaces its entries; nothing else is rewritten. How each format stays whole when the
 process is killed is told in `lmdb_writer` and `hdf5_writer`.

@@ -16,7 +16,8 @@ Prints one JSON object with, per modality (`--modalities rgb,flow`):
 - per_worker (`--per-worker`, TSN, CPU-measurable, no model): what one DataLoader worker makes on one core
   (torch and OpenCV at one thread, as in a worker): flow training clips/s from the folders and from LMDB
   stores in the flow layouts `images` (each flow image's JPEG bytes) and `pairs` (one LZ4 array per pair),
-  `pairs_vs_images` their ratio; the seconds and bytes of packing the store in each layout; and test videos/s (the `--test-snippets` pictures of a video read whole,
+  `pairs_vs_images` their ratio; the seconds and bytes of packing the store in each layout; and test videos/s
+  (the `--test-snippets` pictures of a video read whole,
   as a test worker hands them over) per layout. Best of `--repeats`, the layouts taking turns.
 `--gpu-decode` (TSN) is `train --gpu-decode`: the workers read JPEG bytes and the device decodes a whole
 batch with one torchvision.io.decode_jpeg call (nvjpeg on CUDA), cropping and normalising there.

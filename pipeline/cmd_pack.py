@@ -86,8 +86,9 @@ def pack(workdir, fmt, store, shard_mb, flow_layout, progress):
 
     Frames are stored as their JPEG bytes. Flow (JPEG or PNG as extract-flow wrote them, as the flow manifest
     says) is stored by default as one array per pair, x above y: the same pixels, decoded in one call
-    (--flow-layout images keeps each file's bytes instead). A store written before reads as it is. Reruns pack only videos that
-    are new or were re-extracted since (W/manifests/pack-<format>.parquet) and never rewrite the others;
+    (--flow-layout images keeps each file's bytes instead). A store written before reads as it is. Reruns
+    pack only videos that are new or were re-extracted since (W/manifests/pack-<format>.parquet), or stored in
+    the other flow layout, and never rewrite the others;
     a killed run leaves a readable store and the rerun finishes it. Video without flow yet: its frames are
     packed now and its flow once `tsnpipe extract-flow` has run.
     """

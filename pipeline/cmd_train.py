@@ -229,8 +229,8 @@ def train(ctx, workdir, modality, split_number, source, store, run_name, resume,
               "are not finite is scored again in fp32.")
 @click.option("--amp/--no-amp", default=None, help="Older switch: --amp is --precision bf16, --no-amp --precision fp32.")
 @progress_option
-def run_test(checkpoint, workdir, store, source, split_number, segments, crops, subset, average, out, batch, workers, device,
-             precision, amp, progress):
+def run_test(checkpoint, workdir, store, source, split_number, segments, crops, subset, average, out, batch, workers,
+             device, precision, amp, progress):
     """Score every test video of the split with a checkpoint and write a score file for `tsnpipe fuse`.
 
     Each video: SEGMENTS snippets x CROPS views at the stored frame size (a 3D model: SEGMENTS clips x CROPS
@@ -274,4 +274,5 @@ def run_test(checkpoint, workdir, store, source, split_number, segments, crops, 
             f"mean class {result['mean_class']:.4f} ({result['videos_per_s']:.2f} videos/s)"
         )
     rescored = f"; {result['fp32_rescored']} videos scored again in fp32 (not finite)" if result["fp32_rescored"] else ""
-    click.echo(f"test: precision {result['precision']}{rescored}; scores {result['scores']}, accuracies {result['report']}")
+    click.echo(f"test: precision {result['precision']}{rescored}; scores {result['scores']}, "
+               f"accuracies {result['report']}")

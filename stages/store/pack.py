@@ -146,7 +146,8 @@ def read_video(workdir: str | os.PathLike, video_id: str, image_format: str | No
 
 
 def stored_videos(store_path: str | os.PathLike, format: str) -> dict[str, dict]:
-    """video_id -> {"checksum", "location", "flow_layout"} of what the store holds now (empty for a store not written yet)."""
+    """video_id -> {"checksum", "location", "flow_layout"} of what the store holds now (empty for a store not
+    written yet)."""
     from tsnpipe.stages.store import hdf5_writer, lmdb_writer
 
     _check_format(format)

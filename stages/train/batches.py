@@ -120,7 +120,8 @@ class VideoBatches:
 def join_videos(items: list[tuple]) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
     """One batch from single-video batches: their picture stacks as a list (still in pinned memory when the
     loader pinned them), flips and labels concatenated."""
-    pictures = [video for stacked, _, _ in items for video in (stacked if isinstance(stacked, list) else stacked.unbind(0))]
+    pictures = [video for stacked, _, _ in items
+                for video in (stacked if isinstance(stacked, list) else stacked.unbind(0))]
     return pictures, torch.cat([flips for _, flips, _ in items]), torch.cat([labels for _, _, labels in items])
 
 

@@ -7,11 +7,11 @@
 # tsnpipe is installed without its dependencies into /tmp/tsnpipe-site, from this tree (or, where it cannot be
 # built there, from a wheel made here with `pip wheel --no-deps -w .whl .`). A machine without package access
 # brings the dependencies it lacks as wheels in .whl/, installed there first: ffmpeg-python and its `future`
-# (the CLI imports them), lmdb (the stores), and imageio-ffmpeg only where there is no ffmpeg and the frames are
+# (the CLI imports them), lmdb and lz4 (the stores), and imageio-ffmpeg only where there is no ffmpeg and the frames are
 # to be cut there (its wheel is 68 MB; `benchmarks/flow.py --prepare-e2e` cuts them beforehand instead).
 # Fetch them where pip works, for the GPU machine's Python (3.12 on the H200 image):
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-#     --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 -d .whl ffmpeg-python==0.2.0 future lmdb
+#     --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 -d .whl ffmpeg-python==0.2.0 future lmdb lz4
 # About 3-6 minutes on one H200.
 set -uo pipefail
 results=${1:-${OUT:-.}}

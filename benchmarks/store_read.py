@@ -3,7 +3,9 @@
 Builds a workdir from the bundled sample clips (10 fps, 340x256, ffmpeg q2; flow from OpenCV's DIS at the
 tsnpipe quantization), copies it `--copies` times under new video ids so the store holds thousands of
 images, packs it both ways, then times random (video, position) reads like a TSN data loader makes:
-raw JPEG bytes, and decoded arrays, with 1 and N reader processes (each opens its own handle).
+raw JPEG bytes, and decoded arrays, with 1 and N reader processes (each opens its own handle); and decoded
+flow pairs (x and y of one position, `Reader.flow_stack`) from the folders, the stores with flow as image files
+and the stores in the `pairs` flow layout (`--flow-layout pairs`, one LZ4 array per pair).
 Prints one JSON object. The page cache is warm (every source was just written or read once). Each rate
 is the best of `--repeats` runs: on a shared machine the slower runs measure the neighbours.
 
@@ -84,14 +86,17 @@ def read_all(args) -> int:
     reader, kind, picks, decode = args
     cv2.setNumThreads(1)
     for video_id, position in picks:
-        reader.frames(video_id, [position], kind, decode=decode)
+        if kind == "pair":
+            reader.flow_stack(video_id, [position])
+        else:
+            reader.frames(video_id, [position], kind, decode=decode)
     return len(picks)
 
 
 def timed(reader, kind: str, picks, decode: bool, processes: int) -> float:
     """Reads per second over `picks`, split across `processes` processes (1: this process)."""
     if processes == 1:
-        reader.frames(picks[0][0], [picks[0][1]], kind)  # open outside the clock
+        read_all((reader, kind, picks[:1], decode))  # open outside the clock
         started = time.perf_counter()
         read_all((reader, kind, picks, decode))
         return len(picks) / (time.perf_counter() - started)
@@ -125,6 +130,11 @@ def main() -> None:
             started = time.perf_counter()
             pack_videos(workdir, sources[fmt], fmt, ids)
             pack_s[fmt] = round(time.perf_counter() - started, 2)
+            pairs = f"{fmt}_pairs"
+            sources[pairs] = workdir / "stores" / name.replace("frames.", "pairs.")
+            started = time.perf_counter()
+            pack_videos(workdir, sources[pairs], fmt, ids, flow_layout="pairs")
+            pack_s[pairs] = round(time.perf_counter() - started, 2)
         probe = open_reader(workdir)
         rgb_images = sum(probe.count(v, "rgb") for v in ids)
         flow_images = 2 * sum(probe.count(v, "flow_x") for v in ids)
@@ -137,20 +147,23 @@ def main() -> None:
                      "frame_size": "340x256", "build_s": round(build_s, 1), "pack_s": pack_s},
             "disk": {"folders": {k: disk_usage(workdir / "frames")[k] + disk_usage(workdir / "flow")[k]
                                  for k in ("files", "bytes", "apparent_bytes")},
-                     "hdf5": disk_usage(sources["hdf5"]), "lmdb": disk_usage(sources["lmdb"])},
+                     **{name: disk_usage(path) for name, path in sources.items() if name != "folders"}},
             "reads_per_s": {},
         }
-        for kind in ("rgb", "flow_x"):
-            for decode, n in ((False, args.raw_reads), (True, args.decoded_reads)):
-                for name, path in sources.items():
-                    reader = open_reader(path)
-                    picks = plan_reads(reader, ids, kind, n, seed=1)
-                    read_all((reader, kind, picks[:200], decode))  # warm the page cache
-                    for processes in sorted({1, args.processes}):
-                        key = f"{kind} {'decoded' if decode else 'bytes'} {processes}p"
-                        rate = max(timed(reader, kind, picks, decode, processes) for _ in range(args.repeats))
-                        result["reads_per_s"].setdefault(key, {})[name] = round(rate)
-                    reader.close()
+        plans = [(kind, decode, n) for kind in ("rgb", "flow_x")
+                 for decode, n in ((False, args.raw_reads), (True, args.decoded_reads))]
+        for kind, decode, n in [*plans, ("pair", True, args.decoded_reads)]:
+            for name, path in sources.items():
+                if name.endswith("_pairs") and kind != "pair":
+                    continue
+                reader = open_reader(path)
+                picks = plan_reads(reader, ids, "flow_x" if kind == "pair" else kind, n, seed=1)
+                read_all((reader, kind, picks[:200], decode))  # warm the page cache
+                for processes in sorted({1, args.processes}):
+                    key = f"{kind} {'decoded' if decode else 'bytes'} {processes}p"
+                    rate = max(timed(reader, kind, picks, decode, processes) for _ in range(args.repeats))
+                    result["reads_per_s"].setdefault(key, {})[name] = round(rate)
+                reader.close()
         print(json.dumps(result, indent=1))
     finally:
         if not args.keep:

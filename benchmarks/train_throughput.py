@@ -13,6 +13,12 @@ Prints one JSON object with, per modality (`--modalities rgb,flow`):
 - test_bf16_vs_fp32: with autocast on, the largest score difference between a bf16-backbone run and
   a full-fp32 run of the same test videos, absolute and relative to the largest fp32 score, and the share
   of videos whose top-1 class is the same; test_fp16_vs_fp32 the same for fp16 autocast (CUDA).
+- per_worker (`--per-worker`, TSN, CPU-measurable, no model): what one DataLoader worker makes on one core
+  (torch and OpenCV at one thread, as in a worker): flow training clips/s from the folders and from LMDB
+  stores in the flow layouts `images` (each flow image's JPEG bytes) and `pairs` (one LZ4 array per pair),
+  `pairs_vs_images` their ratio; the seconds and bytes of packing the store in each layout; and test videos/s
+  (the `--test-snippets` pictures of a video read whole,
+  as a test worker hands them over) per layout. Best of `--repeats`, the layouts taking turns.
 `--gpu-decode` (TSN) is `train --gpu-decode`: the workers read JPEG bytes and the device decodes a whole
 batch with one torchvision.io.decode_jpeg call (nvjpeg on CUDA), cropping and normalising there.
 
@@ -26,6 +32,7 @@ as the GPU image) reads a sample workdir made elsewhere with `--prepare DIR`, th
     python benchmarks/train_throughput.py --arch r2plus1d_18 --test-snippets 10 --test-crops 3   # 16x112x112 clips
     python benchmarks/train_throughput.py --device cpu --backbone resnet18 --batch 2 --segments 2 --size 112 \\
         --steps 2 --test-snippets 3 --test-crops 10 --test-videos 2
+    python benchmarks/train_throughput.py --per-worker --repeats 5     # the loader per worker, both flow layouts
 """
 
 from __future__ import annotations
@@ -197,18 +204,81 @@ def measure(modality: str, args, store: Path, device: torch.device) -> dict:
         channels_last=channels_last,
     )
     score(dtype=dtype)  # warm-up: worker start-up, cuDNN's choice of kernels
-    mixed, figures["test_videos_per_s"] = score(dtype=dtype)
+    mixed, figures["test_videos_per_s"], _ = score(dtype=dtype)
     so_far(modality, figures)  # before the fp32 pass, the slowest
     if not clip_model:
         figures["test_model_videos_per_s"] = test_model_rate(model, test_set, device, dtype, channels, channels_last)
     if dtype is not None:
-        full, _ = score(dtype=None)
+        full, _, _ = score(dtype=None)
         figures["test_bf16_vs_fp32"] = score_difference(mixed, full)
         so_far(modality, figures)
         if device.type == "cuda":  # what half precision with a longer significand would give
             figures["test_fp16_vs_fp32"] = score_difference(score(dtype=torch.float16)[0], full)
             so_far(modality, figures)
     return {key: round(value, 4) if isinstance(value, float) else value for key, value in figures.items()}
+
+
+def per_worker(args, workdir: Path, root: Path) -> dict:
+    """Clips (training) and videos (test) per second that one loader worker makes, per store and flow layout."""
+    from tsnpipe.stages.store.pack import pack_videos
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    folders = open_reader(workdir)
+    ids = folders.video_ids()
+    stores, figures = {"folders": workdir}, {"pack": {}}
+    for layout in ("images", "pairs"):
+        stores[f"lmdb_{layout}"] = root / f"{layout}.lmdb"
+        start = time.perf_counter()
+        facts = pack_videos(workdir, stores[f"lmdb_{layout}"], "lmdb", ids, flow_layout=layout)
+        figures["pack"][layout] = {"seconds": round(time.perf_counter() - start, 2), "videos": len(facts),
+                                   "flow_pairs": sum(fact["flow_pairs"] for fact in facts),
+                                   "bytes": sum(fact["bytes"] for fact in facts)}
+    for modality, mode, segments in (("flow", "train", args.segments), ("flow", "test", args.test_snippets),
+                                     ("rgb", "test", args.test_snippets)):
+        length = args.length if modality == "flow" else 1
+        kind = "flow_x" if modality == "flow" else "rgb"
+        counts = [folders.count(video_id, kind) for video_id in ids]
+        items = max(args.batch, len(ids))
+        sets = {name: SnippetDataset(store, ids, [0] * len(ids), counts, modality, segments, length, args.size,
+                                     mode=mode) for name, store in stores.items()}
+        best = dict.fromkeys(sets, 0.0)
+        for _ in range(args.repeats):
+            for name, dataset in sets.items():
+                dataset[(0, 0, 0)]  # open the store
+                start = time.perf_counter()
+                dataset.collate([dataset[(index % len(ids), 1, index)] for index in range(items)])
+                best[name] = max(best[name], items / (time.perf_counter() - start))
+        unit = "clips_per_s" if mode == "train" else "videos_per_s"
+        entry = {f"{name}_{unit}": round(rate, 2) for name, rate in best.items()}
+        if modality == "flow":
+            entry["pairs_vs_images"] = round(best["lmdb_pairs"] / best["lmdb_images"], 3)
+        figures[f"{modality}_{mode}"] = {"snippets": segments, "length": length, **entry}
+        so_far("per_worker", figures)
+    figures["test_first_pass_s"] = first_pass(args, stores["lmdb_images"], ids, folders)
+    return figures
+
+
+def first_pass(args, store: Path, ids: list[str], folders) -> dict:
+    """Seconds from the start of a flow test to its first pass of `--test-batch` (default 8) videos with 2 workers:
+    each worker reading whole passes (as before) against the passes grouped from single videos (`VideoBatches`)."""
+    from tsnpipe.stages.train.batches import VideoBatches
+
+    videos, workers = args.test_batch or 8, 2
+    ids = (ids * -(-4 * videos // len(ids)))[: 4 * videos]
+    counts = [folders.count(video_id, "flow_x") for video_id in ids]
+    dataset = SnippetDataset(store, ids, [0] * len(ids), counts, "flow", args.test_snippets, args.length, args.size,
+                             mode="test")
+    ways = {"whole_passes_per_worker": lambda: make_loader(dataset, videos, False, workers, shard=False, pin=False),
+            "single_videos_grouped": lambda: VideoBatches(make_loader(dataset, 1, False, workers, shard=False, pin=False,
+                                                                      prefetch=-(-2 * videos // workers)), videos)}
+    best = {}
+    for _ in range(args.repeats):
+        for name, build in ways.items():
+            start = time.perf_counter()
+            next(iter(build()))
+            best[name] = min(best.get(name, float("inf")), round(time.perf_counter() - start, 3))
+    return {"videos_per_pass": videos, "workers": workers, **best}
 
 
 def score_difference(mixed: np.ndarray, full: np.ndarray) -> dict:
@@ -269,6 +339,8 @@ def main() -> None:
     parser.add_argument("--test-videos", type=int, default=256, help="videos of each test pass (the sample "
                         "clips repeated): enough that the loader's start-up is not what is timed")
     parser.add_argument("--test-batch", type=int, default=None, help="videos per forward pass; default: sized to the device")
+    parser.add_argument("--per-worker", action="store_true", help="only the loader's figures per worker (no model)")
+    parser.add_argument("--repeats", type=int, default=3, help="--per-worker: best of this many timings")
     args = parser.parse_args()
     if args.prepare:
         print(json.dumps({"prepared": str(sample_workdir(args.prepare))}))
@@ -277,7 +349,9 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as temp:
         store = args.workdir or sample_workdir(Path(temp))
-        for modality in args.modalities.split(","):
+        if args.per_worker:
+            results["per_worker"] = per_worker(args, Path(store), Path(temp))
+        for modality in args.modalities.split(",") if not args.per_worker else []:
             results[modality] = measure(modality, args, store, device)
     print(json.dumps({
         "machine": {"device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,

@@ -77,13 +77,18 @@ def store_lock(store: Path, command: str):
 @click.option("--shard-mb", type=click.IntRange(min=1), default=1024, show_default=True,
               help="HDF5 only: start a new shard file after about this many MB (each shard is built in memory, "
               "then written).")
+@click.option("--flow-layout", type=click.Choice(["pairs", "images"]), default="pairs", show_default=True,
+              help="pairs: each flow pair as one losslessly compressed array (x above y), the same pixels decoded "
+              "in one call; images: each flow image's bytes as extract-flow wrote them (needed by train --gpu-decode).")
 @progress_option
-def pack(workdir, fmt, store, shard_mb, progress):
+def pack(workdir, fmt, store, shard_mb, flow_layout, progress):
     """Pack the JPEG frames (W/frames) and flow images (W/flow) of every extracted video into one store.
 
-    Flow images are JPEG or PNG as extract-flow wrote them (the flow manifest says which). The bytes are
-    stored as they are, so reads give back exactly the files. Reruns pack only videos that
-    are new or were re-extracted since (W/manifests/pack-<format>.parquet) and never rewrite the others;
+    Frames are stored as their JPEG bytes. Flow (JPEG or PNG as extract-flow wrote them, as the flow manifest
+    says) is stored by default as one array per pair, x above y: the same pixels, decoded in one call
+    (--flow-layout images keeps each file's bytes instead). A store written before reads as it is. Reruns
+    pack only videos that are new or were re-extracted since (W/manifests/pack-<format>.parquet), or stored in
+    the other flow layout, and never rewrite the others;
     a killed run leaves a readable store and the rerun finishes it. Video without flow yet: its frames are
     packed now and its flow once `tsnpipe extract-flow` has run.
     """
@@ -94,7 +99,9 @@ def pack(workdir, fmt, store, shard_mb, progress):
     workdir = Path(workdir)
     store = store.absolute() if store else workdir / "stores" / STORE_NAMES[fmt]  # a relative --store: from here, not W
     output = store.relative_to(workdir).as_posix() if store.is_relative_to(workdir) else str(store)
-    stage = Stage(name=f"pack-{fmt}", verb="packed", params={"format": fmt, "stage_version": STAGE_VERSION},
+    # the images layout keeps the params (and so the manifest rows) of stores written before layouts existed
+    layout = {"flow_layout": flow_layout} if flow_layout != "images" else {}
+    stage = Stage(name=f"pack-{fmt}", verb="packed", params={"format": fmt, "stage_version": STAGE_VERSION, **layout},
                   output_root="", work=None, inputs={"store": str(store)}, hash_content=False)
     started = time.time()
     command = f"tsnpipe pack --format {fmt} -w {workdir}"
@@ -121,7 +128,7 @@ def pack(workdir, fmt, store, shard_mb, progress):
                 bar.write(f"failed: {fact['video_id']}: {fact['error']}")
 
         pack_videos(workdir, store, fmt, list(todo), shard_bytes=shard_mb << 20, progress=record,
-                    flow_formats=flow_formats(workdir, flow))
+                    flow_formats=flow_formats(workdir, flow), flow_layout=flow_layout)
         bar.close()
         manifest.compact_if_changed()
     line = f"{counts['done']:,} packed, {len(items) - len(todo):,} up to date, {counts['failed']:,} failed"

@@ -224,9 +224,13 @@ def train(ctx, workdir, modality, split_number, source, store, run_name, resume,
 @click.option("--batch", type=click.IntRange(min=1), default=None, help="Videos per forward pass (default: 1 on the CPU, up to 16 on a GPU as its memory allows).")
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader worker processes (default: the available cores less one).")
 @click.option("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when there is one).")
-@click.option("--amp/--no-amp", default=None, help="bf16 autocast (default: on for CUDA, off on the CPU).")
+@click.option("--precision", type=click.Choice(["fp16", "bf16", "fp32"]), default=None,
+              help="Autocast precision of the backbone (default: fp16 on a GPU, fp32 on the CPU); a video whose scores "
+              "are not finite is scored again in fp32.")
+@click.option("--amp/--no-amp", default=None, help="Older switch: --amp is --precision bf16, --no-amp --precision fp32.")
 @progress_option
-def run_test(checkpoint, workdir, store, source, split_number, segments, crops, subset, average, out, batch, workers, device, amp, progress):
+def run_test(checkpoint, workdir, store, source, split_number, segments, crops, subset, average, out, batch, workers,
+             device, precision, amp, progress):
     """Score every test video of the split with a checkpoint and write a score file for `tsnpipe fuse`.
 
     Each video: SEGMENTS snippets x CROPS views at the stored frame size (a 3D model: SEGMENTS clips x CROPS
@@ -259,7 +263,7 @@ def run_test(checkpoint, workdir, store, source, split_number, segments, crops, 
                                                     else "mirrored crops read with the left/right classes swapped"))
     result = score_split(
         checkpoint, out, store=store or workdir, split_dir=split_dir, segments=segments, crops=int(crops), average=average,
-        device=device, batch=batch, workers=workers, amp=amp, progress=progress, subset=subset,
+        device=device, batch=batch, workers=workers, amp=amp, progress=progress, subset=subset, precision=precision,
     )
     if "map" in result:  # a multi-label run
         click.echo(f"test: {result['videos']} videos: mAP {result['map']:.4f}, top-1 in labels {result['top1']:.4f} "
@@ -269,4 +273,6 @@ def run_test(checkpoint, workdir, store, source, split_number, segments, crops, 
             f"test: {result['videos']} videos: top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f}, "
             f"mean class {result['mean_class']:.4f} ({result['videos_per_s']:.2f} videos/s)"
         )
-    click.echo(f"test: scores {result['scores']}, accuracies {result['report']}")
+    rescored = f"; {result['fp32_rescored']} videos scored again in fp32 (not finite)" if result["fp32_rescored"] else ""
+    click.echo(f"test: precision {result['precision']}{rescored}; scores {result['scores']}, "
+               f"accuracies {result['report']}")

@@ -134,7 +134,8 @@ def pack_rows(workdir: Path, info: dict, fmt: str) -> list[dict]:
             video = read_video(workdir, item.video_id)
         except Exception:  # an unreadable folder: that video is packed again by the next run
             continue
-        if video.checksum != entry["checksum"]:
+        layout = info["params"].get("flow_layout", "images") if video.counts["flow_x"] else "images"
+        if video.checksum != entry["checksum"] or entry.get("flow_layout", "images") != layout:
             continue
         rows.append({"video_id": item.video_id, "status": "done", "store": str(store), "format": fmt,
                      "location": entry["location"], "checksum": video.checksum, "rgb": video.counts["rgb"],

@@ -100,3 +100,21 @@ def test_a_deleted_store_is_packed_again(workdir):
     result = pack(workdir, "--format", "lmdb")
     assert "7 packed, 0 up to date, 0 failed" in result.output
     assert len(open_reader(workdir / "stores" / "frames.lmdb").video_ids()) == 7
+
+
+def test_a_store_packed_with_flow_images_is_repacked_as_pairs_once(workdir):
+    pairs = write_flow(VIDEO, workdir)
+    Manifest(workdir, "flow").record({"video_id": VIDEO, "status": "done", "pairs": pairs, "clipped_fraction": 0.0,
+                                      "output": f"flow/{VIDEO}", "error": None, "started_at": "2026-11-23T10:00:00"})
+    assert "7 packed" in pack(workdir, "--format", "lmdb", "--flow-layout", "images").output
+    assert "0 packed, 7 up to date" in pack(workdir, "--format", "lmdb", "--flow-layout", "images").output
+    store = workdir / "stores" / "frames.lmdb"
+    before = open_reader(store).flow_stack(VIDEO, range(pairs))
+    assert open_reader(store).flow_layout(VIDEO) == "images"
+    result = pack(workdir, "--format", "lmdb")  # the default layout: pairs
+    assert "7 packed, 0 up to date, 0 failed" in result.output, result.output
+    assert "0 packed, 7 up to date" in pack(workdir, "--format", "lmdb").output
+    reader = open_reader(store)
+    assert reader.flow_layout(VIDEO) == "pairs"
+    assert (reader.flow_stack(VIDEO, range(pairs)) == before).all()
+    reader.close()

@@ -136,3 +136,16 @@ def test_several_videos_per_forward_pass_score_as_one_video_at_a_time(trained, t
     one, four = read_scores(alone["scores"]), read_scores(together["scores"])
     assert list(one["video_ids"]) == list(four["video_ids"])
     assert np.allclose(one["scores"], four["scores"], rtol=1e-4, atol=1e-6)
+
+
+def test_test_command_scores_in_fp32_on_the_cpu_unless_told_and_says_which(trained, tmp_path):
+    checkpoint, workdir = trained
+    for asked, said in ((None, "fp32"), ("fp16", "fp16")):
+        out = tmp_path / f"{said}.pkl"
+        result = CliRunner().invoke(main, ["test", "--checkpoint", str(checkpoint), "-w", str(workdir), "--crops", "1",
+                                           "--segments", "2", "--workers", "0", "--no-progress", "--device", "cpu",
+                                           "--out", str(out), *(["--precision", asked] if asked else [])])
+        assert result.exit_code == 0, result.output
+        assert f"test: precision {said};" in result.output
+        report = json.loads(out.with_suffix(".json").read_text())
+        assert report["precision"] == said and report["fp32_rescored"] == 0

@@ -88,7 +88,8 @@ def test_facts_give_counts_location_and_checksum(workdir, fmt):
     assert (fact["rgb"], fact["flow_pairs"], fact["format"]) == (6, 5, fmt)
     assert fact["bytes"] == sum(len(b) for b in every_file(workdir, FIRST[0]).values())
     assert len(fact["checksum"]) == 64 and fact["location"]
-    assert stored_videos(store, fmt)[FIRST[0]] == {"checksum": fact["checksum"], "location": fact["location"]}
+    assert stored_videos(store, fmt)[FIRST[0]] == {"checksum": fact["checksum"], "location": fact["location"],
+                                                  "flow_layout": "images"}
 
 
 @pytest.mark.parametrize("fmt", ["lmdb", "hdf5"])

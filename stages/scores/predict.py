@@ -98,7 +98,7 @@ def stream_scores(stream: Stream, workspace: Path, segments: int, crops: int, de
 
         dataset = ClipDataset(workspace, [VIDEO_ID], [0], [count], params.modality, params.clip_len, params.stride,
                               params.size, "test", segments, crops, **clip_input(params))
-    scores, _ = score_videos(model, dataset, device, "raw", batch=1, workers=0,
+    scores, _, _ = score_videos(model, dataset, device, "raw", batch=1, workers=0,
                              dtype=autocast_dtype(device, params.amp), progress=False,
                              flip_rule=FlipRule.for_run(params, len(stream.class_names)))
     return scores[0]

@@ -2,8 +2,9 @@
 
 A shard `shard-00001.h5` holds group `/videos/<video_id>` per video with, per kind, one uint8 blob of the
 concatenated image bytes (`rgb` JPEG, `flow_x`, `flow_y` JPEG or PNG) and an int64 offsets array (`rgb_offsets`, ...):
-image p is blob[offsets[p]:offsets[p+1]], one read per image. `index.json` maps each video to its shard,
-counts, checksum and flow image format.
+image p is blob[offsets[p]:offsets[p+1]], one read per image; in the `pairs` flow layout (`flow_pairs`) the
+flow is one blob `flow_xy` of pair arrays and its offsets instead. `index.json` maps each video to its shard,
+counts, checksum, flow image format and (for `pairs`) flow layout and size.
 
 Why shards: a pack run writes its videos into new shards only (each closed at about `shard_bytes`), so
 adding videos never rewrites the existing files. Why a kill cannot tear the store: a shard is written
@@ -36,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from tsnpipe.stages.errors import TsnpipeError
+from tsnpipe.stages.store.flow_pairs import PAIRS
 from tsnpipe.stages.store.pack import check_free_space
 from tsnpipe.stages.store.reader import HDF5_INDEX, HDF5_INDEX_LOG, KINDS, index_log_line, read_hdf5_index
 
@@ -45,7 +47,8 @@ SHARD_PATTERN = re.compile(r"shard-(\d{5})\.h5")
 def stored_videos(store_path: Path) -> dict[str, dict]:
     """video_id -> {"checksum", "location"} of every video the index names (empty when there is no store yet)."""
     index = read_hdf5_index(store_path)
-    return {vid: {"checksum": e["checksum"], "location": e["shard"]} for vid, e in index["videos"].items()}
+    return {vid: {"checksum": e["checksum"], "location": e["shard"], "flow_layout": e.get("flow_layout", "images")}
+            for vid, e in index["videos"].items()}
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -137,11 +140,13 @@ def _sweep(store_path: Path, index: dict, named_before: set[str] = frozenset()) 
 
 def _write_group(shard, video) -> None:
     group = shard.create_group(f"videos/{video.video_id}")
-    for kind in KINDS:
-        sizes = [len(data) for data in video.images[kind]]
+    entries = [("rgb", video.images["rgb"]), (PAIRS, video.pairs)] if video.pairs is not None else \
+        [(kind, video.images[kind]) for kind in KINDS]
+    for kind, blobs in entries:
+        sizes = [len(data) for data in blobs]
         offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
         np.cumsum(sizes, out=offsets[1:])
-        group.create_dataset(kind, data=np.frombuffer(b"".join(video.images[kind]), dtype=np.uint8))
+        group.create_dataset(kind, data=np.frombuffer(b"".join(blobs), dtype=np.uint8))
         group.create_dataset(f"{kind}_offsets", data=offsets)
 
 
@@ -190,7 +195,8 @@ def _commit(store_path: Path, index: dict, shard: Shard, videos: list, live: dic
     os.replace(tmp, store_path / name)
     _fsync_dir(store_path)
     entries = {video.video_id: {"shard": name, "counts": video.counts, "checksum": video.checksum,
-                                "bytes": video.nbytes, "flow_format": video.flow_format} for video in videos}
+                                "bytes": video.nbytes, "flow_format": video.flow_format, **video.layout_meta}
+               for video in videos}
     _append_log(store_path, {"commit": name, "videos": entries})
     emptied = set()
     for video_id in entries:

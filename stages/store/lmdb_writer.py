@@ -1,6 +1,8 @@
 """Write videos into an LMDB store: the `images` database holds one key per image,
-`<video_id>/<kind>/<00001>` -> image bytes; the `meta` database holds one JSON entry per video
-(counts per kind, checksum, bytes, flow_format: jpg or png).
+`<video_id>/<kind>/<00001>` -> image bytes, or in the `pairs` flow layout one key per flow pair,
+`<video_id>/flow_xy/<00001>` -> the pair's array (`flow_pairs`); the `meta` database holds one JSON entry
+per video (counts per kind, checksum, bytes, flow_format: jpg or png, and for `pairs` flow_layout and
+flow_size).
 
 Each video is written in one transaction that first deletes the entries of its previous version, so a
 kill mid-pack leaves every video either wholly old or wholly new (LMDB commits are atomic and durable);
@@ -14,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from tsnpipe.stages.errors import TsnpipeError
+from tsnpipe.stages.store.flow_pairs import PAIRS
 from tsnpipe.stages.store.pack import check_free_space
 from tsnpipe.stages.store.reader import KINDS, lmdb_key, release_lmdb
 
@@ -56,7 +59,7 @@ def check_own(env, store_path: Path) -> None:
 
 
 def stored_videos(store_path: Path) -> dict[str, dict]:
-    """video_id -> {"checksum", "location"} of every video in the store (empty when there is no store yet)."""
+    """video_id -> {"checksum", "location", "flow_layout"} of every video in the store (empty when there is none yet)."""
     if not (store_path / "data.mdb").is_file():
         return {}
     env = _open(store_path, create=False)
@@ -64,10 +67,12 @@ def stored_videos(store_path: Path) -> dict[str, dict]:
         check_own(env, store_path)
         meta_db = env.open_db(b"meta")
         with env.begin(db=meta_db) as txn:
-            return {
-                key.decode(): {"checksum": json.loads(value)["checksum"], "location": f"{key.decode()}/"}
-                for key, value in txn.cursor()
-            }
+            stored = {}
+            for key, value in txn.cursor():
+                meta = json.loads(value)
+                stored[key.decode()] = {"checksum": meta["checksum"], "location": f"{key.decode()}/",
+                                        "flow_layout": meta.get("flow_layout", "images")}
+            return stored
     finally:
         env.close()
 
@@ -81,6 +86,26 @@ def check_folder(store_path: Path) -> None:
         shown = ", ".join(strangers[:3]) + (", ..." if len(strangers) > 3 else "")
         raise TsnpipeError(f"{store_path} holds files `tsnpipe pack` did not write ({shown}); give --store an empty "
                            "or new folder, or one written by `tsnpipe pack --format lmdb`.")
+
+
+def _entries(video) -> list[tuple[str, list[bytes]]]:
+    """(key kind, blobs) the store keeps of a video: its frames, then its flow images or flow pair arrays."""
+    if video.pairs is not None:
+        return [("rgb", video.images["rgb"]), (PAIRS, video.pairs)]
+    return [(kind, video.images[kind]) for kind in KINDS]
+
+
+def _delete_video(txn, images_db, video_id: str, meta: dict) -> None:
+    """Delete every image key of a video's previous version, in whichever flow layout it was written."""
+    counts = meta["counts"]
+    kinds = [("rgb", counts["rgb"])]
+    if meta.get("flow_layout", "images") == "pairs":
+        kinds.append((PAIRS, counts["flow_x"]))
+    else:
+        kinds += [("flow_x", counts["flow_x"]), ("flow_y", counts["flow_y"])]
+    for kind, count in kinds:
+        for position in range(count):
+            txn.delete(lmdb_key(video_id, kind, position), db=images_db)
 
 
 def write_videos(store_path: Path, videos: Iterable) -> Iterator[tuple[object, str]]:
@@ -100,15 +125,12 @@ def write_videos(store_path: Path, videos: Iterable) -> Iterator[tuple[object, s
             with env.begin(write=True) as txn:
                 old = txn.get(key, db=meta_db)
                 if old is not None:
-                    old_counts = json.loads(old)["counts"]
-                    for kind in KINDS:
-                        for position in range(old_counts[kind]):
-                            txn.delete(lmdb_key(video.video_id, kind, position), db=images_db)
-                for kind in KINDS:
-                    for position, data in enumerate(video.images[kind]):
+                    _delete_video(txn, images_db, video.video_id, json.loads(old))
+                for kind, blobs in _entries(video):
+                    for position, data in enumerate(blobs):
                         txn.put(lmdb_key(video.video_id, kind, position), data, db=images_db)
                 meta = {"counts": video.counts, "checksum": video.checksum, "bytes": video.nbytes,
-                        "flow_format": video.flow_format}
+                        "flow_format": video.flow_format, **video.layout_meta()}
                 txn.put(key, json.dumps(meta, sort_keys=True).encode(), db=meta_db)
             yield video, f"{video.video_id}/"
     except lmdb.Error as error:  # a failed commit (full disk, I/O error) leaves the earlier videos whole

@@ -2,7 +2,9 @@
 
 Training then opens a handful of files instead of millions. The image bytes are copied as they are (no
 re-encoding), so a frame read back from a store is byte-identical to its file. Flow images are JPEG or
-PNG, as the flow manifest row of the video says (`extract-flow --format`); the store records which.
+PNG, as the flow manifest row of the video says (`extract-flow --format`); the store records which. In the
+`pairs` flow layout (`flow_pairs`, `tsnpipe pack`'s default) flow is kept instead as one lossless array per
+pair, the pixels a read of the folders gives; each video's entry records its layout.
 Packing is incremental: a video whose images are already stored with the same checksum is skipped, a new
 video is added, a re-extracted one replaces its entries; nothing else is rewritten. How each format stays whole when the
 process is killed is told in `lmdb_writer` and `hdf5_writer`.
@@ -15,10 +17,11 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tsnpipe.stages.errors import TsnpipeError
+from tsnpipe.stages.store.flow_pairs import check_layout, encode_pairs
 from tsnpipe.stages.store.reader import FILE_PREFIX, FLOW_FORMATS, KINDS, flow_format, frame_name
 
 FORMATS = ("lmdb", "hdf5")
@@ -34,18 +37,38 @@ class VideoImages:
     images: dict[str, list[bytes]]  # kind -> image bytes (JPEG, flow JPEG or PNG), position order
     checksum: str
     flow_format: str = "jpg"
+    pairs: list[bytes] | None = None  # the flow pairs in the `pairs` layout (`flow_pairs`); None: `images`
+    flow_size: list[int] = field(default_factory=list)  # [H, W] of the flow images, `pairs` layout only
 
     @property
     def counts(self) -> dict[str, int]:
         return {kind: len(self.images[kind]) for kind in KINDS}
 
     @property
+    def flow_layout(self) -> str:
+        return "images" if self.pairs is None else "pairs"
+
+    @property
     def nbytes(self) -> int:
+        """The bytes the store holds for the video: its images, or its frames and flow pair arrays."""
+        if self.pairs is not None:
+            return sum(len(data) for data in self.images["rgb"]) + sum(len(data) for data in self.pairs)
         return sum(len(data) for kind in KINDS for data in self.images[kind])
+
+    def layout_meta(self) -> dict:
+        """What a store entry says of the flow layout (nothing for `images`, as stores written before say)."""
+        return {} if self.pairs is None else {"flow_layout": "pairs", "flow_size": self.flow_size}
+
+    def with_flow_layout(self, layout: str) -> "VideoImages":
+        """The video as the store keeps it in `layout` (`flow_pairs`): `images` as read, or `pairs` encoded."""
+        if check_layout(layout) == "images" or not self.images["flow_x"]:
+            return self
+        pairs, size = encode_pairs(self.video_id, self.images["flow_x"], self.images["flow_y"])
+        return replace(self, pairs=pairs, flow_size=size)
 
     def stored(self) -> "StoredVideo":
         """What the index and the manifest keep of the video, without its images."""
-        return StoredVideo(self.video_id, self.checksum, self.flow_format, self.counts, self.nbytes)
+        return StoredVideo(self.video_id, self.checksum, self.flow_format, self.counts, self.nbytes, self.layout_meta())
 
 
 @dataclass(frozen=True)
@@ -57,6 +80,11 @@ class StoredVideo:
     flow_format: str
     counts: dict[str, int]
     nbytes: int
+    layout_meta: dict = field(default_factory=dict)
+
+    @property
+    def flow_layout(self) -> str:
+        return self.layout_meta.get("flow_layout", "images")
 
 
 def _numbered(folder: Path, kind: str, image_format: str = "jpg") -> int:
@@ -118,7 +146,8 @@ def read_video(workdir: str | os.PathLike, video_id: str, image_format: str | No
 
 
 def stored_videos(store_path: str | os.PathLike, format: str) -> dict[str, dict]:
-    """video_id -> {"checksum", "location"} of what the store holds now (empty for a store not written yet)."""
+    """video_id -> {"checksum", "location", "flow_layout"} of what the store holds now (empty for a store not
+    written yet)."""
     from tsnpipe.stages.store import hdf5_writer, lmdb_writer
 
     _check_format(format)
@@ -170,6 +199,7 @@ def pack_videos(
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     progress: Callable[[dict], None] | None = None,
     flow_formats: dict[str, str] | None = None,
+    flow_layout: str = "images",
 ) -> list[dict]:
     """Pack `videos` (ids of done videos in `workdir`) into the store; return one fact dict per video.
 
@@ -177,11 +207,13 @@ def pack_videos(
     checksum, rgb, flow_pairs, flow_format, bytes, unchanged (already stored as is), error. `flow_formats`
     maps a video to its flow image format as the flow manifest says; a video it does not name is read as its
     folder holds. A video whose folders cannot be read fails alone; the others are still packed. `progress`
-    is called with each fact.
+    is called with each fact. `flow_layout`: how flow is stored (`flow_pairs`): "pairs", one array per pair, or
+    "images", each image's bytes; a video stored in the other layout is re-packed.
     """
     from tsnpipe.stages.store import hdf5_writer, lmdb_writer
 
     _check_format(format)
+    check_layout(flow_layout)
     workdir, store_path = Path(workdir), Path(store_path)
     (lmdb_writer if format == "lmdb" else hdf5_writer).check_folder(store_path)
     before = stored_videos(store_path, format) if skip_unchanged else {}
@@ -201,8 +233,14 @@ def pack_videos(
                 report(_failed(video_id, error))
                 continue
             stored = before.get(video_id)
-            if stored and stored["checksum"] == video.checksum:
-                report(_done(video, stored["location"], unchanged=True))
+            layout = flow_layout if video.images["flow_x"] else "images"
+            if stored and stored["checksum"] == video.checksum and stored["flow_layout"] == layout:
+                report({**_done(video, stored["location"], unchanged=True), "flow_layout": layout})
+                continue
+            try:
+                video = video.with_flow_layout(flow_layout)
+            except TsnpipeError as error:
+                report(_failed(video_id, error))
                 continue
             yield video
 
@@ -219,7 +257,7 @@ def _done(video: VideoImages, location: str, unchanged: bool) -> dict:
     return {
         "video_id": video.video_id, "status": "done", "location": location, "checksum": video.checksum,
         "rgb": video.counts["rgb"], "flow_pairs": video.counts["flow_x"], "flow_format": video.flow_format,
-        "bytes": video.nbytes,
+        "flow_layout": video.flow_layout, "bytes": video.nbytes,
         "unchanged": unchanged, "error": None,
     }
 
@@ -227,5 +265,5 @@ def _done(video: VideoImages, location: str, unchanged: bool) -> dict:
 def _failed(video_id: str, error: Exception) -> dict:
     return {
         "video_id": video_id, "status": "failed", "location": None, "checksum": None, "rgb": 0, "flow_pairs": 0,
-        "flow_format": None, "bytes": 0, "unchanged": False, "error": str(error),
+        "flow_format": None, "flow_layout": None, "bytes": 0, "unchanged": False, "error": str(error),
     }

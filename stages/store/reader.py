@@ -8,7 +8,9 @@ not cross a fork).
 
 Positions are 0-based: position k is the file `img_{k+1:05d}.jpg` (or `flow_x_{k+1:05d}.jpg`). Frames are
 JPEG; flow images are JPEG or PNG (`extract-flow --format`): a folder's flow files say which, and stores
-keep the bytes as they are, so decoding looks at the bytes, not at a name.
+keep the bytes as they are, so decoding looks at the bytes, not at a name. A store may keep a video's flow
+in the `pairs` layout instead (`flow_pairs`: one array per pair, x above y, the same pixels);
+`flow_stack` reads a video's pairs as one [T, 2, H, W] array from either layout.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import cv2
 import numpy as np
 
 from tsnpipe.stages.errors import TsnpipeError
+from tsnpipe.stages.store.flow_pairs import PAIRS, decode_pairs
 
 KINDS = ("rgb", "flow_x", "flow_y")
 FILE_PREFIX = {"rgb": "img_", "flow_x": "flow_x_", "flow_y": "flow_y_"}
@@ -123,14 +126,39 @@ class Reader:
         return self._count(video_id, kind)
 
     def frames(self, video_id: str, indices, kind: str = "rgb", decode: bool = True) -> list:
-        """Images at 0-based `indices`: decoded arrays, or the raw JPEG bytes when decode=False."""
+        """Images at 0-based `indices`: decoded arrays, or the raw JPEG bytes when decode=False (not for flow
+        stored in the `pairs` layout, which keeps no image files)."""
         _check_kind(kind)
         self._ensure_open()
         positions = _check_positions(self.path, video_id, kind, indices, self._count(video_id, kind))
+        if kind != "rgb" and self.flow_layout(video_id) == "pairs":
+            if not decode:
+                raise TsnpipeError(f"The store {self.path} keeps the flow of {video_id!r} as pair arrays (pack "
+                                   "--flow-layout pairs), not as image files; to read JPEG bytes (train --gpu-decode) "
+                                   "pack the flow again with `tsnpipe pack --flow-layout images` into a new store.")
+            return list(self._pairs(video_id, positions)[:, KINDS.index(kind) - 1])
         raw = self._read(video_id, kind, positions)
         if not decode:
             return raw
         return [decode_image(data, kind) for data in raw]
+
+    def flow_stack(self, video_id: str, indices) -> np.ndarray:
+        """The flow pairs at 0-based `indices` as one uint8 array [T, 2, H, W] (x, then y)."""
+        self._ensure_open()
+        positions = _check_positions(self.path, video_id, "flow_x", indices, self._count(video_id, "flow_x"))
+        if self.flow_layout(video_id) == "pairs":
+            return self._pairs(video_id, positions)
+        _check_positions(self.path, video_id, "flow_y", positions, self._count(video_id, "flow_y"))
+        xs = [decode_image(data, "flow_x") for data in self._read(video_id, "flow_x", positions)]
+        ys = [decode_image(data, "flow_y") for data in self._read(video_id, "flow_y", positions)]
+        return np.stack([np.stack(xs), np.stack(ys)], axis=1)
+
+    def flow_layout(self, video_id: str) -> str:
+        """How the video's flow is kept: "images" (one file or blob per image) or "pairs" (`flow_pairs`)."""
+        return "images"
+
+    def _pairs(self, video_id: str, positions: list[int]) -> np.ndarray:
+        return decode_pairs(self._read(video_id, PAIRS, positions), self.meta(video_id)["flow_size"])
 
     def _count(self, video_id: str, kind: str) -> int:
         raise NotImplementedError
@@ -244,6 +272,9 @@ class LmdbReader(Reader):
     def _count(self, video_id: str, kind: str) -> int:
         return int(self.meta(video_id)["counts"][kind])
 
+    def flow_layout(self, video_id: str) -> str:
+        return self.meta(video_id).get("flow_layout", "images")
+
     def _read(self, video_id: str, kind: str, positions: list[int]) -> list[bytes]:
         handle = _lmdb_handle(self._key)
         with handle.env.begin(db=handle.images, buffers=False) as txn:
@@ -309,6 +340,9 @@ class Hdf5Reader(Reader):
 
     def _count(self, video_id: str, kind: str) -> int:
         return int(self.meta(video_id)["counts"][kind])
+
+    def flow_layout(self, video_id: str) -> str:
+        return self.meta(video_id).get("flow_layout", "images")
 
     def _read(self, video_id: str, kind: str, positions: list[int]) -> list[bytes]:
         fd, base, offsets, blob = self._blob(video_id, kind)

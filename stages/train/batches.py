@@ -8,6 +8,11 @@ batch n is handed out, so they overlap the model's work on batch n (the prefetch
 ImageNet examples: the main stream waits on the side stream's events, and tensors made there are
 recorded on the main stream so the allocator does not reuse them early). On the CPU the same
 `prepare` runs in line: one code path, the same tensors.
+
+`VideoBatches` feeds the test: workers read one video each (a test video is 25 x 10 views' worth of
+pictures), and the main process groups them into passes of B videos, so the first pass starts once
+the workers together have read B videos instead of once one worker has read all B, and the next
+videos are read while the model runs.
 """
 
 from __future__ import annotations
@@ -89,6 +94,35 @@ class DeviceBatches:
             return None
         with torch.cuda.stream(side):
             return self.prepare(batch, self.device)
+
+
+class VideoBatches:
+    """Batches of `videos` test videos (pictures as a list of [T, C, H, W] stacks, flips, labels) from a loader
+    of single-video batches (batch size 1), in the loader's order."""
+
+    def __init__(self, loader: Iterable, videos: int) -> None:
+        self.loader, self.videos = loader, videos
+
+    def __len__(self) -> int:
+        return -(-len(self.loader) // self.videos)
+
+    def __iter__(self) -> Iterator:
+        group = []
+        for item in self.loader:
+            group.append(item)
+            if len(group) == self.videos:
+                yield join_videos(group)
+                group = []
+        if group:
+            yield join_videos(group)
+
+
+def join_videos(items: list[tuple]) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """One batch from single-video batches: their picture stacks as a list (still in pinned memory when the
+    loader pinned them), flips and labels concatenated."""
+    pictures = [video for stacked, _, _ in items
+                for video in (stacked if isinstance(stacked, list) else stacked.unbind(0))]
+    return pictures, torch.cat([flips for _, flips, _ in items]), torch.cat([labels for _, _, labels in items])
 
 
 def tensors_in(prepared) -> list[torch.Tensor]:

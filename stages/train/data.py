@@ -127,10 +127,8 @@ def frames_per_snippet(modality: str, length: int) -> int:
 
 def read_stack(reader, video_id: str, positions: list[int], modality: str) -> torch.Tensor:
     """The pictures at `positions` as one uint8 tensor [T, C, H, W] (C = 3 RGB, or 2 for flow x, y)."""
-    if modality == "flow":
-        xs = reader.frames(video_id, positions, "flow_x")
-        ys = reader.frames(video_id, positions, "flow_y")
-        return torch.from_numpy(np.stack([np.stack(xs), np.stack(ys)], axis=1))
+    if modality == "flow":  # one array per pair in a store's `pairs` layout, two images otherwise
+        return torch.from_numpy(reader.flow_stack(video_id, positions))
     frames = np.stack(reader.frames(video_id, positions, "rgb"))
     return torch.from_numpy(frames).permute(0, 3, 1, 2)
 
@@ -245,7 +243,7 @@ def default_workers() -> int:
 
 def make_loader(
     dataset: Dataset, batch: int, shuffle: bool, workers: int | None = None, drop_last: bool = False,
-    shard: bool = True, pin: bool | None = None, seed: int = 0,
+    shard: bool = True, pin: bool | None = None, seed: int = 0, prefetch: int | None = None,
 ) -> DataLoader:
     """A DataLoader batching items with the dataset's `collate` (uint8 pictures for a SnippetDataset; a 3D
     ClipDataset's float clips are stacked as they are); `workers` None means `default_workers()`.
@@ -255,7 +253,8 @@ def make_loader(
     each rank reads its own share (DistributedSampler). A shuffled loader draws its order and each item's
     randomness from (seed, epoch, index) alone (`sampling.EpochSampler`; call its `set_epoch`), and the
     loader's own seed comes from `seed`, not from torch's global stream: a resumed run reads exactly what an
-    uninterrupted one would, whatever the workers.
+    uninterrupted one would, whatever the workers. `prefetch`: batches each worker reads ahead (torch's
+    default, 2, when None).
     """
     workers = default_workers() if workers is None else workers
     pin = torch.cuda.is_available() if pin is None else pin
@@ -269,4 +268,5 @@ def make_loader(
     return DataLoader(
         dataset, batch_size=batch, shuffle=shuffle, sampler=sampler, num_workers=workers, collate_fn=collate,
         pin_memory=pin, drop_last=drop_last, persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed),
+        prefetch_factor=prefetch if workers > 0 else None,
     )

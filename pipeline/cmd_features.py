@@ -22,7 +22,7 @@ from tsnpipe.runner import Item, Stage, run_info_path, run_stage
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.features import LAYERS
 
-STAGE_VERSION = 1
+STAGE_VERSION = 2  # 2: 3D checkpoints fed their own input (clips.clip_input); 10 crops follow the flip rule
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 

@@ -13,7 +13,8 @@ import torch
 from click.testing import CliRunner
 
 from tsnpipe.cli import main
-from tsnpipe.stages.scores.evaluate import mirrored_views, video_scores
+from tsnpipe.stages.scores.evaluate import video_scores
+from tsnpipe.stages.train.flip import mirrored_views
 from tsnpipe.stages.scores.files import read_scores
 from tsnpipe.stages.train.data import table_dataset
 from tsnpipe.stages.train.decode import EncodedSnippets, prepare_encoded

@@ -34,10 +34,9 @@ from tsnpipe.stages.train.batches import DeviceBatches, prepare_ready, prepare_v
 from tsnpipe.stages.train.checkpoint import load_checkpoint
 from tsnpipe.stages.train.clips import dataset_for
 from tsnpipe.stages.train.data import SnippetDataset, make_loader, read_split, split_targets
-from tsnpipe.stages.train.flip import FlipRule
+from tsnpipe.stages.train.flip import FlipRule, mirrored_views
 from tsnpipe.stages.train.loop import autocast, autocast_dtype, build_model, pick_device
 from tsnpipe.stages.train.recipe import params_from_dict
-from tsnpipe.stages.train.transforms import view_boxes
 from tsnpipe.stages.splits.validation import read_validation
 
 AVERAGES = ("raw", "softmax")
@@ -67,11 +66,6 @@ def video_scores(model, views: torch.Tensor, average: str = "raw", flip_rule: Fl
     if average == "softmax":
         scores = scores.softmax(dim=-1)
     return scores.mean(dim=1).mean(dim=1)
-
-
-def mirrored_views(crops: int) -> list[bool]:
-    """Which of a test's `crops` views are mirror images (the last five of 10)."""
-    return [flip for _, _, flip in view_boxes(512, 512, 224, crops)]
 
 
 def score_videos(

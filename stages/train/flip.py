@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from tsnpipe.stages.errors import TsnpipeError
+from tsnpipe.stages.train.transforms import view_boxes
 
 FLIP_MODES = ("on", "off", "swap-labels")
 
@@ -48,6 +49,11 @@ def label_permutation(num_classes: int, pairs: list[list[int]]) -> list[int]:
     for a, b in pairs:
         perm[a], perm[b] = b, a
     return perm
+
+
+def mirrored_views(crops: int) -> list[bool]:
+    """Which of a test's `crops` views are mirror images (the last five of 10)."""
+    return [flip for _, _, flip in view_boxes(512, 512, 224, crops)]
 
 
 class FlipRule:

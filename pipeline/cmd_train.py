@@ -262,7 +262,7 @@ def run_test(checkpoint, workdir, store, source, split_number, segments, crops, 
         device=device, batch=batch, workers=workers, amp=amp, progress=progress, subset=subset,
     )
     if "map" in result:  # a multi-label run
-        click.echo(f"test: {result['videos']} videos: mAP {result['map']:.4f}, top-1 in labels {result['top1']:.4f} "
+        click.echo(f"test: {result['videos']} videos: mAP {result['map']:.4f} (over {result['map_over']}), top-1 in labels {result['top1']:.4f} "
                    f"({result['videos_per_s']:.2f} videos/s); per-class AP in the accuracies file")
     else:
         click.echo(

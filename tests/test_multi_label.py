@@ -96,3 +96,45 @@ def test_report_of_a_multi_label_score_file_lists_per_class_ap(trained, workdir,
     assert "multi-label; mAP" in result.output
     table = pd.read_csv(tmp_path / "ml_per_class_ap.csv")
     assert table.positives.sum() == 10 and len(table) == 4 and table.average_precision.between(0, 1).all()
+
+
+def test_mmit_is_scored_and_its_best_epoch_picked_by_the_mean_over_videos(workdir, tmp_path):
+    metrics = pytest.importorskip("sklearn.metrics")
+    mmit = tmp_path / "W"
+    shutil.copytree(workdir / "splits", mmit / "splits")
+    (mmit / "frames").symlink_to((workdir / "frames").resolve())
+    split = mmit / "splits" / "samples" / "split1"
+    (split / "params.json").write_text(json.dumps({"source": "mmit", "multi_label": True}))
+    trained = CliRunner().invoke(main, ["train", "-w", str(mmit), "--modality", "rgb", "--run-name", "mmit", "--epochs", "1",
+                                        *TINY])
+    assert trained.exit_code == 0, trained.output
+    assert "mAP over videos" in trained.output
+    out = tmp_path / "mmit.pkl"
+    result = CliRunner().invoke(main, ["test", "--checkpoint", str(mmit / "runs" / "mmit" / "best.pt"), "-w", str(mmit),
+                                       "--segments", "2", "--crops", "1", "--out", str(out), "--workers", "0", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    scores = read_scores(out)
+    over_videos = metrics.average_precision_score(scores["targets"], scores["scores"], average="samples")
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["map"] == pytest.approx(over_videos) and report["map_over"] == "videos"
+    assert report["map_classes"] == pytest.approx(mean_average_precision(scores["scores"], scores["targets"]))
+    assert f"mAP {over_videos:.4f} (over videos)" in result.output
+    assert scores["aggregation"]["map_over"] == "videos"
+
+
+def test_validation_map_is_the_mean_the_data_set_names():
+    from tsnpipe.stages.train.loop import evaluate
+
+    metrics = pytest.importorskip("sklearn.metrics")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 6))
+    clips = torch.randn(20, 1, 3, 2, 2)
+    targets = (torch.rand(20, 6) < 0.3).float()
+    targets[torch.arange(20), torch.randint(0, 6, (20,))] = 1
+    loader = [(clips[:10], targets[:10]), (clips[10:], targets[10:])]
+    with torch.no_grad():
+        scores = model(clips).numpy()
+    for over, average in (("videos", "samples"), ("classes", "macro")):
+        val = evaluate(model, loader, torch.device("cpu"), 6, multi_label=True, map_over=over)
+        assert val["mean_class"] == pytest.approx(metrics.average_precision_score(targets.numpy(), scores, average=average),
+                                                  abs=1e-6)

@@ -28,12 +28,12 @@ import numpy as np
 import torch
 
 from tsnpipe.stages.progress import progress_bar
-from tsnpipe.stages.scores.average_precision import per_class_average_precision
+from tsnpipe.stages.scores.average_precision import dataset_map_over, per_class_average_precision
 from tsnpipe.stages.scores.files import check_split_classes, metrics, write_scores
 from tsnpipe.stages.train.batches import DeviceBatches, prepare_ready, prepare_views
 from tsnpipe.stages.train.checkpoint import load_checkpoint
 from tsnpipe.stages.train.clips import dataset_for
-from tsnpipe.stages.train.data import SnippetDataset, make_loader, read_split, split_targets
+from tsnpipe.stages.train.data import SnippetDataset, make_loader, read_split, split_source, split_targets
 from tsnpipe.stages.train.flip import FlipRule, mirrored_views
 from tsnpipe.stages.train.loop import autocast, autocast_dtype, build_model, pick_device
 from tsnpipe.stages.train.recipe import params_from_dict
@@ -149,9 +149,13 @@ def score_split(
     if params.arch != "tsn":
         aggregation.update(clip_len=params.clip_len, stride=params.stride, order="crops then clips")
     targets = np.stack(split_targets(test_table, len(class_names))) if params.multi_label else None
+    map_over = dataset_map_over(split_source(split_dir))
+    if targets is not None:  # the mean the data set's figures use (MMiT: over videos), for fuse and report too
+        aggregation["map_over"] = map_over
     out = write_scores(out, test_table["video_id"].tolist(), labels, class_names, scores, aggregation, source, targets)
-    result = {**metrics(scores, labels, targets), "videos": len(labels), "videos_per_s": videos_per_s}
+    result = {**metrics(scores, labels, targets, map_over), "videos": len(labels), "videos_per_s": videos_per_s}
     if targets is not None:  # multi-label: mAP and each class's AP (NaN: no positive video) instead of accuracies
+        result["map_over"] = map_over
         result["per_class_ap"] = {name: None if np.isnan(ap) else float(ap)
                                   for name, ap in zip(class_names, per_class_average_precision(scores, targets))}
     report = out.with_name(out.stem + ".json")

@@ -23,14 +23,14 @@ from torch import nn
 
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.progress import progress_bar
-from tsnpipe.stages.scores.average_precision import mean_average_precision
+from tsnpipe.stages.scores.average_precision import dataset_map_over, mean_average_precision
 from tsnpipe.stages.scores.files import per_class_accuracy
 from tsnpipe.stages.train.checkpoint import (
     CheckpointError, data_hashes, load_checkpoint, restore_rng, rng_state, save_checkpoint,
 )
 from tsnpipe.stages.train.batches import DeviceBatches, as_channels_last, prepare_clips, prepare_ready
 from tsnpipe.stages.train.clips import dataset_for
-from tsnpipe.stages.train.data import make_loader, read_split, split_targets, table_dataset
+from tsnpipe.stages.train.data import make_loader, read_split, split_source, split_targets, table_dataset
 from tsnpipe.stages.train.distributed import wrap_distributed
 from tsnpipe.stages.splits.validation import VAL_FILE, validation_table
 from tsnpipe.stages.train.flip import FlipRule
@@ -147,12 +147,13 @@ def top1_hits(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def evaluate(
     model: nn.Module, loader, device: torch.device, num_classes: int, dtype: torch.dtype | None = None,
-    channels_last: bool = False, multi_label: bool = False,
+    channels_last: bool = False, multi_label: bool = False, map_over: str = "classes",
 ) -> dict:
     """Loss, top-1 and mean class accuracy of the model on a loader of [B, K, C, H, W] clips.
 
     Multi-label: BCE loss (summed over classes), top-1 counts a top class that is one of the video's labels,
-    and "mean_class" holds the mean average precision (best.pt is picked on it)."""
+    and "mean_class" holds the mean average precision over `map_over` (classes or videos: the data set's own
+    mean, `average_precision.dataset_map_over`; best.pt is picked on it)."""
     model.eval()
     if multi_label:
         loss_fn = lambda s, t: nn.functional.binary_cross_entropy_with_logits(s, t, reduction="sum")  # noqa: E731
@@ -173,7 +174,7 @@ def evaluate(
     if multi_label:
         hits = labels[np.arange(len(labels)), scores.argmax(axis=1)] if len(labels) else np.zeros(0)
         return {"loss": total_loss / seen, "top1": float(np.mean(hits)) if len(labels) else float("nan"),
-                "mean_class": mean_average_precision(scores, labels) if len(labels) else float("nan")}
+                "mean_class": mean_average_precision(scores, labels, map_over) if len(labels) else float("nan")}
     recall = per_class_accuracy(scores, labels) if len(labels) else np.array([np.nan])
     return {
         "loss": total_loss / seen,
@@ -246,6 +247,7 @@ def fit(params: TrainParams, run_dir: str | Path, resume: bool = False, device: 
     train_set = run_dataset(params, train_table, "train")
     train_set.flip_rule = FlipRule.for_run(params, len(class_names))
     val_set = run_dataset(params, val_table, "val")
+    map_over = dataset_map_over(split_source(params.split_dir))  # multi-label: what picks best.pt (MMiT: over videos)
     if params.multi_label:  # several labels a video: multi-hot targets for the sigmoid + BCE loss
         train_set.labels = split_targets(train_table, len(class_names))
         val_set.labels = split_targets(val_table, len(class_names))
@@ -315,7 +317,7 @@ def fit(params: TrainParams, run_dir: str | Path, resume: bool = False, device: 
         if not main_rank:
             continue
         val = evaluate(model, device_batches(val_loader, params, device), device, len(class_names), dtype, params.channels_last,
-                       params.multi_label)
+                       params.multi_label, map_over)
         row = {
             "epoch": epoch, "lr": lr, "train_loss": train["loss"], "train_top1": train["top1"], "val_loss": val["loss"],
             "val_top1": val["top1"], "val_mean_class": val["mean_class"], "clips_per_s": train["clips_per_s"],
@@ -341,7 +343,7 @@ def fit(params: TrainParams, run_dir: str | Path, resume: bool = False, device: 
         save_checkpoint(last_path, state)
         log(
             f"epoch {epoch}/{params.epochs}: train loss {train['loss']:.4f} top-1 {train['top1']:.3f}, "
-            f"val top-1 {val['top1']:.3f} {'mAP' if params.multi_label else 'mean class'} {val['mean_class']:.3f}, "
+            f"val top-1 {val['top1']:.3f} {f'mAP over {map_over}' if params.multi_label else 'mean class'} {val['mean_class']:.3f}, "
             f"{train['clips_per_s']:.1f} clips/s"
         )
     if writer is not None:

@@ -33,7 +33,7 @@ PARAM_OPTIONS = {
     "epochs": "epochs", "lr": "lr", "lr_steps": "lr_steps", "batch": "batch", "wd": "weight_decay", "clip": "clip",
     "dropout": "dropout", "partial_bn": "partial_bn", "amp": "amp", "channels_last": "channels_last",
     "compile_model": "compile", "gpu_decode": "gpu_decode", "workers": "workers", "seed": "seed", "deterministic": "deterministic",
-    "flip": "flip", "multi_label": "multi_label",
+    "flip": "flip", "multi_label": "multi_label", "loss_weight": "loss_weight",
 }
 
 
@@ -87,7 +87,8 @@ def describe_params(params, given: set[str]) -> str:
     parts = []
     for key, value in params.as_dict().items():
         if key in ("split_dir", "store") or (key == "flow_pairs" and params.modality != "flow") or (
-                key == "flip_pairs" and not value) or (key == "c3d_input" and params.arch != "c3d"):
+                key == "flip_pairs" and not value) or (key == "c3d_input" and params.arch != "c3d") or (
+                key == "loss_weight" and not params.multi_label):
             continue
         text = ",".join(map(str, value)) if isinstance(value, list) else ("auto" if value is None else value)
         parts.append(f"{key}={text}" + ("" if key in given else "*"))
@@ -140,6 +141,9 @@ def run_lock(run_dir: Path):
 @click.option("--multi-label/--single-label", "multi_label", default=None,
               help="Several labels a video: sigmoid + binary cross-entropy, validation and test by mAP "
                    "(default: as the split says; build-splits --mmit writes multi-label splits).")
+@click.option("--loss-weight", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Multi-label: the loss is the mean binary cross-entropy times this (mmaction2's loss_weight). "
+                   "Default: the split's data set's config (MMiT 160, HVU 333), else 1.")
 @click.option("--resume", is_flag=True, help="Continue W/runs/<run-name>/last.pt; options not given are taken from it.")
 @click.option("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when there is one).")
 @click.option("--amp/--no-amp", default=None, help="bf16 autocast (default: on for CUDA, off on the CPU).")
@@ -161,9 +165,10 @@ def train(ctx, workdir, modality, split_number, source, store, run_name, resume,
     """
     from tsnpipe.stages.splits.tables import split_dir as split_path
     from tsnpipe.stages.train.checkpoint import load_checkpoint
-    from tsnpipe.stages.train.data import split_is_multi_label
+    from tsnpipe.stages.train.data import split_is_multi_label, split_source
     from tsnpipe.stages.train.flip import resolve_flip
     from tsnpipe.stages.train.loop import fit, init_distributed
+    from tsnpipe.stages.train.multi_label import dataset_loss_weight
     from tsnpipe.stages.train.recipe import make_params, params_from_dict
 
     workdir = Path(workdir)
@@ -193,6 +198,8 @@ def train(ctx, workdir, modality, split_number, source, store, run_name, resume,
             given.add("flip_pairs")
             if values["multi_label"] is None:
                 values["multi_label"] = split_is_multi_label(split_path(workdir, source, split_number))
+            if values["loss_weight"] is None:  # the weight of the mmaction2 config behind the data set's figure
+                values["loss_weight"] = dataset_loss_weight(split_source(split_path(workdir, source, split_number)))
         store = store or workdir
         params = make_params(
             modality, split_dir=str(split_path(workdir, source, split_number).resolve()), store=str(Path(store).resolve()), **values,

@@ -37,6 +37,7 @@ from tsnpipe.stages.train.flip import FlipRule
 from tsnpipe.stages.scores.report import plot_curves
 from tsnpipe.stages.train.logs import read_metrics, write_metrics
 from tsnpipe.stages.train.model import TSN, first_layer_params
+from tsnpipe.stages.train.multi_label import DEFAULT_LOSS_WEIGHT, multi_label_loss, summed_multi_label_loss
 from tsnpipe.stages.train.recipe import TrainParams, params_from_dict
 from tsnpipe.stages.train.transfer import load_source, read_source
 
@@ -93,7 +94,7 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 def train_one_epoch(
     model: nn.Module, loader, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, device: torch.device,
     clip: float, dtype: torch.dtype | None, channels_last: bool = False, progress: bool = True, epoch: int = 0,
-    multi_label: bool = False,
+    multi_label: bool = False, loss_weight: float = DEFAULT_LOSS_WEIGHT,
 ) -> dict:
     """One pass over the training loader; returns mean loss, top-1 and clips (videos) per second.
 
@@ -101,7 +102,7 @@ def train_one_epoch(
     progress bar) and at the end, so it can queue the next step while the device runs this one.
     """
     model.train()
-    loss_fn = multi_label_loss if multi_label else nn.CrossEntropyLoss()
+    loss_fn = functools.partial(multi_label_loss, weight=loss_weight) if multi_label else nn.CrossEntropyLoss()
     total_loss = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
@@ -129,13 +130,6 @@ def train_one_epoch(
     return {"loss": total_loss / max(seen, 1), "top1": correct / max(seen, 1), "clips_per_s": seen / seconds, "seconds": seconds}
 
 
-def multi_label_loss(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Sigmoid + binary cross-entropy summed over the classes, averaged over the videos. mmaction2's MMiT config
-    averages over classes too and multiplies by 160 (`loss_weight`, about half its 313 classes); the sum keeps
-    that scale for any class count."""
-    return nn.functional.binary_cross_entropy_with_logits(scores, targets, reduction="sum") / max(len(targets), 1)
-
-
 def top1_hits(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Videos whose best-scored class is their label (multi-label: one of their labels)."""
     best = scores.argmax(dim=1)
@@ -148,15 +142,17 @@ def top1_hits(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def evaluate(
     model: nn.Module, loader, device: torch.device, num_classes: int, dtype: torch.dtype | None = None,
     channels_last: bool = False, multi_label: bool = False, map_over: str = "classes",
+    loss_weight: float = DEFAULT_LOSS_WEIGHT,
 ) -> dict:
     """Loss, top-1 and mean class accuracy of the model on a loader of [B, K, C, H, W] clips.
 
-    Multi-label: BCE loss (summed over classes), top-1 counts a top class that is one of the video's labels,
+    Multi-label: the training loss (`multi_label.multi_label_loss` with `loss_weight`), top-1 counts a top class that
+    is one of the video's labels,
     and "mean_class" holds the mean average precision over `map_over` (classes or videos: the data set's own
     mean, `average_precision.dataset_map_over`; best.pt is picked on it)."""
     model.eval()
     if multi_label:
-        loss_fn = lambda s, t: nn.functional.binary_cross_entropy_with_logits(s, t, reduction="sum")  # noqa: E731
+        loss_fn = functools.partial(summed_multi_label_loss, weight=loss_weight)
     else:
         loss_fn = nn.CrossEntropyLoss(reduction="sum")
     total_loss, all_scores, all_labels = torch.zeros((), device=device), [], []
@@ -311,13 +307,13 @@ def fit(params: TrainParams, run_dir: str | Path, resume: bool = False, device: 
         lr = next(g["lr"] for g in optimizer.param_groups if g["name"] == "weight")
         train = train_one_epoch(
             trained, device_batches(train_loader, params, device), optimizer, scaler, device, params.clip, dtype,
-            params.channels_last, progress and main_rank, epoch, params.multi_label,
+            params.channels_last, progress and main_rank, epoch, params.multi_label, params.loss_weight,
         )
         scheduler.step()
         if not main_rank:
             continue
         val = evaluate(model, device_batches(val_loader, params, device), device, len(class_names), dtype, params.channels_last,
-                       params.multi_label, map_over)
+                       params.multi_label, map_over, params.loss_weight)
         row = {
             "epoch": epoch, "lr": lr, "train_loss": train["loss"], "train_top1": train["top1"], "val_loss": val["loss"],
             "val_top1": val["top1"], "val_mean_class": val["mean_class"], "clips_per_s": train["clips_per_s"],

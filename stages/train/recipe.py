@@ -79,6 +79,7 @@ class TrainParams:
     flip: str = "on"  # TSN paper (random horizontal flip); the split's params.json may ask off or swap-labels (train.flip)
     flip_pairs: list[list[int]] = field(default_factory=list)  # swap-labels: the split's left/right class pairs (mmaction2 flip_label_map)
     multi_label: bool = False  # mmaction2 mmit/hvu configs: sigmoid + binary cross-entropy (BCELossWithLogits), scored by mAP
+    loss_weight: float = 1.0  # multi-label: mean BCE x this (mmaction2 loss_weight; train picks the split's: MMiT 160, HVU 333)
     c3d_input: str = "kinetics"  # tsnpipe, C3D: the RGB input its weights expect (models.C3D_INPUTS; train.clips)
 
     def as_dict(self) -> dict:
@@ -158,6 +159,7 @@ def check_params(params: TrainParams) -> None:
         (params.epochs < 1, "--epochs must be at least 1"),
         (params.batch < 1, "--batch must be at least 1"),
         (params.lr <= 0, "--lr must be positive"),
+        (params.loss_weight <= 0, "--loss-weight must be positive"),
         (not 0 <= params.dropout < 1, "--dropout must be in [0, 1)"),
         (params.size < (32 if params.arch == "tsn" else 16), "the crop size must be at least 32 pixels (16 for a 3D arch)"),
     ]

@@ -21,7 +21,9 @@ from tsnpipe.manifests.files import WorkdirLock
 from tsnpipe.options import CheckpointType, progress_option, workdir_option
 from tsnpipe.runner import run_info_path
 from tsnpipe.stages.models import ARCHS, C3D_INPUTS
-from tsnpipe.stages.scores.protocol import CLIP_TEST_CLIPS, CLIP_TEST_CROPS, TEST_AVERAGE, TEST_CROPS, TEST_SEGMENTS
+from tsnpipe.stages.scores.protocol import (
+    CLIP_TEST_CLIPS, CLIP_TEST_CROPS, PROTOCOLS, TEST_AVERAGE, TEST_CROPS, TEST_SEGMENTS, dataset_protocol, test_views,
+)
 
 SOURCES = ("ucf101", "hmdb51", "folders", "kinetics400", "kinetics600", "kinetics700", "list", "sthv2", "sthv1",
            "diving48", "mit", "mmit", "hvu")
@@ -33,7 +35,7 @@ PARAM_OPTIONS = {
     "epochs": "epochs", "lr": "lr", "lr_steps": "lr_steps", "batch": "batch", "wd": "weight_decay", "clip": "clip",
     "dropout": "dropout", "partial_bn": "partial_bn", "amp": "amp", "channels_last": "channels_last",
     "compile_model": "compile", "gpu_decode": "gpu_decode", "workers": "workers", "seed": "seed", "deterministic": "deterministic",
-    "flip": "flip", "multi_label": "multi_label", "loss_weight": "loss_weight",
+    "flip": "flip", "multi_label": "multi_label", "loss_weight": "loss_weight", "protocol": "protocol",
 }
 
 
@@ -138,6 +140,10 @@ def run_lock(run_dir: Path):
               help="Horizontal flip: on; off; or swap-labels (a flipped clip trains as its left/right mirror class, "
                    "the test's mirrored crops are read the same way). Default: the split's (Something-Something: "
                    "swap-labels; others: on).")
+@click.option("--protocol", type=click.Choice(PROTOCOLS), default=None,
+              help="How the run trains and is tested, recorded in it: tsn (flip as --flip says; test 25 snippets x 10 "
+                   "crops) or mmaction2's Something-Something configs (never flip; test the training's snippets x 10 "
+                   "crops of 224 (V1) or 3 of 256 (V2)). Default: the split's data set's quoted figure's.")
 @click.option("--multi-label/--single-label", "multi_label", default=None,
               help="Several labels a video: sigmoid + binary cross-entropy, validation and test by mAP "
                    "(default: as the split says; build-splits --mmit writes multi-label splits).")
@@ -193,8 +199,12 @@ def train(ctx, workdir, modality, split_number, source, store, run_name, resume,
             given.add("flow_pairs")
         if resume:
             values["flip_pairs"] = before.get("flip_pairs", [])
-        else:  # the split decides the default flip (Something-Something: swap its left/right classes)
-            values["flip"], values["flip_pairs"] = resolve_flip(values["flip"], split_path(workdir, source, split_number))
+        else:  # the split decides the default protocol and flip (Something-Something: mmaction2's, never flipping)
+            split = split_path(workdir, source, split_number)
+            if values["protocol"] is None:  # the 3D archs have one protocol, TSN's
+                values["protocol"] = dataset_protocol(split_source(split)) if values["arch"] == "tsn" else "tsn"
+            never_flip = values["protocol"] != "tsn"
+            values["flip"], values["flip_pairs"] = resolve_flip(values["flip"] or ("off" if never_flip else None), split)
             given.add("flip_pairs")
             if values["multi_label"] is None:
                 values["multi_label"] = split_is_multi_label(split_path(workdir, source, split_number))
@@ -249,8 +259,8 @@ def run_test(checkpoint, workdir, store, source, split_number, segments, crops, 
     state = load_checkpoint(checkpoint)
     params = params_from_dict(state["params"])
     trained_on = Path(params.split_dir)
-    segments = segments or (TEST_SEGMENTS if params.arch == "tsn" else CLIP_TEST_CLIPS)
-    crops = crops or (TEST_CROPS if params.arch == "tsn" else CLIP_TEST_CROPS)
+    default_segments, default_crops, crop_size = test_views(params.protocol, params.arch, params.segments, params.size)
+    segments, crops = segments or default_segments, crops or default_crops
     source = source or trained_on.parent.name
     number = split_number or int(trained_on.name.removeprefix("split") or 1)
     split_dir = split_path(workdir, source, number)
@@ -260,13 +270,14 @@ def run_test(checkpoint, workdir, store, source, split_number, segments, crops, 
     if picked_on_scored_list(state, subset, split_dir):
         click.echo(f"test: note: {checkpoint}'s epoch was picked as best on this same test list (the split had no "
                    "val.csv), so its accuracy is optimistic; build-splits --val-ratio 0.1 and retrain for a fair one")
-    click.echo(f"test: {checkpoint} on the {subset} list of {split_dir}; {segments} {views} x {crops} crops, {average} scores averaged over crops then {views.split()[0]}")
-    if crops == "10" and params.flip != "on":  # the run's flip rule decides what the five mirrored crops count for
+    click.echo(f"test: {checkpoint} on the {subset} list of {split_dir}; {segments} {views} x {crops} crops of {crop_size} "
+               f"(protocol {params.protocol}), {average} scores averaged over crops then {views.split()[0]}")
+    if crops == "10" and params.flip != "on" and params.protocol != "mmaction2-sthv1":  # the run's flip rule decides
         click.echo(f"test: flip {params.flip}: " + ("mirrored crops dropped (5 crops averaged)" if params.flip == "off"
                                                     else "mirrored crops read with the left/right classes swapped"))
     result = score_split(
         checkpoint, out, store=store or workdir, split_dir=split_dir, segments=segments, crops=int(crops), average=average,
-        device=device, batch=batch, workers=workers, amp=amp, progress=progress, subset=subset,
+        device=device, batch=batch, workers=workers, amp=amp, progress=progress, subset=subset, crop_size=crop_size,
     )
     if "map" in result:  # a multi-label run
         click.echo(f"test: {result['videos']} videos: mAP {result['map']:.4f} (over {result['map_over']}), top-1 in labels {result['top1']:.4f} "

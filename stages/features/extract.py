@@ -126,9 +126,9 @@ def stream_features(stream: Stream, inputs: torch.Tensor, sizes: list[int], crop
 
 
 def view_rule(stream: Stream, layer: str) -> FlipRule:
-    """What a 10-crop's mirrored views count for: the checkpoint's test rule (`FlipRule.for_run`); with swap-labels,
+    """What a 10-crop's mirrored views count for: the checkpoint's test rule (`FlipRule.for_test`); with swap-labels,
     only class scores can be swapped back, so the mirrored views of other layers are left out (as `off`)."""
-    rule = FlipRule.for_run(stream.params, stream.classes)
+    rule = FlipRule.for_test(stream.params, stream.classes)
     return FlipRule("off") if rule.mode == "swap-labels" and layer != "scores" else rule
 
 

@@ -19,6 +19,7 @@ end. The backbone may run under bf16 autocast; the classifier and the averages r
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 import json
 import os
 import time
@@ -103,12 +104,14 @@ def score_split(
     checkpoint: str | Path, out: str | Path, store: str | Path | None = None, split_dir: str | Path | None = None,
     segments: int = 25, crops: int = 10, average: str = "raw", device: str | None = None, batch: int | None = None,
     workers: int | None = None, amp: bool | None = None, progress: bool = True, subset: str = "test",
+    crop_size: int | None = None,
 ) -> dict:
     """Score the split's test videos with a checkpoint, write the score file `out` and `out`.json.
 
     `store` and `split_dir` default to the ones the checkpoint was trained on; `subset` "val" scores the
     split's val.csv instead of its test list (validation scores for a fusion weight search). For a 3D
-    checkpoint `segments` counts clips. Returns the accuracies
+    checkpoint `segments` counts clips. `crop_size` defaults to the training crop (`protocol.test_views` gives
+    a protocol's); the 10-crop mirrored views count as `FlipRule.for_test` says. Returns the accuracies
     (top1, top5, mean_class as fractions), the number of videos, videos/s and the two paths written.
     """
     if crops not in (1, 3, 10):
@@ -129,8 +132,9 @@ def score_split(
     model.to(torch_device)
     if params.channels_last:
         model.to(memory_format=torch.channels_last)
-    dataset = dataset_for(params, test_table, "test", store, segments, crops)
-    flip_rule = FlipRule.for_run(params, len(class_names))
+    crop_size = crop_size or params.size
+    dataset = dataset_for(replace(params, size=crop_size), test_table, "test", store, segments, crops)
+    flip_rule = FlipRule.for_test(params, len(class_names))
     scores, videos_per_s = score_videos(
         model, dataset, torch_device, average, batch, workers, autocast_dtype(torch_device, amp), progress,
         params.channels_last, flip_rule,
@@ -138,7 +142,7 @@ def score_split(
     labels = test_table["label"].to_numpy(dtype=np.int64)
     aggregation = {
         "modality": params.modality, "segments": segments, "crops": crops, "average": average,
-        "order": "crops then snippets", "crop_size": params.size, "length": params.length,
+        "order": "crops then snippets", "crop_size": crop_size, "protocol": params.protocol, "length": params.length,
         "flip": params.flip, **({"mirrored_views": flip_rule.describe()} if crops == 10 else {}),
     }
     source = {

@@ -68,6 +68,14 @@ class FlipRule:
         mode = getattr(params, "flip", "on")
         return cls(mode, label_permutation(num_classes, params.flip_pairs) if mode == "swap-labels" else None)
 
+    @classmethod
+    def for_test(cls, params, num_classes: int) -> "FlipRule":
+        """What a test's mirrored views count for: the run's rule, but averaged as they are under mmaction2's
+        Something-Something V1 protocol (its TenCrop test of a run that never flipped)."""
+        if getattr(params, "protocol", "tsn") == "mmaction2-sthv1":
+            return cls("on")
+        return cls.for_run(params, num_classes)
+
     def train(self, flip: bool, label: int) -> tuple[bool, int]:
         """(flip, label) of a training clip whose crop drew `flip`."""
         if self.mode == "off":

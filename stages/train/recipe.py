@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.models import ARCHS, C3D_INPUTS, C3D_MIN_CLIP_LEN, CLIP_ARCHS
 from tsnpipe.stages.models.c3d import c3d_input_for
+from tsnpipe.stages.scores.protocol import PROTOCOLS
 from tsnpipe.stages.train.model import BACKBONES, MODALITIES
 
 
@@ -79,6 +80,7 @@ class TrainParams:
     flip: str = "on"  # TSN paper (random horizontal flip); the split's params.json may ask off or swap-labels (train.flip)
     flip_pairs: list[list[int]] = field(default_factory=list)  # swap-labels: the split's left/right class pairs (mmaction2 flip_label_map)
     multi_label: bool = False  # mmaction2 mmit/hvu configs: sigmoid + binary cross-entropy (BCELossWithLogits), scored by mAP
+    protocol: str = "tsn"  # how it trains and tests (scores.protocol.PROTOCOLS; train picks the split's: sthv1/2 mmaction2's)
     loss_weight: float = 1.0  # multi-label: mean BCE x this (mmaction2 loss_weight; train picks the split's: MMiT 160, HVU 333)
     c3d_input: str = "kinetics"  # tsnpipe, C3D: the RGB input its weights expect (models.C3D_INPUTS; train.clips)
 
@@ -135,10 +137,14 @@ def check_params(params: TrainParams) -> None:
     """Refuse values that cannot work, in one sentence naming the option."""
     if params.arch not in ARCHS:
         raise TsnpipeError(f"Unknown --arch {params.arch!r}; use one of {', '.join(ARCHS)}.")
+    if params.protocol not in PROTOCOLS:
+        raise TsnpipeError(f"Unknown --protocol {params.protocol!r}; use one of {', '.join(PROTOCOLS)}.")
     if params.flip not in ("on", "off", "swap-labels"):
         raise TsnpipeError(f"Unknown --flip {params.flip!r}; use on, off or swap-labels.")
     if params.multi_label and params.flip == "swap-labels":
         raise TsnpipeError("--flip swap-labels swaps one label; a --multi-label run takes --flip on or off.")
+    if params.arch != "tsn" and params.protocol != "tsn":
+        raise TsnpipeError(f"--protocol {params.protocol} is for TSN; the 3D archs take --protocol tsn.")
     if params.arch != "tsn" and params.multi_label:
         raise TsnpipeError("--multi-label is for TSN (--arch tsn); the 3D archs train one label a video.")
     if params.arch != "tsn" and params.flip != "on":

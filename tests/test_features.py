@@ -406,3 +406,15 @@ def test_ten_crop_pool_features_of_a_swap_labels_checkpoint_leave_the_mirrored_v
             features[flip] = handle["rgb"][()]
     assert features["swap-labels"] == pytest.approx(features["off"], abs=1e-6)
     assert not np.allclose(features["swap-labels"], features["on"], atol=1e-4)
+
+
+def test_export_puts_rgb_before_flow_whatever_the_checkpoint_order(workdir, tmp_path):
+    assert extract(workdir, "flow_first", *checkpoints(workdir, "flow", "rgb")).exit_code == 0
+    result = invoke("export-features", "flow_first", "-w", workdir, "--bmn", "10", "--out", tmp_path, "--no-progress")
+    assert result.exit_code == 0 and "10 steps x rgb+flow" in result.output, result.output
+    with h5py.File(workdir / "features" / "flow_first.h5", "r") as handle:
+        rgb, flow = handle[EYE]["rgb"][()], handle[EYE]["flow"][()]
+    lines = (tmp_path / f"{EYE}.csv").read_text().split("\n")
+    table = np.array([[float(x) for x in line.split(",")] for line in lines[1:]])
+    assert table[:, :512] == pytest.approx(resample(rgb, 10), abs=6e-5)
+    assert table[:, 512:] == pytest.approx(resample(flow, 10), abs=6e-5)

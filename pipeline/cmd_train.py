@@ -36,6 +36,7 @@ PARAM_OPTIONS = {
     "dropout": "dropout", "partial_bn": "partial_bn", "amp": "amp", "channels_last": "channels_last",
     "compile_model": "compile", "gpu_decode": "gpu_decode", "workers": "workers", "seed": "seed", "deterministic": "deterministic",
     "flip": "flip", "multi_label": "multi_label", "loss_weight": "loss_weight", "protocol": "protocol",
+    "head_std": "head_std", "sgd": "sgd",
 }
 
 
@@ -140,6 +141,12 @@ def run_lock(run_dir: Path):
               help="Horizontal flip: on; off; or swap-labels (a flipped clip trains as its left/right mirror class, "
                    "the test's mirrored crops are read the same way). Default: the split's (Something-Something: "
                    "swap-labels; others: on).")
+@click.option("--head-std", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Std of the new classifier's normal init: tsn-pytorch's 0.001, or (default when --pretrained is a "
+                   "tsnpipe checkpoint) mmaction2's 0.01.")
+@click.option("--sgd", type=click.Choice(["tsn", "plain"]), default=None,
+              help="tsn: tsn-pytorch's parameter groups (biases x2 lr, no decay on biases and BN); plain: one group, "
+                   "as mmaction2 (default when --pretrained is a tsnpipe checkpoint).")
 @click.option("--protocol", type=click.Choice(PROTOCOLS), default=None,
               help="How the run trains and is tested, recorded in it: tsn (flip as --flip says; test 25 snippets x 10 "
                    "crops) or mmaction2's Something-Something configs (never flip; test the training's snippets x 10 "

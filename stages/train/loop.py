@@ -47,8 +47,12 @@ RESUMABLE_CHANGES = ("epochs", "workers", "compile", "amp", "channels_last", "de
 
 
 def optimizer_groups(model: TSN, params: TrainParams) -> list[dict]:
-    """tsn-pytorch's `get_optim_policies`: first conv lr x5/x10 for flow (x1/x2 otherwise), biases x2
-    without weight decay, trainable BN parameters without weight decay, other weights x1 with decay."""
+    """`params.sgd` "tsn": tsn-pytorch's `get_optim_policies`: first conv lr x5/x10 for flow (x1/x2 otherwise),
+    biases x2 without weight decay, trainable BN parameters without weight decay, other weights x1 with decay.
+    "plain": one group, every trainable parameter at the lr with weight decay (mmaction2's default optimizer)."""
+    if params.sgd == "plain":
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        return [{"params": trainable, "lr": params.lr, "weight_decay": params.weight_decay, "name": "weight"}]
     first_weights, first_biases = first_layer_params(model)
     special = {id(p) for p in first_weights + first_biases}
     weights, biases, norms = [], [], []
@@ -218,10 +222,10 @@ def build_model(params: TrainParams, num_classes: int, weights: str | None = Non
     if params.arch != "tsn":
         from tsnpipe.stages.models.clip_net import ClipNet
 
-        return ClipNet(num_classes, params.arch, params.modality, params.dropout, weights=weights)
+        return ClipNet(num_classes, params.arch, params.modality, params.dropout, weights=weights, head_std=params.head_std)
     return TSN(
         num_classes, params.modality, params.backbone, params.length, params.dropout, params.partial_bn,
-        weights=weights,
+        weights=weights, head_std=params.head_std,
     )
 
 

@@ -139,8 +139,8 @@ def run_lock(run_dir: Path):
 @click.option("--partial-bn/--no-partial-bn", default=None, help="Freeze every BN but the first (default: on with pretrained weights).")
 @click.option("--flip", type=click.Choice(["on", "off", "swap-labels"]), default=None,
               help="Horizontal flip: on; off; or swap-labels (a flipped clip trains as its left/right mirror class, "
-                   "the test's mirrored crops are read the same way). Default: the split's (Something-Something: "
-                   "swap-labels; others: on).")
+                   "the test's mirrored crops are read the same way). Default: off under an mmaction2 --protocol "
+                   "(Something-Something's default), else the split's (others: on).")
 @click.option("--head-std", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Std of the new classifier's normal init: tsn-pytorch's 0.001, or (default when --pretrained is a "
                    "tsnpipe checkpoint) mmaction2's 0.01.")

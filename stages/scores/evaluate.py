@@ -6,6 +6,8 @@ at N evenly spaced segment centres; each is cut into 1 (centre), 3 (along the lo
 as stored (short side 256 or 340x256), and the model scores every snippet x crop. The video's
 score is the mean over crops, then over snippets, of the raw class scores (the paper; "softmax"
 averages probabilities instead, as mmaction2 1.x does); the rule is recorded in the score file.
+The run's `protocol` (`protocol.test_views`) may set other defaults: mmaction2's Something-Something
+configs test the training's snippets, V1 10 crops with the mirrored views averaged, V2 3 crops of 256.
 A 3D model's views are clips (10 evenly spaced clips, as the R(2+1)D paper averages 10, x 3 crops of the
 128x171 resize, mmaction2's ThreeCrop; `tsnpipe.stages.train.clips`), scored through the same `snippet_scores` and averaged the same way.
 

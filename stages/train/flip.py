@@ -5,7 +5,10 @@ as its mirror class b; a mirrored test view's scores are read with a and b swapp
 
 The split decides the default: its params.json carries `flip` and `flip_pairs` (Something-Something:
 `swap-labels` with the classes whose names differ by left <-> right, mmaction2's `flip_label_map`);
-other splits flip (`on`), as TSN does. `tsnpipe train --flip` overrides it and the run records it.
+other splits flip (`on`), as TSN does. A run under mmaction2's Something-Something protocol (`--protocol`,
+the default on those splits: `scores.protocol`) never flips unless `--flip` says otherwise, and its V1 test
+averages the mirrored views as they are (`FlipRule.for_test`). `tsnpipe train --flip` overrides the default
+and the run records it.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 `fit` builds the data, model and optimizer from TrainParams, then per epoch: `train_one_epoch`,
 `evaluate` on the split's val.csv when build-splits wrote one, else its test list (centre crop, K
 segment centres; a 3D model: the centre clip; metrics.csv's val_list says which), lr step, metrics.csv +
-curves.png + TensorBoard, `best.pt` when validation mean class accuracy improves, then `last.pt`
+curves.png + TensorBoard, `best.pt` when validation mean class accuracy (multi-label: the data set's mAP)
+improves, then `last.pt`
 (both atomic; a resume that finds best.pt not holding the best epoch rewrites it or says it is lost). `fit(..., resume=True)` continues from `last.pt` exactly: model, optimizer, scheduler,
 scaler, epoch and random generator states are restored. Under torchrun (torch.distributed
 initialised by the caller) each rank trains on its share and rank 0 alone logs and writes.

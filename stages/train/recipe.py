@@ -15,7 +15,11 @@
 | backbone | ResNet-50, ImageNet | same | same | tsnpipe (torchvision's nearest to BN-Inception, as mmaction2's TSN R50) |
 
 Weight decay applies to conv and linear weights only, never to biases or BN parameters; biases train
-at twice the lr (tsn-pytorch). With a smaller batch, scale the lr by the same factor. Each default below
+at twice the lr (tsn-pytorch; `sgd` "tsn"). A run fine-tuned from a tsnpipe checkpoint takes mmaction2's
+recipe instead (its HMDB51-from-Kinetics-400 config, the figure the README quotes): `sgd` "plain" (one group,
+decay on everything) and its new classifier drawn from N(0, 0.01) (`head_std`; tsn-pytorch's 0.001 otherwise).
+Multi-label runs weight their loss by `loss_weight` (`multi_label`), and `protocol` names how a run trains and
+is tested (`scores.protocol`: Something-Something's quoted figures are mmaction2's). With a smaller batch, scale the lr by the same factor. Each default below
 names its source in its comment; the speed knobs (amp, channels_last, compile, gpu_decode, workers) are tsnpipe's and
 change no result beyond rounding (gpu_decode draws the same recipe's crops from the main process's random stream).
 

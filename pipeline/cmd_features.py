@@ -23,7 +23,7 @@ from tsnpipe.runner import Item, Stage, run_info_path, run_stage
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.features import LAYERS
 
-STAGE_VERSION = 1
+STAGE_VERSION = 2  # 2: 3D checkpoints fed their own input (clips.clip_input); 10 crops follow the flip rule
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
@@ -201,13 +201,13 @@ def update_links(workdir: Path, name: str, stage: str, fmt: str, changed: bool) 
               help="Folder of CSVs (default: W/features/NAME_bmnSTEPS/), one <video_id>.csv per video.")
 @progress_option
 def export_features(name, workdir, steps, out, progress):
-    """Write one CSV per video of feature set NAME, resampled to --bmn steps, streams side by side (f0 ...).
+    """Write one CSV per video of feature set NAME, resampled to --bmn steps, streams side by side (RGB then flow; f0 ...).
 
     The resampling is mmaction2's activitynet_feature_postprocessing.py (`pool_feature`: linear interpolation,
     3 samples per step, averaged); the CSVs are the files BMN's data loader reads. A CSV newer than its
     video's features is kept, so a rerun writes only what extract-features changed.
     """
-    from tsnpipe.stages.features.bmn import write_csv
+    from tsnpipe.stages.features.bmn import column_order, write_csv
     from tsnpipe.stages.features.writers import read_video
     from tsnpipe.stages.progress import progress_bar
 
@@ -218,7 +218,7 @@ def export_features(name, workdir, steps, out, progress):
     if not rows or not info.is_file():
         raise TsnpipeError(f"{workdir} has no feature set {name!r} ({manifest_path(workdir, stage_name(name))} is empty); "
                            f"run `tsnpipe extract-features -w {workdir} --name {name}` first.")
-    names = [stream["name"] for stream in json.loads(info.read_text())["params"]["streams"]]
+    names = column_order(json.loads(info.read_text())["params"]["streams"])  # RGB then flow, as BMN's CSVs
     out = out or workdir / "features" / f"{name}_bmn{steps}"
     done = sorted(vid for vid, row in rows.items() if row.get("status") == "done" and row.get("output"))
     started, written, kept = time.time(), 0, 0

@@ -21,7 +21,9 @@ from tsnpipe.manifests.files import WorkdirLock
 from tsnpipe.options import CheckpointType, progress_option, workdir_option
 from tsnpipe.runner import run_info_path
 from tsnpipe.stages.models import ARCHS, C3D_INPUTS
-from tsnpipe.stages.scores.protocol import CLIP_TEST_CLIPS, CLIP_TEST_CROPS, TEST_AVERAGE, TEST_CROPS, TEST_SEGMENTS
+from tsnpipe.stages.scores.protocol import (
+    CLIP_TEST_CLIPS, CLIP_TEST_CROPS, PROTOCOLS, TEST_AVERAGE, TEST_CROPS, TEST_SEGMENTS, dataset_protocol, test_views,
+)
 
 SOURCES = ("ucf101", "hmdb51", "folders", "kinetics400", "kinetics600", "kinetics700", "list", "sthv2", "sthv1",
            "diving48", "mit", "mmit", "hvu")
@@ -33,7 +35,8 @@ PARAM_OPTIONS = {
     "epochs": "epochs", "lr": "lr", "lr_steps": "lr_steps", "batch": "batch", "wd": "weight_decay", "clip": "clip",
     "dropout": "dropout", "partial_bn": "partial_bn", "amp": "amp", "channels_last": "channels_last",
     "compile_model": "compile", "gpu_decode": "gpu_decode", "workers": "workers", "seed": "seed", "deterministic": "deterministic",
-    "flip": "flip", "multi_label": "multi_label",
+    "flip": "flip", "multi_label": "multi_label", "loss_weight": "loss_weight", "protocol": "protocol",
+    "head_std": "head_std", "sgd": "sgd",
 }
 
 
@@ -87,7 +90,8 @@ def describe_params(params, given: set[str]) -> str:
     parts = []
     for key, value in params.as_dict().items():
         if key in ("split_dir", "store") or (key == "flow_pairs" and params.modality != "flow") or (
-                key == "flip_pairs" and not value) or (key == "c3d_input" and params.arch != "c3d"):
+                key == "flip_pairs" and not value) or (key == "c3d_input" and params.arch != "c3d") or (
+                key == "loss_weight" and not params.multi_label):
             continue
         text = ",".join(map(str, value)) if isinstance(value, list) else ("auto" if value is None else value)
         parts.append(f"{key}={text}" + ("" if key in given else "*"))
@@ -135,11 +139,24 @@ def run_lock(run_dir: Path):
 @click.option("--partial-bn/--no-partial-bn", default=None, help="Freeze every BN but the first (default: on with pretrained weights).")
 @click.option("--flip", type=click.Choice(["on", "off", "swap-labels"]), default=None,
               help="Horizontal flip: on; off; or swap-labels (a flipped clip trains as its left/right mirror class, "
-                   "the test's mirrored crops are read the same way). Default: the split's (Something-Something: "
-                   "swap-labels; others: on).")
+                   "the test's mirrored crops are read the same way). Default: off under an mmaction2 --protocol "
+                   "(Something-Something's default), else the split's (others: on).")
+@click.option("--head-std", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Std of the new classifier's normal init: tsn-pytorch's 0.001, or (default when --pretrained is a "
+                   "tsnpipe checkpoint) mmaction2's 0.01.")
+@click.option("--sgd", type=click.Choice(["tsn", "plain"]), default=None,
+              help="tsn: tsn-pytorch's parameter groups (biases x2 lr, no decay on biases and BN); plain: one group, "
+                   "as mmaction2 (default when --pretrained is a tsnpipe checkpoint).")
+@click.option("--protocol", type=click.Choice(PROTOCOLS), default=None,
+              help="How the run trains and is tested, recorded in it: tsn (flip as --flip says; test 25 snippets x 10 "
+                   "crops) or mmaction2's Something-Something configs (never flip; test the training's snippets x 10 "
+                   "crops of 224 (V1) or 3 of 256 (V2)). Default: the split's data set's quoted figure's.")
 @click.option("--multi-label/--single-label", "multi_label", default=None,
               help="Several labels a video: sigmoid + binary cross-entropy, validation and test by mAP "
                    "(default: as the split says; build-splits --mmit writes multi-label splits).")
+@click.option("--loss-weight", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Multi-label: the loss is the mean binary cross-entropy times this (mmaction2's loss_weight). "
+                   "Default: the split's data set's config (MMiT 160, HVU 333), else 1.")
 @click.option("--resume", is_flag=True, help="Continue W/runs/<run-name>/last.pt; options not given are taken from it.")
 @click.option("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when there is one).")
 @click.option("--amp/--no-amp", default=None, help="bf16 autocast (default: on for CUDA, off on the CPU).")
@@ -161,9 +178,10 @@ def train(ctx, workdir, modality, split_number, source, store, run_name, resume,
     """
     from tsnpipe.stages.splits.tables import split_dir as split_path
     from tsnpipe.stages.train.checkpoint import load_checkpoint
-    from tsnpipe.stages.train.data import split_is_multi_label
+    from tsnpipe.stages.train.data import split_is_multi_label, split_source
     from tsnpipe.stages.train.flip import resolve_flip
     from tsnpipe.stages.train.loop import fit, init_distributed
+    from tsnpipe.stages.train.multi_label import dataset_loss_weight
     from tsnpipe.stages.train.recipe import make_params, params_from_dict
 
     workdir = Path(workdir)
@@ -188,11 +206,17 @@ def train(ctx, workdir, modality, split_number, source, store, run_name, resume,
             given.add("flow_pairs")
         if resume:
             values["flip_pairs"] = before.get("flip_pairs", [])
-        else:  # the split decides the default flip (Something-Something: swap its left/right classes)
-            values["flip"], values["flip_pairs"] = resolve_flip(values["flip"], split_path(workdir, source, split_number))
+        else:  # the split decides the default protocol and flip (Something-Something: mmaction2's, never flipping)
+            split = split_path(workdir, source, split_number)
+            if values["protocol"] is None:  # the 3D archs have one protocol, TSN's
+                values["protocol"] = dataset_protocol(split_source(split)) if values["arch"] == "tsn" else "tsn"
+            never_flip = values["protocol"] != "tsn"
+            values["flip"], values["flip_pairs"] = resolve_flip(values["flip"] or ("off" if never_flip else None), split)
             given.add("flip_pairs")
             if values["multi_label"] is None:
                 values["multi_label"] = split_is_multi_label(split_path(workdir, source, split_number))
+            if values["loss_weight"] is None:  # the weight of the mmaction2 config behind the data set's figure
+                values["loss_weight"] = dataset_loss_weight(split_source(split_path(workdir, source, split_number)))
         store = store or workdir
         params = make_params(
             modality, split_dir=str(split_path(workdir, source, split_number).resolve()), store=str(Path(store).resolve()), **values,
@@ -246,8 +270,8 @@ def run_test(checkpoint, workdir, store, source, split_number, segments, crops, 
     state = load_checkpoint(checkpoint)
     params = params_from_dict(state["params"])
     trained_on = Path(params.split_dir)
-    segments = segments or (TEST_SEGMENTS if params.arch == "tsn" else CLIP_TEST_CLIPS)
-    crops = crops or (TEST_CROPS if params.arch == "tsn" else CLIP_TEST_CROPS)
+    default_segments, default_crops, crop_size = test_views(params.protocol, params.arch, params.segments, params.size)
+    segments, crops = segments or default_segments, crops or default_crops
     source = source or trained_on.parent.name
     number = split_number or int(trained_on.name.removeprefix("split") or 1)
     split_dir = split_path(workdir, source, number)
@@ -257,16 +281,18 @@ def run_test(checkpoint, workdir, store, source, split_number, segments, crops, 
     if picked_on_scored_list(state, subset, split_dir):
         click.echo(f"test: note: {checkpoint}'s epoch was picked as best on this same test list (the split had no "
                    "val.csv), so its accuracy is optimistic; build-splits --val-ratio 0.1 and retrain for a fair one")
-    click.echo(f"test: {checkpoint} on the {subset} list of {split_dir}; {segments} {views} x {crops} crops, {average} scores averaged over crops then {views.split()[0]}")
-    if crops == "10" and params.flip != "on":  # the run's flip rule decides what the five mirrored crops count for
+    click.echo(f"test: {checkpoint} on the {subset} list of {split_dir}; {segments} {views} x {crops} crops of {crop_size} "
+               f"(protocol {params.protocol}), {average} scores averaged over crops then {views.split()[0]}")
+    if crops == "10" and params.flip != "on" and params.protocol != "mmaction2-sthv1":  # the run's flip rule decides
         click.echo(f"test: flip {params.flip}: " + ("mirrored crops dropped (5 crops averaged)" if params.flip == "off"
                                                     else "mirrored crops read with the left/right classes swapped"))
     result = score_split(
         checkpoint, out, store=store or workdir, split_dir=split_dir, segments=segments, crops=int(crops), average=average,
         device=device, batch=batch, workers=workers, amp=amp, progress=progress, subset=subset, precision=precision,
+        crop_size=crop_size,
     )
     if "map" in result:  # a multi-label run
-        click.echo(f"test: {result['videos']} videos: mAP {result['map']:.4f}, top-1 in labels {result['top1']:.4f} "
+        click.echo(f"test: {result['videos']} videos: mAP {result['map']:.4f} (over {result['map_over']}), top-1 in labels {result['top1']:.4f} "
                    f"({result['videos_per_s']:.2f} videos/s); per-class AP in the accuracies file")
     else:
         click.echo(

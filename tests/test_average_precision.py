@@ -1,10 +1,12 @@
-"""Average precision by hand (scikit-learn is not a dependency): checked against examples worked on paper."""
+"""Average precision by hand (scikit-learn is a test-only dependency): checked against examples worked on paper
+and against scikit-learn."""
 
 import numpy as np
 import pytest
 
 from tsnpipe.stages.scores.average_precision import (
-    average_precision, mean_average_precision, multi_hot, per_class_average_precision,
+    average_precision, dataset_map_over, mean_average_precision, multi_hot, per_class_average_precision,
+    per_video_average_precision,
 )
 
 
@@ -47,3 +49,30 @@ def test_map_on_random_scores_matches_a_slow_reference():
 
     expected = np.mean([slow(scores[:, c], targets[:, c]) for c in range(5)])
     assert mean_average_precision(scores, targets) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_map_over_videos_equals_scikit_learns_samples_average_with_ties(seed):
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(seed)
+    scores = rng.random((60, 12)).round(1)  # rounding makes ties
+    targets = (rng.random((60, 12)) < 0.25).astype(np.float32)
+    targets[np.arange(60), rng.integers(0, 12, 60)] = 1  # every video has a label, as in MMiT
+    expected = metrics.average_precision_score(targets, scores, average="samples")
+    assert mean_average_precision(scores, targets, over="videos") == pytest.approx(expected, abs=1e-12)
+    assert mean_average_precision(scores, targets, over="classes") == pytest.approx(
+        metrics.average_precision_score(targets, scores, average="macro"), abs=1e-12)
+    assert abs(expected - mean_average_precision(scores, targets)) > 1e-3  # the two means are not the same figure
+
+
+def test_a_video_without_a_label_is_left_out_of_the_mean_over_videos():
+    scores = np.array([[0.9, 0.1, 0.5], [0.2, 0.8, 0.4], [0.3, 0.6, 0.1]])
+    targets = multi_hot([[0], [2], []], 3)
+    assert per_video_average_precision(scores, targets)[:2] == pytest.approx([1.0, 0.5])
+    assert np.isnan(per_video_average_precision(scores, targets)[2])
+    assert mean_average_precision(scores, targets, over="videos") == pytest.approx(0.75)
+
+
+def test_each_data_set_is_scored_with_the_mean_its_figures_use():
+    assert dataset_map_over("mmit") == "videos"
+    assert dataset_map_over("hvu") == "classes"

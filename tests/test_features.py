@@ -359,3 +359,84 @@ def test_shards_then_a_plain_run_give_the_features_and_index_of_a_plain_run(work
         assert videos == sorted(Manifest(workdir, "frames").rows)
         for video in videos:
             assert np.allclose(halves[video]["rgb"][()], whole[video]["rgb"][()], atol=1e-5)
+
+
+# ---- the same input and the same view rule as `tsnpipe test` ---------------------------------------------------
+
+
+@pytest.mark.parametrize(("arch", "c3d_input"), [
+    ("c3d", "kinetics"),  # antialiased resize, Kinetics normalisation
+    ("c3d", "sports1m"),  # no antialiasing, 0..255 BGR minus the Sports-1M means
+    ("r2plus1d_18", "kinetics"),  # torchvision's video weights: no antialiasing
+])
+def test_3d_features_are_fed_the_input_test_feeds_the_checkpoint(workdir, arch, c3d_input):
+    from tsnpipe.stages.features.extract import stream_inputs
+    from tsnpipe.stages.features.models import Stream
+    from tsnpipe.stages.store.reader import open_reader
+    from tsnpipe.stages.train.clips import clip_positions, clip_span, dataset_for, even_starts
+    from tsnpipe.stages.train.data import read_split, read_stack
+    from tsnpipe.stages.train.recipe import make_params
+
+    params = make_params("rgb", arch=arch, pretrained="none", c3d_input=c3d_input, clip_len=16, size=32,
+                         split_dir=str(workdir / "splits" / "samples" / "split1"), store=str(workdir))
+    _, table, _ = read_split(params.split_dir)
+    table = table[table["video_id"] == EYE]
+    clips, crops = 3, 3
+    tested, _ = dataset_for(params, table, "test", workdir, clips, crops)[0]  # [crops, clips, C, T, S, S]
+    count = int(table["frames"].iloc[0])
+    positions = [p for start in even_starts(count, clips, clip_span(16, 1)) for p in clip_positions(start, 16, 1, count)]
+    stack = read_stack(open_reader(workdir), EYE, positions, "rgb")
+    fed = stream_inputs(Stream("rgb", params, "c", "h"), [(clips, stack)], crops, torch.device("cpu"), clips * crops)
+    assert torch.equal(fed.view(clips, crops, *fed.shape[1:]).transpose(0, 1), tested)
+
+
+def flipped_checkpoint(workdir, tmp_path, flip):
+    """The RGB checkpoint with another flip rule recorded (classes 0 and 1 a left/right pair)."""
+    state = torch.load(workdir / "runs" / "rgb" / "best.pt", map_location="cpu", weights_only=False)
+    state["params"] = {**state["params"], "flip": flip, "flip_pairs": [[0, 1]] if flip == "swap-labels" else []}
+    path = tmp_path / f"rgb_{flip}.pt"
+    torch.save(state, path)
+    return path
+
+
+@pytest.mark.parametrize("flip", ["swap-labels", "off"])
+def test_ten_crop_scores_follow_the_checkpoints_flip_rule_as_test_does(workdir, tmp_path, flip):
+    checkpoint = flipped_checkpoint(workdir, tmp_path, flip)
+    name = f"ten_{flip}"
+    result = invoke("extract-features", "-w", workdir, "--name", name, "--checkpoint", checkpoint, "--every", "11",
+                    "--layer", "scores", "--crops", "10", *QUIET)
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "scores.pkl"
+    tested = invoke("test", "--checkpoint", checkpoint, "-w", workdir, "--segments", "6", "--crops", "10", "--out", out,
+                    "--workers", "0", "--no-progress")
+    assert tested.exit_code == 0, tested.output
+    scores = read_scores(out)
+    expected = scores["scores"][scores["video_ids"].index(EYE)]
+    with h5py.File(workdir / "features" / name / EYE / "features.h5", "r") as handle:
+        snippets = handle["rgb"][()]
+    assert snippets.mean(axis=0) == pytest.approx(expected, abs=1e-5)
+
+
+def test_ten_crop_pool_features_of_a_swap_labels_checkpoint_leave_the_mirrored_views_out(workdir, tmp_path):
+    features = {}
+    for flip in ("swap-labels", "off", "on"):
+        checkpoint = flipped_checkpoint(workdir, tmp_path, flip)
+        result = invoke("extract-features", "-w", workdir, "--name", f"pool_{flip}", "--checkpoint", checkpoint,
+                        "--every", "11", "--crops", "10", *QUIET)
+        assert result.exit_code == 0, result.output
+        with h5py.File(workdir / "features" / f"pool_{flip}" / EYE / "features.h5", "r") as handle:
+            features[flip] = handle["rgb"][()]
+    assert features["swap-labels"] == pytest.approx(features["off"], abs=1e-6)
+    assert not np.allclose(features["swap-labels"], features["on"], atol=1e-4)
+
+
+def test_export_puts_rgb_before_flow_whatever_the_checkpoint_order(workdir, tmp_path):
+    assert extract(workdir, "flow_first", *checkpoints(workdir, "flow", "rgb")).exit_code == 0
+    result = invoke("export-features", "flow_first", "-w", workdir, "--bmn", "10", "--out", tmp_path, "--no-progress")
+    assert result.exit_code == 0 and "10 steps x rgb+flow" in result.output, result.output
+    with h5py.File(workdir / "features" / "flow_first.h5", "r") as handle:
+        rgb, flow = handle[EYE]["rgb"][()], handle[EYE]["flow"][()]
+    lines = (tmp_path / f"{EYE}.csv").read_text().split("\n")
+    table = np.array([[float(x) for x in line.split(",")] for line in lines[1:]])
+    assert table[:, :512] == pytest.approx(resample(rgb, 10), abs=6e-5)
+    assert table[:, 512:] == pytest.approx(resample(flow, 10), abs=6e-5)

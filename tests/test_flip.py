@@ -7,13 +7,15 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
 
 from tsnpipe.cli import main
-from tsnpipe.stages.scores.evaluate import mirrored_views, video_scores
+from tsnpipe.stages.scores.evaluate import video_scores
+from tsnpipe.stages.train.flip import mirrored_views
 from tsnpipe.stages.scores.files import read_scores
 from tsnpipe.stages.train.data import table_dataset
 from tsnpipe.stages.train.decode import EncodedSnippets, prepare_encoded
@@ -128,3 +130,46 @@ def test_the_split_sets_the_default_flip_and_the_run_and_score_file_record_it(wo
     assert aggregation["flip"] == "swap-labels" and aggregation["mirrored_views"].startswith("mirrored views read with")
     result = runner.invoke(main, ["train", "-w", str(mine), "--modality", "rgb", "--flip", "off", "--run-name", "off", *TINY])
     assert result.exit_code == 0 and "flip=off " in result.output, result.output
+
+
+def with_params(path, out, **changes):
+    """A copy of a checkpoint with some recorded params changed."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    state["params"] = {**state["params"], **changes}
+    torch.save(state, out)
+    return out
+
+
+def test_something_something_trains_and_tests_as_the_quoted_mmaction2_configs(workdir, tmp_path):
+    mine = tmp_path / "W"
+    shutil.copytree(workdir / "splits", mine / "splits")
+    (mine / "frames").symlink_to(workdir / "frames")
+    split = mine / "splits" / "samples" / "split1"
+    (split / "params.json").write_text(json.dumps({"source": "sthv2", "flip": "swap-labels", "flip_pairs": [[0, 1]]}))
+    runner = CliRunner()
+    trained = runner.invoke(main, ["train", "-w", str(mine), "--modality", "rgb", "--run-name", "v2", *TINY])
+    assert trained.exit_code == 0, trained.output
+    assert "protocol=mmaction2-sthv2*" in trained.output and "flip=off*" in trained.output  # the V2 config never flips
+    checkpoint = mine / "runs" / "v2" / "last.pt"
+    out = tmp_path / "v2.pkl"
+    tested = runner.invoke(main, ["test", "--checkpoint", str(checkpoint), "-w", str(mine), "--out", str(out),
+                                  "--workers", "0", "--no-progress"])
+    assert tested.exit_code == 0, tested.output
+    aggregation = read_scores(out)["aggregation"]  # the training's 2 snippets x ThreeCrop at 8/7 of the 32 crop
+    assert (aggregation["segments"], aggregation["crops"], aggregation["crop_size"]) == (2, 3, 36)
+    # V1: TenCrop of a run that never flipped, the mirrored views averaged as they are (as a flip "on" run's)
+    v1 = with_params(checkpoint, tmp_path / "v1.pt", protocol="mmaction2-sthv1")
+    plain = with_params(checkpoint, tmp_path / "plain.pt", protocol="tsn", flip="on")
+    scores = {}
+    for name, path in (("v1", v1), ("plain", plain)):
+        result = runner.invoke(main, ["test", "--checkpoint", str(path), "-w", str(mine), "--segments", "2", "--crops", "10",
+                                      "--out", str(tmp_path / f"{name}.pkl"), "--workers", "0", "--no-progress"])
+        assert result.exit_code == 0, result.output
+        scores[name] = read_scores(tmp_path / f"{name}.pkl")["scores"]
+    assert np.array_equal(scores["v1"], scores["plain"])
+    dropped = runner.invoke(main, ["test", "--checkpoint", str(checkpoint), "-w", str(mine), "--segments", "2", "--crops", "10",
+                                   "--out", str(tmp_path / "dropped.pkl"), "--workers", "0", "--no-progress"])
+    assert dropped.exit_code == 0 and "mirrored crops dropped" in dropped.output  # V2's flip off, ten crops asked
+    assert not np.allclose(read_scores(tmp_path / "dropped.pkl")["scores"], scores["v1"])
+    swapped = runner.invoke(main, ["train", "-w", str(mine), "--modality", "rgb", "--run-name", "tsn", "--protocol", "tsn", *TINY])
+    assert swapped.exit_code == 0 and "flip=swap-labels*" in swapped.output, swapped.output

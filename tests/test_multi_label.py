@@ -40,7 +40,8 @@ def workdir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(workdir):
-    result = CliRunner().invoke(main, ["train", "-w", str(workdir), "--modality", "rgb", "--run-name", "ml", "--epochs", "16", *TINY])
+    result = CliRunner().invoke(main, ["train", "-w", str(workdir), "--modality", "rgb", "--run-name", "ml", "--epochs", "16",
+                                       "--loss-weight", "4", *TINY])  # 4 classes: the summed BCE
     assert result.exit_code == 0, result.output
     return workdir / "runs" / "ml", result.output
 
@@ -96,3 +97,58 @@ def test_report_of_a_multi_label_score_file_lists_per_class_ap(trained, workdir,
     assert "multi-label; mAP" in result.output
     table = pd.read_csv(tmp_path / "ml_per_class_ap.csv")
     assert table.positives.sum() == 10 and len(table) == 4 and table.average_precision.between(0, 1).all()
+
+
+def test_mmit_is_scored_and_its_best_epoch_picked_by_the_mean_over_videos(workdir, tmp_path):
+    metrics = pytest.importorskip("sklearn.metrics")
+    mmit = tmp_path / "W"
+    shutil.copytree(workdir / "splits", mmit / "splits")
+    (mmit / "frames").symlink_to((workdir / "frames").resolve())
+    split = mmit / "splits" / "samples" / "split1"
+    (split / "params.json").write_text(json.dumps({"source": "mmit", "multi_label": True}))
+    trained = CliRunner().invoke(main, ["train", "-w", str(mmit), "--modality", "rgb", "--run-name", "mmit", "--epochs", "1",
+                                        *TINY])
+    assert trained.exit_code == 0, trained.output
+    assert "mAP over videos" in trained.output and "loss_weight=160.0*" in trained.output  # mmaction2's MMiT config
+    out = tmp_path / "mmit.pkl"
+    result = CliRunner().invoke(main, ["test", "--checkpoint", str(mmit / "runs" / "mmit" / "best.pt"), "-w", str(mmit),
+                                       "--segments", "2", "--crops", "1", "--out", str(out), "--workers", "0", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    scores = read_scores(out)
+    over_videos = metrics.average_precision_score(scores["targets"], scores["scores"], average="samples")
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["map"] == pytest.approx(over_videos) and report["map_over"] == "videos"
+    assert report["map_classes"] == pytest.approx(mean_average_precision(scores["scores"], scores["targets"]))
+    assert f"mAP {over_videos:.4f} (over videos)" in result.output
+    assert scores["aggregation"]["map_over"] == "videos"
+
+
+def test_validation_map_is_the_mean_the_data_set_names():
+    from tsnpipe.stages.train.loop import evaluate
+
+    metrics = pytest.importorskip("sklearn.metrics")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 6))
+    clips = torch.randn(20, 1, 3, 2, 2)
+    targets = (torch.rand(20, 6) < 0.3).float()
+    targets[torch.arange(20), torch.randint(0, 6, (20,))] = 1
+    loader = [(clips[:10], targets[:10]), (clips[10:], targets[10:])]
+    with torch.no_grad():
+        scores = model(clips).numpy()
+    for over, average in (("videos", "samples"), ("classes", "macro")):
+        val = evaluate(model, loader, torch.device("cpu"), 6, multi_label=True, map_over=over)
+        assert val["mean_class"] == pytest.approx(metrics.average_precision_score(targets.numpy(), scores, average=average),
+                                                  abs=1e-6)
+
+
+def test_the_loss_is_mmaction2s_mean_binary_cross_entropy_times_its_weight():
+    from tsnpipe.stages.train.multi_label import dataset_loss_weight, multi_label_loss, summed_multi_label_loss
+
+    torch.manual_seed(0)
+    scores = torch.randn(3, 5, dtype=torch.float64) * 3
+    targets = (torch.rand(3, 5) < 0.4).double()
+    probabilities = torch.sigmoid(scores)  # by hand: -(t log p + (1 - t) log(1 - p)), mean over videos and classes
+    by_hand = -(targets * probabilities.log() + (1 - targets) * (1 - probabilities).log()).mean()
+    assert float(multi_label_loss(scores, targets, 160.0)) == pytest.approx(160.0 * float(by_hand), rel=1e-12)
+    assert float(summed_multi_label_loss(scores, targets, 333.0)) == pytest.approx(3 * 333.0 * float(by_hand), rel=1e-12)
+    assert (dataset_loss_weight("mmit"), dataset_loss_weight("hvu"), dataset_loss_weight("sthv2")) == (160.0, 333.0, 1.0)

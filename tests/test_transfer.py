@@ -72,6 +72,7 @@ def test_training_from_a_checkpoint_of_4_classes_on_2_classes(workdir, source_ru
     assert result.exit_code == 0, result.output
     assert f"of the TSN resnet18 rgb in {source_run} (epoch 1, 4 classes); classifier fc.weight, fc.bias new for 2 classes" in result.output
     assert "epoch 1/1" in result.output
+    assert "head_std=0.01* sgd=plain*" in result.output  # mmaction2's fine-tuning recipe (HMDB51 from Kinetics-400)
     tuned = load_checkpoint(workdir / "runs" / "k2" / "last.pt")
     assert tuned["model"]["fc.weight"].shape == (2, 512) and tuned["class_names"] == ["other", "wave"]
     assert params_from_dict(tuned["params"]).partial_bn  # pretrained weights: partial BN, as from ImageNet
@@ -100,3 +101,18 @@ def test_a_3d_checkpoint_transfers_too(workdir):
     assert "of the mc3_18 rgb in" in result.output and "new for 2 classes" in result.output
     before, after = load_checkpoint(source)["model"], load_checkpoint(workdir / "runs" / "mc3_k2" / "best.pt")["model"]
     assert after["fc.weight"].shape[0] == 2 and before["fc.weight"].shape[0] == 4
+
+
+def test_a_fine_tuned_head_and_optimiser_follow_mmaction2_and_a_fresh_run_tsn_pytorch(workdir, source_run):
+    from tsnpipe.stages.train.loop import optimizer_groups
+
+    torch.manual_seed(0)
+    for pretrained, std, groups in ((str(source_run), 0.01, 1), ("none", 0.001, 4)):
+        params = make_params("rgb", backbone="resnet18", pretrained=pretrained)
+        model = build_model(params, 400, weights="none")
+        assert float(model.fc.weight.detach().std()) == pytest.approx(std, rel=0.02)  # 204,800 draws of N(0, std)
+        assert len(optimizer_groups(model, params)) == groups
+    params = make_params("rgb", backbone="resnet18", pretrained=str(source_run), head_std=0.001, sgd="tsn")
+    assert (params.head_std, params.sgd) == (0.001, "tsn")  # tsn-pytorch's, by name
+    plain = optimizer_groups(build_model(params, 4, weights="none"), make_params("rgb", pretrained="none", sgd="plain"))
+    assert plain[0]["weight_decay"] == 5e-4 and plain[0]["lr"] == 0.001

@@ -6,7 +6,8 @@ of the snippet index (scipy `interp1d` over 0 .. T - 1); the span [eps, T - 1 - 
 `steps` equal anchors of width a = (T - 1 - 2 eps) / steps; step j is the mean of the function at the
 `bins` = 3 points eps + j a + i a / 3, i = 0, 1, 2 (the anchor's left end and two thirds into it, not its
 centre: mmaction2's choice, kept). A video of one snippet is that snippet repeated `steps` times. Each
-stream is resampled alone, then the streams are joined side by side (RGB then flow, `f0 ... f(D-1)`),
+stream is resampled alone, then the streams are joined side by side (RGB then flow, whatever the order of the
+`--checkpoint`s: `column_order`; mmaction2's ActivityNet CSVs, `f0 ... f(D-1)`),
 and every value written with four decimals, as mmaction2 writes them. numpy's `interp` does the linear
 interpolation here (the same arithmetic as `interp1d`'s linear kind, without scipy).
 """
@@ -20,6 +21,16 @@ import numpy as np
 
 EPS = 1e-4
 SAMPLE_BINS = 3
+
+
+MODALITY_ORDER = {"rgb": 0, "rgbdiff": 1, "flow": 2}
+
+
+def column_order(streams: list[dict]) -> list[str]:
+    """The names of a feature set's streams (their recorded `name` and `modality`) in the CSV's order: RGB, then
+    RGB differences, then flow; streams of one modality in the order they were given."""
+    ranked = sorted(enumerate(streams), key=lambda item: (MODALITY_ORDER.get(item[1].get("modality"), 3), item[0]))
+    return [stream["name"] for _, stream in ranked]
 
 
 def resample(features: np.ndarray, steps: int = 100, bins: int = SAMPLE_BINS) -> np.ndarray:

@@ -3,12 +3,16 @@
 Per batch (`inputs.SnippetBatches`: about `batch` snippets, from as many videos as it takes), each stream's
 uint8 pictures go to the device whole and are cut there into the test's views (`transforms.video_views` for
 TSN: centre crop at the checkpoint's size, or 3 / 10 crops; `clips.clip_views` for 3D models: the 128x171
-resize and its crops), normalised as the checkpoint's test normalised them, and sent through the network
+resize and its crops, resized and normalised by `clips.clip_input`, the rule `test` and `predict` follow:
+C3D's Sports-1M input, no antialiasing for weights made without it), and sent through the network
 in one forward pass, the backbone under bf16 autocast on a GPU and the classifier in fp32 (`tsnpipe test`'s
 rule). On CUDA the copy and view-cutting of the next batch run on a side stream while the model works on
-this one (`batches.DeviceBatches`, as in test and training). Features of a snippet's crops are averaged. A video is written (`writers.write_video`) as soon as
-the batch holding its last snippet is done, and reported then; its rows go to the manifest one by one, so
-a kill loses only the videos whose snippets were in flight.
+this one (`batches.DeviceBatches`, as in test and training). Features of a snippet's crops are averaged as
+`test` averages them (`view_rule`): with the checkpoint's flip `off` the five mirrored views of a 10-crop
+are left out; with `swap-labels` a mirrored view's class scores (`--layer scores`) are read with the
+left/right classes swapped, and its other layers, which have no classes to swap, are left out. A video is
+written (`writers.write_video`) as soon as the batch holding its last snippet is done, and reported then;
+its rows go to the manifest one by one, so a kill loses only the videos whose snippets were in flight.
 
 Every forward pass has the same shape: the last, partial batch is padded with zeros (their outputs are
 dropped). The libraries pick convolution algorithms by shape (oneDNN on the CPU, cuDNN on a GPU), and a
@@ -33,7 +37,8 @@ from tsnpipe.stages.features.models import Stream, layer_output, load_model
 from tsnpipe.stages.features.snippets import frame_step, snippet_centres, snippet_times
 from tsnpipe.stages.features.writers import write_video
 from tsnpipe.stages.train.batches import DeviceBatches
-from tsnpipe.stages.train.clips import clip_views
+from tsnpipe.stages.train.clips import clip_input, clip_views
+from tsnpipe.stages.train.flip import FlipRule, mirrored_views
 from tsnpipe.stages.train.transforms import video_views
 
 CPU_BATCH = 32  # snippets per forward pass on the CPU
@@ -88,7 +93,7 @@ def stream_inputs(stream: Stream, pieces: list[tuple[int, torch.Tensor]], crops:
         if p.arch == "tsn":
             cut = video_views([stack], p.modality, snippets, p.length, p.size, crops)[0]  # [crops, n, ch, S, S]
         else:
-            cut = clip_views(stack, p.modality, snippets, p.size, crops)  # [crops, n, C, T, S, S]
+            cut = clip_views(stack, p.modality, snippets, p.size, crops, **clip_input(p))  # [crops, n, C, T, S, S]
         views.append(cut.transpose(0, 1))
     inputs = torch.cat(views).flatten(0, 1)
     if len(inputs) < rows:  # the same shape every pass (see the module's docstring)
@@ -110,13 +115,21 @@ def prepare_batch(items: list, device: torch.device, streams: list[Stream], crop
 
 def stream_features(stream: Stream, inputs: torch.Tensor, sizes: list[int], crops: int, layer: str,
                     device: torch.device, dtype: torch.dtype | None) -> list[np.ndarray]:
-    """Per piece (of `sizes` snippets), its snippets' features [n, D] (float32, crops averaged)."""
+    """Per piece (of `sizes` snippets), its snippets' features [n, D] (float32, crops averaged as `view_rule` says)."""
     from tsnpipe.stages.train.loop import autocast
 
     with autocast(device, dtype):
         out = layer_output(stream.model, inputs, layer)[:sum(sizes) * crops]
-    out = out.view(-1, crops, out.shape[-1]).mean(dim=1).cpu().numpy()
+    views = out.view(-1, crops, 1, out.shape[-1])  # [snippets, views, 1, D]: test's [videos, views, snippets, classes]
+    out = view_rule(stream, layer).test_views(views, mirrored_views(crops)).mean(dim=1)[:, 0].cpu().numpy()
     return np.split(out, np.cumsum(sizes)[:-1])
+
+
+def view_rule(stream: Stream, layer: str) -> FlipRule:
+    """What a 10-crop's mirrored views count for: the checkpoint's test rule (`FlipRule.for_test`); with swap-labels,
+    only class scores can be swapped back, so the mirrored views of other layers are left out (as `off`)."""
+    rule = FlipRule.for_test(stream.params, stream.classes)
+    return FlipRule("off") if rule.mode == "swap-labels" and layer != "scores" else rule
 
 
 def extract_videos(

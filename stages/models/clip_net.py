@@ -75,7 +75,7 @@ class ClipNet(nn.Module):
 
     def __init__(
         self, num_classes: int, arch: str = "r2plus1d_18", modality: str = "rgb", dropout: float = 0.5,
-        weights: str | Path | None = None,
+        weights: str | Path | None = None, head_std: float = 0.001,
     ):
         super().__init__()
         self.arch, self.modality = arch, modality
@@ -90,7 +90,7 @@ class ClipNet(nn.Module):
                 setattr(parent, key, fresh_conv(conv, self.channels, "fan_in" if arch == "c3d" else "fan_out"))
         self.dropout = nn.Dropout(p=0.0 if arch == "c3d" else dropout)
         self.fc = nn.Linear(feature_dim, num_classes)
-        nn.init.normal_(self.fc.weight, 0, 0.001)
+        nn.init.normal_(self.fc.weight, 0, head_std)
         nn.init.zeros_(self.fc.bias)
 
     def snippet_scores(self, clips: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,8 @@ at N evenly spaced segment centres; each is cut into 1 (centre), 3 (along the lo
 as stored (short side 256 or 340x256), and the model scores every snippet x crop. The video's
 score is the mean over crops, then over snippets, of the raw class scores (the paper; "softmax"
 averages probabilities instead, as mmaction2 1.x does); the rule is recorded in the score file.
+The run's `protocol` (`protocol.test_views`) may set other defaults: mmaction2's Something-Something
+configs test the training's snippets, V1 10 crops with the mirrored views averaged, V2 3 crops of 256.
 A 3D model's views are clips (10 evenly spaced clips, as the R(2+1)D paper averages 10, x 3 crops of the
 128x171 resize, mmaction2's ThreeCrop; `tsnpipe.stages.train.clips`), scored through the same `snippet_scores` and averaged the same way.
 
@@ -23,6 +25,7 @@ is scored again in fp32 from the same views, and the report counts those videos.
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 import json
 import os
 import time
@@ -32,16 +35,16 @@ import numpy as np
 import torch
 
 from tsnpipe.stages.progress import progress_bar
-from tsnpipe.stages.scores.average_precision import per_class_average_precision
+from tsnpipe.stages.scores.average_precision import dataset_map_over, per_class_average_precision
 from tsnpipe.stages.scores.files import check_split_classes, metrics, write_scores
 from tsnpipe.stages.train.batches import DeviceBatches, VideoBatches, prepare_ready, prepare_views
 from tsnpipe.stages.train.checkpoint import load_checkpoint
 from tsnpipe.stages.train.clips import dataset_for
-from tsnpipe.stages.train.data import SnippetDataset, default_workers, make_loader, read_split, split_targets
-from tsnpipe.stages.train.flip import FlipRule
+from tsnpipe.stages.train.data import (SnippetDataset, default_workers, make_loader, read_split, split_source,
+                                      split_targets)
+from tsnpipe.stages.train.flip import FlipRule, mirrored_views
 from tsnpipe.stages.train.loop import autocast, build_model, pick_device
 from tsnpipe.stages.train.recipe import params_from_dict
-from tsnpipe.stages.train.transforms import view_boxes
 from tsnpipe.stages.splits.validation import read_validation
 
 AVERAGES = ("raw", "softmax")
@@ -100,11 +103,6 @@ def video_scores(model, views: torch.Tensor, average: str = "raw", flip_rule: Fl
     return scores.mean(dim=1).mean(dim=1)
 
 
-def mirrored_views(crops: int) -> list[bool]:
-    """Which of a test's `crops` views are mirror images (the last five of 10)."""
-    return [flip for _, _, flip in view_boxes(512, 512, 224, crops)]
-
-
 def score_videos(
     model, dataset: SnippetDataset, device: torch.device, average: str = "raw", batch: int | None = None,
     workers: int | None = None, dtype: torch.dtype | None = None, progress: bool = True, channels_last: bool = False,
@@ -148,16 +146,17 @@ def score_split(
     checkpoint: str | Path, out: str | Path, store: str | Path | None = None, split_dir: str | Path | None = None,
     segments: int = 25, crops: int = 10, average: str = "raw", device: str | None = None, batch: int | None = None,
     workers: int | None = None, amp: bool | None = None, progress: bool = True, subset: str = "test",
-    precision: str | None = None,
+    precision: str | None = None, crop_size: int | None = None,
 ) -> dict:
     """Score the split's test videos with a checkpoint, write the score file `out` and `out`.json.
 
     `store` and `split_dir` default to the ones the checkpoint was trained on; `subset` "val" scores the
     split's val.csv instead of its test list (validation scores for a fusion weight search). For a 3D
-    checkpoint `segments` counts clips. `precision`: fp16, bf16 or fp32 autocast (None: fp16 on a GPU, fp32 on
-    the CPU; `amp`, the older switch, means bf16 or fp32 when no precision is given). Returns the accuracies
-    (top1, top5, mean_class as fractions), the number of videos, videos/s, the precision, the videos scored
-    again in fp32, and the two paths written.
+    checkpoint `segments` counts clips. `crop_size` defaults to the training crop (`protocol.test_views` gives
+    a protocol's); the 10-crop mirrored views count as `FlipRule.for_test` says. `precision`: fp16, bf16 or fp32
+    autocast (None: fp16 on a GPU, fp32 on the CPU; `amp`, the older switch, means bf16 or fp32 when no precision
+    is given). Returns the accuracies (top1, top5, mean_class as fractions), the number of videos, videos/s, the
+    precision, the videos scored again in fp32, and the two paths written.
     """
     if crops not in (1, 3, 10):
         raise ValueError(f"crops must be 1, 3 or 10, not {crops}")
@@ -177,8 +176,9 @@ def score_split(
     model.to(torch_device)
     if params.channels_last:
         model.to(memory_format=torch.channels_last)
-    dataset = dataset_for(params, test_table, "test", store, segments, crops)
-    flip_rule = FlipRule.for_run(params, len(class_names))
+    crop_size = crop_size or params.size
+    dataset = dataset_for(replace(params, size=crop_size), test_table, "test", store, segments, crops)
+    flip_rule = FlipRule.for_test(params, len(class_names))
     if precision is None and amp is not None:
         precision = "bf16" if amp else "fp32"
     dtype = precision_dtype(torch_device, precision)
@@ -188,7 +188,7 @@ def score_split(
     labels = test_table["label"].to_numpy(dtype=np.int64)
     aggregation = {
         "modality": params.modality, "segments": segments, "crops": crops, "average": average,
-        "order": "crops then snippets", "crop_size": params.size, "length": params.length,
+        "order": "crops then snippets", "crop_size": crop_size, "protocol": params.protocol, "length": params.length,
         "flip": params.flip, **({"mirrored_views": flip_rule.describe()} if crops == 10 else {}),
     }
     source = {
@@ -199,10 +199,14 @@ def score_split(
     if params.arch != "tsn":
         aggregation.update(clip_len=params.clip_len, stride=params.stride, order="crops then clips")
     targets = np.stack(split_targets(test_table, len(class_names))) if params.multi_label else None
+    map_over = dataset_map_over(split_source(split_dir))
+    if targets is not None:  # the mean the data set's figures use (MMiT: over videos), for fuse and report too
+        aggregation["map_over"] = map_over
     out = write_scores(out, test_table["video_id"].tolist(), labels, class_names, scores, aggregation, source, targets)
-    result = {**metrics(scores, labels, targets), "videos": len(labels), "videos_per_s": videos_per_s,
+    result = {**metrics(scores, labels, targets, map_over), "videos": len(labels), "videos_per_s": videos_per_s,
               "precision": precision_name(dtype), "fp32_rescored": redone}
     if targets is not None:  # multi-label: mAP and each class's AP (NaN: no positive video) instead of accuracies
+        result["map_over"] = map_over
         result["per_class_ap"] = {name: None if np.isnan(ap) else float(ap)
                                   for name, ap in zip(class_names, per_class_average_precision(scores, targets))}
     report = out.with_name(out.stem + ".json")

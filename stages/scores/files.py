@@ -219,17 +219,20 @@ def is_multi_label(score_set: dict) -> bool:
     return score_set.get("targets") is not None
 
 
-def metrics(scores: np.ndarray, labels: np.ndarray, targets: np.ndarray | None = None) -> dict[str, float]:
-    """`accuracies` for one label a video; with multi-label `targets`, the mean average precision ("map") and
-    the share of videos whose best-scored class is one of their labels ("top1")."""
+def metrics(scores: np.ndarray, labels: np.ndarray, targets: np.ndarray | None = None,
+            map_over: str = "classes") -> dict[str, float]:
+    """`accuracies` for one label a video; with multi-label `targets`, the mean average precision ("map": over
+    `map_over`, the data set's own mean, `average_precision.dataset_map_over`), both means by name
+    ("map_classes", "map_videos"), and the share of videos whose best-scored class is one of their labels ("top1")."""
     if targets is None:
         return accuracies(scores, labels)
     from tsnpipe.stages.scores.average_precision import mean_average_precision
 
     if len(targets) == 0:
-        return {"map": float("nan"), "top1": float("nan")}
+        return {"map": float("nan"), "map_classes": float("nan"), "map_videos": float("nan"), "top1": float("nan")}
     hits = np.asarray(targets)[np.arange(len(targets)), np.asarray(scores).argmax(axis=1)]
-    return {"map": mean_average_precision(scores, targets), "top1": float(np.mean(hits))}
+    means = {f"map_{over}": mean_average_precision(scores, targets, over) for over in ("classes", "videos")}
+    return {"map": means[f"map_{map_over}"], **means, "top1": float(np.mean(hits))}
 
 
 def accuracies(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:

@@ -174,8 +174,9 @@ def fuse_files(
         )
     labels, targets = aligned[0]["labels"], aligned[0].get("targets")
     fused_scores = combine(aligned, weights, softmax)
-    rows = [(name, metrics(s["scores"], labels, targets)) for name, s in zip(names, aligned)]
-    rows.append((f"fused {format_weights(weights)}", metrics(fused_scores, labels, targets)))
+    over = aligned[0]["aggregation"].get("map_over", "classes")  # multi-label: the data set's mean (test recorded it)
+    rows = [(name, metrics(s["scores"], labels, targets, over)) for name, s in zip(names, aligned)]
+    rows.append((f"fused {format_weights(weights)}", metrics(fused_scores, labels, targets, over)))
     fused = _fused_content(aligned, names, weights, softmax, fused_scores, validation_paths)
     if output is not None:
         write_scores(output, **{key: fused[key] for key in (

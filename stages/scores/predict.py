@@ -100,7 +100,7 @@ def stream_scores(stream: Stream, workspace: Path, segments: int, crops: int, de
                               params.size, "test", segments, crops, **clip_input(params))
     scores, _, _ = score_videos(model, dataset, device, "raw", batch=1, workers=0,
                              dtype=autocast_dtype(device, params.amp), progress=False,
-                             flip_rule=FlipRule.for_run(params, len(stream.class_names)))
+                             flip_rule=FlipRule.for_test(params, len(stream.class_names)))
     return scores[0]
 
 

@@ -100,7 +100,8 @@ def write_multi_label_report(scores_path: Path, content: dict, out_dir: Path) ->
                           "average_precision": per_class_average_precision(scores, targets)})
     csv = out_dir / f"{scores_path.stem}_per_class_ap.csv"
     replace_atomically(csv, lambda temp: table.to_csv(temp, index=False))
-    return Report(confusion_png=None, per_class_csv=csv, accuracies=metrics(scores, content["labels"], targets),
+    return Report(confusion_png=None, per_class_csv=csv, accuracies=metrics(scores, content["labels"], targets,
+                                                                     content["aggregation"].get("map_over", "classes")),
                   videos=len(scores), classes=len(class_names))
 
 

@@ -213,6 +213,16 @@ def split_is_multi_label(split_dir: str | Path) -> bool:
         return False
 
 
+def split_source(split_dir: str | Path) -> str:
+    """The data set a split was built from (params.json `source`, else the folder above splitN: mmit, hvu, ...)."""
+    import json
+
+    try:
+        return str(json.loads((Path(split_dir) / "params.json").read_text())["source"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return Path(split_dir).resolve().parent.name
+
+
 def split_targets(table: pd.DataFrame, num_classes: int) -> list[np.ndarray]:
     """Multi-label targets of a split table: one float32 0/1 row of `num_classes` per video, from its `labels`
     column (`3;17`, written by build-splits --mmit)."""

@@ -5,7 +5,10 @@ as its mirror class b; a mirrored test view's scores are read with a and b swapp
 
 The split decides the default: its params.json carries `flip` and `flip_pairs` (Something-Something:
 `swap-labels` with the classes whose names differ by left <-> right, mmaction2's `flip_label_map`);
-other splits flip (`on`), as TSN does. `tsnpipe train --flip` overrides it and the run records it.
+other splits flip (`on`), as TSN does. A run under mmaction2's Something-Something protocol (`--protocol`,
+the default on those splits: `scores.protocol`) never flips unless `--flip` says otherwise, and its V1 test
+averages the mirrored views as they are (`FlipRule.for_test`). `tsnpipe train --flip` overrides the default
+and the run records it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 import torch
 
 from tsnpipe.stages.errors import TsnpipeError
+from tsnpipe.stages.train.transforms import view_boxes
 
 FLIP_MODES = ("on", "off", "swap-labels")
 
@@ -82,6 +86,11 @@ def label_permutation(num_classes: int, pairs: list[list[int]]) -> list[int]:
     return perm
 
 
+def mirrored_views(crops: int) -> list[bool]:
+    """Which of a test's `crops` views are mirror images (the last five of 10)."""
+    return [flip for _, _, flip in view_boxes(512, 512, 224, crops)]
+
+
 class FlipRule:
     """What a flip does to a training clip's label, and to the mirrored views of a test."""
 
@@ -93,6 +102,14 @@ class FlipRule:
         """The rule a run's TrainParams record (flip, flip_pairs)."""
         mode = getattr(params, "flip", "on")
         return cls(mode, label_permutation(num_classes, params.flip_pairs) if mode == "swap-labels" else None)
+
+    @classmethod
+    def for_test(cls, params, num_classes: int) -> "FlipRule":
+        """What a test's mirrored views count for: the run's rule, but averaged as they are under mmaction2's
+        Something-Something V1 protocol (its TenCrop test of a run that never flipped)."""
+        if getattr(params, "protocol", "tsn") == "mmaction2-sthv1":
+            return cls("on")
+        return cls.for_run(params, num_classes)
 
     def train(self, flip: bool, label: int) -> tuple[bool, int]:
         """(flip, label) of a training clip whose crop drew `flip`."""

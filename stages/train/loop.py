@@ -3,7 +3,8 @@
 `fit` builds the data, model and optimizer from TrainParams, then per epoch: `train_one_epoch`,
 `evaluate` on the split's val.csv when build-splits wrote one, else its test list (centre crop, K
 segment centres; a 3D model: the centre clip; metrics.csv's val_list says which), lr step, metrics.csv +
-curves.png + TensorBoard, `best.pt` when validation mean class accuracy improves, then `last.pt`
+curves.png + TensorBoard, `best.pt` when validation mean class accuracy (multi-label: the data set's mAP)
+improves, then `last.pt`
 (both atomic; a resume that finds best.pt not holding the best epoch rewrites it or says it is lost). `fit(..., resume=True)` continues from `last.pt` exactly: model, optimizer, scheduler,
 scaler, epoch and random generator states are restored. Under torchrun (torch.distributed
 initialised by the caller) each rank trains on its share and rank 0 alone logs and writes.
@@ -23,20 +24,21 @@ from torch import nn
 
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.progress import progress_bar
-from tsnpipe.stages.scores.average_precision import mean_average_precision
+from tsnpipe.stages.scores.average_precision import dataset_map_over, mean_average_precision
 from tsnpipe.stages.scores.files import per_class_accuracy
 from tsnpipe.stages.train.checkpoint import (
     CheckpointError, data_hashes, load_checkpoint, restore_rng, rng_state, save_checkpoint,
 )
 from tsnpipe.stages.train.batches import DeviceBatches, as_channels_last, prepare_clips, prepare_ready
 from tsnpipe.stages.train.clips import dataset_for
-from tsnpipe.stages.train.data import make_loader, read_split, split_targets, table_dataset
+from tsnpipe.stages.train.data import make_loader, read_split, split_source, split_targets, table_dataset
 from tsnpipe.stages.train.distributed import wrap_distributed
 from tsnpipe.stages.splits.validation import VAL_FILE, validation_table
 from tsnpipe.stages.train.flip import FlipRule
 from tsnpipe.stages.scores.report import plot_curves
 from tsnpipe.stages.train.logs import read_metrics, write_metrics
 from tsnpipe.stages.train.model import TSN, first_layer_params
+from tsnpipe.stages.train.multi_label import DEFAULT_LOSS_WEIGHT, multi_label_loss, summed_multi_label_loss
 from tsnpipe.stages.train.recipe import TrainParams, params_from_dict
 from tsnpipe.stages.train.transfer import load_source, read_source
 
@@ -46,8 +48,12 @@ RESUMABLE_CHANGES = ("epochs", "workers", "compile", "amp", "channels_last", "de
 
 
 def optimizer_groups(model: TSN, params: TrainParams) -> list[dict]:
-    """tsn-pytorch's `get_optim_policies`: first conv lr x5/x10 for flow (x1/x2 otherwise), biases x2
-    without weight decay, trainable BN parameters without weight decay, other weights x1 with decay."""
+    """`params.sgd` "tsn": tsn-pytorch's `get_optim_policies`: first conv lr x5/x10 for flow (x1/x2 otherwise),
+    biases x2 without weight decay, trainable BN parameters without weight decay, other weights x1 with decay.
+    "plain": one group, every trainable parameter at the lr with weight decay (mmaction2's default optimizer)."""
+    if params.sgd == "plain":
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        return [{"params": trainable, "lr": params.lr, "weight_decay": params.weight_decay, "name": "weight"}]
     first_weights, first_biases = first_layer_params(model)
     special = {id(p) for p in first_weights + first_biases}
     weights, biases, norms = [], [], []
@@ -93,7 +99,7 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 def train_one_epoch(
     model: nn.Module, loader, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, device: torch.device,
     clip: float, dtype: torch.dtype | None, channels_last: bool = False, progress: bool = True, epoch: int = 0,
-    multi_label: bool = False,
+    multi_label: bool = False, loss_weight: float = DEFAULT_LOSS_WEIGHT,
 ) -> dict:
     """One pass over the training loader; returns mean loss, top-1 and clips (videos) per second.
 
@@ -101,7 +107,7 @@ def train_one_epoch(
     progress bar) and at the end, so it can queue the next step while the device runs this one.
     """
     model.train()
-    loss_fn = multi_label_loss if multi_label else nn.CrossEntropyLoss()
+    loss_fn = functools.partial(multi_label_loss, weight=loss_weight) if multi_label else nn.CrossEntropyLoss()
     total_loss = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
@@ -129,13 +135,6 @@ def train_one_epoch(
     return {"loss": total_loss / max(seen, 1), "top1": correct / max(seen, 1), "clips_per_s": seen / seconds, "seconds": seconds}
 
 
-def multi_label_loss(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Sigmoid + binary cross-entropy summed over the classes, averaged over the videos. mmaction2's MMiT config
-    averages over classes too and multiplies by 160 (`loss_weight`, about half its 313 classes); the sum keeps
-    that scale for any class count."""
-    return nn.functional.binary_cross_entropy_with_logits(scores, targets, reduction="sum") / max(len(targets), 1)
-
-
 def top1_hits(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Videos whose best-scored class is their label (multi-label: one of their labels)."""
     best = scores.argmax(dim=1)
@@ -147,15 +146,18 @@ def top1_hits(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def evaluate(
     model: nn.Module, loader, device: torch.device, num_classes: int, dtype: torch.dtype | None = None,
-    channels_last: bool = False, multi_label: bool = False,
+    channels_last: bool = False, multi_label: bool = False, map_over: str = "classes",
+    loss_weight: float = DEFAULT_LOSS_WEIGHT,
 ) -> dict:
     """Loss, top-1 and mean class accuracy of the model on a loader of [B, K, C, H, W] clips.
 
-    Multi-label: BCE loss (summed over classes), top-1 counts a top class that is one of the video's labels,
-    and "mean_class" holds the mean average precision (best.pt is picked on it)."""
+    Multi-label: the training loss (`multi_label.multi_label_loss` with `loss_weight`), top-1 counts a top class that
+    is one of the video's labels,
+    and "mean_class" holds the mean average precision over `map_over` (classes or videos: the data set's own
+    mean, `average_precision.dataset_map_over`; best.pt is picked on it)."""
     model.eval()
     if multi_label:
-        loss_fn = lambda s, t: nn.functional.binary_cross_entropy_with_logits(s, t, reduction="sum")  # noqa: E731
+        loss_fn = functools.partial(summed_multi_label_loss, weight=loss_weight)
     else:
         loss_fn = nn.CrossEntropyLoss(reduction="sum")
     total_loss, all_scores, all_labels = torch.zeros((), device=device), [], []
@@ -173,7 +175,7 @@ def evaluate(
     if multi_label:
         hits = labels[np.arange(len(labels)), scores.argmax(axis=1)] if len(labels) else np.zeros(0)
         return {"loss": total_loss / seen, "top1": float(np.mean(hits)) if len(labels) else float("nan"),
-                "mean_class": mean_average_precision(scores, labels) if len(labels) else float("nan")}
+                "mean_class": mean_average_precision(scores, labels, map_over) if len(labels) else float("nan")}
     recall = per_class_accuracy(scores, labels) if len(labels) else np.array([np.nan])
     return {
         "loss": total_loss / seen,
@@ -221,10 +223,10 @@ def build_model(params: TrainParams, num_classes: int, weights: str | None = Non
     if params.arch != "tsn":
         from tsnpipe.stages.models.clip_net import ClipNet
 
-        return ClipNet(num_classes, params.arch, params.modality, params.dropout, weights=weights)
+        return ClipNet(num_classes, params.arch, params.modality, params.dropout, weights=weights, head_std=params.head_std)
     return TSN(
         num_classes, params.modality, params.backbone, params.length, params.dropout, params.partial_bn,
-        weights=weights,
+        weights=weights, head_std=params.head_std,
     )
 
 
@@ -246,6 +248,7 @@ def fit(params: TrainParams, run_dir: str | Path, resume: bool = False, device: 
     train_set = run_dataset(params, train_table, "train")
     train_set.flip_rule = FlipRule.for_run(params, len(class_names))
     val_set = run_dataset(params, val_table, "val")
+    map_over = dataset_map_over(split_source(params.split_dir))  # multi-label: what picks best.pt (MMiT: over videos)
     if params.multi_label:  # several labels a video: multi-hot targets for the sigmoid + BCE loss
         train_set.labels = split_targets(train_table, len(class_names))
         val_set.labels = split_targets(val_table, len(class_names))
@@ -309,13 +312,13 @@ def fit(params: TrainParams, run_dir: str | Path, resume: bool = False, device: 
         lr = next(g["lr"] for g in optimizer.param_groups if g["name"] == "weight")
         train = train_one_epoch(
             trained, device_batches(train_loader, params, device), optimizer, scaler, device, params.clip, dtype,
-            params.channels_last, progress and main_rank, epoch, params.multi_label,
+            params.channels_last, progress and main_rank, epoch, params.multi_label, params.loss_weight,
         )
         scheduler.step()
         if not main_rank:
             continue
         val = evaluate(model, device_batches(val_loader, params, device), device, len(class_names), dtype, params.channels_last,
-                       params.multi_label)
+                       params.multi_label, map_over, params.loss_weight)
         row = {
             "epoch": epoch, "lr": lr, "train_loss": train["loss"], "train_top1": train["top1"], "val_loss": val["loss"],
             "val_top1": val["top1"], "val_mean_class": val["mean_class"], "clips_per_s": train["clips_per_s"],
@@ -341,7 +344,7 @@ def fit(params: TrainParams, run_dir: str | Path, resume: bool = False, device: 
         save_checkpoint(last_path, state)
         log(
             f"epoch {epoch}/{params.epochs}: train loss {train['loss']:.4f} top-1 {train['top1']:.3f}, "
-            f"val top-1 {val['top1']:.3f} {'mAP' if params.multi_label else 'mean class'} {val['mean_class']:.3f}, "
+            f"val top-1 {val['top1']:.3f} {f'mAP over {map_over}' if params.multi_label else 'mean class'} {val['mean_class']:.3f}, "
             f"{train['clips_per_s']:.1f} clips/s"
         )
     if writer is not None:

@@ -178,6 +178,7 @@ class TSN(nn.Module):
         dropout: float = 0.8,
         partial_bn: bool = True,
         weights: str | Path | None = None,
+        head_std: float = 0.001,
     ):
         super().__init__()
         self.modality = modality
@@ -191,7 +192,7 @@ class TSN(nn.Module):
             setattr(parent, key, new)
         self.dropout = nn.Dropout(p=dropout)
         self.fc = nn.Linear(feature_dim, num_classes)
-        nn.init.normal_(self.fc.weight, 0, 0.001)  # tsn-pytorch's init of the new classifier
+        nn.init.normal_(self.fc.weight, 0, head_std)  # tsn-pytorch's init of the new classifier: N(0, 0.001)
         nn.init.zeros_(self.fc.bias)
         if partial_bn:
             for norm in frozen_norms(self.base):

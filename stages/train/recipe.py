@@ -15,7 +15,11 @@
 | backbone | ResNet-50, ImageNet | same | same | tsnpipe (torchvision's nearest to BN-Inception, as mmaction2's TSN R50) |
 
 Weight decay applies to conv and linear weights only, never to biases or BN parameters; biases train
-at twice the lr (tsn-pytorch). With a smaller batch, scale the lr by the same factor. Each default below
+at twice the lr (tsn-pytorch; `sgd` "tsn"). A run fine-tuned from a tsnpipe checkpoint takes mmaction2's
+recipe instead (its HMDB51-from-Kinetics-400 config, the figure the README quotes): `sgd` "plain" (one group,
+decay on everything) and its new classifier drawn from N(0, 0.01) (`head_std`; tsn-pytorch's 0.001 otherwise).
+Multi-label runs weight their loss by `loss_weight` (`multi_label`), and `protocol` names how a run trains and
+is tested (`scores.protocol`: Something-Something's quoted figures are mmaction2's). With a smaller batch, scale the lr by the same factor. Each default below
 names its source in its comment; the speed knobs (amp, channels_last, compile, gpu_decode, workers) are tsnpipe's and
 change no result beyond rounding (gpu_decode draws the same recipe's crops from the main process's random stream).
 
@@ -41,6 +45,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.models import ARCHS, C3D_INPUTS, C3D_MIN_CLIP_LEN, CLIP_ARCHS
 from tsnpipe.stages.models.c3d import c3d_input_for
+from tsnpipe.stages.scores.protocol import PROTOCOLS
 from tsnpipe.stages.train.model import BACKBONES, MODALITIES
 
 
@@ -79,6 +84,10 @@ class TrainParams:
     flip: str = "on"  # TSN paper (random horizontal flip); the split's params.json may ask off or swap-labels (train.flip)
     flip_pairs: list[list[int]] = field(default_factory=list)  # swap-labels: the split's left/right class pairs (mmaction2 flip_label_map)
     multi_label: bool = False  # mmaction2 mmit/hvu configs: sigmoid + binary cross-entropy (BCELossWithLogits), scored by mAP
+    head_std: float = 0.001  # tsn-pytorch's N(0, 0.001) new classifier; from a tsnpipe checkpoint mmaction2's 0.01 (make_params)
+    sgd: str = "tsn"  # tsn-pytorch's parameter groups; from a tsnpipe checkpoint mmaction2's "plain" SGD (make_params)
+    protocol: str = "tsn"  # how it trains and tests (scores.protocol.PROTOCOLS; train picks the split's: sthv1/2 mmaction2's)
+    loss_weight: float = 1.0  # multi-label: mean BCE x this (mmaction2 loss_weight; train picks the split's: MMiT 160, HVU 333)
     c3d_input: str = "kinetics"  # tsnpipe, C3D: the RGB input its weights expect (models.C3D_INPUTS; train.clips)
 
     def as_dict(self) -> dict:
@@ -115,6 +124,10 @@ def make_params(modality: str, **overrides) -> TrainParams:
     values.update({key: value for key, value in overrides.items() if value is not None})
     if values.get("c3d_input", "auto") == "auto":  # by the weights' provenance (models.c3d.c3d_input_for)
         values["c3d_input"] = c3d_input_for(values.get("pretrained")) if arch == "c3d" else "kinetics"
+    if "head_std" not in values or "sgd" not in values:  # fine-tuning a tsnpipe checkpoint: mmaction2's recipe
+        finetune = from_checkpoint(values.get("pretrained"))
+        values.setdefault("head_std", 0.01 if finetune else 0.001)
+        values.setdefault("sgd", "plain" if finetune else "tsn")
     if arch != "tsn":
         values.update(segments=1, partial_bn=False, channels_last=False)
     elif "partial_bn" not in overrides or overrides["partial_bn"] is None:
@@ -122,6 +135,13 @@ def make_params(modality: str, **overrides) -> TrainParams:
     params = TrainParams(**values)
     check_params(params)
     return params
+
+
+def from_checkpoint(pretrained) -> bool:
+    """Whether --pretrained names a checkpoint of `tsnpipe train` (fine-tuning, as the HMDB51-from-Kinetics recipe)."""
+    from tsnpipe.stages.train.transfer import read_source
+
+    return read_source(pretrained) is not None
 
 
 def params_from_dict(values: dict) -> TrainParams:
@@ -134,10 +154,16 @@ def check_params(params: TrainParams) -> None:
     """Refuse values that cannot work, in one sentence naming the option."""
     if params.arch not in ARCHS:
         raise TsnpipeError(f"Unknown --arch {params.arch!r}; use one of {', '.join(ARCHS)}.")
+    if params.sgd not in ("tsn", "plain"):
+        raise TsnpipeError(f"Unknown --sgd {params.sgd!r}; use tsn or plain.")
+    if params.protocol not in PROTOCOLS:
+        raise TsnpipeError(f"Unknown --protocol {params.protocol!r}; use one of {', '.join(PROTOCOLS)}.")
     if params.flip not in ("on", "off", "swap-labels"):
         raise TsnpipeError(f"Unknown --flip {params.flip!r}; use on, off or swap-labels.")
     if params.multi_label and params.flip == "swap-labels":
         raise TsnpipeError("--flip swap-labels swaps one label; a --multi-label run takes --flip on or off.")
+    if params.arch != "tsn" and params.protocol != "tsn":
+        raise TsnpipeError(f"--protocol {params.protocol} is for TSN; the 3D archs take --protocol tsn.")
     if params.arch != "tsn" and params.multi_label:
         raise TsnpipeError("--multi-label is for TSN (--arch tsn); the 3D archs train one label a video.")
     if params.arch != "tsn" and params.flip != "on":
@@ -158,6 +184,8 @@ def check_params(params: TrainParams) -> None:
         (params.epochs < 1, "--epochs must be at least 1"),
         (params.batch < 1, "--batch must be at least 1"),
         (params.lr <= 0, "--lr must be positive"),
+        (params.loss_weight <= 0, "--loss-weight must be positive"),
+        (params.head_std <= 0, "--head-std must be positive"),
         (not 0 <= params.dropout < 1, "--dropout must be in [0, 1)"),
         (params.size < (32 if params.arch == "tsn" else 16), "the crop size must be at least 32 pixels (16 for a 3D arch)"),
     ]

@@ -4,7 +4,8 @@ The zoo's "HMDB51 from Kinetics-400" recipe (mmaction2's `tsn_r50_1x1x8_50e_hmdb
 a TSN on Kinetics, then start the HMDB51 run from it. Here the source is any checkpoint `tsnpipe train`
 wrote (best.pt or last.pt), TSN or 3D, of any class count:
 - every tensor of its model but the classifier (`fc.weight`, `fc.bias`) is loaded, BN statistics included;
-- the classifier is new, sized for the new classes and initialised as a fresh run's;
+- the classifier is new, sized for the new classes, drawn from N(0, `head_std`): mmaction2's 0.01 by default here
+  (its HMDB51-from-Kinetics config, with plain SGD: `recipe.make_params`), tsn-pytorch's 0.001 on request;
 - only the weights come over: optimizer, scheduler, epoch and metrics start afresh (this is not --resume);
 - the checkpoint must have the run's arch, backbone, modality and snippet length; anything else is
   refused in one sentence, since its weights would fit nothing or mean something else.

@@ -30,8 +30,40 @@ def frames_stage(video_dir: Path, params: FrameParams) -> Stage:
 
 
 def video_items(video_dir: Path) -> list[Item]:
-    return [Item(video_id=vid, source=path, fingerprint=video_fingerprint(path))
-            for vid, path in find_videos(video_dir)]
+    """Every video under `video_dir` with its fingerprint; what cannot be one (a link to a folder, a FIFO, a name
+    that is not UTF-8 and so cannot be recorded) is named in a warning line and left out."""
+    skipped: list[str] = []
+    items, undecodable = [], []
+    for vid, path in find_videos(video_dir, skipped):
+        if not utf8(vid):
+            undecodable.append(path)
+            continue
+        items.append(Item(video_id=vid, source=path, fingerprint=video_fingerprint(path)))
+    if skipped:
+        click.echo(f"warning: skipped {plural(len(skipped), 'name')} under {video_dir} that cannot be a video file (links "
+                   f"to folders are not followed; FIFOs and devices are not read; unreadable folders), such as "
+                   f"{printable(skipped[0])}", err=True)
+    if undecodable:
+        click.echo(f"warning: skipped {plural(len(undecodable), 'video')} whose file name is not UTF-8, such as "
+                   f"{printable(undecodable[0])}; rename them (e.g. `convmv -f latin1 -t utf8 -r --notest DIR`) to "
+                   "extract them", err=True)
+    return items
+
+
+def utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # os.fsdecode kept the bytes that are not UTF-8 as lone surrogates
+        return False
+    return True
+
+
+def printable(path: str) -> str:
+    return ascii(path) if not utf8(path) else path
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'s' * (count != 1)}"
 
 
 def video_fingerprint(path: str) -> dict:

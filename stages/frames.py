@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -59,20 +60,55 @@ def ffmpeg_executable() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def find_videos(video_dir: Path) -> list[tuple[str, str]]:
+def find_videos(video_dir: Path, skipped: list[str] | None = None) -> list[tuple[str, str]]:
     """Every video below `video_dir` as (video_id, path), sorted; video_id is the relative path without suffix.
-    One listing per folder, no stat per file and plain strings (a Path each took most of the time), so
-    240,000 videos are found in about a second."""
+    One listing per folder, no stat per regular file and plain strings (a Path each took most of the time), so
+    240,000 videos are found in about a second.
+
+    The walk never follows a link to a folder: one that points back into the tree (`ln -s .. up`) would find
+    the same videos again, a loop would never end, and one that points out of it is not this folder's. A name
+    that is not a regular file (a FIFO, a socket, a device, a link to one such as /dev/zero) is skipped, as
+    reading it would wait for ever. What is skipped for these reasons is appended to `skipped` (paths) when
+    given. A link to a file is followed; a dangling or looping one is listed, and extract-frames fails its row."""
     found = []
     root = os.fspath(video_dir)
-    for folder, _dirs, files in os.walk(root, followlinks=True):
-        parts = [] if folder == root else os.path.relpath(folder, root).split(os.sep)
-        for name in files:
-            stem, suffix = os.path.splitext(name)
-            if suffix.lower() in VIDEO_SUFFIXES and stem:
-                found.append(((*parts, name), "/".join((*parts, stem)), folder))
+    pending = [((), root)]
+    while pending:
+        parts, folder = pending.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = list(listing)
+        except OSError:  # unreadable or vanished: its videos, if any, cannot be listed
+            if skipped is not None:
+                skipped.append(folder)
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                pending.append(((*parts, entry.name), entry.path))
+                continue
+            stem, suffix = os.path.splitext(entry.name)
+            video_name = bool(stem) and suffix.lower() in VIDEO_SUFFIXES
+            kind = link_kind(entry.path) if entry.is_symlink() else "video" if entry.is_file(follow_symlinks=False) \
+                else "other"
+            if kind == "folder" or (kind == "other" and video_name):
+                if skipped is not None:
+                    skipped.append(entry.path)
+            elif kind == "video" and video_name:
+                found.append(((*parts, entry.name), "/".join((*parts, stem)), folder))
     found.sort(key=lambda entry: entry[0])
     return [(vid, os.path.join(folder, key[-1])) for key, vid, folder in found]
+
+
+def link_kind(path: str) -> str:
+    """What a symbolic link leads to: "folder", "video" (a regular file, or nothing: a dangling or looping link,
+    which becomes a failed row), or "other" (a FIFO, a device, a socket)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "video"
+    if stat.S_ISDIR(mode):
+        return "folder"
+    return "video" if stat.S_ISREG(mode) else "other"
 
 
 def scale_args(params: FrameParams) -> tuple[list, dict] | None:
@@ -137,6 +173,9 @@ def extract_video(source: Path, out_dir: Path, params: FrameParams, threads: int
     source, out_dir = Path(source), Path(out_dir)
     if not os.access(source, os.R_OK):
         raise VideoError(f"{source}: cannot be read (missing, a broken link, or no permission); fix or remove it.")
+    if not stat.S_ISREG(source.stat().st_mode):
+        raise VideoError(f"{source}: not a regular file (a FIFO, a device or a folder), which cannot be decoded; "
+                         "remove it from the video folder.")
     if source.stat().st_size == 0:
         raise VideoError(f"{source}: the file is empty (0 bytes); re-download or remove it.")
     out_dir.mkdir(parents=True)

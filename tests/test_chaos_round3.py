@@ -1,0 +1,83 @@
+"""Hostile round three: hangs on dead workers and odd files, run names that escape, damaged derived outputs,
+temps after SIGTERM, and the smaller traps. Real files, real signals, real limits; each case ends in one
+sentence (or a failed row) and never waits for ever."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from chaos import (FRAMES, assert_clean_process, assert_one_line_error, extracted,  # noqa: F401
+                   file_size_limit, invoke)
+from conftest import run_tsnpipe, tsnpipe_cmd
+from tsnpipe.manifests.table import Manifest
+
+
+@pytest.fixture(scope="module")
+def backbone_weights(tmp_path_factory):
+    """A ResNet-18 state dict saved here, so extract-features needs no download."""
+    import torch
+    import torchvision
+
+    path = tmp_path_factory.mktemp("weights") / "resnet18.pth"
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    return path
+
+
+def features_args(workdir, weights, *more):
+    return ("extract-features", "-w", str(workdir), "--name", "f", "--backbone", "resnet18", "--pretrained",
+            str(weights), "--every", "100", "--no-progress", *more)
+
+
+# ---- hangs ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("fmt", "workers"), [("hdf5", "1"), ("npy", "0")])
+def test_extract_features_under_a_file_size_limit_ends_in_one_line(extracted, backbone_weights, fmt, workers):
+    """A loader worker that cannot put its pictures in shared memory (`ulimit -f`) used to leave the main process
+    waiting for ever; a write of the features past the limit printed h5py's tracebacks."""
+    args = features_args(extracted, backbone_weights, "--format", fmt, "--workers", workers)
+    proc = subprocess.run(tsnpipe_cmd(*args), capture_output=True, text=True, timeout=120,
+                          preexec_fn=file_size_limit(1024))
+    assert_clean_process(proc, 1)
+    assert proc.stderr.startswith("Error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert ("ulimit -f" in proc.stderr) if workers == "1" else ("File too large" in proc.stderr), proc.stderr
+    rerun = run_tsnpipe(*args, timeout=120)
+    assert_clean_process(rerun, 0)
+    assert "3 extracted, 0 up to date, 0 failed" in rerun.stdout
+
+
+def test_the_video_walk_follows_no_folder_link_and_reads_no_fifo(clips, tmp_path):
+    """`ln -s .. up` found every clip again through the link (41 times), a loop walked for minutes, and a FIFO or
+    a link to /dev/zero named like a video was read for ever."""
+    (clips / "wave" / "up").symlink_to("..")
+    (clips / "wave" / "loop").symlink_to(clips / "wave")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (clips / "elsewhere").symlink_to(outside)
+    os.mkfifo(clips / "wave" / "fifo.mp4")
+    (clips / "wave" / "zero.mp4").symlink_to("/dev/zero")
+    workdir = tmp_path / "w"
+    proc = run_tsnpipe("extract-frames", str(clips), "-w", str(workdir), *FRAMES, timeout=60)
+    assert_clean_process(proc, 0)
+    assert "3 extracted, 0 up to date, 0 failed" in proc.stdout
+    assert proc.stderr.startswith("warning: skipped 5 names under") and proc.stderr.count("\n") == 1, proc.stderr
+    assert sorted(Manifest(workdir, "frames").rows) == [
+        "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01", "cartwheel/Turnk_r_Pippi_Michel_cartwheel_f_cm_np2_le_med_6",
+        "wave/RATRACE_wave_f_nm_np1_fr_goo_37"]
+
+
+def test_a_file_name_that_is_not_utf8_is_named_and_the_good_videos_are_extracted(clips, tmp_path):
+    """Such a name raised UnicodeEncodeError on every run, and a good video waiting behind it was never done."""
+    source = clips / "wave" / "RATRACE_wave_f_nm_np1_fr_goo_37.avi"
+    with open(os.path.join(os.fsencode(clips / "wave"), b"caf\xe9.avi"), "wb") as handle:
+        handle.write(source.read_bytes())
+    workdir = tmp_path / "w"
+    for _ in range(2):
+        proc = run_tsnpipe("extract-frames", str(clips), "-w", str(workdir), *FRAMES)
+        assert_clean_process(proc, 0)
+        assert "not UTF-8" in proc.stderr and "caf\\udce9.avi" in proc.stderr and proc.stderr.count("\n") == 1
+    assert "0 extracted, 3 up to date, 0 failed" in proc.stdout

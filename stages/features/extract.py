@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from tsnpipe.stages.errors import TsnpipeError
-from tsnpipe.stages.features.inputs import SnippetBatches, VideoPlan, no_collate
+from tsnpipe.stages.features.inputs import SnippetBatches, VideoPlan, no_collate, worker_batches
 from tsnpipe.stages.features.models import Stream, layer_output, load_model
 from tsnpipe.stages.features.snippets import frame_step, snippet_centres, snippet_times
 from tsnpipe.stages.features.writers import write_video
@@ -144,7 +144,7 @@ def extract_videos(
     prepare = functools.partial(prepare_batch, streams=streams, crops=crops, batch=batch)
     parts: dict[int, list[list[np.ndarray]]] = {}
     errors: dict[int, str] = {}
-    for inputs, items in DeviceBatches(loader, device, prepare):
+    for inputs, items in DeviceBatches(worker_batches(loader), device, prepare):
         good = [piece for piece, stacks in items if not isinstance(stacks, str)]
         for piece, stacks in items:
             if isinstance(stacks, str):
@@ -176,9 +176,9 @@ def finish_video(plan: VideoPlan, chunks: list[list[np.ndarray]], streams: list[
     times = np.asarray(snippet_times(plan.centres.tolist(), video.fps), dtype=np.float64)
     interval = frame_step(video.fps, spacing.interval, spacing.every, video.source_fps) / video.fps
     attrs = {stream.name: file_attrs(stream, layer, interval, crops) for stream in streams}
-    write_video(out_dir, features, times, fmt, attrs)
+    written = write_video(out_dir, features, times, fmt, attrs)
     return {"snippets": len(plan.centres), "short": plan.short, "interval_s": round(interval, 6),
-            "dim": int(sum(array.shape[1] for array in features.values()))}
+            "dim": int(sum(array.shape[1] for array in features.values())), "bytes": written}
 
 
 def file_attrs(stream: Stream, layer: str, interval: float, crops: int) -> dict:

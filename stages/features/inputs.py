@@ -11,12 +11,13 @@ error instead, so one bad video fails its row and not the run.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.features.snippets import window
@@ -107,5 +108,37 @@ class SnippetBatches(Dataset):
 
 
 def no_collate(batch):
-    """The loader's items are whole batches already."""
+    """The loader's items are whole batches already. In a worker process their pictures move to shared memory
+    here, where a failure (the file size limit, `ulimit -f`, or a full /dev/shm) is raised and reaches the main
+    process; left to the queue's feeder thread it was only printed there, and the main process waited for ever
+    for a batch that never came."""
+    if get_worker_info() is not None:
+        for _, stacks in batch:
+            if not isinstance(stacks, str):
+                for stack in stacks:
+                    stack.share_memory_()
     return batch
+
+
+class LoaderError(TsnpipeError):
+    """A loader worker failed or died; the run stops with one sentence."""
+
+
+def worker_batches(loader) -> Iterator:
+    """The loader's batches; a worker that failed (an error outside any one video) or died ends the run with one
+    sentence instead of a traceback."""
+    batches = iter(loader)
+    while True:
+        try:
+            items = next(batches)
+        except StopIteration:
+            return
+        except RuntimeError as error:  # torch wraps a worker's exception, or reports a worker's death, as one
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            cause = lines[-1] if lines else type(error).__name__
+            hint = ("raise the file size limit (ulimit -f) or free /dev/shm, or pass --workers 0"
+                    if "File too large" in cause or "No space left" in cause or "resize" in cause
+                    else "see the line above, or pass --workers 0 to read in this process")
+            raise LoaderError(f"A picture-reading worker process failed ({cause[:300]}); finished videos are kept: "
+                              f"{hint}, and run the command again.") from None
+        yield items

@@ -13,6 +13,11 @@ from chaos import (FRAMES, assert_clean_process, assert_one_line_error, extracte
                    file_size_limit, invoke)
 from conftest import run_tsnpipe, tsnpipe_cmd
 from tsnpipe.manifests.table import Manifest
+from tsnpipe.stages.train.checkpoint import load_checkpoint, save_checkpoint
+from train_workdir import build_sample_workdir
+
+TRAIN = ["--backbone", "resnet18", "--pretrained", "none", "--segments", "2", "--size", "32", "--batch", "3",
+         "--no-progress", "--no-channels-last", "--workers", "0"]
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +86,38 @@ def test_a_file_name_that_is_not_utf8_is_named_and_the_good_videos_are_extracted
         assert_clean_process(proc, 0)
         assert "not UTF-8" in proc.stderr and "caf\\udce9.avi" in proc.stderr and proc.stderr.count("\n") == 1
     assert "0 extracted, 3 up to date, 0 failed" in proc.stdout
+
+
+# ---- training runs ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def train_workdir(tmp_path_factory):
+    return build_sample_workdir(tmp_path_factory.getbasetemp() / "train_samples")
+
+
+@pytest.mark.parametrize("name", ["..", "../../x", "/tmp/elsewhere", "a/b", ".hidden", "x" * 201])
+def test_a_run_name_is_a_plain_name(train_workdir, name):
+    """`--run-name ..` wrote best.pt, last.pt, metrics.csv and tensorboard/ into the workdir itself."""
+    before = sorted(p.name for p in train_workdir.iterdir())
+    result = invoke("train", "-w", str(train_workdir), "--modality", "rgb", "--run-name", name, "--epochs", "1", *TRAIN)
+    assert result.exit_code == 2 and "is not a plain run name" in result.output, result.output
+    assert sorted(p.name for p in train_workdir.iterdir()) == before
+    assert not (train_workdir / "best.pt").exists() and not os.path.exists("/tmp/elsewhere/last.pt")
+
+
+def test_resume_takes_the_modality_from_the_checkpoint_and_names_no_lost_best_epoch(train_workdir):
+    """`--resume` asked for --modality again; a run whose best.pt was lost closed on "best epoch None ... nan"."""
+    run = train_workdir / "runs" / "resumed_rgb"
+    assert invoke("train", "-w", str(train_workdir), "--modality", "rgb", "--run-name", run.name, "--epochs", "1",
+                  *TRAIN).exit_code == 0
+    state = load_checkpoint(run / "last.pt")
+    state["best"] = {**state["best"], "epoch": 0, "val_mean_class": 2.0}  # a best epoch whose file was then lost
+    save_checkpoint(run / "last.pt", state)
+    (run / "best.pt").unlink()
+    result = invoke("train", "-w", str(train_workdir), "--run-name", run.name, "--resume", "--epochs", "1", *TRAIN)
+    assert result.exit_code == 0, result.output
+    assert "None" not in result.output and "nan" not in result.output, result.output
+    assert f"train: no best epoch on disk" in result.output and f"checkpoints {run / 'last.pt'}" in result.output
+    missing = invoke("train", "-w", str(train_workdir), "--resume", "--epochs", "1", *TRAIN)
+    assert missing.exit_code == 2 and "Missing option '--modality'" in missing.output

@@ -115,9 +115,61 @@ def test_resume_takes_the_modality_from_the_checkpoint_and_names_no_lost_best_ep
     state["best"] = {**state["best"], "epoch": 0, "val_mean_class": 2.0}  # a best epoch whose file was then lost
     save_checkpoint(run / "last.pt", state)
     (run / "best.pt").unlink()
+    for leftover in (".curves.png.k3x_9q.tmp", ".last.pt.tmp", ".metrics.csv.tmp"):  # what a SIGKILL leaves
+        (run / leftover).write_bytes(b"half")
+    (run / ".notes.tmp").write_text("a user's file")
     result = invoke("train", "-w", str(train_workdir), "--run-name", run.name, "--resume", "--epochs", "1", *TRAIN)
     assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in run.iterdir() if p.name.endswith(".tmp")) == [".notes.tmp"]
     assert "None" not in result.output and "nan" not in result.output, result.output
     assert f"train: no best epoch on disk" in result.output and f"checkpoints {run / 'last.pt'}" in result.output
     missing = invoke("train", "-w", str(train_workdir), "--resume", "--epochs", "1", *TRAIN)
     assert missing.exit_code == 2 and "Missing option '--modality'" in missing.output
+
+
+# ---- SIGTERM and SIGKILL leave no temps --------------------------------------------------------------------------
+
+UNDER_SIGTERM = """
+import signal, sys
+import numpy as np
+from tsnpipe.cli import _raise_terminated
+signal.signal(signal.SIGTERM, _raise_terminated)
+try:
+    if sys.argv[2] == "checkpoint":
+        import torch
+        from tsnpipe.stages.train.checkpoint import save_checkpoint
+        save_checkpoint(sys.argv[1], {"model": {"w": torch.ones(60_000_000)}})
+    else:
+        from tsnpipe.stages.store.hdf5_writer import Shard
+        shard = Shard("shard-00001.h5")
+        shard.file.create_dataset("images", data=np.ones(240_000_000, dtype=np.uint8))
+        shard.save(__import__("pathlib").Path(sys.argv[1]))
+except KeyboardInterrupt:
+    print("stopped")
+    sys.exit(143)
+print("saved")
+"""
+
+
+@pytest.mark.parametrize(("what", "name", "temp"), [("checkpoint", "last.pt", ".last.pt.tmp"),
+                                                     ("shard", "shard-00001.h5.tmp", "shard-00001.h5.tmp")])
+def test_sigterm_while_a_checkpoint_or_a_shard_is_written_leaves_no_temp(tmp_path, what, name, temp):
+    """torch's zip writer turned the SIGTERM raised in its file.write into `RuntimeError: [enforce fail at
+    inline_container.cc]`, a traceback instead of the one-line stop; pack --format hdf5 left its shard-*.h5.tmp."""
+    import signal
+    import sys
+    import time
+
+    path = tmp_path / "out" / name
+    path.parent.mkdir()
+    temp = path.with_name(temp)
+    proc = subprocess.Popen([sys.executable, "-c", UNDER_SIGTERM, str(path), what],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (temp.exists() and temp.stat().st_size > 0):
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, out.strip()) == (143, "stopped"), out + err
+    assert "Traceback" not in err and "RuntimeError" not in err, err
+    assert list(path.parent.iterdir()) == []

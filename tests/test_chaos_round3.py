@@ -173,3 +173,54 @@ def test_sigterm_while_a_checkpoint_or_a_shard_is_written_leaves_no_temp(tmp_pat
     assert (proc.returncode, out.strip()) == (143, "stopped"), out + err
     assert "Traceback" not in err and "RuntimeError" not in err, err
     assert list(path.parent.iterdir()) == []
+
+
+# ---- derived outputs carry what made them ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["hdf5", "npy"])
+def test_damaged_features_and_csvs_of_another_bmn_are_redone(extracted, backbone_weights, tmp_path, fmt):
+    """A truncated features file was up to date and export-features then died in a traceback; CSVs of --bmn 100
+    were kept by an export at --bmn 50 into the same folder."""
+    args = features_args(extracted, backbone_weights, "--format", fmt, "--workers", "0")
+    assert invoke(*args).exit_code == 0
+    video = "wave/RATRACE_wave_f_nm_np1_fr_goo_37"
+    victim = next((extracted / "features" / "f" / video).iterdir())
+    with open(victim, "r+b") as handle:
+        handle.truncate(victim.stat().st_size // 2)
+    out = tmp_path / "csv"
+    export = invoke("export-features", "f", "-w", str(extracted), "--bmn", "4", "--out", str(out), "--no-progress")
+    assert_one_line_error(export, "damaged", video, "extract-features")
+    assert "2 CSVs written" in export.output
+    rerun = invoke(*args)
+    assert rerun.exit_code == 0 and "1 extracted, 2 up to date, 0 failed" in rerun.output, rerun.output
+    assert "features were damaged" in rerun.output
+    for steps, expect in (("4", "1 CSVs written, 2 up to date"), ("3", "3 CSVs written, 0 up to date"),
+                          ("3", "0 CSVs written, 3 up to date")):
+        export = invoke("export-features", "f", "-w", str(extracted), "--bmn", steps, "--out", str(out), "--no-progress")
+        assert export.exit_code == 0 and expect in export.output, export.output
+    assert len((out / f"{video}.csv").read_text().splitlines()) == 1 + 3  # header and --bmn 3 rows
+    (out / f"{video}.csv").write_text("f0\n")  # a damaged CSV
+    export = invoke("export-features", "f", "-w", str(extracted), "--bmn", "3", "--out", str(out), "--no-progress")
+    assert "1 CSVs written, 2 up to date" in export.output
+    assert len((out / f"{video}.csv").read_text().splitlines()) == 4
+
+
+def test_a_one_frame_video_under_a_flow_checkpoint_names_its_one_frame_not_extract_flow(tmp_path):
+    """Its failed row pointed at extract-flow, which was up to date: a loop with no way out."""
+    from types import SimpleNamespace
+
+    import cv2
+    import numpy as np
+
+    from tsnpipe.stages.errors import TsnpipeError
+    from tsnpipe.stages.features.inputs import stream_count
+    from tsnpipe.stages.store.reader import open_reader
+
+    frames = tmp_path / "w" / "frames" / "a" / "still"
+    frames.mkdir(parents=True)
+    cv2.imwrite(str(frames / "img_00001.jpg"), np.full((32, 40, 3), 128, np.uint8))
+    (tmp_path / "w" / "flow" / "a" / "still").mkdir(parents=True)  # what extract-flow leaves: done, 0 pairs
+    with pytest.raises(TsnpipeError) as error:
+        stream_count(open_reader(tmp_path / "w"), "a/still", SimpleNamespace(modality="flow"), tmp_path / "w")
+    assert "has one frame" in str(error.value) and "extract-flow" not in str(error.value)

@@ -70,6 +70,9 @@ def snippet_positions(params: TrainParams, centres, count: int) -> list[int]:
 def stream_count(reader, video_id: str, params: TrainParams, where: Path) -> int:
     """Positions a stream can read in a video; a sentence naming the stage to run when there are none."""
     count = reader.count(video_id, KIND_OF[params.modality])
+    if count < 1 and params.modality == "flow" and reader.count(video_id, "rgb") == 1:
+        raise TsnpipeError(f"Video {video_id!r} has one frame in {where}, so no flow pair (TV-L1 needs two frames) and "
+                           "nothing for a flow checkpoint to see; extract its frames at a higher --fps, or remove it.")
     if count < 1:
         step = "extract-flow" if params.modality == "flow" else "extract-frames"
         raise TsnpipeError(f"Video {video_id!r} has no {params.modality} pictures in {where}; run `tsnpipe {step}` "

@@ -260,6 +260,6 @@ def export_features(name, workdir, steps, out, progress):
     click.echo(f"export-features: {written:,} CSVs written, {kept:,} up to date ({len(done):,} videos, "
                f"{steps} steps x {'+'.join(names)}) in {time.time() - started:.1f} s -> {out}")
     if damaged:
-        raise TsnpipeError(f"The features of {len(damaged):,} video{'s' * (len(damaged) != 1)} of {name!r} are damaged, "
-                           f"such as {damaged[0]}; run `tsnpipe extract-features -w {workdir} --name {name}` with its "
+        raise TsnpipeError(f"The features of {len(damaged):,} video{'s' * (len(damaged) != 1)} of {name!r} are "
+                           f"damaged, such as {damaged[0]}; run `tsnpipe extract-features -w {workdir} --name {name}` with its "
                            "options again to redo them, then export again.")

@@ -38,9 +38,13 @@ class FrameParams:
     size: tuple[int, int] | None = None  # fixed (width, height), e.g. (340, 256); wins over short_side
     quality: int = 2  # ffmpeg's JPEG qscale, 2 (best) .. 31
     on_decode_error: str = "fail"  # "fail": a video with decode errors is a failed row; "keep": keep frames
+    max_frames: int | None = None  # a video whose timestamps would give more frames is a failed row
 
     def hashed(self) -> dict:
-        return {**asdict(self), "stage_version": STAGE_VERSION}
+        hashed = {**asdict(self), "stage_version": STAGE_VERSION}
+        if self.max_frames is None:  # as before the cap existed: workdirs of older versions stay up to date
+            del hashed["max_frames"]
+        return hashed
 
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no space, over quota, over a file size limit
@@ -126,7 +130,8 @@ def ffmpeg_command(source: Path, out_dir: Path, params: FrameParams, threads: in
     if scale := scale_args(params):
         stream = stream.filter("scale", *scale[0], **scale[1])
     stream = stream.filter("setsar", "1")
-    out = ffmpeg.output(stream, str(out_dir / FRAME_PATTERN), **{"q:v": params.quality, "threads": threads})
+    limit = {"frames:v": params.max_frames + 1} if params.max_frames else {}  # one more tells that it was reached
+    out = ffmpeg.output(stream, str(out_dir / FRAME_PATTERN), **{"q:v": params.quality, "threads": threads}, **limit)
     args = out.global_args("-hide_banner", "-nostdin", "-nostats", "-loglevel", "level+info").compile(
         cmd=ffmpeg_executable()
     )
@@ -190,6 +195,11 @@ def extract_video(source: Path, out_dir: Path, params: FrameParams, threads: int
             if os.strerror(code) in proc.stderr or (code == errno.EFBIG and proc.returncode == -signal.SIGXFSZ):
                 raise OSError(code, os.strerror(code), str(out_dir))
         raise VideoError(f"{source}: ffmpeg failed: {reason(proc.stderr)}")
+    if params.max_frames and frames > params.max_frames:
+        raise VideoError(f"{source}: its timestamps would give more than --max-frames {params.max_frames:,} frames at "
+                         f"{params.fps:g} fps (the header says {facts['duration'] or 0:,.1f} s; a gap or a wrong "
+                         "timestamp?); re-encode it with even timestamps (ffmpeg -i IN -vf setpts=N/FRAME_RATE/TB "
+                         "OUT), or raise --max-frames.")
     if frames == 0:
         raise VideoError(f"{source}: no video frames could be decoded ({reason(proc.stderr)}); is it a video?")
     if error_lines(proc.stderr) and params.on_decode_error == "fail":

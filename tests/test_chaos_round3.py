@@ -122,7 +122,7 @@ def test_resume_takes_the_modality_from_the_checkpoint_and_names_no_lost_best_ep
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in run.iterdir() if p.name.endswith(".tmp")) == [".notes.tmp"]
     assert "None" not in result.output and "nan" not in result.output, result.output
-    assert f"train: no best epoch on disk" in result.output and f"checkpoints {run / 'last.pt'}" in result.output
+    assert "train: no best epoch on disk" in result.output and f"checkpoints {run / 'last.pt'}" in result.output
     missing = invoke("train", "-w", str(train_workdir), "--resume", "--epochs", "1", *TRAIN)
     assert missing.exit_code == 2 and "Missing option '--modality'" in missing.output
 
@@ -197,7 +197,8 @@ def test_damaged_features_and_csvs_of_another_bmn_are_redone(extracted, backbone
     assert "features were damaged" in rerun.output
     for steps, expect in (("4", "1 CSVs written, 2 up to date"), ("3", "3 CSVs written, 0 up to date"),
                           ("3", "0 CSVs written, 3 up to date")):
-        export = invoke("export-features", "f", "-w", str(extracted), "--bmn", steps, "--out", str(out), "--no-progress")
+        export = invoke("export-features", "f", "-w", str(extracted), "--bmn", steps, "--out", str(out),
+                        "--no-progress")
         assert export.exit_code == 0 and expect in export.output, export.output
     assert len((out / f"{video}.csv").read_text().splitlines()) == 1 + 3  # header and --bmn 3 rows
     (out / f"{video}.csv").write_text("f0\n")  # a damaged CSV
@@ -224,3 +225,29 @@ def test_a_one_frame_video_under_a_flow_checkpoint_names_its_one_frame_not_extra
     with pytest.raises(TsnpipeError) as error:
         stream_count(open_reader(tmp_path / "w"), "a/still", SimpleNamespace(modality="flow"), tmp_path / "w")
     assert "has one frame" in str(error.value) and "extract-flow" not in str(error.value)
+
+
+# ---- smaller traps -----------------------------------------------------------------------------------------------
+
+
+def test_max_frames_fails_a_video_whose_timestamps_jump(clips, tmp_path, ffmpeg_exe):
+    """A 3 KB mkv whose timestamps jump a minute (an hour in the field: 36,020 frames, 424 MB) became one frame a
+    second of the gap without a word."""
+    gap = clips / "wave" / "gap.mkv"
+    subprocess.run([ffmpeg_exe, "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=10:duration=1", "-vf",
+                    "setpts='if(gte(N,5),PTS+60/TB,PTS)'", "-fps_mode", "passthrough", "-c:v", "libx264", str(gap)],
+                   check=True)
+    workdir = tmp_path / "w"
+    capped = run_tsnpipe("extract-frames", str(clips), "-w", str(workdir), *FRAMES, "--max-frames", "30")
+    assert_clean_process(capped, 1)
+    assert "3 extracted, 0 up to date, 1 failed" in capped.stdout
+    row = Manifest(workdir, "frames").rows["wave/gap"]
+    assert row["status"] == "failed" and "would give more than --max-frames 30 frames" in row["error"]
+    assert not (workdir / "frames" / "wave" / "gap").exists()
+    assert not [p for p in (workdir / "frames" / "wave").iterdir() if "tmp" in p.name]
+    uncapped = run_tsnpipe("extract-frames", str(clips), "-w", str(workdir / "all"), *FRAMES)
+    assert_clean_process(uncapped, 0)
+    assert len(list((workdir / "all" / "frames" / "wave" / "gap").iterdir())) == 61
+    # without --max-frames the params hash is what older versions wrote: nothing is redone
+    assert "0 extracted, 4 up to date" in run_tsnpipe("extract-frames", str(clips), "-w", str(workdir / "all"),
+                                                      *FRAMES).stdout

@@ -81,7 +81,8 @@ def written_bytes(folder: Path) -> int | None:
     """The bytes of the files in a video's folder as they are now (None: no such folder)."""
     try:
         with os.scandir(folder) as entries:
-            return sum(entry.stat(follow_symlinks=False).st_size for entry in entries if entry.is_file(follow_symlinks=False))
+            return sum(entry.stat(follow_symlinks=False).st_size for entry in entries
+                       if entry.is_file(follow_symlinks=False))
     except OSError:
         return None
 

@@ -126,7 +126,8 @@ def scale_args(params: FrameParams) -> tuple[list, dict] | None:
 
 def ffmpeg_command(source: Path, out_dir: Path, params: FrameParams, threads: int = 1) -> list[str]:
     """The ffmpeg argument list that decodes `source` into `out_dir/img_%05d.jpg`."""
-    stream = ffmpeg.input(str(source)).video.filter("fps", fps=params.fps, round="up")
+    # an absolute path: a file named pipe:0.mp4 or concat:x.mp4 is then a file, not one of ffmpeg's protocols
+    stream = ffmpeg.input(os.path.abspath(source)).video.filter("fps", fps=params.fps, round="up")
     if scale := scale_args(params):
         stream = stream.filter("scale", *scale[0], **scale[1])
     stream = stream.filter("setsar", "1")

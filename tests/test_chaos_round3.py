@@ -11,7 +11,7 @@ import pytest
 
 from chaos import (FRAMES, assert_clean_process, assert_one_line_error, extracted,  # noqa: F401
                    file_size_limit, invoke)
-from conftest import run_tsnpipe, tsnpipe_cmd
+from conftest import SAMPLES, run_tsnpipe, tsnpipe_cmd
 from tsnpipe.manifests.table import Manifest
 from tsnpipe.stages.train.checkpoint import load_checkpoint, save_checkpoint
 from train_workdir import build_sample_workdir
@@ -251,3 +251,54 @@ def test_max_frames_fails_a_video_whose_timestamps_jump(clips, tmp_path, ffmpeg_
     # without --max-frames the params hash is what older versions wrote: nothing is redone
     assert "0 extracted, 4 up to date" in run_tsnpipe("extract-frames", str(clips), "-w", str(workdir / "all"),
                                                       *FRAMES).stdout
+
+
+@pytest.fixture(scope="module")
+def rgb_checkpoint(train_workdir):
+    run = train_workdir / "runs" / "round3_rgb"
+    if not (run / "last.pt").is_file():
+        result = invoke("train", "-w", str(train_workdir), "--modality", "rgb", "--run-name", run.name, "--epochs", "1",
+                        *TRAIN)
+        assert result.exit_code == 0, result.output
+    return run / "last.pt"
+
+
+PREDICT = ["--size", "64", "--segments", "2", "--crops", "1", "--device", "cpu", "--json"]
+
+
+def test_predict_refuses_to_fuse_a_multi_label_with_a_single_label_checkpoint(rgb_checkpoint, tmp_path):
+    state = load_checkpoint(rgb_checkpoint)
+    state["params"]["multi_label"] = True
+    other = tmp_path / "multi.pt"
+    save_checkpoint(other, state)
+    clip = SAMPLES / "wave" / "TrumanShow_wave_f_nm_np1_fr_med_26.avi"
+    result = invoke("predict", str(clip), "--checkpoint", str(rgb_checkpoint), "--checkpoint", str(other), *PREDICT)
+    assert_one_line_error(result, "multi-label", "single-label", str(other))
+
+
+@pytest.mark.parametrize("name", ["pipe:0.mp4", "concat:x.mp4", "file:y.avi"])
+def test_predict_reads_a_file_named_like_an_ffmpeg_protocol(rgb_checkpoint, tmp_path, monkeypatch, name):
+    """`pipe:0.mp4` was read from stdin and `concat:x.mp4` as a list of files."""
+    import shutil
+
+    shutil.copy(SAMPLES / "wave" / "TrumanShow_wave_f_nm_np1_fr_med_26.avi", tmp_path / name)
+    monkeypatch.chdir(tmp_path)
+    result = invoke("predict", name, "--checkpoint", str(rgb_checkpoint), *PREDICT)
+    assert result.exit_code == 0, result.output
+    assert '"classes"' in result.output
+
+
+def test_a_3d_pretrained_file_carrying_objects_gives_no_advice_to_run_its_code(train_workdir, tmp_path):
+    import torch
+
+    carrying = tmp_path / "r3d.pt"
+    torch.save({"model": {}, "note": ExportNote()}, carrying)
+    result = invoke("train", "-w", str(train_workdir), "--modality", "rgb", "--arch", "r3d_18", "--pretrained",
+                    str(carrying), "--run-name", "r3d_carrying", "--epochs", "1", "--size", "32", "--clip-len", "4",
+                    "--batch", "2", "--workers", "0", "--no-progress")
+    message = assert_one_line_error(result, str(carrying), "could run code")
+    assert "weights_only" not in message
+
+
+class ExportNote:
+    """An object beyond tensors in a weights file."""

@@ -302,3 +302,24 @@ def test_a_3d_pretrained_file_carrying_objects_gives_no_advice_to_run_its_code(t
 
 class ExportNote:
     """An object beyond tensors in a weights file."""
+
+
+def test_training_on_a_store_lacking_videos_of_the_split_is_one_sentence(clips, tmp_path):
+    """Each loader worker failed on the missing video: 25 lines of tracebacks instead of one sentence."""
+    import shutil
+
+    workdir = tmp_path / "w"
+    assert invoke("extract-frames", str(clips), "-w", str(workdir), *FRAMES).exit_code == 0
+    store = tmp_path / "old.hdf5"
+    assert invoke("pack", "-w", str(workdir), "--format", "hdf5", "--store", str(store), "--no-progress").exit_code == 0
+    shutil.copy(SAMPLES / "wave/TrumanShow_wave_f_nm_np1_fr_med_26.avi", clips / "wave")  # a video the store lacks
+    assert invoke("extract-frames", str(clips), "-w", str(workdir), *FRAMES).exit_code == 0
+    assert invoke("build-splits", "-w", str(workdir), "--folders", "--ratio", "0.5").exit_code == 0
+    args = ("train", "-w", str(workdir), "--modality", "rgb", "--store", str(store), "--epochs", "1", "--run-name", "r",
+            "--backbone", "resnet18", "--pretrained", "none", "--segments", "1", "--size", "32", "--batch", "2",
+            "--workers", "2", "--no-progress")
+    proc = run_tsnpipe(*args, timeout=300)
+    assert_clean_process(proc, 1)
+    assert proc.stderr.startswith(f"Error: The store {store} lacks 1 of the") and proc.stderr.count("\n") == 1, \
+        proc.stderr
+    assert "TrumanShow" in proc.stderr

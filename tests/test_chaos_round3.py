@@ -323,3 +323,33 @@ def test_training_on_a_store_lacking_videos_of_the_split_is_one_sentence(clips, 
     assert proc.stderr.startswith(f"Error: The store {store} lacks 1 of the") and proc.stderr.count("\n") == 1, \
         proc.stderr
     assert "TrumanShow" in proc.stderr
+
+
+def without_privileges(command: list[str]) -> list[str]:
+    """`command` as a process that file modes bind: as root, in a new user namespace (`unshare --user`), where
+    root keeps its uid but loses CAP_DAC_OVERRIDE; skipped where that cannot be staged."""
+    import shutil
+
+    if os.geteuid() != 0:
+        return command
+    if not shutil.which("unshare") or subprocess.run(["unshare", "--user", "true"]).returncode != 0:
+        pytest.skip("running as root without user namespaces: a folder's mode cannot keep this process out")
+    return ["unshare", "--user", *command]
+
+
+@pytest.mark.parametrize("folder", ["frames/wave", "manifests"])
+def test_a_folder_this_user_cannot_read_is_one_sentence(extracted, folder):
+    """An unreadable frames folder was a PermissionError from the temp sweep; an unreadable manifests/ (another
+    user's, 0700) made status say "no stage has run yet"."""
+    locked = extracted / folder
+    locked.chmod(0)
+    try:
+        command = ("extract-frames", str(extracted.parent / "videos"), "-w", str(extracted), *FRAMES) \
+            if folder.startswith("frames") else ("status", "-w", str(extracted))
+        proc = subprocess.run(without_privileges(tsnpipe_cmd(*command)), capture_output=True, text=True, timeout=120)
+    finally:
+        locked.chmod(0o755)
+    assert_clean_process(proc, 1)
+    assert proc.stderr.startswith("Error: Cannot ") and str(locked) in proc.stderr and "Permission denied" in \
+        proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert "no stage has run" not in proc.stdout

@@ -263,6 +263,7 @@ def run_test(checkpoint, workdir, store, source, split_number, segments, crops, 
     mean class accuracy and writes them as JSON beside the score file.
     """
     from tsnpipe.stages.scores.evaluate import score_split
+    from tsnpipe.stages.scores.outputs import check_writable
     from tsnpipe.stages.splits.tables import split_dir as split_path
     from tsnpipe.stages.train.checkpoint import load_checkpoint
     from tsnpipe.stages.train.recipe import params_from_dict
@@ -277,7 +278,7 @@ def run_test(checkpoint, workdir, store, source, split_number, segments, crops, 
     number = split_number or int(trained_on.name.removeprefix("split") or 1)
     split_dir = split_path(workdir, source, number)
     suffix = "_val" if subset == "val" else ""
-    out = out or workdir / "scores" / f"{checkpoint.resolve().parent.name}{suffix}.pkl"
+    out = check_writable(out or workdir / "scores" / f"{checkpoint.resolve().parent.name}{suffix}.pkl")
     views = "snippets" if params.arch == "tsn" else f"clips of {params.clip_len}"
     if picked_on_scored_list(state, subset, split_dir):
         click.echo(f"test: note: {checkpoint}'s epoch was picked as best on this same test list (the split had no "

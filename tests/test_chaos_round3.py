@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -353,3 +354,23 @@ def test_a_folder_this_user_cannot_read_is_one_sentence(extracted, folder):
     assert proc.stderr.startswith("Error: Cannot ") and str(locked) in proc.stderr and "Permission denied" in \
         proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
     assert "no stage has run" not in proc.stdout
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "proc"])
+def test_an_out_path_that_cannot_hold_a_file_is_one_sentence(train_workdir, rgb_checkpoint, tmp_path, where):
+    """`--out` under a regular file or in /proc was a NotADirectoryError or FileNotFoundError traceback, and
+    `test` found out only after scoring every video."""
+    import numpy as np
+
+    from tsnpipe.stages.scores.files import write_scores
+
+    scores = write_scores(tmp_path / "a.pkl", ["v1", "v2"], np.array([0, 1]), ["a", "b"],
+                          np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32), {"segments": 1}, {"checkpoint": "x"})
+    plain = tmp_path / "plain.txt"
+    plain.write_text("a file, not a folder")
+    out = plain / "sub" / "x.pkl" if where == "under_a_file" else Path("/proc/tsnpipe-scores/x.pkl")
+    for args in (("fuse", str(scores), str(scores), "--out", str(out)),
+                 ("report", str(scores), "--out", str(out.parent)),
+                 ("test", "--checkpoint", str(rgb_checkpoint), "-w", str(train_workdir), "--out", str(out),
+                  "--workers", "0", "--no-progress")):
+        assert_one_line_error(invoke(*args), "Cannot write", str(out.parent))

@@ -56,6 +56,17 @@ def test_extract_features_under_a_file_size_limit_ends_in_one_line(extracted, ba
     assert "3 extracted, 0 up to date, 0 failed" in rerun.stdout
 
 
+def test_train_under_a_file_size_limit_ends_in_one_line(train_workdir):
+    """The loader worker's shared memory could not grow: a traceback through default_collate."""
+    args = ("train", "-w", str(train_workdir), "--modality", "rgb", "--run-name", "limited", "--epochs", "1",
+            *TRAIN[:-1], "1")
+    proc = subprocess.run(tsnpipe_cmd(*args), capture_output=True, text=True, timeout=180,
+                          preexec_fn=file_size_limit(1024))
+    assert_clean_process(proc, 1)
+    assert proc.stderr.startswith("Error: A picture-reading worker process failed") and "ulimit -f" in proc.stderr \
+        and proc.stderr.count("\n") == 1, proc.stderr
+
+
 def test_the_video_walk_follows_no_folder_link_and_reads_no_fifo(clips, tmp_path):
     """`ln -s .. up` found every clip again through the link (41 times), a loop walked for minutes, and a FIFO or
     a link to /dev/zero named like a video was read for ever."""

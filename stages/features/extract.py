@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from tsnpipe.stages.errors import TsnpipeError
-from tsnpipe.stages.features.inputs import SnippetBatches, VideoPlan, no_collate, worker_batches
+from tsnpipe.stages.features.inputs import SnippetBatches, VideoPlan, no_collate
 from tsnpipe.stages.features.models import Stream, layer_output, load_model
 from tsnpipe.stages.features.snippets import frame_step, snippet_centres, snippet_times
 from tsnpipe.stages.features.writers import write_video
@@ -144,7 +144,7 @@ def extract_videos(
     prepare = functools.partial(prepare_batch, streams=streams, crops=crops, batch=batch)
     parts: dict[int, list[list[np.ndarray]]] = {}
     errors: dict[int, str] = {}
-    for inputs, items in DeviceBatches(worker_batches(loader), device, prepare):
+    for inputs, items in DeviceBatches(loader, device, prepare):
         good = [piece for piece, stacks in items if not isinstance(stacks, str)]
         for piece, stacks in items:
             if isinstance(stacks, str):

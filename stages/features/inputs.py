@@ -11,7 +11,6 @@ error instead, so one bad video fails its row and not the run.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,27 +120,3 @@ def no_collate(batch):
                 for stack in stacks:
                     stack.share_memory_()
     return batch
-
-
-class LoaderError(TsnpipeError):
-    """A loader worker failed or died; the run stops with one sentence."""
-
-
-def worker_batches(loader) -> Iterator:
-    """The loader's batches; a worker that failed (an error outside any one video) or died ends the run with one
-    sentence instead of a traceback."""
-    batches = iter(loader)
-    while True:
-        try:
-            items = next(batches)
-        except StopIteration:
-            return
-        except RuntimeError as error:  # torch wraps a worker's exception, or reports a worker's death, as one
-            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-            cause = lines[-1] if lines else type(error).__name__
-            hint = ("raise the file size limit (ulimit -f) or free /dev/shm, or pass --workers 0"
-                    if "File too large" in cause or "No space left" in cause or "resize" in cause
-                    else "see the line above, or pass --workers 0 to read in this process")
-            raise LoaderError(f"A picture-reading worker process failed ({cause[:300]}); finished videos are kept: "
-                              f"{hint}, and run the command again.") from None
-        yield items

@@ -261,5 +261,5 @@ def export_features(name, workdir, steps, out, progress):
                f"{steps} steps x {'+'.join(names)}) in {time.time() - started:.1f} s -> {out}")
     if damaged:
         raise TsnpipeError(f"The features of {len(damaged):,} video{'s' * (len(damaged) != 1)} of {name!r} are "
-                           f"damaged, such as {damaged[0]}; run `tsnpipe extract-features -w {workdir} --name {name}` with its "
-                           "options again to redo them, then export again.")
+                           f"damaged, such as {damaged[0]}; run `tsnpipe extract-features -w {workdir} --name {name}` "
+                           "with its options again to redo them, then export again.")

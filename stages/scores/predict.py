@@ -66,9 +66,9 @@ def load_streams(paths: list[Path]) -> list[Stream]:
                           "use checkpoints trained on the same splits")
         if bool(other.params.multi_label) != bool(first.params.multi_label):
             kinds = {True: "multi-label (sigmoid scores)", False: "single-label (softmax scores)"}
-            raise PredictError(f"The checkpoint {first.path} is {kinds[bool(first.params.multi_label)]} and {other.path} "
-                               f"is {kinds[bool(other.params.multi_label)]}; their scores do not add up: fuse "
-                               "checkpoints trained the same way.")
+            raise PredictError(f"The checkpoint {first.path} is {kinds[bool(first.params.multi_label)]} and "
+                               f"{other.path} is {kinds[bool(other.params.multi_label)]}; their scores do not add up: "
+                               "fuse checkpoints trained the same way.")
     return streams
 
 

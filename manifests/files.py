@@ -76,6 +76,9 @@ def sweep_temps(root: Path, folders=None, only=None) -> int:
                     leftovers += [Path(entry.path) for entry in entries if TEMP_MARK in entry.name]
             except (FileNotFoundError, NotADirectoryError):
                 continue
+            except OSError as error:  # no permission: its outputs could not be written either
+                raise ManifestError(f"Cannot list {folder} ({error.strerror}); give this user read and write access "
+                                    "to it (or run as its owner) and run the command again.") from None
     if only is not None:
         leftovers = [path for path in leftovers if only(path)]
     for path in sorted(leftovers, key=lambda p: len(p.parts)):

@@ -274,8 +274,15 @@ def load_table(workdir: Path, stage: str):
 
 
 def stages_present(workdir: Path) -> list[str]:
+    """The stages with a table, a journal or a run record (a run killed before its first row) in W/manifests; a
+    folder this user cannot read is one sentence, not "no stage has run"."""
     folder = Path(workdir) / MANIFEST_DIR
-    names = {p.name.split(".")[0] for p in folder.glob("*.parquet")} | {
-        p.name.split(".")[0] for p in folder.glob("*.journal.jsonl")} | {
-        p.name.split(".")[0] for p in folder.glob("*.run.json")}  # a run killed before its first row
-    return sorted(names)
+    try:
+        listing = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as error:
+        raise ManifestError(f"Cannot read {folder} ({error.strerror}); run the command as the user who owns it, or "
+                            "give this user read access to it.") from None
+    suffixes = (".parquet", ".journal.jsonl", ".run.json")
+    return sorted({name.split(".")[0] for name in listing if not name.startswith(".") and name.endswith(suffixes)})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -70,6 +71,23 @@ def feature_items(workdir: Path, flow_stream: bool) -> tuple[list[Item], dict]:
         items.append(Item(video_id=video_id, source=video_id, fingerprint=fingerprint))
         facts[video_id] = VideoFacts(int(row.get("frames") or 0), fps, row.get("src_fps"))
     return items, facts
+
+
+def drop_damaged(workdir: Path, rows: dict) -> list[str]:
+    """Remove the output folders of done rows whose files no longer hold the bytes written (truncated, emptied,
+    deleted in part), so the runner redoes them as outputs missing; returns those folders. One listing of each
+    video's folder (a few stats): seconds at 240,000 videos. Rows of older versions, which recorded no size,
+    are trusted."""
+    from tsnpipe.stages.features.writers import written_bytes
+
+    damaged = []
+    for row in rows.values():
+        if row.get("status") == "done" and row.get("output") and row.get("bytes") is not None:
+            found = written_bytes(workdir / row["output"])
+            if found is not None and found != int(row["bytes"]):
+                shutil.rmtree(workdir / row["output"], ignore_errors=True)
+                damaged.append(row["output"])
+    return damaged
 
 
 def feature_batch_work(jobs, facts, streams, spacing, layer, crops, fmt, store, device, amp, batch, workers):
@@ -166,6 +184,9 @@ def extract_features(workdir, name, checkpoints, backbone, pretrained, layer, in
         items, facts = feature_items(workdir, any(s.params.modality == "flow" for s in streams))
         items = shard_items(items, shard)
         folding = not shard and bool(shard_journals(workdir, stage_name(name)))  # shards' videos join the index
+        if damaged := drop_damaged(workdir, Manifest(workdir, stage_name(name)).rows):
+            click.echo(f"warning: {len(damaged):,} video{'s' * (len(damaged) != 1)}' features were damaged (not the "
+                       f"size written), such as {workdir / damaged[0]}; they are redone", err=True)
         stage = Stage(name=stage_name(name), verb="extracted", params=params, output_root=f"features/{name}",
                       work=functools.partial(feature_work, facts=facts, **options), hash_content=False,
                       inputs={"frames_manifest": str(manifest_path(workdir, "frames")), "store": str(store or workdir)},
@@ -204,11 +225,13 @@ def export_features(name, workdir, steps, out, progress):
     """Write one CSV per video of feature set NAME, resampled to --bmn steps, streams side by side (RGB then flow; f0 ...).
 
     The resampling is mmaction2's activitynet_feature_postprocessing.py (`pool_feature`: linear interpolation,
-    3 samples per step, averaged); the CSVs are the files BMN's data loader reads. A CSV newer than its
-    video's features is kept, so a rerun writes only what extract-features changed.
+    3 samples per step, averaged); the CSVs are the files BMN's data loader reads. OUT/.tsnpipe-export.jsonl
+    records what made each CSV (steps, streams, the features it came from, its size): a rerun writes only the
+    CSVs whose features changed, that another --bmn made, or that were damaged.
     """
     from tsnpipe.stages.features.bmn import column_order, write_csv
-    from tsnpipe.stages.features.writers import read_video
+    from tsnpipe.stages.features.exports import ExportRecord
+    from tsnpipe.stages.features.writers import read_video, written_bytes
     from tsnpipe.stages.progress import progress_bar
 
     workdir = Path(workdir)
@@ -221,16 +244,33 @@ def export_features(name, workdir, steps, out, progress):
     names = column_order(json.loads(info.read_text())["params"]["streams"])  # RGB then flow, as BMN's CSVs
     out = out or workdir / "features" / f"{name}_bmn{steps}"
     done = sorted(vid for vid, row in rows.items() if row.get("status") == "done" and row.get("output"))
-    started, written, kept = time.time(), 0, 0
+    started, written, kept, damaged = time.time(), 0, 0, []
     with WorkdirLock(workdir, "tsnpipe export-features"):
-        for video_id in progress_bar(done, enabled=progress, desc="export", unit="video"):
-            folder = workdir / rows[video_id]["output"]
-            target = out / f"{video_id}.csv"
-            if target.is_file() and target.stat().st_mtime_ns >= folder.stat().st_mtime_ns:
-                kept += 1
-                continue
-            features, _ = read_video(folder, names)
-            write_csv(target, [features[stream] for stream in names], steps)
-            written += 1
+        record = ExportRecord(out)
+        try:
+            for video_id in progress_bar(done, enabled=progress, desc="export", unit="video"):
+                row = rows[video_id]
+                folder, target = workdir / row["output"], out / f"{video_id}.csv"
+                made = {"steps": steps, "streams": names,
+                        "features": [row.get("started_at"), row.get("params_hash"), row.get("bytes")]}
+                if record.up_to_date(video_id, made, target):
+                    kept += 1
+                    continue
+                try:
+                    if row.get("bytes") is not None and written_bytes(folder) != int(row["bytes"]):
+                        raise ValueError("not the size written")
+                    features, _ = read_video(folder, names)
+                except (OSError, ValueError, KeyError, EOFError) as error:  # truncated, garbled, a stream missing
+                    damaged.append(f"{video_id} ({' '.join(str(error).split())[:120] or type(error).__name__})")
+                    continue
+                write_csv(target, [features[stream] for stream in names], steps)
+                record.add(video_id, made, target)
+                written += 1
+        finally:
+            record.close()
     click.echo(f"export-features: {written:,} CSVs written, {kept:,} up to date ({len(done):,} videos, "
                f"{steps} steps x {'+'.join(names)}) in {time.time() - started:.1f} s -> {out}")
+    if damaged:
+        raise TsnpipeError(f"The features of {len(damaged):,} video{'s' * (len(damaged) != 1)} of {name!r} are "
+                           f"damaged, such as {damaged[0]}; run `tsnpipe extract-features -w {workdir} --name {name}` "
+                           "with its options again to redo them, then export again.")

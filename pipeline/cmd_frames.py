@@ -17,10 +17,12 @@ from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.frames import VIDEO_SUFFIXES, FrameParams, extract_video, find_videos
 
 
-def frame_params(fps: float, size: tuple, quality: int, on_decode_error: str) -> FrameParams:
+def frame_params(fps: float, size: tuple, quality: int, on_decode_error: str,
+                 max_frames: int | None = None) -> FrameParams:
     short_side = size[1] if size[0] == "short" else None
     fixed = (size[1], size[2]) if size[0] == "fixed" else None
-    return FrameParams(fps=fps, short_side=short_side, size=fixed, quality=quality, on_decode_error=on_decode_error)
+    return FrameParams(fps=fps, short_side=short_side, size=fixed, quality=quality, on_decode_error=on_decode_error,
+                       max_frames=max_frames)
 
 
 def frames_stage(video_dir: Path, params: FrameParams) -> Stage:
@@ -29,14 +31,44 @@ def frames_stage(video_dir: Path, params: FrameParams) -> Stage:
 
 
 def video_items(video_dir: Path) -> list[Item]:
-    """Every video, weighted by its size in bytes: the bar and its ETA count bytes decoded, so a few long videos
-    left at the end do not look like a few seconds of work."""
-    items = []
-    for vid, path in find_videos(video_dir):
+    """Every video under `video_dir` with its fingerprint, weighted by its size in bytes (the bar and its ETA count
+    bytes decoded, so a few long videos left at the end do not look like a few seconds of work); what cannot be one
+    (a link to a folder, a FIFO, a name that is not UTF-8 and so cannot be recorded) is named in a warning line and
+    left out."""
+    skipped: list[str] = []
+    items, undecodable = [], []
+    for vid, path in find_videos(video_dir, skipped):
+        if not utf8(vid):
+            undecodable.append(path)
+            continue
         fingerprint = video_fingerprint(path)
         weight = max(1, fingerprint.get("size", 1))
         items.append(Item(video_id=vid, source=path, fingerprint=fingerprint, weight=weight))
+    if skipped:
+        click.echo(f"warning: skipped {plural(len(skipped), 'name')} under {video_dir} that cannot be a video file "
+                   f"(links to folders are not followed; FIFOs and devices are not read; unreadable folders), such as "
+                   f"{printable(skipped[0])}", err=True)
+    if undecodable:
+        click.echo(f"warning: skipped {plural(len(undecodable), 'video')} whose file name is not UTF-8, such as "
+                   f"{printable(undecodable[0])}; rename them (e.g. `convmv -f latin1 -t utf8 -r --notest DIR`) to "
+                   "extract them", err=True)
     return items
+
+
+def utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # os.fsdecode kept the bytes that are not UTF-8 as lone surrogates
+        return False
+    return True
+
+
+def printable(path: str) -> str:
+    return ascii(path) if not utf8(path) else path
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'s' * (count != 1)}"
 
 
 def video_fingerprint(path: str) -> dict:
@@ -66,7 +98,8 @@ def no_videos_message(video_dir: Path) -> str:
 def describe(params: FrameParams) -> str:
     size = (f"{params.size[0]}x{params.size[1]}" if params.size else
             f"short side {params.short_side}" if params.short_side else "source size")
-    return f"{params.fps:g} fps, {size}, JPEG q{params.quality}, decode errors: {params.on_decode_error}"
+    cap = f", at most {params.max_frames:,} frames a video" if params.max_frames else ""
+    return f"{params.fps:g} fps, {size}, JPEG q{params.quality}, decode errors: {params.on_decode_error}{cap}"
 
 
 @click.command("extract-frames")
@@ -80,12 +113,16 @@ def describe(params: FrameParams) -> str:
               help="JPEG quality as ffmpeg's qscale: 2 is best (~14 KB a 340x256 frame), 31 worst.")
 @click.option("--on-decode-error", type=click.Choice(["fail", "keep"]), default="fail", show_default=True,
               help="A video whose decoder reports errors: a failed row (fail) or keep the frames that decode.")
+@click.option("--max-frames", type=click.IntRange(min=1), default=None,
+              help="At most this many frames a video: one whose timestamps would give more (a gap of an hour in a "
+              "few seconds of video) is a failed row, not thousands of frames. Default: no cap.")
 @jobs_option()
 @backend_option
 @scheduler_option
 @progress_option
 @shard_option
-def extract_frames(video_dir, workdir, fps, size, quality, on_decode_error, jobs, backend, scheduler, progress, shard):
+def extract_frames(video_dir, workdir, fps, size, quality, on_decode_error, max_frames, jobs, backend, scheduler,
+                   progress, shard):
     """Decode every video under VIDEO_DIR into W/frames/<video_id>/img_00001.jpg, ... with ffmpeg.
 
     The video id is the path below VIDEO_DIR without its extension (UCF101: Class/v_Class_g01_c01). Reruns
@@ -95,7 +132,7 @@ def extract_frames(video_dir, workdir, fps, size, quality, on_decode_error, jobs
     """
     check_dask(backend, scheduler)
     video_dir = video_dir.absolute()  # recorded for `status` and `--pairs source`, which may run from elsewhere
-    params = frame_params(fps, size, quality, on_decode_error)
+    params = frame_params(fps, size, quality, on_decode_error, max_frames)
     items = video_items(video_dir)
     if not items:
         raise TsnpipeError(no_videos_message(video_dir))

@@ -87,9 +87,12 @@ def fuse(scores, weights, softmax, search_weights, out):
       tsnpipe fuse rgb.pkl flow.pkl --search-weights val_rgb.pkl val_flow.pkl
     """
     from tsnpipe.stages.scores.fuse import accuracy_table, format_weights, fuse_files
+    from tsnpipe.stages.scores.outputs import check_writable
 
     if weights is not None and search_weights:
         raise click.UsageError("Give either --weights or --search-weights, not both.")
+    if out is not None:
+        check_writable(out)
     result = fuse_files(list(scores), weights=weights, softmax=softmax,
                         validation_paths=list(search_weights) or None, output=out)
     fused = result.fused

@@ -41,11 +41,13 @@ def stage_tables(workdir: Path) -> list:
 def write_workdir_report(workdir: Path, out: Path | None = None) -> Path:
     """Write the work folder's HTML page (W/report.html by default) and return its path."""
     from tsnpipe.stages.report.build import write_report
+    from tsnpipe.stages.scores.outputs import check_writable
 
     workdir = Path(workdir)
     if not workdir.is_dir():
         raise click.ClickException(f"The work folder {workdir} does not exist; give the -w of a run.")
-    return write_report(workdir, stage_tables(workdir), out or workdir / DEFAULT_NAME)
+    out = check_writable(out or workdir / DEFAULT_NAME)
+    return write_report(workdir, stage_tables(workdir), out)
 
 
 existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -93,8 +95,11 @@ def report(scores, out_dir, workdir, html_out):
 
 
 def score_report(scores: Path, out_dir: Path | None) -> None:
+    from tsnpipe.stages.scores.outputs import check_writable
     from tsnpipe.stages.scores.report import write_report
 
+    if out_dir is not None:
+        check_writable(Path(out_dir) / "report.csv")
     result = write_report(scores, out_dir)
     accuracy = result.accuracies
     if "map" in accuracy:  # multi-label: per-class average precision instead of a confusion matrix

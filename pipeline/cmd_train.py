@@ -98,6 +98,25 @@ def describe_params(params, given: set[str]) -> str:
     return " ".join(parts)
 
 
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+=,@-]*")
+
+
+def check_run_name(name: str | None) -> str | None:
+    """A run name is one plain folder name under W/runs: `..`, `a/b` or an absolute path would write elsewhere."""
+    if name is not None and (not RUN_NAME.fullmatch(name) or len(name.encode()) > 200):
+        raise click.BadParameter(f"{name!r} is not a plain run name: use letters, digits and '_', '.', '-' (up to 200 "
+                                 "bytes, first a letter or digit), such as ucf101_split1_rgb; the run goes to "
+                                 "W/runs/<run-name>/.", param_hint="--run-name")
+    return name
+
+
+def recorded_modality(run_dir: Path) -> str:
+    """The modality `run_dir/last.pt` was trained on (for `--resume` without --modality)."""
+    from tsnpipe.stages.train.checkpoint import load_checkpoint
+
+    return load_checkpoint(run_dir / "last.pt")["params"]["modality"]
+
+
 @contextlib.contextmanager
 def run_lock(run_dir: Path):
     """The lock of a run folder, held while it trains (by rank 0 alone under torchrun, whose ranks share it). A run
@@ -116,7 +135,7 @@ def run_lock(run_dir: Path):
 
 @click.command("train")
 @workdir_option
-@click.option("--modality", type=click.Choice(["rgb", "rgbdiff", "flow"]), required=True, help="What one snippet is: a frame, frame differences, or a stack of flow pairs.")
+@click.option("--modality", type=click.Choice(["rgb", "rgbdiff", "flow"]), default=None, help="What one snippet is: a frame, frame differences, or a stack of flow pairs (required; with --resume, the checkpoint's).")
 @click.option("--split", "split_number", type=click.IntRange(1, 3), default=1, show_default=True, help="Which split of W/splits/<source>/.")
 @click.option("--source", type=click.Choice(SOURCES), default=None, help="Split source under W/splits (default: the only one there).")
 @click.option("--store", type=click.Path(exists=True, path_type=Path), default=None, help="A packed store (W/stores/frames.lmdb or .hdf5); default: the JPEG folders of W.")
@@ -166,7 +185,8 @@ def run_lock(run_dir: Path):
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader worker processes (default: the available cores less one).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--deterministic", is_flag=True, help="Deterministic algorithms (slower; exact reruns).")
-@click.option("--run-name", default=None, help="Folder under W/runs (default: <source>_split<N>_<modality>_<backbone or 3D arch>).")
+@click.option("--run-name", default=None, callback=lambda ctx, param, value: check_run_name(value),
+              help="Folder under W/runs, a plain name (default: <source>_split<N>_<modality>_<backbone or 3D arch>).")
 @progress_option
 @click.pass_context
 def train(ctx, workdir, modality, split_number, source, store, run_name, resume, device, progress, **options):
@@ -185,6 +205,11 @@ def train(ctx, workdir, modality, split_number, source, store, run_name, resume,
     from tsnpipe.stages.train.recipe import make_params, params_from_dict
 
     workdir = Path(workdir)
+    if modality is None and not (resume and run_name):
+        raise click.UsageError("Missing option '--modality' (rgb, rgbdiff or flow); with --resume and --run-name it "
+                               "is taken from the run's checkpoint.")
+    if modality is None:
+        modality = recorded_modality(workdir / "runs" / run_name)
     source = find_source(workdir, source)
     given = {"modality"} | {PARAM_OPTIONS[name] for name in PARAM_OPTIONS if given_on_command_line(ctx, name)}
     values = {PARAM_OPTIONS[name]: value for name, value in options.items()}
@@ -227,6 +252,10 @@ def train(ctx, workdir, modality, split_number, source, store, run_name, resume,
         result = fit(params, run_dir, resume=resume, device=device, progress=progress, log=click.echo)
     best = result["best"]
     saved = ", ".join(str(path) for path in (result["best_checkpoint"], result["last"]) if path and Path(path).is_file())
+    if best.get("epoch") is None:  # best.pt was lost and no epoch trained since has taken its place
+        click.echo(f"train: no best epoch on disk (the best was lost with its best.pt, and no epoch trained since "
+                   f"improved on it); checkpoints {saved or 'none'}")
+        return
     click.echo(
         f"train: best epoch {best.get('epoch')} (chosen on {best.get('val_list', 'the validation list')}): "
         f"validation {'mAP' if params.multi_label else 'mean class'} {best['val_mean_class']:.4f}, "
@@ -262,6 +291,7 @@ def run_test(checkpoint, workdir, store, source, split_number, segments, crops, 
     mean class accuracy and writes them as JSON beside the score file.
     """
     from tsnpipe.stages.scores.evaluate import score_split
+    from tsnpipe.stages.scores.outputs import check_writable
     from tsnpipe.stages.splits.tables import split_dir as split_path
     from tsnpipe.stages.train.checkpoint import load_checkpoint
     from tsnpipe.stages.train.recipe import params_from_dict
@@ -276,7 +306,7 @@ def run_test(checkpoint, workdir, store, source, split_number, segments, crops, 
     number = split_number or int(trained_on.name.removeprefix("split") or 1)
     split_dir = split_path(workdir, source, number)
     suffix = "_val" if subset == "val" else ""
-    out = out or workdir / "scores" / f"{checkpoint.resolve().parent.name}{suffix}.pkl"
+    out = check_writable(out or workdir / "scores" / f"{checkpoint.resolve().parent.name}{suffix}.pkl")
     views = "snippets" if params.arch == "tsn" else f"clips of {params.clip_len}"
     if picked_on_scored_list(state, subset, split_dir):
         click.echo(f"test: note: {checkpoint}'s epoch was picked as best on this same test list (the split had no "

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,9 +38,13 @@ class FrameParams:
     size: tuple[int, int] | None = None  # fixed (width, height), e.g. (340, 256); wins over short_side
     quality: int = 2  # ffmpeg's JPEG qscale, 2 (best) .. 31
     on_decode_error: str = "fail"  # "fail": a video with decode errors is a failed row; "keep": keep frames
+    max_frames: int | None = None  # a video whose timestamps would give more frames is a failed row
 
     def hashed(self) -> dict:
-        return {**asdict(self), "stage_version": STAGE_VERSION}
+        hashed = {**asdict(self), "stage_version": STAGE_VERSION}
+        if self.max_frames is None:  # as before the cap existed: workdirs of older versions stay up to date
+            del hashed["max_frames"]
+        return hashed
 
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no space, over quota, over a file size limit
@@ -59,20 +64,55 @@ def ffmpeg_executable() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def find_videos(video_dir: Path) -> list[tuple[str, str]]:
+def find_videos(video_dir: Path, skipped: list[str] | None = None) -> list[tuple[str, str]]:
     """Every video below `video_dir` as (video_id, path), sorted; video_id is the relative path without suffix.
-    One listing per folder, no stat per file and plain strings (a Path each took most of the time), so
-    240,000 videos are found in about a second."""
+    One listing per folder, no stat per regular file and plain strings (a Path each took most of the time), so
+    240,000 videos are found in about a second.
+
+    The walk never follows a link to a folder: one that points back into the tree (`ln -s .. up`) would find
+    the same videos again, a loop would never end, and one that points out of it is not this folder's. A name
+    that is not a regular file (a FIFO, a socket, a device, a link to one such as /dev/zero) is skipped, as
+    reading it would wait for ever. What is skipped for these reasons is appended to `skipped` (paths) when
+    given. A link to a file is followed; a dangling or looping one is listed, and extract-frames fails its row."""
     found = []
     root = os.fspath(video_dir)
-    for folder, _dirs, files in os.walk(root, followlinks=True):
-        parts = [] if folder == root else os.path.relpath(folder, root).split(os.sep)
-        for name in files:
-            stem, suffix = os.path.splitext(name)
-            if suffix.lower() in VIDEO_SUFFIXES and stem:
-                found.append(((*parts, name), "/".join((*parts, stem)), folder))
+    pending = [((), root)]
+    while pending:
+        parts, folder = pending.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = list(listing)
+        except OSError:  # unreadable or vanished: its videos, if any, cannot be listed
+            if skipped is not None:
+                skipped.append(folder)
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                pending.append(((*parts, entry.name), entry.path))
+                continue
+            stem, suffix = os.path.splitext(entry.name)
+            video_name = bool(stem) and suffix.lower() in VIDEO_SUFFIXES
+            kind = link_kind(entry.path) if entry.is_symlink() else "video" if entry.is_file(follow_symlinks=False) \
+                else "other"
+            if kind == "folder" or (kind == "other" and video_name):
+                if skipped is not None:
+                    skipped.append(entry.path)
+            elif kind == "video" and video_name:
+                found.append(((*parts, entry.name), "/".join((*parts, stem)), folder))
     found.sort(key=lambda entry: entry[0])
     return [(vid, os.path.join(folder, key[-1])) for key, vid, folder in found]
+
+
+def link_kind(path: str) -> str:
+    """What a symbolic link leads to: "folder", "video" (a regular file, or nothing: a dangling or looping link,
+    which becomes a failed row), or "other" (a FIFO, a device, a socket)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "video"
+    if stat.S_ISDIR(mode):
+        return "folder"
+    return "video" if stat.S_ISREG(mode) else "other"
 
 
 def scale_args(params: FrameParams) -> tuple[list, dict] | None:
@@ -86,11 +126,13 @@ def scale_args(params: FrameParams) -> tuple[list, dict] | None:
 
 def ffmpeg_command(source: Path, out_dir: Path, params: FrameParams, threads: int = 1) -> list[str]:
     """The ffmpeg argument list that decodes `source` into `out_dir/img_%05d.jpg`."""
-    stream = ffmpeg.input(str(source)).video.filter("fps", fps=params.fps, round="up")
+    # an absolute path: a file named pipe:0.mp4 or concat:x.mp4 is then a file, not one of ffmpeg's protocols
+    stream = ffmpeg.input(os.path.abspath(source)).video.filter("fps", fps=params.fps, round="up")
     if scale := scale_args(params):
         stream = stream.filter("scale", *scale[0], **scale[1])
     stream = stream.filter("setsar", "1")
-    out = ffmpeg.output(stream, str(out_dir / FRAME_PATTERN), **{"q:v": params.quality, "threads": threads})
+    limit = {"frames:v": params.max_frames + 1} if params.max_frames else {}  # one more tells that it was reached
+    out = ffmpeg.output(stream, str(out_dir / FRAME_PATTERN), **{"q:v": params.quality, "threads": threads}, **limit)
     args = out.global_args("-hide_banner", "-nostdin", "-nostats", "-loglevel", "level+info").compile(
         cmd=ffmpeg_executable()
     )
@@ -137,6 +179,9 @@ def extract_video(source: Path, out_dir: Path, params: FrameParams, threads: int
     source, out_dir = Path(source), Path(out_dir)
     if not os.access(source, os.R_OK):
         raise VideoError(f"{source}: cannot be read (missing, a broken link, or no permission); fix or remove it.")
+    if not stat.S_ISREG(source.stat().st_mode):
+        raise VideoError(f"{source}: not a regular file (a FIFO, a device or a folder), which cannot be decoded; "
+                         "remove it from the video folder.")
     if source.stat().st_size == 0:
         raise VideoError(f"{source}: the file is empty (0 bytes); re-download or remove it.")
     out_dir.mkdir(parents=True)
@@ -151,6 +196,11 @@ def extract_video(source: Path, out_dir: Path, params: FrameParams, threads: int
             if os.strerror(code) in proc.stderr or (code == errno.EFBIG and proc.returncode == -signal.SIGXFSZ):
                 raise OSError(code, os.strerror(code), str(out_dir))
         raise VideoError(f"{source}: ffmpeg failed: {reason(proc.stderr)}")
+    if params.max_frames and frames > params.max_frames:
+        raise VideoError(f"{source}: its timestamps would give more than --max-frames {params.max_frames:,} frames at "
+                         f"{params.fps:g} fps (the header says {facts['duration'] or 0:,.1f} s; a gap or a wrong "
+                         "timestamp?); re-encode it with even timestamps (ffmpeg -i IN -vf setpts=N/FRAME_RATE/TB "
+                         "OUT), or raise --max-frames.")
     if frames == 0:
         raise VideoError(f"{source}: no video frames could be decoded ({reason(proc.stderr)}); is it a video?")
     if error_lines(proc.stderr) and params.on_decode_error == "fail":

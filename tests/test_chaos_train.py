@@ -30,7 +30,7 @@ def workdir(tmp_path_factory):
 
 def named_checkpoints(output: str) -> list[Path]:
     """The checkpoint paths the closing line of `train` names."""
-    line = next(line for line in output.splitlines() if line.startswith("train: best epoch"))
+    line = next(line for line in output.splitlines() if line.startswith("train: ") and "; checkpoints " in line)
     return [Path(part) for part in line.split("checkpoints ", 1)[1].split(", ") if part != "none"]
 
 

@@ -189,9 +189,9 @@ def finish_video(plan: VideoPlan, chunks: list[list[np.ndarray]], streams: list[
     times = np.asarray(snippet_times(plan.centres.tolist(), video.fps), dtype=np.float64)
     interval = frame_step(video.fps, spacing.interval, spacing.every, video.source_fps) / video.fps
     attrs = {stream.name: file_attrs(stream, layer, interval, crops) for stream in streams}
-    write_video(out_dir, features, times, fmt, attrs)
+    written = write_video(out_dir, features, times, fmt, attrs)
     return {"snippets": len(plan.centres), "short": plan.short, "interval_s": round(interval, 6),
-            "dim": int(sum(array.shape[1] for array in features.values()))}
+            "dim": int(sum(array.shape[1] for array in features.values())), "bytes": written}
 
 
 def file_attrs(stream: Stream, layer: str, interval: float, crops: int) -> dict:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.features.snippets import window
@@ -69,6 +69,9 @@ def snippet_positions(params: TrainParams, centres, count: int) -> list[int]:
 def stream_count(reader, video_id: str, params: TrainParams, where: Path) -> int:
     """Positions a stream can read in a video; a sentence naming the stage to run when there are none."""
     count = reader.count(video_id, KIND_OF[params.modality])
+    if count < 1 and params.modality == "flow" and reader.count(video_id, "rgb") == 1:
+        raise TsnpipeError(f"Video {video_id!r} has one frame in {where}, so no flow pair (TV-L1 needs two frames) and "
+                           "nothing for a flow checkpoint to see; extract its frames at a higher --fps, or remove it.")
     if count < 1:
         step = "extract-flow" if params.modality == "flow" else "extract-frames"
         raise TsnpipeError(f"Video {video_id!r} has no {params.modality} pictures in {where}; run `tsnpipe {step}` "
@@ -107,5 +110,13 @@ class SnippetBatches(Dataset):
 
 
 def no_collate(batch):
-    """The loader's items are whole batches already."""
+    """The loader's items are whole batches already. In a worker process their pictures move to shared memory
+    here, where a failure (the file size limit, `ulimit -f`, or a full /dev/shm) is raised and reaches the main
+    process; left to the queue's feeder thread it was only printed there, and the main process waited for ever
+    for a batch that never came."""
+    if get_worker_info() is not None:
+        for _, stacks in batch:
+            if not isinstance(stacks, str):
+                for stack in stacks:
+                    stack.share_memory_()
     return batch

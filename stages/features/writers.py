@@ -18,6 +18,7 @@ at 240,000 videos, temp file and rename) from the manifest's done rows. h5py fol
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -29,26 +30,61 @@ TIMES = "times"
 
 
 def write_video(out_dir: Path, features: dict[str, np.ndarray], times: np.ndarray, fmt: str,
-                attrs: dict[str, dict]) -> None:
-    """Write one video's features (stream name -> T x D) and snippet times into `out_dir` (created here)."""
+                attrs: dict[str, dict]) -> int:
+    """Write one video's features (stream name -> T x D) and snippet times into `out_dir` (created here); returns
+    the bytes written, which its row records so that a damaged (truncated) file is found and redone.
+
+    Each file is built in memory and written by one plain write loop: a full disk or the file size limit
+    (`ulimit -f`) is then one OSError naming the file, where h5py, meeting the failed write itself, printed
+    tracebacks from its clean-up (or crashed) and numpy said only "2048 requested and 480 written"."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if fmt == "npy":
-        for name, array in features.items():
-            np.save(out_dir / f"{name}.npy", np.ascontiguousarray(array, dtype=np.float32))
-        np.save(out_dir / f"{TIMES}.npy", np.asarray(times, dtype=np.float64))
-        return
+        files = {f"{name}.npy": np.ascontiguousarray(array, dtype=np.float32) for name, array in features.items()}
+        files[f"{TIMES}.npy"] = np.asarray(times, dtype=np.float64)
+        total = 0
+        for name, array in files.items():
+            buffer = io.BytesIO()
+            np.save(buffer, array)
+            total += write_file(out_dir / name, buffer.getbuffer())
+        return total
     import h5py
 
-    with h5py.File(out_dir / FEATURE_FILE, "w") as handle:
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as handle:
         for name, array in features.items():
             dataset = handle.create_dataset(name, data=np.asarray(array, dtype=np.float32), track_times=False)
             for key, value in attrs[name].items():
                 dataset.attrs[key] = value
         handle.create_dataset(TIMES, data=np.asarray(times, dtype=np.float64), track_times=False)
         handle[TIMES].attrs["unit"] = "seconds"
-    with open(out_dir / FEATURE_FILE, "rb+") as handle:
-        os.fsync(handle.fileno())
+    return write_file(out_dir / FEATURE_FILE, buffer.getbuffer())
+
+
+def write_file(path: Path, data: memoryview, chunk: int = 8 << 20) -> int:
+    """`data` into `path`, fsynced; an OSError names the file (the temp folder it is in goes with the row)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            written = 0
+            while written < len(data):
+                written += os.write(fd, data[written:written + chunk])
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, str(path)) from None
+    return len(data)
+
+
+def written_bytes(folder: Path) -> int | None:
+    """The bytes of the files in a video's folder as they are now (None: no such folder)."""
+    try:
+        with os.scandir(folder) as entries:
+            return sum(entry.stat(follow_symlinks=False).st_size for entry in entries
+                       if entry.is_file(follow_symlinks=False))
+    except OSError:
+        return None
 
 
 def read_video(folder: Path, names: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:

@@ -46,7 +46,8 @@ def decode_source_frames(video: Path, out_dir: Path, frames: FrameParams) -> lis
         size, options = scale
         filters.append(f"scale={size[0]}:{size[1]}" + "".join(f":{k}={v}" for k, v in options.items()))
     filters += ["setsar=1", "showinfo"]
-    command = [ffmpeg_executable(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info", "-i", str(video),
+    command = [ffmpeg_executable(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info",
+               "-i", os.path.abspath(video),  # absolute: a file named pipe:0.mp4 is not ffmpeg's pipe protocol
                "-map", "0:v:0", "-an", "-fps_mode", "passthrough", "-vf", ",".join(filters),
                "-q:v", str(frames.quality), "-threads", "1", str(out_dir / SOURCE_PATTERN)]
     proc = subprocess.run(command, capture_output=True, text=True, errors="replace")

@@ -14,6 +14,7 @@ state dict saved from the same torchvision model (its 400-class `fc` may be pres
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Callable
 
@@ -48,6 +49,10 @@ def load_state_file(model: nn.Module, path: Path, head: str, rename: Callable[[d
     `rename` maps another naming of the same layers to the model's (C3D's two namings)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)  # never runs code a file carries
+    except pickle.UnpicklingError:  # torch's message advises weights_only=False, i.e. running the file's code
+        raise ModelError(f"{path} holds Python objects beyond tensors, which tsnpipe does not load because unpickling "
+                         "them could run code; save only the weights with torch.save(model.state_dict(), path)."
+                         ) from None
     except Exception as error:  # unreadable, not a torch file, or carrying code: the file is unusable either way
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ModelError(f"Cannot load weights from {path} ({reason}); give a state dict file saved with "

@@ -7,10 +7,13 @@ the mode `open()` would have given a new file before it is renamed.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from tsnpipe.stages.errors import TsnpipeError
 
 
 def umask_mode() -> int:
@@ -20,10 +23,31 @@ def umask_mode() -> int:
     return 0o666 & ~mask
 
 
+CANNOT_HOLD = (errno.ENOTDIR, errno.ENOENT, errno.EACCES, errno.EPERM, errno.EEXIST, errno.EISDIR, errno.EINVAL,
+               errno.ENAMETOOLONG, errno.EROFS)
+
+
+def check_writable(path: str | os.PathLike, what: str = "--out") -> Path:
+    """Refuse, before any work, an output path whose folder cannot hold a new file (under a regular file, in /proc,
+    no permission, read-only): one sentence naming it. The folder is created as writing it would."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(handle)
+        os.unlink(temp_name)
+    except OSError as error:
+        if error.errno not in CANNOT_HOLD:
+            raise
+        where = f" ({error.filename})" if error.filename and str(error.filename) != str(path.parent) else ""
+        raise TsnpipeError(f"Cannot write {path}: {error.strerror}{where}; give {what} a path in a folder you can "
+                           "write.") from None
+    return path
+
+
 def replace_atomically(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Call `write(temp_name)` to fill a temp sibling of `path`, flush it to disk, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = check_writable(path, "the output")
     handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(handle, umask_mode())

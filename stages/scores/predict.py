@@ -64,6 +64,11 @@ def load_streams(paths: list[Path]) -> list[Stream]:
     for other in streams[1:]:
         check_class_order(first.class_names, other.class_names, f"The checkpoint {first.path}", str(other.path),
                           "use checkpoints trained on the same splits")
+        if bool(other.params.multi_label) != bool(first.params.multi_label):
+            kinds = {True: "multi-label (sigmoid scores)", False: "single-label (softmax scores)"}
+            raise PredictError(f"The checkpoint {first.path} is {kinds[bool(first.params.multi_label)]} and "
+                               f"{other.path} is {kinds[bool(other.params.multi_label)]}; their scores do not add up: "
+                               "fuse checkpoints trained the same way.")
     return streams
 
 

@@ -181,6 +181,9 @@ class Shard:
         except OSError as error:
             path.unlink(missing_ok=True)
             raise OSError(error.errno, error.strerror, str(path)) from None
+        except BaseException:  # Ctrl-C, SIGTERM: no half-written shard is left behind
+            path.unlink(missing_ok=True)
+            raise
         finally:
             data.release()
             self.buffer = None
@@ -190,9 +193,13 @@ def _commit(store_path: Path, index: dict, shard: Shard, videos: list, live: dic
     """Write and rename the shard, then append its videos to the index log and delete the shards no video
     names any more (`live`: videos per shard, kept up to date here)."""
     name, tmp = shard.name, store_path / f"{shard.name}.tmp"
-    shard.save(tmp)
-    _append_log(store_path, {"pending": name})
-    os.replace(tmp, store_path / name)
+    try:
+        shard.save(tmp)
+        _append_log(store_path, {"pending": name})
+        os.replace(tmp, store_path / name)
+    except BaseException:  # a stop between the write and the rename (the pending record lets the sweep clear it)
+        tmp.unlink(missing_ok=True)
+        raise
     _fsync_dir(store_path)
     entries = {video.video_id: {"shard": name, "counts": video.counts, "checksum": video.checksum,
                                 "bytes": video.nbytes, "flow_format": video.flow_format, **video.layout_meta}

@@ -412,3 +412,16 @@ def open_reader(path: str | os.PathLike) -> Reader:
         f"{path} is neither a workdir with a frames/ folder nor a packed store (*.lmdb or *.hdf5); "
         "pass the workdir used by `tsnpipe extract-frames` or a store written by `tsnpipe pack`."
     )
+
+
+def check_holds(reader: Reader, video_ids: list[str]) -> None:
+    """Refuse, in one sentence, a packed store that lacks videos of a list: read in loader workers, each would
+    fail there, in a traceback per worker. A folder of frames is checked video by video as it is read."""
+    if isinstance(reader, FolderReader):
+        return
+    held = set(reader.video_ids())
+    missing = [video_id for video_id in video_ids if video_id not in held]
+    if missing:
+        raise TsnpipeError(f"The store {reader.path} lacks {len(missing):,} of the {len(video_ids):,} videos of the "
+                           f"split, such as {missing[0]!r}; run `tsnpipe pack --store {reader.path}` to add them (or "
+                           "pass the store packed for this split).")

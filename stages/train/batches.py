@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import torch
 
+from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.train.transforms import flip_and_normalise, video_views
 
 
@@ -63,6 +64,34 @@ def prepare_ready(batch, device: torch.device) -> tuple[torch.Tensor, torch.Tens
     return move(inputs, device), labels.to(device, non_blocking=True)
 
 
+class LoaderError(TsnpipeError):
+    """A loader worker failed or died; the run stops with one sentence."""
+
+
+def worker_batches(loader: Iterable) -> Iterator:
+    """The loader's batches; when its worker processes read them, a worker that failed (shared memory it could not
+    grow under `ulimit -f` or a full /dev/shm, an error outside any one video) or died ends the run with one
+    sentence instead of a traceback. A loader without workers raises as it is."""
+    batches = iter(loader)
+    if not getattr(loader, "num_workers", 0):
+        yield from batches
+        return
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except RuntimeError as error:  # torch wraps a worker's exception, or reports a worker's death, as one
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            cause = lines[-1][:300] if lines else type(error).__name__
+            hint = ("raise the file size limit (ulimit -f) or free /dev/shm, or pass --workers 0"
+                    if "File too large" in cause or "No space left" in cause or "resize" in cause
+                    else "pass --workers 0 to read in this process and see the error in full")
+            raise LoaderError(f"A picture-reading worker process failed ({cause}); finished work is kept: {hint}, "
+                              "and run the command again.") from None
+        yield batch
+
+
 class DeviceBatches:
     """Batches of `loader` prepared on `device` by `prepare(batch, device)`; on CUDA, one batch ahead on a side stream."""
 
@@ -74,11 +103,11 @@ class DeviceBatches:
 
     def __iter__(self) -> Iterator:
         if self.device.type != "cuda":
-            for batch in self.loader:
+            for batch in worker_batches(self.loader):
                 yield self.prepare(batch, self.device)
             return
         side = torch.cuda.Stream(self.device)
-        batches = iter(self.loader)
+        batches = worker_batches(self.loader)
         ahead = self.stage(next(batches, None), side)
         while ahead is not None:
             main = torch.cuda.current_stream(self.device)

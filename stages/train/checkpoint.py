@@ -41,6 +41,8 @@ def save_checkpoint(path: Path, state: dict) -> Path:
                 cause = error.__context__
                 if isinstance(cause, OSError):
                     raise OSError(cause.errno, cause.strerror, str(path)) from error
+                if isinstance(cause, KeyboardInterrupt):  # Ctrl-C or SIGTERM inside the writer's file.write
+                    raise cause from None
                 raise
             file.flush()
             os.fsync(file.fileno())

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from tsnpipe.stages.store.reader import open_reader
+from tsnpipe.stages.store.reader import check_holds, open_reader
 from tsnpipe.stages.train.data import counts_for, read_stack
 from tsnpipe.stages.train.sampling import centre_starts, item_generator
 from tsnpipe.stages.train.transforms import GREY_STD, hflip, view_boxes
@@ -148,6 +148,7 @@ class ClipDataset(Dataset):
     ):
         self.reader = open_reader(store)
         self.video_ids = list(video_ids)
+        check_holds(self.reader, self.video_ids)
         self.labels = [int(label) for label in labels]
         self.counts = [int(count) for count in counts]
         self.modality, self.clip_len, self.stride, self.size = modality, clip_len, stride, size

@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from tsnpipe.stages.errors import TsnpipeError
-from tsnpipe.stages.store.reader import open_reader
+from tsnpipe.stages.store.reader import check_holds, open_reader
 from tsnpipe.stages.train.flip import FlipRule
 from tsnpipe.stages.train.sampling import EpochSampler, centre_starts, item_generator, snippet_positions, train_starts
 from tsnpipe.stages.train.transforms import centre_crop, train_crop
@@ -160,6 +160,7 @@ class SnippetDataset(Dataset):
     ):
         self.reader = open_reader(store)
         self.video_ids = list(video_ids)
+        check_holds(self.reader, self.video_ids)
         self.labels = [label if isinstance(label, np.ndarray) else int(label) for label in labels]  # multi-hot rows: multi-label
         self.counts = [int(count) for count in counts]
         self.modality, self.segments, self.length = modality, segments, length

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from pathlib import Path
 
 METRIC_COLUMNS = (
@@ -37,3 +38,22 @@ def write_metrics(path: Path, rows: list[dict]) -> None:
         os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)
+
+
+# the temps of a run's own files: .best.pt.tmp, .last.pt.tmp, .metrics.csv.tmp, .curves.png.<random>.tmp
+RUN_TEMP = re.compile(r"\.(best\.pt|last\.pt|metrics\.csv)\.tmp|\.curves\.png\.[A-Za-z0-9_]+\.tmp")
+
+
+def sweep_run_temps(run_dir: Path) -> int:
+    """Remove the temps a killed run (SIGKILL, a power cut) left in its folder; the caller holds the run's lock.
+    Returns how many were removed."""
+    removed = 0
+    try:
+        with os.scandir(run_dir) as entries:
+            names = [entry.name for entry in entries if RUN_TEMP.fullmatch(entry.name)]
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        Path(run_dir, name).unlink(missing_ok=True)
+        removed += 1
+    return removed

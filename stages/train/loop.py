@@ -36,7 +36,7 @@ from tsnpipe.stages.train.distributed import wrap_distributed
 from tsnpipe.stages.splits.validation import VAL_FILE, validation_table
 from tsnpipe.stages.train.flip import FlipRule
 from tsnpipe.stages.scores.report import plot_curves
-from tsnpipe.stages.train.logs import read_metrics, write_metrics
+from tsnpipe.stages.train.logs import read_metrics, sweep_run_temps, write_metrics
 from tsnpipe.stages.train.model import TSN, first_layer_params
 from tsnpipe.stages.train.multi_label import DEFAULT_LOSS_WEIGHT, multi_label_loss, summed_multi_label_loss
 from tsnpipe.stages.train.recipe import TrainParams, params_from_dict
@@ -238,6 +238,8 @@ def fit(params: TrainParams, run_dir: str | Path, resume: bool = False, device: 
     if distributed and device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
     main_rank = not distributed or torch.distributed.get_rank() == 0
+    if main_rank:
+        sweep_run_temps(run_dir)  # what a kill -9 left; the run's lock is held
     if params.deterministic:
         torch.use_deterministic_algorithms(True)
     torch.manual_seed(params.seed)

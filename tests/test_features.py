@@ -509,3 +509,15 @@ def test_fp16_features_that_overflow_are_computed_again_in_fp32(workdir, tmp_pat
         assert redone == 0
         assert not np.array_equal(features["fp16"], features["fp32"])  # fp16 features, not fp32 ones
         np.testing.assert_allclose(features["fp16"], features["fp32"], rtol=2e-2, atol=2e-2)
+
+
+def test_precision_is_a_setting_reruns_key_on_and_amp_means_bf16(workdir):
+    first = extract(workdir, "keyed", *checkpoints(workdir, "rgb"), "--every", "30")
+    assert first.exit_code == 0 and "cpu, fp32" in first.output and "7 extracted" in first.output, first.output
+    same = extract(workdir, "keyed", *checkpoints(workdir, "rgb"), "--every", "30", "--precision", "fp32")
+    assert "0 extracted, 7 up to date" in same.output, same.output  # fp32 is the CPU's default: nothing to redo
+    bf16 = extract(workdir, "keyed", *checkpoints(workdir, "rgb"), "--every", "30", "--amp")
+    assert bf16.exit_code == 0 and "cpu, bf16" in bf16.output, bf16.output
+    assert "7 extracted, 0 up to date" in bf16.output and "7 params changed" in bf16.output, bf16.output
+    with h5py.File(workdir / "features" / "keyed" / EYE / "features.h5", "r") as handle:
+        assert handle["rgb"].attrs["precision"] == "bf16"

@@ -125,8 +125,8 @@ def feature_work(source: str, out_dir: Path, **options) -> dict:
               help="DataLoader worker processes reading pictures (default: the available cores less one).")
 @click.option("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when there is one).")
 @click.option("--precision", type=click.Choice(["fp16", "bf16", "fp32"]), default=None,
-              help="Autocast precision of the backbone (default: fp16 on a GPU, fp32 on the CPU); a snippet whose "
-              "features are not finite is computed again in fp32.")
+              help="Autocast precision of the backbone (default: fp16 on a GPU, fp32 on the CPU); a snippet "
+              "whose features are not finite is computed again in fp32.")
 @click.option("--amp/--no-amp", default=None, help="Older switch: --amp is --precision bf16, --no-amp --precision fp32.")
 @progress_option
 @shard_option
@@ -168,7 +168,8 @@ def extract_features(workdir, name, checkpoints, backbone, pretrained, layer, in
                                                          f"{s.params.size}px)" for s in streams)
                + f"; layer {layer}; {spacing.describe()}; {crops} crop(s); {fmt}; {torch_device}, {precision}")
     options = {"streams": streams, "spacing": spacing, "layer": layer, "crops": int(crops), "fmt": fmt,
-               "store": str(store or workdir), "device": str(torch_device), "precision": precision, "batch": batch, "workers": workers}
+               "store": str(store or workdir), "device": str(torch_device), "precision": precision, "batch": batch,
+               "workers": workers}
     with stage_lock(workdir, stage_name(name), shard, "tsnpipe extract-features"):
         items, facts = feature_items(workdir, any(s.params.modality == "flow" for s in streams))
         items = shard_items(items, shard)

@@ -8,9 +8,9 @@ C3D's Sports-1M input, no antialiasing for weights made without it), and sent th
 in one forward pass, the backbone under `--precision` autocast (fp16 by default on a GPU, fp32 on the CPU) and
 the classifier in fp32 (`tsnpipe test`'s rule); a snippet whose reduced-precision outputs are not all finite
 (an fp16 overflow) is computed again in fp32 (`evaluate.refill_not_finite`, test's rule per video), and its
-video's row counts it (`fp32_snippets`). On CUDA the copy and view-cutting of the next batch run on a side stream while the model works on
-this one (`batches.DeviceBatches`, as in test and training). Features of a snippet's crops are averaged as
-`test` averages them (`view_rule`): with the checkpoint's flip `off` the five mirrored views of a 10-crop
+video's row counts it (`fp32_snippets`). On CUDA the copy and view-cutting of the next batch run on a side
+stream while the model works on this one (`batches.DeviceBatches`, as in test and training). Features of a
+snippet's crops are averaged as `test` averages them (`view_rule`): with the checkpoint's flip `off` the five mirrored views of a 10-crop
 are left out; with `swap-labels` a mirrored view's class scores (`--layer scores`) are read with the
 left/right classes swapped, and its other layers, which have no classes to swap, are left out. A video is
 written (`writers.write_video`) as soon as the batch holding its last snippet is done, and reported then;

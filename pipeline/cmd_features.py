@@ -90,16 +90,16 @@ def drop_damaged(workdir: Path, rows: dict) -> list[str]:
     return damaged
 
 
-def feature_batch_work(jobs, facts, streams, spacing, layer, crops, fmt, store, device, amp, batch, workers):
+def feature_batch_work(jobs, facts, streams, spacing, layer, crops, fmt, store, device, precision, batch, workers):
     """Every video of the run through one process: models loaded once, snippets of many videos a batch."""
     import torch
 
     from tsnpipe.stages.features.extract import extract_videos
-    from tsnpipe.stages.train.loop import autocast_dtype
+    from tsnpipe.stages.scores.evaluate import precision_dtype
 
     device = torch.device(device)
     yield from extract_videos(jobs, facts, streams, spacing, layer, crops, fmt, store, device,
-                              autocast_dtype(device, amp), batch, workers)
+                              precision_dtype(device, precision), batch, workers)
 
 
 def feature_work(source: str, out_dir: Path, **options) -> dict:
@@ -142,11 +142,14 @@ def feature_work(source: str, out_dir: Path, **options) -> dict:
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="DataLoader worker processes reading pictures (default: the available cores less one).")
 @click.option("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when there is one).")
-@click.option("--amp/--no-amp", default=None, help="bf16 autocast of the backbone (default: on for CUDA, off on the CPU).")
+@click.option("--precision", type=click.Choice(["fp16", "bf16", "fp32"]), default=None,
+              help="Autocast precision of the backbone (default: fp16 on a GPU, fp32 on the CPU); a snippet "
+              "whose features are not finite is computed again in fp32.")
+@click.option("--amp/--no-amp", default=None, help="Older switch: --amp is --precision bf16, --no-amp --precision fp32.")
 @progress_option
 @shard_option
 def extract_features(workdir, name, checkpoints, backbone, pretrained, layer, interval, every, crops, store, fmt, batch,
-                     workers, device, amp, progress, shard):
+                     workers, device, precision, amp, progress, shard):
     """Snippet features of every extracted video (untrimmed: all of W/frames, not a split) into W/features/.
 
     One snippet every --interval seconds (or --every N frames), built as the checkpoint's test saw it: an RGB
@@ -157,6 +160,7 @@ def extract_features(workdir, name, checkpoints, backbone, pretrained, layer, in
     """
     from tsnpipe.stages.features.extract import Spacing
     from tsnpipe.stages.features.models import check_layer, checkpoint_streams, imagenet_stream
+    from tsnpipe.stages.scores.evaluate import precision_dtype, precision_name
     from tsnpipe.stages.train.data import default_workers
     from tsnpipe.stages.train.loop import pick_device
 
@@ -169,17 +173,21 @@ def extract_features(workdir, name, checkpoints, backbone, pretrained, layer, in
     check_layer(streams, layer)
     spacing = Spacing(interval=interval, every=every)
     torch_device = pick_device(device)
+    if precision is None and amp is not None:
+        precision = "bf16" if amp else "fp32"
+    precision = precision_name(precision_dtype(torch_device, precision))
     workers = default_workers() if workers is None else workers
     # the checkpoints by content, not by path: a moved or copied checkpoint redoes nothing
     described = [{k: v for k, v in stream.describe().items() if k != "source"} for stream in streams]
     params = {"stage_version": STAGE_VERSION, "streams": described, "layer": layer,
-              "interval": interval, "every": every, "crops": int(crops), "format": fmt,
+              "interval": interval, "every": every, "crops": int(crops), "format": fmt, "precision": precision,
               "store": str(Path(store).resolve()) if store else None}
     click.echo(f"extract-features: {name}: " + "; ".join(f"{s.name} from {s.source} ({s.params.arch}, {s.params.modality}, "
                                                          f"{s.params.size}px)" for s in streams)
-               + f"; layer {layer}; {spacing.describe()}; {crops} crop(s); {fmt}; {torch_device}")
+               + f"; layer {layer}; {spacing.describe()}; {crops} crop(s); {fmt}; {torch_device}, {precision}")
     options = {"streams": streams, "spacing": spacing, "layer": layer, "crops": int(crops), "fmt": fmt,
-               "store": str(store or workdir), "device": str(torch_device), "amp": amp, "batch": batch, "workers": workers}
+               "store": str(store or workdir), "device": str(torch_device), "precision": precision, "batch": batch,
+               "workers": workers}
     with stage_lock(workdir, stage_name(name), shard, "tsnpipe extract-features"):
         items, facts = feature_items(workdir, any(s.params.modality == "flow" for s in streams))
         items = shard_items(items, shard)

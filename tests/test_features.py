@@ -440,3 +440,84 @@ def test_export_puts_rgb_before_flow_whatever_the_checkpoint_order(workdir, tmp_
     table = np.array([[float(x) for x in line.split(",")] for line in lines[1:]])
     assert table[:, :512] == pytest.approx(resample(rgb, 10), abs=6e-5)
     assert table[:, 512:] == pytest.approx(resample(flow, 10), abs=6e-5)
+
+
+# ---- batching across videos and precision ---------------------------------------------------------------------
+
+
+def read_features(root: Path, video_ids) -> dict:
+    from tsnpipe.stages.features.writers import read_video
+
+    return {video_id: read_video(root / video_id, ["rgb", "flow"])[0] for video_id in video_ids}
+
+
+def test_a_batch_across_videos_gives_the_features_of_one_video_at_a_time(workdir, tmp_path):
+    from tsnpipe.cmd_features import feature_items
+    from tsnpipe.stages.features.extract import Spacing, extract_videos
+    from tsnpipe.stages.features.models import checkpoint_streams
+
+    items, facts = feature_items(workdir, flow_stream=True)
+    video_ids = [item.video_id for item in items]
+    streams = checkpoint_streams([workdir / "runs" / "rgb" / "best.pt", workdir / "runs" / "flow" / "best.pt"])
+    cpu = torch.device("cpu")
+
+    def run(jobs, out):
+        outcomes = list(extract_videos([(v, out / v) for v in jobs], facts, streams, Spacing(every=4), "pool", 1,
+                                       "hdf5", workdir, cpu, batch=16))
+        assert all(isinstance(facts_, dict) for _, facts_ in outcomes), outcomes
+        return outcomes
+
+    together = run(video_ids, tmp_path / "together")  # 7 videos, about 70 snippets: batches of 16 across videos
+    assert len(together) == len(video_ids)
+    for video_id in video_ids:
+        run([video_id], tmp_path / "alone")
+    batched, alone = read_features(tmp_path / "together", video_ids), read_features(tmp_path / "alone", video_ids)
+    for video_id in video_ids:
+        for stream in ("rgb", "flow"):
+            np.testing.assert_allclose(batched[video_id][stream], alone[video_id][stream], rtol=1e-5, atol=1e-6)
+
+
+def overflowing_checkpoint(workdir: Path, tmp_path: Path, scale: float) -> Path:
+    """The RGB checkpoint with its first convolution `scale` times larger: past fp16's 65,504 when scale is large."""
+    state = torch.load(workdir / "runs" / "rgb" / "best.pt", map_location="cpu", weights_only=False)
+    state["model"]["base.conv1.weight"] *= scale
+    path = tmp_path / f"rgb_x{int(scale)}.pt"
+    torch.save(state, path)
+    return path
+
+
+@pytest.mark.parametrize("scale, overflows", [(1e6, True), (1.0, False)])
+def test_fp16_features_that_overflow_are_computed_again_in_fp32(workdir, tmp_path, scale, overflows):
+    checkpoint = overflowing_checkpoint(workdir, tmp_path, scale)
+    features = {}
+    for precision in ("fp32", "fp16"):
+        name = f"precision_{precision}_{int(scale)}"
+        result = extract(workdir, name, "--checkpoint", checkpoint, "--every", "11", "--precision", precision)
+        assert result.exit_code == 0, result.output
+        assert f"cpu, {precision}" in result.output
+        rows = Manifest(workdir, f"features-{name}").rows
+        redone = sum(int(row["fp32_snippets"]) for row in rows.values())
+        with h5py.File(workdir / "features" / name / EYE / "features.h5", "r") as handle:
+            features[precision] = handle["rgb"][()]
+            assert handle["rgb"].attrs["precision"] == precision
+        assert np.isfinite(features[precision]).all()
+    snippets = sum(int(row["snippets"]) for row in rows.values())
+    if overflows:
+        assert redone == snippets  # every fp16 snippet overflowed, every one was computed again in fp32
+        np.testing.assert_allclose(features["fp16"], features["fp32"], rtol=1e-6)
+    else:
+        assert redone == 0
+        assert not np.array_equal(features["fp16"], features["fp32"])  # fp16 features, not fp32 ones
+        np.testing.assert_allclose(features["fp16"], features["fp32"], rtol=2e-2, atol=2e-2)
+
+
+def test_precision_is_a_setting_reruns_key_on_and_amp_means_bf16(workdir):
+    first = extract(workdir, "keyed", *checkpoints(workdir, "rgb"), "--every", "30")
+    assert first.exit_code == 0 and "cpu, fp32" in first.output and "7 extracted" in first.output, first.output
+    same = extract(workdir, "keyed", *checkpoints(workdir, "rgb"), "--every", "30", "--precision", "fp32")
+    assert "0 extracted, 7 up to date" in same.output, same.output  # fp32 is the CPU's default: nothing to redo
+    bf16 = extract(workdir, "keyed", *checkpoints(workdir, "rgb"), "--every", "30", "--amp")
+    assert bf16.exit_code == 0 and "cpu, bf16" in bf16.output, bf16.output
+    assert "7 extracted, 0 up to date" in bf16.output and "7 params changed" in bf16.output, bf16.output
+    with h5py.File(workdir / "features" / "keyed" / EYE / "features.h5", "r") as handle:
+        assert handle["rgb"].attrs["precision"] == "bf16"

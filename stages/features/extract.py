@@ -5,10 +5,12 @@ uint8 pictures go to the device whole and are cut there into the test's views (`
 TSN: centre crop at the checkpoint's size, or 3 / 10 crops; `clips.clip_views` for 3D models: the 128x171
 resize and its crops, resized and normalised by `clips.clip_input`, the rule `test` and `predict` follow:
 C3D's Sports-1M input, no antialiasing for weights made without it), and sent through the network
-in one forward pass, the backbone under bf16 autocast on a GPU and the classifier in fp32 (`tsnpipe test`'s
-rule). On CUDA the copy and view-cutting of the next batch run on a side stream while the model works on
-this one (`batches.DeviceBatches`, as in test and training). Features of a snippet's crops are averaged as
-`test` averages them (`view_rule`): with the checkpoint's flip `off` the five mirrored views of a 10-crop
+in one forward pass, the backbone under `--precision` autocast (fp16 by default on a GPU, fp32 on the CPU) and
+the classifier in fp32 (`tsnpipe test`'s rule); a snippet whose reduced-precision outputs are not all finite
+(an fp16 overflow) is computed again in fp32 (`evaluate.refill_not_finite`, test's rule per video), and its
+video's row counts it (`fp32_snippets`). On CUDA the copy and view-cutting of the next batch run on a side
+stream while the model works on this one (`batches.DeviceBatches`, as in test and training). Features of a
+snippet's crops are averaged as `test` averages them (`view_rule`): with the checkpoint's flip `off` the five mirrored views of a 10-crop
 are left out; with `swap-labels` a mirrored view's class scores (`--layer scores`) are read with the
 left/right classes swapped, and its other layers, which have no classes to swap, are left out. A video is
 written (`writers.write_video`) as soon as the batch holding its last snippet is done, and reported then;
@@ -113,16 +115,27 @@ def prepare_batch(items: list, device: torch.device, streams: list[Stream], crop
     return inputs, items
 
 
+@torch.no_grad()
 def stream_features(stream: Stream, inputs: torch.Tensor, sizes: list[int], crops: int, layer: str,
-                    device: torch.device, dtype: torch.dtype | None) -> list[np.ndarray]:
-    """Per piece (of `sizes` snippets), its snippets' features [n, D] (float32, crops averaged as `view_rule` says)."""
+                    device: torch.device, dtype: torch.dtype | None) -> tuple[list[np.ndarray], list[int]]:
+    """Per piece (of `sizes` snippets), its snippets' features [n, D] (float32, crops averaged as `view_rule` says),
+    and how many of its snippets were computed again in fp32 because their `dtype` outputs were not finite."""
+    from tsnpipe.stages.scores.evaluate import refill_not_finite
     from tsnpipe.stages.train.loop import autocast
 
+    snippets = sum(sizes)
     with autocast(device, dtype):
-        out = layer_output(stream.model, inputs, layer)[:sum(sizes) * crops]
-    views = out.view(-1, crops, 1, out.shape[-1])  # [snippets, views, 1, D]: test's [videos, views, snippets, classes]
+        out = layer_output(stream.model, inputs, layer)[:snippets * crops].float()
+    views = out.view(snippets, crops, 1, out.shape[-1])  # test's [videos, views, snippets, classes]
+    redone = torch.zeros(snippets, dtype=torch.bool)
+    if dtype is not None:  # the whole batch again in fp32 (the one shape; see the docstring), its bad snippets kept
+        def fp32(bad):
+            redone[bad.cpu()] = True
+            return layer_output(stream.model, inputs, layer)[:snippets * crops].float().view_as(views)[bad]
+        views, _ = refill_not_finite(views, fp32)
     out = view_rule(stream, layer).test_views(views, mirrored_views(crops)).mean(dim=1)[:, 0].cpu().numpy()
-    return np.split(out, np.cumsum(sizes)[:-1])
+    bounds = np.cumsum(sizes)[:-1]
+    return np.split(out, bounds), [int(part.sum()) for part in np.split(redone.numpy(), bounds)]
 
 
 def view_rule(stream: Stream, layer: str) -> FlipRule:
@@ -157,6 +170,7 @@ def extract_videos(
     prepare = functools.partial(prepare_batch, streams=streams, crops=crops, batch=batch)
     parts: dict[int, list[list[np.ndarray]]] = {}
     errors: dict[int, str] = {}
+    fp32_redone: dict[int, int] = {}  # per video: snippets (of all streams) computed again in fp32
     for inputs, items in DeviceBatches(loader, device, prepare):
         good = [piece for piece, stacks in items if not isinstance(stacks, str)]
         for piece, stacks in items:
@@ -164,38 +178,44 @@ def extract_videos(
                 errors.setdefault(piece.video, stacks)
         sizes = [piece.stop - piece.start for piece in good]
         for position, (stream, stream_input) in enumerate(zip(streams, inputs)):
-            for piece, array in zip(good, stream_features(stream, stream_input, sizes, crops, layer, device, dtype)):
+            arrays, redone = stream_features(stream, stream_input, sizes, crops, layer, device, dtype)
+            for piece, array, count in zip(good, arrays, redone):
                 if piece.video not in errors:
                     parts.setdefault(piece.video, [[] for _ in streams])[position].append(array)
+                    fp32_redone[piece.video] = fp32_redone.get(piece.video, 0) + count
         for piece, _ in items:
             plan = plans[piece.video]
             if piece.stop < len(plan.centres):
                 continue
             index, out_dir, video = outs[piece.video]
-            chunks = parts.pop(piece.video, None)
+            chunks, redone = parts.pop(piece.video, None), fp32_redone.pop(piece.video, 0)
             if piece.video in errors:
                 yield index, TsnpipeError(errors.pop(piece.video))
                 continue
             try:
-                yield index, finish_video(plan, chunks, streams, video, spacing, layer, crops, fmt, out_dir)
+                facts = finish_video(plan, chunks, streams, video, spacing, layer, crops, fmt, out_dir, dtype)
+                yield index, {**facts, "fp32_snippets": redone}
             except Exception as error:  # a full disk, a bad folder: this video's row says so
                 yield index, error
 
 
 def finish_video(plan: VideoPlan, chunks: list[list[np.ndarray]], streams: list[Stream], video: VideoFacts,
-                 spacing: Spacing, layer: str, crops: int, fmt: str, out_dir: Path) -> dict:
+                 spacing: Spacing, layer: str, crops: int, fmt: str, out_dir: Path,
+                 dtype: torch.dtype | None = None) -> dict:
     """Write one video's features and return the facts of its row."""
     features = {stream.name: np.concatenate(parts).astype(np.float32) for stream, parts in zip(streams, chunks)}
     times = np.asarray(snippet_times(plan.centres.tolist(), video.fps), dtype=np.float64)
     interval = frame_step(video.fps, spacing.interval, spacing.every, video.source_fps) / video.fps
-    attrs = {stream.name: file_attrs(stream, layer, interval, crops) for stream in streams}
+    attrs = {stream.name: file_attrs(stream, layer, interval, crops, dtype) for stream in streams}
     written = write_video(out_dir, features, times, fmt, attrs)
     return {"snippets": len(plan.centres), "short": plan.short, "interval_s": round(interval, 6),
             "dim": int(sum(array.shape[1] for array in features.values())), "bytes": written}
 
 
-def file_attrs(stream: Stream, layer: str, interval: float, crops: int) -> dict:
+def file_attrs(stream: Stream, layer: str, interval: float, crops: int, dtype: torch.dtype | None = None) -> dict:
     """The attributes of a stream's dataset: where its numbers came from and how its snippets were made."""
+    from tsnpipe.stages.scores.evaluate import precision_name
+
     facts = stream.describe()
     facts["checkpoint"], facts["checkpoint_hash"], facts["crop_size"] = facts.pop("source"), facts.pop("hash"), facts.pop("size")
-    return {**facts, "layer": layer, "interval_s": interval, "crops": crops}
+    return {**facts, "layer": layer, "interval_s": interval, "crops": crops, "precision": precision_name(dtype)}

@@ -80,12 +80,18 @@ def finite_or_fp32(model, views: torch.Tensor, scores: torch.Tensor, average: st
                    flip_rule: FlipRule | None = None) -> tuple[torch.Tensor, int]:
     """(scores, how many videos were redone): every video whose scores are not all finite scored again from its
     views in fp32. One device-to-host read of a flag per batch: small beside a batch's forward passes."""
-    bad = ~torch.isfinite(scores).all(dim=1)
+    return refill_not_finite(scores, lambda bad: video_scores(model, views[bad], average, flip_rule))
+
+
+def refill_not_finite(outputs: torch.Tensor, recompute) -> tuple[torch.Tensor, int]:
+    """(outputs, how many rows were redone): each row of `outputs` (a video's scores, a snippet's features) that is
+    not all finite replaced by `recompute(bad)`, the fp32 outputs of the rows the boolean mask `bad` picks."""
+    bad = ~torch.isfinite(outputs.flatten(1)).all(dim=1)
     redone = int(bad.sum())
     if redone:
-        scores = scores.clone()
-        scores[bad] = video_scores(model, views[bad], average, flip_rule)
-    return scores, redone
+        outputs = outputs.clone()
+        outputs[bad] = recompute(bad).to(outputs.dtype)
+    return outputs, redone
 
 
 @torch.no_grad()

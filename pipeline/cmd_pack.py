@@ -106,7 +106,9 @@ def pack(workdir, fmt, store, shard_mb, progress):
                            json.dumps({"params": stage.params, "params_hash": stage.params_hash,
                                        "inputs": stage.inputs}, indent=2).encode())
         manifest = Manifest(workdir, stage.name)
-        todo = {item.video_id: item for item, why in plan(workdir, stage, items, manifest) if why}
+        # a video is up to date only in the store its row names: another store (--store) does not hold it
+        todo = {item.video_id: item for item, why in plan(workdir, stage, items, manifest)
+                if why or manifest.rows[item.video_id].get("output") != output}
         counts = {"done": 0, "failed": 0}
         bar = progress_bar(total=len(todo), unit="video", desc=stage.name, enabled=progress and bool(todo))
 

@@ -100,3 +100,14 @@ def test_a_deleted_store_is_packed_again(workdir):
     result = pack(workdir, "--format", "lmdb")
     assert "7 packed, 0 up to date, 0 failed" in result.output
     assert len(open_reader(workdir / "stores" / "frames.lmdb").video_ids()) == 7
+
+
+@pytest.mark.parametrize("fmt", ["lmdb", "hdf5"])
+def test_a_new_store_gets_every_video_though_the_default_store_holds_them(workdir, tmp_path, fmt):
+    assert "7 packed" in pack(workdir, "--format", fmt).output
+    other = tmp_path / f"other.{fmt}"
+    result = pack(workdir, "--format", fmt, "--store", str(other))
+    assert result.exit_code == 0, result.output
+    assert "7 packed, 0 up to date, 0 failed" in result.output
+    assert len(open_reader(other).video_ids()) == 7
+    assert "0 packed, 7 up to date" in pack(workdir, "--format", fmt, "--store", str(other)).output

@@ -57,8 +57,21 @@ def feature_items(workdir: Path, flow_stream: bool) -> tuple[list[Item], dict]:
                            f"-w {workdir}` first.")
     flow = Manifest(workdir, "flow").rows if flow_stream else {}
     fps = recorded_fps(workdir)
+    items = feature_fingerprints(frames, flow, flow_stream)
+    facts = {item.video_id: VideoFacts(int(frames[item.video_id].get("frames") or 0), fps,
+                                       frames[item.video_id].get("src_fps")) for item in items}
+    return items, facts
+
+
+def flow_stream_of(params: dict) -> bool:
+    """Whether a feature set's recorded params (its run.json) read flow."""
+    return any(isinstance(stream, dict) and stream.get("modality") == "flow" for stream in params.get("streams") or [])
+
+
+def feature_fingerprints(frames: dict, flow: dict, flow_stream: bool) -> list[Item]:
+    """The items of a feature set from the frames (and flow) manifests' rows: what `status` judges, as a run would."""
     pick = ("started_at", "params_hash", "frames", "pairs")
-    items, facts = [], {}
+    items = []
     for video_id, row in sorted(frames.items()):
         if row.get("status") != "done":
             continue
@@ -67,8 +80,7 @@ def feature_items(workdir: Path, flow_stream: bool) -> tuple[list[Item], dict]:
             flow_row = flow.get(video_id) or {}
             fingerprint["flow"] = {k: flow_row.get(k) for k in pick if k in flow_row} if flow_row.get("status") == "done" else None
         items.append(Item(video_id=video_id, source=video_id, fingerprint=fingerprint))
-        facts[video_id] = VideoFacts(int(row.get("frames") or 0), fps, row.get("src_fps"))
-    return items, facts
+    return items
 
 
 def feature_batch_work(jobs, facts, streams, spacing, layer, crops, fmt, store, device, amp, batch, workers):

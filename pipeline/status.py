@@ -37,9 +37,10 @@ class Manifests(dict):
         return self[name]
 
 
-def stage_items(workdir: Path, name: str, inputs: dict, manifests: Manifests) -> list[Item]:
-    """The items the stage would look at now: frames rescans its video folder, flow and pack read the frames
-    manifest; other stages list their own rows."""
+def stage_items(workdir: Path, name: str, info: dict, manifests: Manifests) -> list[Item]:
+    """The items the stage would look at now: frames rescans its video folder, flow, pack and features read the
+    frames manifest; other stages list their own rows."""
+    inputs = info["inputs"]
     if name == "frames" and inputs.get("video_dir") and Path(inputs["video_dir"]).is_dir():
         from tsnpipe.cmd_frames import video_items
 
@@ -54,6 +55,11 @@ def stage_items(workdir: Path, name: str, inputs: dict, manifests: Manifests) ->
         if "pack items" not in manifests.items_of:  # both formats pack the same videos
             manifests.items_of["pack items"] = pack_items(workdir, manifests["frames"].rows, manifests["flow"].rows)
         return manifests.items_of["pack items"]
+    if name.startswith("features-") and manifests["frames"].rows:
+        from tsnpipe.cmd_features import feature_fingerprints, flow_stream_of
+
+        flow_stream = flow_stream_of(info["params"])
+        return feature_fingerprints(manifests["frames"].rows, manifests["flow"].rows if flow_stream else {}, flow_stream)
     return [Item(video_id=row["video_id"], source=row.get("source") or "",
                  fingerprint=json.loads(row.get("fingerprint") or "{}")) for row in manifests[name].rows.values()]
 
@@ -75,7 +81,7 @@ def stage_status(workdir: Path, name: str, manifests: Manifests | None = None) -
     info = run_info(workdir, name) or {"params": {}, "inputs": {}}
     stage = Stage(name=name, verb="", params=info["params"], output_root="", work=None,
                   hash_content=name == "frames")  # a touched video is hashed, as the run would
-    items = stage_items(workdir, name, info["inputs"], manifests)
+    items = stage_items(workdir, name, info, manifests)
     counts = {"up to date": 0, **{reason: 0 for reason in REASONS}}
     for _, why in plan(workdir, stage, items, manifests[name], jobs=os.cpu_count() or 1):
         counts[why or "up to date"] += 1

@@ -337,3 +337,23 @@ def test_c3d_fc6_and_fc7_of_16_frame_clips_every_8_frames(workdir):
     assert features["fc7"] == pytest.approx(np.maximum(features["fc6"] @ weight.T + bias, 0), abs=1e-4)
     assert (features["fc6"] >= 0).all()
     assert_one_line_error(extract(workdir, "c3d_pool_flow", *checkpoints(workdir, "rgb"), "--layer", "fc7"), "C3D")
+
+
+def test_status_after_a_kill_counts_the_videos_not_yet_extracted(workdir):
+    args = [*checkpoints(workdir, "rgb"), "--interval", "0.5", *QUIET]
+    journal = journal_path(workdir, "features-cut")
+    proc = subprocess.Popen(tsnpipe_cmd("extract-features", "-w", str(workdir), "--name", "cut", *map(str, args)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (journal.exists() and journal.read_bytes().count(b"\n") >= 1):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = journal.read_bytes().count(b"\n")
+    assert 1 <= finished < 7
+    status = run_tsnpipe("status", "-w", str(workdir), "--json")
+    counts = json.loads(status.stdout)["features-cut"]
+    assert counts["up to date"] == finished and counts["new"] == 7 - finished, counts
+    assert run_tsnpipe("extract-features", "-w", str(workdir), "--name", "cut", *map(str, args)).returncode == 0
+    counts = json.loads(run_tsnpipe("status", "-w", str(workdir), "--json").stdout)["features-cut"]
+    assert counts["up to date"] == 7 and counts["new"] == 0, counts

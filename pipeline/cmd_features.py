@@ -11,6 +11,7 @@ import functools
 import json
 import re
 import time
+from itertools import repeat
 from pathlib import Path
 
 import click
@@ -18,7 +19,8 @@ import click
 from tsnpipe.manifests.files import WorkdirLock
 from tsnpipe.manifests.table import Manifest, manifest_path
 from tsnpipe.options import CheckpointType, progress_option, workdir_option
-from tsnpipe.runner import Item, Stage, run_info_path, run_stage
+from tsnpipe.planning import Candidates, done_columns, has_column, upstream_json
+from tsnpipe.runner import Stage, run_info_path, run_stage
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.features import LAYERS
 
@@ -47,19 +49,20 @@ def recorded_fps(workdir: Path) -> float:
                            f"{workdir} first.") from None
 
 
-def feature_items(workdir: Path, flow_stream: bool) -> tuple[list[Item], dict]:
+def feature_items(workdir: Path, flow_stream: bool) -> tuple[Candidates, dict]:
     """Every video whose frames are done, fingerprinted by its frames (and flow) rows; and its VideoFacts."""
     from tsnpipe.stages.features.extract import VideoFacts
 
-    frames = Manifest(workdir, "frames").rows
-    if not frames:
+    frames = Manifest(workdir, "frames")
+    if not len(frames):
         raise TsnpipeError(f"{manifest_path(workdir, 'frames')} has no videos; run `tsnpipe extract-frames VIDEO_DIR "
                            f"-w {workdir}` first.")
-    flow = Manifest(workdir, "flow").rows if flow_stream else {}
     fps = recorded_fps(workdir)
-    items = feature_fingerprints(frames, flow, flow_stream)
-    facts = {item.video_id: VideoFacts(int(frames[item.video_id].get("frames") or 0), fps,
-                                       frames[item.video_id].get("src_fps")) for item in items}
+    items = feature_fingerprints(frames, Manifest(workdir, "flow") if flow_stream else None, flow_stream)
+    facts = done_columns(frames, [name for name in ("frames", "src_fps") if has_column(frames, name)])
+    facts = {vid: VideoFacts(int(count or 0), fps, src_fps if src_fps == src_fps else None)  # NaN: unknown
+             for vid, count, src_fps in
+             zip(facts["video_id"], facts.get("frames", repeat(0)), facts.get("src_fps", repeat(None)))}
     return items, facts
 
 
@@ -68,19 +71,19 @@ def flow_stream_of(params: dict) -> bool:
     return any(isinstance(stream, dict) and stream.get("modality") == "flow" for stream in params.get("streams") or [])
 
 
-def feature_fingerprints(frames: dict, flow: dict, flow_stream: bool) -> list[Item]:
-    """The items of a feature set from the frames (and flow) manifests' rows: what `status` judges, as a run would."""
-    pick = ("started_at", "params_hash", "frames", "pairs")
-    items = []
-    for video_id, row in sorted(frames.items()):
-        if row.get("status") != "done":
-            continue
-        fingerprint = {"frames": {k: row.get(k) for k in pick if k in row}}
-        if flow_stream:
-            flow_row = flow.get(video_id) or {}
-            fingerprint["flow"] = {k: flow_row.get(k) for k in pick if k in flow_row} if flow_row.get("status") == "done" else None
-        items.append(Item(video_id=video_id, source=video_id, fingerprint=fingerprint))
-    return items
+def feature_fingerprints(frames: Manifest, flow: Manifest | None, flow_stream: bool) -> Candidates:
+    """The items of a feature set from the frames (and flow) manifests: `{"frames": {...}}` of what the frames row
+    says of when and how they were made, with `"flow"` (null until its flow is done) when a stream reads flow.
+    What `status` judges, as a run would; as columns, one fingerprint text per video."""
+    from tsnpipe.cmd_pack import UPSTREAM
+
+    ids, made = upstream_json(frames, UPSTREAM)
+    if flow_stream:
+        flowed = dict(zip(*upstream_json(flow, UPSTREAM)))
+        fingerprints = [f'{{"flow": {flowed.get(vid, "null")}, "frames": {text}}}' for vid, text in zip(ids, made)]
+    else:
+        fingerprints = [f'{{"frames": {text}}}' for text in made]
+    return Candidates(ids, list(ids), fingerprints=fingerprints)
 
 
 def feature_batch_work(jobs, facts, streams, spacing, layer, crops, fmt, store, device, amp, batch, workers):

@@ -13,7 +13,8 @@ from tsnpipe.manifests.decide import stat_fingerprint
 from tsnpipe.manifests.files import WorkdirLock
 from tsnpipe.options import (SizeType, backend_option, check_dask, jobs_option, progress_option,
                              scheduler_option, workdir_option)
-from tsnpipe.runner import Item, Stage, run_stage
+from tsnpipe.planning import Candidates
+from tsnpipe.runner import Stage, run_stage
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.frames import VIDEO_SUFFIXES, FrameParams, extract_video, find_videos
 
@@ -29,9 +30,20 @@ def frames_stage(video_dir: Path, params: FrameParams) -> Stage:
                  work=functools.partial(extract_video, params=params), inputs={"video_dir": str(video_dir)})
 
 
-def video_items(video_dir: Path) -> list[Item]:
-    return [Item(video_id=vid, source=path, fingerprint=video_fingerprint(path))
-            for vid, path in find_videos(video_dir)]
+def video_items(video_dir: Path) -> Candidates:
+    """Every video below `video_dir` as columns: ids, paths, sizes and mtimes (one stat each, no object per
+    video); a file that cannot be stat'ed is in `unreadable` with the reason `video_fingerprint` gives."""
+    found = find_videos(video_dir)
+    ids, paths = [vid for vid, _ in found], [path for _, path in found]
+    sizes, mtimes, unreadable = [0] * len(paths), [0] * len(paths), {}
+    stat = os.stat
+    for index, path in enumerate(paths):
+        try:
+            st = stat(path)
+            sizes[index], mtimes[index] = st.st_size, st.st_mtime_ns
+        except OSError:
+            unreadable[index] = video_fingerprint(path)["unreadable"]
+    return Candidates(ids, paths, sizes=sizes, mtimes=mtimes, unreadable=unreadable)
 
 
 def video_fingerprint(path: str) -> dict:

@@ -336,13 +336,13 @@ class Manifest:
         import pyarrow.compute as pc
 
         if self.table is None or not self.newer:
-            newer = pa.Table.from_pylist(list(self.newer.values())) if self.newer else None
+            newer = rows_table(list(self.newer.values())) if self.newer else None
             merged = newer if self.table is None else self.table
         else:
             ids = pa.array(list(self.newer), pa.string())
             older = self.table.filter(pc.invert(pc.is_in(self.table["video_id"], value_set=ids)))
             try:
-                merged = pa.concat_tables([older, pa.Table.from_pylist(list(self.newer.values()))],
+                merged = pa.concat_tables([older, rows_table(list(self.newer.values()))],
                                           promote_options="permissive")
             except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
                 return None
@@ -356,9 +356,7 @@ class Manifest:
         table = self._merged() if self._rows is None else None
         try:
             if table is None:
-                rows = sorted(self.rows.values(), key=lambda r: r["video_id"])
-                columns = list(dict.fromkeys(key for row in rows for key in row))
-                table = pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in rows])
+                table = rows_table(sorted(self.rows.values(), key=lambda r: r["video_id"]))
             table = table.replace_schema_metadata({STAGE_KEY: self.stage.encode(), SCHEMA_KEY: str(SCHEMA_VERSION).encode()})
             pq.write_table(table, tmp, write_page_checksum=True)
             with open(tmp, "rb") as fh:
@@ -368,6 +366,14 @@ class Manifest:
             tmp.unlink(missing_ok=True)
             raise write_error(self.path, error, "the rows so far stay in the journal") from None
         self.table, self.newer = table, {}
+
+
+def rows_table(rows: list[dict]):
+    """Row dicts as a pyarrow Table with every key any row has (from_pylist alone takes the first row's keys)."""
+    import pyarrow as pa
+
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    return pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in rows])
 
 
 def _empty(names: list[str]):

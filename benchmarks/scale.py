@@ -227,7 +227,8 @@ def measure(root: Path, n: int, full: int, videos_t: Path, workdir_t: Path, envs
     each("build-splits --folders", tsnpipe_cmd("build-splits", "-w", w, "--folders"))
     for fmt in ("lmdb", "hdf5"):
         each(f"pack {fmt} no-op", tsnpipe_cmd("pack", "-w", w, "--format", fmt, "--no-progress"))
-    rows = {stage: Manifest(workdir, stage).rows for stage in ("frames", "flow")}
+    pending = [size for size in pack_sizes if size <= len(with_images) and size not in PACKED]
+    rows = {stage: Manifest(workdir, stage).rows for stage in ("frames", "flow")} if pending else {}
     for size in pack_sizes:  # each at the smallest N that holds it
         if size > len(with_images) or size in PACKED:
             continue

@@ -23,7 +23,8 @@ chain, as many at once as `-j`) on the same videos.
 
 --baseline DIR runs every timed command a second time with DIR first on PYTHONPATH (a copy of an older
 tsnpipe laid out as the installed package: DIR/tsnpipe = pipeline/, DIR/tsnpipe/stages, .../manifests),
-so before/after ratios come from the same machine state.
+so before/after ratios come from the same machine state. `--baseline git:COMMIT` lays that copy out from
+the commit of this repository (`git archive`) under --work.
 """
 
 from __future__ import annotations
@@ -43,6 +44,34 @@ CLASSES = 20
 PACKED: set[int] = set()  # the pack sizes measured so far
 FRAMES_ARGS = ("--fps", "2", "--size", "128", "-j", "2", "--no-progress")  # 4 frames, ~28 KB a video
 FLOW_ARGS = ("--backend", "opencv", "-j", "2", "--no-progress")
+
+
+def baseline_tree(spec: str, work: Path) -> Path:
+    """The folder to put first on PYTHONPATH for `--baseline`: DIR as given, or `git:COMMIT` laid out as the
+    installed package from this repository's history."""
+    if not spec.startswith("git:"):
+        return Path(spec)
+    import tarfile
+    import tempfile
+
+    repo = Path(__file__).resolve().parent.parent
+    commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", spec[4:]], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    root = work / f"baseline-{commit}"
+    if (root / "tsnpipe" / "cli.py").is_file():
+        return root
+    with tempfile.TemporaryDirectory(dir=work) as tmp:
+        archive = Path(tmp) / "tree.tar"
+        subprocess.run(["git", "-C", str(repo), "archive", "-o", str(archive), commit, "pipeline", "stages",
+                        "manifests"], check=True)
+        with tarfile.open(archive) as tar:
+            tar.extractall(tmp, filter="data")
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        os.replace(Path(tmp) / "pipeline", root / "tsnpipe")
+        for sub in ("stages", "manifests"):
+            os.replace(Path(tmp) / sub, root / "tsnpipe" / sub)
+    return root
 
 
 def tsnpipe_cmd(*args: str) -> list[str]:
@@ -198,7 +227,8 @@ def measure(root: Path, n: int, full: int, videos_t: Path, workdir_t: Path, envs
     each("build-splits --folders", tsnpipe_cmd("build-splits", "-w", w, "--folders"))
     for fmt in ("lmdb", "hdf5"):
         each(f"pack {fmt} no-op", tsnpipe_cmd("pack", "-w", w, "--format", fmt, "--no-progress"))
-    rows = {stage: Manifest(workdir, stage).rows for stage in ("frames", "flow")}
+    pending = [size for size in pack_sizes if size <= len(with_images) and size not in PACKED]
+    rows = {stage: Manifest(workdir, stage).rows for stage in ("frames", "flow")} if pending else {}
     for size in pack_sizes:  # each at the smallest N that holds it
         if size > len(with_images) or size in PACKED:
             continue
@@ -277,7 +307,7 @@ def main() -> None:
     parser.add_argument("--pack-sizes", default="1000,8000")
     parser.add_argument("--ffmpeg", type=int, default=0,
                         help="videos for extract-frames against plain ffmpeg (0: skip)")
-    parser.add_argument("--baseline", type=Path, default=None)
+    parser.add_argument("--baseline", default=None, help="DIR, or git:COMMIT of this repository")
     parser.add_argument("--work", type=Path, default=Path("/tmp/tsnpipe-scale"))
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
@@ -291,7 +321,9 @@ def main() -> None:
                         "bundled clips; manifests copied from a real run of them", "sizes": {}}
     envs = {"now": None}
     if args.baseline:
-        envs["before"] = {**os.environ, "PYTHONPATH": f"{args.baseline}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        before = baseline_tree(args.baseline, args.work)
+        report["baseline"] = args.baseline
+        envs["before"] = {**os.environ, "PYTHONPATH": f"{before}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     for n in sizes:
         report["sizes"][str(n)] = measure(args.work, n, full, videos_t, workdir_t, envs, pack_sizes)
     if args.ffmpeg:

@@ -114,37 +114,56 @@ def foreign_table(path: Path, stage: str, found: str | None, version: int) -> st
     return f"The manifest {path} is the table of the {found} stage, not of {stage} (copied over it?); {fix}"
 
 
-def read_table(path: Path, stage: str | None = None) -> list[dict]:
-    """The rows of a compacted table; ManifestError when it is damaged or (given `stage`) another stage's."""
+def damaged_error(path: Path, error: Exception) -> ManifestError:
+    reason = " ".join(str(error).split())[:120] or type(error).__name__
+    return ManifestError(
+        f"The manifest {path} is damaged ({reason}); run `tsnpipe status --repair -w {path.parent.parent}` to set it "
+        "aside and rebuild its rows from the outputs on disk (or delete it to redo that stage).")
+
+
+def read_arrow(path: Path, stage: str | None = None):
+    """The compacted table as a pyarrow Table, every page's checksum verified (None when there is none yet);
+    ManifestError when it is damaged or (given `stage`) another stage's."""
     if not path.exists():
-        return []
+        return None
     import pyarrow as pa
     import pyarrow.parquet as pq  # pyarrow directly: a third of pandas' import time on every run
 
-    FLOAT_TYPES = (pa.float16(), pa.float32(), pa.float64())
-
     try:
         table = pq.ParquetFile(path, page_checksum_verification=True).read()  # read_table would import pandas
-        columns = table.to_pydict()  # column by column, then zipped: twice as fast as to_pylist()
-        for name, column in zip(table.column_names, table.columns):
-            if column.type in FLOAT_TYPES:  # only float columns can hold NaN
-                columns[name] = [_clean(v) for v in columns[name]]
-        rows = [dict(zip(columns, values)) for values in zip(*columns.values())]
     except Exception as error:  # truncated, garbled, not parquet: arrow raises many kinds, all mean damaged
-        reason = " ".join(str(error).split())[:120] or type(error).__name__
-        workdir = path.parent.parent
-        raise ManifestError(
-            f"The manifest {path} is damaged ({reason}); run `tsnpipe status --repair -w {workdir}` to set it "
-            "aside and rebuild its rows from the outputs on disk (or delete it to redo that stage)."
-        ) from None
+        raise damaged_error(path, error) from None
     if stage is not None:
-        found, version = table_stage(table.schema.metadata, table.column_names, rows)
+        formats = (table["format"].unique().to_pylist() if "format" in table.column_names
+                   and STAGE_KEY not in (table.schema.metadata or {}) else [])
+        found, version = table_stage(table.schema.metadata, table.column_names, [{"format": f} for f in formats])
         if why := foreign_table(path, stage, found, version):
             raise ManifestError(why)
-    if any(not isinstance(row.get("video_id"), str) for row in rows):
+    ids = table["video_id"] if "video_id" in table.column_names else None
+    typed = ids is not None and (pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type))
+    if len(table) and not (typed and ids.null_count == 0):
         raise ManifestError(f"The manifest {path} has rows without a video id; run `tsnpipe status --repair "
                             f"-w {path.parent.parent}` to set it aside and rebuild its rows.")
-    return rows
+    return table
+
+
+def arrow_rows(table) -> list[dict]:
+    """The rows of an arrow table as dicts, NaN read as None."""
+    import pyarrow as pa
+
+    if table is None:
+        return []
+    float_types = (pa.float16(), pa.float32(), pa.float64())
+    columns = table.to_pydict()  # column by column, then zipped: twice as fast as to_pylist()
+    for name, column in zip(table.column_names, table.columns):
+        if column.type in float_types:  # only float columns can hold NaN
+            columns[name] = [_clean(v) for v in columns[name]]
+    return [dict(zip(columns, values)) for values in zip(*columns.values())]
+
+
+def read_table(path: Path, stage: str | None = None) -> list[dict]:
+    """The rows of a compacted table; ManifestError when it is damaged or (given `stage`) another stage's."""
+    return arrow_rows(read_arrow(path, stage))
 
 
 def read_journal(path: Path) -> tuple[list[dict], list[int], bool]:
@@ -165,16 +184,22 @@ def read_journal(path: Path) -> tuple[list[dict], list[int], bool]:
 
 
 class Manifest:
-    """The rows of one stage in one workdir, keyed by video id."""
+    """The rows of one stage in one workdir, keyed by video id.
+
+    The table stays a pyarrow Table with the journal's rows beside it: `columns()` gives the few columns a
+    plan needs with the journal applied, `rows_of()` dicts of a few rows; `rows` (a dict per video) is built
+    only when asked for. A write of an unmaterialised manifest merges the table and the new rows column-wise."""
 
     def __init__(self, workdir: Path, stage: str):
         self.workdir, self.stage = Path(workdir), stage
         self.path, self.journal = manifest_path(workdir, stage), journal_path(workdir, stage)
-        self.rows: dict[str, dict] = {}
         journal_rows, self.damaged_lines, self.torn = read_journal(self.journal)
         shard_rows, self.damaged_shards = self._shard_rows()
-        for row in read_table(self.path, stage) + journal_rows + shard_rows:
-            self.rows[row["video_id"]] = row
+        self.table = read_arrow(self.path, stage)
+        self.newer: dict[str, dict] = {}  # rows of the journal, the shard journals and this run, later ones winning
+        for row in journal_rows + shard_rows:
+            self.newer[row["video_id"]] = row
+        self._rows: dict[str, dict] | None = None
         if self.damaged_lines:
             lines = ", ".join(map(str, self.damaged_lines[:5])) + ("..." if len(self.damaged_lines) > 5 else "")
             warn(f"{self.journal} has {len(self.damaged_lines)} damaged line(s) ({lines}); they are skipped and "
@@ -187,6 +212,71 @@ class Manifest:
         from tsnpipe.manifests.shards import shard_rows  # shards build on this module
 
         return shard_rows(self.workdir, self.stage)
+
+    @property
+    def rows(self) -> dict[str, dict]:
+        """Every row as a dict, keyed by video id (built on first use: a second or more at 240,000 videos)."""
+        if self._rows is None:
+            self._rows = {row["video_id"]: row for row in arrow_rows(self.table)}
+            self._rows.update(self.newer)
+        return self._rows
+
+    def __len__(self) -> int:
+        if self._rows is not None:
+            return len(self._rows)
+        return len(self._older_ids()) + len(self.newer)
+
+    def _older_ids(self):
+        """The table's video ids that no newer row replaces."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if self.table is None:
+            return pa.array([], pa.string())
+        ids = self.table["video_id"]
+        if not self.newer:
+            return ids
+        return ids.filter(pc.invert(pc.is_in(ids, value_set=pa.array(list(self.newer), pa.string()))))
+
+    def columns(self, names: list[str]):
+        """`names` (video_id first) of every row as a pyarrow Table, the journal applied; a column no row has is
+        all nulls. The rows are in no particular order."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if self._rows is not None:
+            return pa.Table.from_pylist([{c: row.get(c) for c in names} for row in self._rows.values()],
+                                        schema=None) if self._rows else _empty(names)
+        parts = []
+        if self.table is not None:
+            older = self.table
+            if self.newer:
+                ids = pa.array(list(self.newer), pa.string())
+                older = older.filter(pc.invert(pc.is_in(older["video_id"], value_set=ids)))
+            parts.append(pa.table({c: older[c] if c in older.column_names else pa.nulls(len(older))
+                                   for c in names}))
+        if self.newer:
+            parts.append(pa.Table.from_pylist([{c: row.get(c) for c in names} for row in self.newer.values()]))
+        if not parts:
+            return _empty(names)
+        return pa.concat_tables(parts, promote_options="permissive") if len(parts) > 1 else parts[0]
+
+    def rows_of(self, video_ids: list[str]) -> dict[str, dict]:
+        """The rows of these videos (those the manifest has), as dicts."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if self._rows is not None:
+            return {vid: self._rows[vid] for vid in video_ids if vid in self._rows}
+        found = {vid: self.newer[vid] for vid in video_ids if vid in self.newer}
+        rest = [vid for vid in video_ids if vid not in found]
+        if rest and self.table is not None:
+            at = pc.index_in(pa.array(rest, pa.string()), value_set=self.table["video_id"])
+            positions = at.drop_null()
+            if len(positions):
+                for row in arrow_rows(self.table.take(positions)):
+                    found[row["video_id"]] = row
+        return found
 
     def _prepare(self) -> None:
         """Before the first write: drop this table's own temp files, cut a torn tail, set damaged lines aside,
@@ -222,7 +312,9 @@ class Manifest:
         if not self._ready:
             self._prepare()
         for row in rows:
-            self.rows[row["video_id"]] = row
+            self.newer[row["video_id"]] = row
+            if self._rows is not None:
+                self._rows[row["video_id"]] = row
         self.dirty = True
         self.journal_rows += len(rows)
         try:
@@ -247,15 +339,33 @@ class Manifest:
         if self.dirty or self.journal_rows or self.journal.exists():
             self.compact()
 
-    def _write_table(self) -> None:
+    def _merged(self):
+        """Every row as one pyarrow Table sorted by video id: the table's rows that no newer row replaces, and
+        the newer rows (None when their columns cannot be joined, then the rows are written as dicts)."""
         import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if self.table is None or not self.newer:
+            newer = rows_table(list(self.newer.values())) if self.newer else None
+            merged = newer if self.table is None else self.table
+        else:
+            ids = pa.array(list(self.newer), pa.string())
+            older = self.table.filter(pc.invert(pc.is_in(self.table["video_id"], value_set=ids)))
+            try:
+                merged = pa.concat_tables([older, rows_table(list(self.newer.values()))],
+                                          promote_options="permissive")
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                return None
+        return merged.sort_by("video_id") if merged is not None else pa.table({"video_id": pa.array([], pa.string())})
+
+    def _write_table(self) -> None:
         import pyarrow.parquet as pq
 
         tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        rows = sorted(self.rows.values(), key=lambda r: r["video_id"])
-        columns = list(dict.fromkeys(key for row in rows for key in row))
+        table = self._merged() if self._rows is None else None
         try:
-            table = pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in rows])
+            if table is None:
+                table = rows_table(sorted(self.rows.values(), key=lambda r: r["video_id"]))
             table = table.replace_schema_metadata({STAGE_KEY: self.stage.encode(), SCHEMA_KEY: str(SCHEMA_VERSION).encode()})
             pq.write_table(table, tmp, write_page_checksum=True)
             with open(tmp, "rb") as fh:
@@ -264,6 +374,21 @@ class Manifest:
         except OSError as error:
             tmp.unlink(missing_ok=True)
             raise write_error(self.path, error, "the rows so far stay in the journal") from None
+        self.table, self.newer = table, {}
+
+
+def rows_table(rows: list[dict]):
+    """Row dicts as a pyarrow Table with every key any row has (from_pylist alone takes the first row's keys)."""
+    import pyarrow as pa
+
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    return pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in rows])
+
+
+def _empty(names: list[str]):
+    import pyarrow as pa
+
+    return pa.table({c: pa.array([], pa.string()) if c == "video_id" else pa.nulls(0) for c in names})
 
 
 def load_table(workdir: Path, stage: str):

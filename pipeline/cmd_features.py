@@ -12,6 +12,7 @@ import json
 import re
 import shutil
 import time
+from itertools import repeat
 from pathlib import Path
 
 import click
@@ -20,7 +21,8 @@ from tsnpipe.manifests.files import WorkdirLock
 from tsnpipe.manifests.shards import shard_journals
 from tsnpipe.manifests.table import Manifest, manifest_path
 from tsnpipe.options import CheckpointType, progress_option, shard_items, shard_option, stage_lock, workdir_option
-from tsnpipe.runner import Item, Stage, run_info_path, run_stage
+from tsnpipe.planning import Candidates, done_columns, has_column, upstream_json
+from tsnpipe.runner import Stage, run_info_path, run_stage
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.features import LAYERS
 
@@ -49,45 +51,60 @@ def recorded_fps(workdir: Path) -> float:
                            f"{workdir} first.") from None
 
 
-def feature_items(workdir: Path, flow_stream: bool) -> tuple[list[Item], dict]:
+def feature_items(workdir: Path, flow_stream: bool) -> tuple[Candidates, dict]:
     """Every video whose frames are done, fingerprinted by its frames (and flow) rows; and its VideoFacts."""
     from tsnpipe.stages.features.extract import VideoFacts
 
-    frames = Manifest(workdir, "frames").rows
-    if not frames:
+    frames = Manifest(workdir, "frames")
+    if not len(frames):
         raise TsnpipeError(f"{manifest_path(workdir, 'frames')} has no videos; run `tsnpipe extract-frames VIDEO_DIR "
                            f"-w {workdir}` first.")
-    flow = Manifest(workdir, "flow").rows if flow_stream else {}
     fps = recorded_fps(workdir)
-    pick = ("started_at", "params_hash", "frames", "pairs")
-    items, facts = [], {}
-    for video_id, row in sorted(frames.items()):
-        if row.get("status") != "done":
-            continue
-        fingerprint = {"frames": {k: row.get(k) for k in pick if k in row}}
-        if flow_stream:
-            flow_row = flow.get(video_id) or {}
-            fingerprint["flow"] = {k: flow_row.get(k) for k in pick if k in flow_row} if flow_row.get("status") == "done" else None
-        items.append(Item(video_id=video_id, source=video_id, fingerprint=fingerprint))
-        facts[video_id] = VideoFacts(int(row.get("frames") or 0), fps, row.get("src_fps"))
+    items = feature_fingerprints(frames, Manifest(workdir, "flow") if flow_stream else None, flow_stream)
+    facts = done_columns(frames, [name for name in ("frames", "src_fps") if has_column(frames, name)])
+    facts = {vid: VideoFacts(int(count or 0), fps, src_fps if src_fps == src_fps else None)  # NaN: unknown
+             for vid, count, src_fps in
+             zip(facts["video_id"], facts.get("frames", repeat(0)), facts.get("src_fps", repeat(None)))}
     return items, facts
 
 
-def drop_damaged(workdir: Path, rows: dict) -> list[str]:
+def drop_damaged(workdir: Path, manifest: Manifest) -> list[str]:
     """Remove the output folders of done rows whose files no longer hold the bytes written (truncated, emptied,
     deleted in part), so the runner redoes them as outputs missing; returns those folders. One listing of each
-    video's folder (a few stats): seconds at 240,000 videos. Rows of older versions, which recorded no size,
-    are trusted."""
+    video's folder (a few stats). Rows of older versions, which recorded no size, are trusted."""
     from tsnpipe.stages.features.writers import written_bytes
 
+    if not has_column(manifest, "bytes"):
+        return []
+    table = manifest.columns(["video_id", "status", "output", "bytes"])
     damaged = []
-    for row in rows.values():
-        if row.get("status") == "done" and row.get("output") and row.get("bytes") is not None:
-            found = written_bytes(workdir / row["output"])
-            if found is not None and found != int(row["bytes"]):
-                shutil.rmtree(workdir / row["output"], ignore_errors=True)
-                damaged.append(row["output"])
+    for status, output, size in zip(*(table[name].to_pylist() for name in ("status", "output", "bytes"))):
+        if status == "done" and output and size is not None:
+            found = written_bytes(workdir / output)
+            if found is not None and found != int(size):
+                shutil.rmtree(workdir / output, ignore_errors=True)
+                damaged.append(output)
     return damaged
+
+
+def flow_stream_of(params: dict) -> bool:
+    """Whether a feature set's recorded params (its run.json) read flow."""
+    return any(isinstance(stream, dict) and stream.get("modality") == "flow" for stream in params.get("streams") or [])
+
+
+def feature_fingerprints(frames: Manifest, flow: Manifest | None, flow_stream: bool) -> Candidates:
+    """The items of a feature set from the frames (and flow) manifests: `{"frames": {...}}` of what the frames row
+    says of when and how they were made, with `"flow"` (null until its flow is done) when a stream reads flow.
+    What `status` judges, as a run would; as columns, one fingerprint text per video."""
+    from tsnpipe.cmd_pack import UPSTREAM
+
+    ids, made = upstream_json(frames, UPSTREAM)
+    if flow_stream:
+        flowed = dict(zip(*upstream_json(flow, UPSTREAM)))
+        fingerprints = [f'{{"flow": {flowed.get(vid, "null")}, "frames": {text}}}' for vid, text in zip(ids, made)]
+    else:
+        fingerprints = [f'{{"frames": {text}}}' for text in made]
+    return Candidates(ids, list(ids), fingerprints=fingerprints)
 
 
 def feature_batch_work(jobs, facts, streams, spacing, layer, crops, fmt, store, device, precision, batch, workers):
@@ -192,7 +209,7 @@ def extract_features(workdir, name, checkpoints, backbone, pretrained, layer, in
         items, facts = feature_items(workdir, any(s.params.modality == "flow" for s in streams))
         items = shard_items(items, shard)
         folding = not shard and bool(shard_journals(workdir, stage_name(name)))  # shards' videos join the index
-        if damaged := drop_damaged(workdir, Manifest(workdir, stage_name(name)).rows):
+        if damaged := drop_damaged(workdir, Manifest(workdir, stage_name(name))):
             click.echo(f"warning: {len(damaged):,} video{'s' * (len(damaged) != 1)}' features were damaged (not the "
                        f"size written), such as {workdir / damaged[0]}; they are redone", err=True)
         stage = Stage(name=stage_name(name), verb="extracted", params=params, output_root=f"features/{name}",

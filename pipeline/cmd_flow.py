@@ -18,7 +18,8 @@ import click
 from tsnpipe.manifests.table import Manifest, manifest_path
 from tsnpipe.options import (check_dask, dask_gpu_workers, progress_option, scheduler_option, shard_items, shard_option,
                              stage_lock, workdir_option)
-from tsnpipe.runner import Item, Stage, run_info_path, run_stage
+from tsnpipe.planning import Candidates, RawJSON, done_columns, json_objects
+from tsnpipe.runner import Stage, run_info_path, run_stage
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.flow import FlowParams
 from tsnpipe.stages.frames import FrameParams
@@ -114,18 +115,19 @@ def source_inputs(workdir: Path) -> tuple[dict, dict]:
     return frames, videos
 
 
-def flow_items(workdir: Path, frames: dict | None = None) -> list[Item]:
+def flow_items(workdir: Path, frames: Manifest | None = None) -> Candidates:
     """Every video whose frames are done, fingerprinted by how and when its frames were made (`frames`: the
-    frames manifest's rows when the caller has read them already)."""
-    frames = Manifest(workdir, "frames").rows if frames is None else frames
-    if not frames:
+    frames manifest when the caller has read it already); as columns, one fingerprint text per video."""
+    frames = Manifest(workdir, "frames") if frames is None else frames
+    if not len(frames):
         raise TsnpipeError(
             f"{manifest_path(workdir, 'frames')} has no videos; run `tsnpipe extract-frames VIDEO_DIR -w {workdir}` first.")
     pick = ("frames", "params_hash", "started_at", "fingerprint")
-    return [Item(video_id=vid, source=row["output"],
-                 fingerprint={"size": row.get("frames"), "frames": {k: row.get(k) for k in pick}},
-                 weight=max(int(row.get("frames") or 0) - 1, 0))
-            for vid, row in sorted(frames.items()) if row.get("status") == "done"]
+    columns = done_columns(frames, ["output", *pick])
+    made = json_objects({k: columns[k] for k in pick})
+    return Candidates(columns["video_id"], columns["output"],
+                      fingerprints=json_objects({"size": columns["frames"], "frames": RawJSON(made)}),
+                      weights=[max(int(count or 0) - 1, 0) for count in columns["frames"]])
 
 
 def choose_backend(backend: str, device: str, executor: str = "loky", scheduler: str | None = None) -> tuple[str, str]:
@@ -227,7 +229,7 @@ def extract_flow(workdir, flow_backend, device, devices, batch, iterations, boun
     gpu_tasks = executor == "dask" and backend == "torch" and device in ("auto", "cuda")
     threads = max(1, (os.cpu_count() or 1) // jobs)
     items = shard_items(flow_items(workdir_path), shard)
-    pairs = sum(item.weight for item in items)
+    pairs = sum(items.weights)
     click.echo(f"extract-flow: {len(items):,} videos ({pairs:,} frame pairs) in {workdir_path / 'frames'}"
                + (f" (shard {shard})" if shard else "") + "; "
                f"{describe(params, device, batch, devices)}; {jobs} jobs ({executor}"

@@ -12,7 +12,8 @@ import click
 from tsnpipe.manifests.decide import stat_fingerprint
 from tsnpipe.options import (SizeType, backend_option, check_dask, jobs_option, progress_option, scheduler_option,
                              shard_items, shard_option, stage_lock, workdir_option)
-from tsnpipe.runner import Item, Stage, run_stage
+from tsnpipe.planning import Candidates
+from tsnpipe.runner import Stage, run_stage
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.frames import VIDEO_SUFFIXES, FrameParams, extract_video, find_videos
 
@@ -30,20 +31,20 @@ def frames_stage(video_dir: Path, params: FrameParams) -> Stage:
                  work=functools.partial(extract_video, params=params), inputs={"video_dir": str(video_dir)}, unit="B")
 
 
-def video_items(video_dir: Path) -> list[Item]:
-    """Every video under `video_dir` with its fingerprint, weighted by its size in bytes (the bar and its ETA count
-    bytes decoded, so a few long videos left at the end do not look like a few seconds of work); what cannot be one
-    (a link to a folder, a FIFO, a name that is not UTF-8 and so cannot be recorded) is named in a warning line and
-    left out."""
+def video_items(video_dir: Path) -> Candidates:
+    """Every video below `video_dir` as columns: ids, paths, sizes and mtimes (one stat each, no object per
+    video), weighted by size (the bar and its ETA count bytes decoded, so a few long videos left at the end do not
+    look like a few seconds of work); a file that cannot be stat'ed is in `unreadable` with the reason
+    `video_fingerprint` gives. What cannot be a video (a link to a folder, a FIFO, a name that is not UTF-8 and so
+    cannot be recorded) is named in a warning line and left out."""
     skipped: list[str] = []
-    items, undecodable = [], []
+    ids, paths, undecodable = [], [], []
     for vid, path in find_videos(video_dir, skipped):
-        if not utf8(vid):
+        if utf8(vid):
+            ids.append(vid)
+            paths.append(path)
+        else:
             undecodable.append(path)
-            continue
-        fingerprint = video_fingerprint(path)
-        weight = max(1, fingerprint.get("size", 1))
-        items.append(Item(video_id=vid, source=path, fingerprint=fingerprint, weight=weight))
     if skipped:
         click.echo(f"warning: skipped {plural(len(skipped), 'name')} under {video_dir} that cannot be a video file "
                    f"(links to folders are not followed; FIFOs and devices are not read; unreadable folders), such as "
@@ -52,7 +53,16 @@ def video_items(video_dir: Path) -> list[Item]:
         click.echo(f"warning: skipped {plural(len(undecodable), 'video')} whose file name is not UTF-8, such as "
                    f"{printable(undecodable[0])}; rename them (e.g. `convmv -f latin1 -t utf8 -r --notest DIR`) to "
                    "extract them", err=True)
-    return items
+    sizes, mtimes, unreadable = [0] * len(paths), [0] * len(paths), {}
+    stat = os.stat
+    for index, path in enumerate(paths):
+        try:
+            st = stat(path)
+            sizes[index], mtimes[index] = st.st_size, st.st_mtime_ns
+        except OSError:
+            unreadable[index] = video_fingerprint(path)["unreadable"]
+    return Candidates(ids, paths, sizes=sizes, mtimes=mtimes, unreadable=unreadable,
+                      weights=[max(1, size) for size in sizes])
 
 
 def utf8(name: str) -> bool:

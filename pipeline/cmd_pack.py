@@ -12,37 +12,36 @@ import click
 from tsnpipe.manifests.files import WorkdirBusy, WorkdirLock, atomic_write_bytes
 from tsnpipe.manifests.table import Manifest, manifest_path
 from tsnpipe.options import progress_option, workdir_option
-from tsnpipe.runner import Item, Stage, plan, run_info_path
+from tsnpipe.planning import Candidates, done_columns, has_column, upstream_json
+from tsnpipe.runner import Stage, plan_stage, run_info_path
 from tsnpipe.stages.errors import TsnpipeError
 
 STORE_NAMES = {"lmdb": "frames.lmdb", "hdf5": "frames.hdf5"}
+UPSTREAM = ("started_at", "params_hash", "frames", "pairs")  # what a packed video keeps of its frames and flow rows
 
 
-def upstream_fingerprint(frames_row: dict, flow_row: dict | None) -> dict:
-    """What a packed video depends on: when and how its frames and flow were made."""
-    pick = ("started_at", "params_hash", "frames", "pairs")
-    fingerprint = {"frames": {k: frames_row.get(k) for k in pick if k in frames_row}}
-    if flow_row and flow_row.get("status") == "done":
-        fingerprint["flow"] = {k: flow_row.get(k) for k in pick if k in flow_row}
-    return fingerprint
-
-
-def pack_items(workdir: Path, frames: dict | None = None, flow: dict | None = None) -> list[Item]:
-    """Every video whose frames are done, fingerprinted by its frames and flow rows (either given when the
-    caller has read them already)."""
-    frames = Manifest(workdir, "frames").rows if frames is None else frames
-    if not frames:
+def pack_items(workdir: Path, frames: Manifest | None = None, flow: Manifest | None = None) -> Candidates:
+    """Every video whose frames are done, fingerprinted by what its frames row and (when done) its flow row say
+    of when and how they were made, `{"flow": {...}, "frames": {...}}` (either manifest given when the caller has
+    read it already); as columns, one fingerprint text per video."""
+    frames = Manifest(workdir, "frames") if frames is None else frames
+    if not len(frames):
         raise TsnpipeError(f"{manifest_path(workdir, 'frames')} has no videos; run `tsnpipe extract-frames` into {workdir} first.")
-    flow = Manifest(workdir, "flow").rows if flow is None else flow
-    return [Item(video_id=vid, source=f"frames/{vid}", fingerprint=upstream_fingerprint(row, flow.get(vid)))
-            for vid, row in sorted(frames.items()) if row.get("status") == "done"]
+    flow = Manifest(workdir, "flow") if flow is None else flow
+    ids, made = upstream_json(frames, UPSTREAM)
+    flowed = dict(zip(*upstream_json(flow, UPSTREAM)))
+    fingerprints = [f'{{"flow": {flowed[vid]}, "frames": {text}}}' if vid in flowed else f'{{"frames": {text}}}'
+                    for vid, text in zip(ids, made)]
+    return Candidates(ids, [f"frames/{vid}" for vid in ids], fingerprints=fingerprints)
 
 
-def flow_formats(workdir: Path, flow: dict | None = None) -> dict[str, str]:
+def flow_formats(workdir: Path, flow: Manifest | None = None) -> dict[str, str]:
     """video_id -> the flow image format (jpg, png) its flow manifest row records, for the videos whose flow is done."""
-    flow = Manifest(workdir, "flow").rows if flow is None else flow
-    return {vid: row["image_format"] for vid, row in flow.items()
-            if row.get("status") == "done" and row.get("image_format")}
+    flow = Manifest(workdir, "flow") if flow is None else flow
+    if not has_column(flow, "image_format"):
+        return {}
+    columns = done_columns(flow, ["image_format"])
+    return {vid: fmt for vid, fmt in zip(columns["video_id"], columns["image_format"]) if fmt}
 
 
 def store_size(store: Path) -> str:
@@ -106,14 +105,15 @@ def pack(workdir, fmt, store, shard_mb, flow_layout, progress):
     started = time.time()
     command = f"tsnpipe pack --format {fmt} -w {workdir}"
     with WorkdirLock(workdir, command), store_lock(store, command):
-        frames, flow = Manifest(workdir, "frames").rows, Manifest(workdir, "flow").rows
-        items = pack_items(workdir, frames, flow)
+        flow = Manifest(workdir, "flow")
+        items = pack_items(workdir, Manifest(workdir, "frames"), flow)
         click.echo(f"pack: {len(items):,} extracted videos in {workdir} -> {store} ({fmt})")
         atomic_write_bytes(run_info_path(workdir, stage.name),
                            json.dumps({"params": stage.params, "params_hash": stage.params_hash,
                                        "inputs": stage.inputs}, indent=2).encode())
         manifest = Manifest(workdir, stage.name)
-        todo = {item.video_id: item for item, why in plan(workdir, stage, items, manifest) if why}
+        # a video is up to date only in the store its row names: another store (--store) does not hold it
+        todo = {item.video_id: item for item, _ in plan_stage(workdir, stage, items, manifest, output=output).todo}
         counts = {"done": 0, "failed": 0}
         bar = progress_bar(total=len(todo), unit="video", desc=stage.name, enabled=progress and bool(todo))
 

@@ -157,4 +157,8 @@ def stage_lock(workdir: Path, stage: str, shard, command: str, videos: int | Non
 
 def shard_items(items: list, shard) -> list:
     """The items of one shard (all of them without a shard)."""
-    return [item for item in items if shard.owns(item.video_id)] if shard else items
+    if not shard:
+        return items
+    if hasattr(items, "select"):  # planning.Candidates: the videos as columns
+        return items.select(shard.owns)
+    return [item for item in items if shard.owns(item.video_id)]

@@ -54,12 +54,12 @@ def _stamp(path: Path) -> str:
 
 def frames_rows(workdir: Path, info: dict) -> list[dict]:
     from tsnpipe.cmd_frames import video_items
-    from tsnpipe.stages.frames import jpeg_size
+    from tsnpipe.stages.frames import jpeg_size, source_facts
 
     video_dir = Path(info.get("inputs", {}).get("video_dir") or "")
     items = video_items(video_dir) if video_dir.is_dir() else []
     sources = {item.video_id: item.source for item in items if "unreadable" not in item.fingerprint}
-    downstream = downstream_frames(workdir)
+    recorded = downstream(workdir, "frames")
     rows = []
     for vid, counts in output_folders(workdir / "frames", "img").items():
         if vid not in sources or "flow_x" in counts:
@@ -70,32 +70,43 @@ def frames_rows(workdir: Path, info: dict) -> list[dict]:
         row = {"video_id": vid, "source": sources[vid], "params_hash": params_hash(info["params"]),
                "started_at": _stamp(folder), "status": "done", "error": None, "output": f"frames/{vid}",
                "frames": counts["img"], "width": width, "height": height,
-               "fingerprint": json.dumps(fingerprint, sort_keys=True), "seconds": 0.0}
-        rows.append(recorded_time(row, downstream.get(vid)))
+               "fingerprint": json.dumps(fingerprint, sort_keys=True), "seconds": 0.0,
+               **source_facts(Path(sources[vid]))}  # src_fps: features place their snippets by it
+        rows.append(recorded_time(row, recorded.get(vid, [])))
     return rows
 
 
-def downstream_frames(workdir: Path) -> dict[str, dict]:
-    """video id -> what the flow manifest recorded of its frames row (flow keys on it), where it is readable."""
-    try:
-        flow = Manifest(workdir, "flow").rows
-    except ManifestError:
-        return {}
-    found = {}
-    for vid, row in flow.items():
+def downstream(workdir: Path, upstream: str) -> dict[str, list[dict]]:
+    """video id -> what the stages downstream of `upstream` (flow of frames; the stores and feature sets of
+    both) recorded of its row in their fingerprints, where their manifests are readable."""
+    folder = Path(workdir) / MANIFEST_DIR
+    names = {p.name.split(".")[0] for p in folder.glob("*.parquet")} | {
+        p.name.split(".")[0] for p in folder.glob("*.journal.jsonl")}
+    readers = sorted(name for name in names
+                     if name.startswith(("pack-", "features-")) or (upstream == "frames" and name == "flow"))
+    found: dict[str, list[dict]] = {}
+    for name in readers:
         try:
-            found[vid] = json.loads(row.get("fingerprint") or "{}").get("frames") or {}
-        except (ValueError, AttributeError):
+            rows = Manifest(workdir, name).rows
+        except ManifestError:
             continue
+        for vid, row in rows.items():
+            try:
+                record = json.loads(row.get("fingerprint") or "{}").get(upstream)
+            except (ValueError, AttributeError):
+                continue
+            if isinstance(record, dict) and record.get("started_at"):
+                found.setdefault(vid, []).append(record)
     return found
 
 
-def recorded_time(row: dict, recorded: dict | None) -> dict:
-    """The rebuilt frames row with the time the flow manifest recorded for it, when everything else it recorded
-    (frame count, params, input fingerprint) matches: intact flow downstream then stays up to date."""
-    if recorded and recorded.get("started_at") and all(
-            recorded.get(key) == row[key] for key in ("frames", "params_hash", "fingerprint")):
-        return {**row, "started_at": recorded["started_at"]}
+def recorded_time(row: dict, records: list[dict]) -> dict:
+    """The rebuilt row with the time a stage downstream recorded for it, when everything else that stage
+    recorded of it (counts, params, input fingerprint) matches: intact outputs downstream then stay up to date."""
+    for record in records:
+        compared = [key for key in ("frames", "pairs", "params_hash", "fingerprint") if key in record]
+        if "params_hash" in compared and all(record[key] == row.get(key) for key in compared):
+            return {**row, "started_at": record["started_at"]}
     return row
 
 
@@ -104,15 +115,17 @@ def flow_rows(workdir: Path, info: dict) -> list[dict]:
     from tsnpipe.stages.store.reader import flow_format
 
     items = {item.video_id: item for item in flow_items(workdir)}
+    recorded = downstream(workdir, "flow")
     rows = []
     for vid, counts in output_folders(workdir / "flow", "flow_x").items():
         if vid not in items or counts.get("flow_x") != counts.get("flow_y"):
             continue
-        rows.append({"video_id": vid, "source": items[vid].source, "params_hash": params_hash(info["params"]),
-                     "started_at": _stamp(workdir / "flow" / vid), "status": "done", "error": None,
-                     "output": f"flow/{vid}", "pairs": counts["flow_x"],
-                     "image_format": flow_format(workdir / "flow" / vid), "pairs_of": info["params"].get("pairs", "frames"),
-                     "fingerprint": json.dumps(items[vid].fingerprint, sort_keys=True), "seconds": 0.0})
+        row = {"video_id": vid, "source": items[vid].source, "params_hash": params_hash(info["params"]),
+               "started_at": _stamp(workdir / "flow" / vid), "status": "done", "error": None,
+               "output": f"flow/{vid}", "pairs": counts["flow_x"],
+               "image_format": flow_format(workdir / "flow" / vid), "pairs_of": info["params"].get("pairs", "frames"),
+               "fingerprint": json.dumps(items[vid].fingerprint, sort_keys=True), "seconds": 0.0}
+        rows.append(recorded_time(row, recorded.get(vid, [])))
     return rows
 
 

@@ -9,29 +9,21 @@ the manifest, one durable journal line per finished video.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from tsnpipe.manifests.decide import content_hash, needs_content_hash, needs_work, params_hash
+from tsnpipe.manifests.decide import content_hash, params_hash
 from tsnpipe.manifests.files import (ManifestError, atomic_write_bytes, disk_full_reason, replace_dir, sweep_temps,
                                      temp_sibling)
 from tsnpipe.manifests.shards import Shard, ShardManifest, owned_temp
 from tsnpipe.manifests.table import Manifest, manifest_path
 from tsnpipe.options import dask_client
+from tsnpipe.planning import Candidates, Item, plan
 
-
-@dataclass(frozen=True)
-class Item:
-    """One video as a stage sees it: its id, where its input is, and the input's fingerprint."""
-
-    video_id: str
-    source: str
-    fingerprint: dict
-    weight: int = 1  # units of progress (videos, frames, pairs)
+__all__ = ["Candidates", "Item", "Stage", "Summary", "run_stage", "run_info_path", "hash_files", "plan_stage"]
 
 
 @dataclass
@@ -89,51 +81,6 @@ def hash_files(paths: list[str], jobs: int = 1) -> list[str]:
         return list(pool.map(lambda path: content_hash(Path(path)), paths, chunksize=64))
 
 
-def plan(workdir: Path, stage: Stage, items: list[Item], manifest: Manifest,
-         jobs: int = 1) -> list[tuple[Item, str | None]]:
-    """Each item with the reason it needs work (None: up to date). Hashes content only where mtime moved
-    (`jobs` files at a time), and keeps that hash in the returned item so the worker does not read the file again."""
-    items, to_hash, olds = list(items), [], []
-    for index, item in enumerate(items):
-        row = manifest.rows.get(item.video_id)
-        old = json.loads(row["fingerprint"]) if row and row.get("fingerprint") else None
-        olds.append(old)
-        if old and "hash" in old and row.get("seen") and json.loads(row["seen"]) == item.fingerprint:
-            items[index] = replace(item, fingerprint={**item.fingerprint, "hash": old["hash"]})  # touched, hashed then
-        elif stage.hash_content and needs_content_hash(old, item.fingerprint):
-            to_hash.append(index)
-    for index, digest in zip(to_hash, hash_files([items[i].source for i in to_hash], jobs)):
-        items[index] = replace(items[index], fingerprint={**items[index].fingerprint, "hash": digest})
-    present, phash = OutputListing(workdir), stage.params_hash
-    planned = []
-    for item, old in zip(items, olds):
-        row = manifest.rows.get(item.video_id)
-        output = row.get("output") if row else None
-        planned.append((item, needs_work(row, item.fingerprint, phash, bool(output) and present(output),
-                                         old_fingerprint=old)))
-    return planned
-
-
-class OutputListing:
-    """Whether outputs exist, by listing each folder that holds them once (a few listings of thousands of
-    names instead of one stat per video)."""
-
-    def __init__(self, workdir: Path):
-        self.workdir = os.fspath(workdir)
-        self.names: dict[str, set[str] | None] = {}
-
-    def __call__(self, output: str) -> bool:
-        folder, _, name = output.rpartition("/")
-        if folder not in self.names:
-            try:
-                with os.scandir(os.path.join(self.workdir, folder)) as entries:
-                    self.names[folder] = {entry.name for entry in entries}
-            except OSError:  # no such folder, or not one
-                self.names[folder] = None
-        names = self.names[folder]
-        return names is not None and name in names
-
-
 def bad_name(video_id: str) -> str | None:
     """Why a video id cannot be an output folder or a list line (a newline or other control character)."""
     bad = sorted({ch for ch in video_id if ord(ch) < 32 or ord(ch) == 127})
@@ -142,22 +89,6 @@ def bad_name(video_id: str) -> str | None:
         return (f"the file name holds a control character ({shown}) that breaks list files and shells; "
                 "rename the video without it")
     return None
-
-
-def refresh_fingerprints(manifest: Manifest, planned: list[tuple[Item, str | None]]) -> int:
-    """Record, as `seen`, the new size and mtime of up-to-date inputs whose content hash proved them unchanged
-    (touched, or copied without timestamps), so the next run neither hashes them again nor reports them.
-    The row's own fingerprint stays as it was: stages downstream key on it. All in one journal write and
-    one fsync. Returns how many rows changed."""
-    changed = []
-    for item, why in planned:
-        row = manifest.rows.get(item.video_id)
-        if why is None and row and "hash" in item.fingerprint:
-            seen = json.dumps({k: v for k, v in item.fingerprint.items() if k != "hash"}, sort_keys=True)
-            if seen != row.get("seen") and json.loads(row.get("fingerprint") or "{}") != item.fingerprint:
-                changed.append({**row, "seen": seen})
-    manifest.record_many(changed)
-    return len(changed)
 
 
 def settle(item: Item, workdir: Path, output_root: str, phash: str, tmp: Path, started: float,
@@ -230,10 +161,17 @@ def _parallel_rows(stage: Stage, todo: list[Item], workdir: Path, jobs: int, bac
     yield from Parallel(n_jobs=jobs, backend=backend, return_as="generator_unordered", batch_size=1)(calls)
 
 
-def output_folders(workdir: Path, stage: Stage, items: list[Item]) -> set[Path]:
+def output_folders(workdir: Path, stage: Stage, video_ids) -> set[Path]:
     """The folders that hold the stage's per-video outputs (and so their temp siblings)."""
     root = workdir / stage.output_root
-    return {root / parent for parent in {item.video_id.rpartition("/")[0] for item in items}}
+    return {root / parent for parent in {video_id.rpartition("/")[0] for video_id in video_ids}}
+
+
+def plan_stage(workdir: Path, stage: Stage, items: "Candidates | list[Item]", manifest: Manifest, jobs: int = 1,
+               output: str | None = None):
+    """The stage's plan (planning.plan), touched inputs content-hashed `jobs` files at a time."""
+    cands = items if isinstance(items, Candidates) else Candidates.of_items(list(items))
+    return plan(workdir, stage, cands, manifest, lambda paths: hash_files(paths, jobs), output=output)
 
 
 def disk_full_error(workdir: Path, stage: Stage, row: dict, summary: "Summary") -> ManifestError:
@@ -244,7 +182,7 @@ def disk_full_error(workdir: Path, stage: Stage, row: dict, summary: "Summary") 
         "command again.")
 
 
-def run_stage(workdir: Path, stage: Stage, items: list[Item], jobs: int = 1, backend: str = "loky",
+def run_stage(workdir: Path, stage: Stage, items: "Candidates | list[Item]", jobs: int = 1, backend: str = "loky",
               scheduler: str | None = None, progress: bool = True, compact_every_s: float = 30.0,
               shard: Shard | None = None) -> Summary:
     """Bring every item's row up to date; the caller holds the workdir lock (or, given `shard`, the items are
@@ -261,16 +199,14 @@ def run_stage(workdir: Path, stage: Stage, items: list[Item], jobs: int = 1, bac
     started = time.time()
     run_info = {"params": stage.params, "params_hash": stage.params_hash, "inputs": stage.inputs}
     atomic_write_bytes(run_info_path(workdir, stage.name), json.dumps(run_info, indent=2, default=str).encode())
+    cands = items if isinstance(items, Candidates) else Candidates.of_items(list(items))
     own_temps = owned_temp(workdir / stage.output_root, shard) if shard else None  # never another shard's
-    sweep_temps(workdir / stage.output_root, output_folders(workdir, stage, items), only=own_temps)
+    sweep_temps(workdir / stage.output_root, output_folders(workdir, stage, cands.ids), only=own_temps)
     manifest = ShardManifest(workdir, stage.name, shard) if shard else Manifest(workdir, stage.name)
-    planned = plan(workdir, stage, items, manifest, jobs=jobs if backend != "dask" else 1)
-    refresh_fingerprints(manifest, planned)
-    todo = [item for item, why in planned if why is not None]
-    summary = Summary(stage=stage, workdir=workdir, up_to_date=len(planned) - len(todo))
-    for _, why in planned:
-        if why:
-            summary.reasons[why] = summary.reasons.get(why, 0) + 1
+    planned = plan_stage(workdir, stage, cands, manifest, jobs=jobs if backend != "dask" else 1)
+    manifest.record_many(planned.refreshed)  # touched inputs whose content hash proved them unchanged
+    todo = [item for item, _ in planned.todo]
+    summary = Summary(stage=stage, workdir=workdir, up_to_date=planned.up_to_date, reasons=planned.reasons())
     weights = {item.video_id: item.weight for item in todo}
     bar = progress_bar(total=sum(weights.values()), unit=stage.unit, desc=stage.name, enabled=progress and bool(todo),
                        smoothing=0.1, unit_scale=stage.unit == "B")
@@ -287,7 +223,7 @@ def run_stage(workdir: Path, stage: Stage, items: list[Item], jobs: int = 1, bac
             else:
                 summary.failed.append(row)
                 bar.write(f"failed: {row['video_id']}: {row['error']}")
-            if (manifest.journal_rows > max(1000, len(manifest.rows) // 4)
+            if (manifest.journal_rows > max(1000, len(cands) // 4)
                     and time.time() - last_compact > compact_every_s):
                 manifest.compact()
                 last_compact = time.time()
@@ -297,7 +233,8 @@ def run_stage(workdir: Path, stage: Stage, items: list[Item], jobs: int = 1, bac
             rows.close()  # stops handing out videos (joblib cancels what has not started, kills what has)
         bar.close()
         if not finished:  # Ctrl-C, SIGTERM, a full disk: the videos in flight leave no half-written folder
-            sweep_temps(workdir / stage.output_root, output_folders(workdir, stage, todo), only=own_temps)
+            sweep_temps(workdir / stage.output_root, output_folders(workdir, stage, [item.video_id for item in todo]),
+                        only=own_temps)
     manifest.compact_if_changed()
     summary.seconds = time.time() - started
     return summary

@@ -18,14 +18,16 @@ from tsnpipe.manifests.decide import REASONS
 from tsnpipe.manifests.files import ManifestError
 from tsnpipe.manifests.table import Manifest, stages_present
 from tsnpipe.options import workdir_option
-from tsnpipe.runner import Item, Stage, plan, run_info_path
+from tsnpipe.planning import Candidates
+from tsnpipe.runner import Stage, plan_stage, run_info_path
 from tsnpipe.stages.errors import TsnpipeError
 
 CHAIN = ("frames", "flow", "pack-lmdb", "pack-hdf5")
 
 
 class Manifests(dict):
-    """Each manifest of a workdir read once per command, however many stages look at it."""
+    """Each manifest of a workdir read once per command, however many stages look at it (as columns: no row
+    becomes a dict unless it has work to do)."""
 
     def __init__(self, workdir: Path):
         super().__init__()
@@ -37,25 +39,32 @@ class Manifests(dict):
         return self[name]
 
 
-def stage_items(workdir: Path, name: str, inputs: dict, manifests: Manifests) -> list[Item]:
-    """The items the stage would look at now: frames rescans its video folder, flow and pack read the frames
-    manifest; other stages list their own rows."""
+def stage_items(workdir: Path, name: str, info: dict, manifests: Manifests) -> Candidates:
+    """The videos the stage would look at now: frames rescans its video folder, flow, pack and features read the
+    frames manifest; other stages list their own rows."""
+    inputs = info["inputs"]
     if name == "frames" and inputs.get("video_dir") and Path(inputs["video_dir"]).is_dir():
         from tsnpipe.cmd_frames import video_items
 
         return video_items(Path(inputs["video_dir"]))
-    if name == "flow" and manifests["frames"].rows:
+    if name == "flow" and len(manifests["frames"]):
         from tsnpipe.cmd_flow import flow_items
 
-        return flow_items(workdir, manifests["frames"].rows)
-    if name.startswith("pack-") and manifests["frames"].rows:
+        return flow_items(workdir, manifests["frames"])
+    if name.startswith("pack-") and len(manifests["frames"]):
         from tsnpipe.cmd_pack import pack_items
 
         if "pack items" not in manifests.items_of:  # both formats pack the same videos
-            manifests.items_of["pack items"] = pack_items(workdir, manifests["frames"].rows, manifests["flow"].rows)
+            manifests.items_of["pack items"] = pack_items(workdir, manifests["frames"], manifests["flow"])
         return manifests.items_of["pack items"]
-    return [Item(video_id=row["video_id"], source=row.get("source") or "",
-                 fingerprint=json.loads(row.get("fingerprint") or "{}")) for row in manifests[name].rows.values()]
+    if name.startswith("features-") and len(manifests["frames"]):
+        from tsnpipe.cmd_features import feature_fingerprints, flow_stream_of
+
+        flow_stream = flow_stream_of(info["params"])
+        return feature_fingerprints(manifests["frames"], manifests["flow"] if flow_stream else None, flow_stream)
+    own = manifests[name].columns(["video_id", "source", "fingerprint"])
+    return Candidates(own["video_id"].to_pylist(), [source or "" for source in own["source"].to_pylist()],
+                      fingerprints=[text or "{}" for text in own["fingerprint"].to_pylist()])
 
 
 def run_info(workdir: Path, name: str) -> dict:
@@ -75,11 +84,9 @@ def stage_status(workdir: Path, name: str, manifests: Manifests | None = None) -
     info = run_info(workdir, name) or {"params": {}, "inputs": {}}
     stage = Stage(name=name, verb="", params=info["params"], output_root="", work=None,
                   hash_content=name == "frames")  # a touched video is hashed, as the run would
-    items = stage_items(workdir, name, info["inputs"], manifests)
-    counts = {"up to date": 0, **{reason: 0 for reason in REASONS}}
-    for _, why in plan(workdir, stage, items, manifests[name], jobs=os.cpu_count() or 1):
-        counts[why or "up to date"] += 1
-    return counts
+    planned = plan_stage(workdir, stage, stage_items(workdir, name, info, manifests), manifests[name],
+                         jobs=os.cpu_count() or 1)
+    return {"up to date": planned.up_to_date, **{reason: 0 for reason in REASONS}, **planned.reasons()}
 
 
 def chain_order(names: list[str]) -> list[str]:

@@ -21,8 +21,10 @@ def _csv_rows(path: Path) -> list[dict]:
 
 
 def _done(manifests, stage: str, count: str) -> dict[str, int]:
-    rows = manifests[stage].rows
-    return {vid: int(row.get(count) or 0) for vid, row in rows.items() if row.get("status") == "done"}
+    """video id -> `count` of the stage's done rows, read column-wise."""
+    table = manifests[stage].columns(["video_id", "status", count])
+    return {vid: int(value or 0) for vid, status, value in
+            zip(table["video_id"].to_pylist(), table["status"].to_pylist(), table[count].to_pylist()) if status == "done"}
 
 
 def split_status(workdir: Path, folder: Path, frames: dict[str, int], pairs: dict[str, int]) -> dict:

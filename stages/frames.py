@@ -159,6 +159,14 @@ def parse_source_facts(stderr: str) -> dict:
     return facts
 
 
+def source_facts(source: Path) -> dict:
+    """Duration, size and frame rate of a video as ffmpeg reports them, without decoding it (all None when
+    ffmpeg cannot open it)."""
+    proc = subprocess.run([ffmpeg_executable(), "-hide_banner", "-nostdin", "-i", os.fspath(source)],
+                          capture_output=True, text=True, errors="replace")
+    return parse_source_facts(proc.stderr)
+
+
 def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if "[error]" in line or "[fatal]" in line]
 

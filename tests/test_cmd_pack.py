@@ -118,3 +118,14 @@ def test_a_store_packed_with_flow_images_is_repacked_as_pairs_once(workdir):
     assert reader.flow_layout(VIDEO) == "pairs"
     assert (reader.flow_stack(VIDEO, range(pairs)) == before).all()
     reader.close()
+
+
+@pytest.mark.parametrize("fmt", ["lmdb", "hdf5"])
+def test_a_new_store_gets_every_video_though_the_default_store_holds_them(workdir, tmp_path, fmt):
+    assert "7 packed" in pack(workdir, "--format", fmt).output
+    other = tmp_path / f"other.{fmt}"
+    result = pack(workdir, "--format", fmt, "--store", str(other))
+    assert result.exit_code == 0, result.output
+    assert "7 packed, 0 up to date, 0 failed" in result.output
+    assert len(open_reader(other).video_ids()) == 7
+    assert "0 packed, 7 up to date" in pack(workdir, "--format", fmt, "--store", str(other)).output

@@ -521,3 +521,23 @@ def test_precision_is_a_setting_reruns_key_on_and_amp_means_bf16(workdir):
     assert "7 extracted, 0 up to date" in bf16.output and "7 params changed" in bf16.output, bf16.output
     with h5py.File(workdir / "features" / "keyed" / EYE / "features.h5", "r") as handle:
         assert handle["rgb"].attrs["precision"] == "bf16"
+
+
+def test_status_after_a_kill_counts_the_videos_not_yet_extracted(workdir):
+    args = [*checkpoints(workdir, "rgb"), "--interval", "0.5", *QUIET]
+    journal = journal_path(workdir, "features-cut")
+    proc = subprocess.Popen(tsnpipe_cmd("extract-features", "-w", str(workdir), "--name", "cut", *map(str, args)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (journal.exists() and journal.read_bytes().count(b"\n") >= 1):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = journal.read_bytes().count(b"\n")
+    assert 1 <= finished < 7
+    status = run_tsnpipe("status", "-w", str(workdir), "--json")
+    counts = json.loads(status.stdout)["features-cut"]
+    assert counts["up to date"] == finished and counts["new"] == 7 - finished, counts
+    assert run_tsnpipe("extract-features", "-w", str(workdir), "--name", "cut", *map(str, args)).returncode == 0
+    counts = json.loads(run_tsnpipe("status", "-w", str(workdir), "--json").stdout)["features-cut"]
+    assert counts["up to date"] == 7 and counts["new"] == 0, counts

@@ -15,7 +15,8 @@ from tsnpipe.options import (SizeType, backend_option, check_dask, jobs_option, 
                              scheduler_option, workdir_option)
 from tsnpipe.runner import Item, Stage, run_stage
 from tsnpipe.stages.errors import TsnpipeError
-from tsnpipe.stages.frames import VIDEO_SUFFIXES, FrameParams, extract_video, find_videos
+from tsnpipe.stages.frames import (VIDEO_SUFFIXES, VIDEOS_PER_CALL, FrameParams, extract_video, extract_videos,
+                                   find_videos)
 
 
 def frame_params(fps: float, size: tuple, quality: int, on_decode_error: str) -> FrameParams:
@@ -26,7 +27,8 @@ def frame_params(fps: float, size: tuple, quality: int, on_decode_error: str) ->
 
 def frames_stage(video_dir: Path, params: FrameParams) -> Stage:
     return Stage(name="frames", verb="extracted", params=params.hashed(), output_root="frames",
-                 work=functools.partial(extract_video, params=params), inputs={"video_dir": str(video_dir)})
+                 work=functools.partial(extract_video, params=params), inputs={"video_dir": str(video_dir)},
+                 batch_work=functools.partial(extract_videos, params=params), task_videos=VIDEOS_PER_CALL)
 
 
 def video_items(video_dir: Path) -> list[Item]:

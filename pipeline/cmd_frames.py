@@ -13,7 +13,7 @@ from tsnpipe.manifests.decide import stat_fingerprint
 from tsnpipe.manifests.files import WorkdirLock
 from tsnpipe.options import (SizeType, backend_option, check_dask, jobs_option, progress_option,
                              scheduler_option, workdir_option)
-from tsnpipe.runner import Item, Stage, run_stage
+from tsnpipe.runner import Item, Stage, run_stage, thread_budget
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.frames import (VIDEO_SUFFIXES, VIDEOS_PER_CALL, FrameParams, extract_video, extract_videos,
                                    find_videos)
@@ -25,10 +25,11 @@ def frame_params(fps: float, size: tuple, quality: int, on_decode_error: str) ->
     return FrameParams(fps=fps, short_side=short_side, size=fixed, quality=quality, on_decode_error=on_decode_error)
 
 
-def frames_stage(video_dir: Path, params: FrameParams) -> Stage:
+def frames_stage(video_dir: Path, params: FrameParams, threads: int = 1) -> Stage:
+    """`threads`: each ffmpeg decoder's and encoder's share of the cores."""
     return Stage(name="frames", verb="extracted", params=params.hashed(), output_root="frames",
-                 work=functools.partial(extract_video, params=params), inputs={"video_dir": str(video_dir)},
-                 batch_work=functools.partial(extract_videos, params=params), task_videos=VIDEOS_PER_CALL)
+                 work=functools.partial(extract_video, params=params, threads=threads), inputs={"video_dir": str(video_dir)},
+                 batch_work=functools.partial(extract_videos, params=params, threads=threads), task_videos=VIDEOS_PER_CALL)
 
 
 def video_items(video_dir: Path) -> list[Item]:
@@ -97,7 +98,7 @@ def extract_frames(video_dir, workdir, fps, size, quality, on_decode_error, jobs
         raise TsnpipeError(no_videos_message(video_dir))
     click.echo(f"extract-frames: {len(items):,} videos in {video_dir}; {describe(params)}; {jobs} jobs ({backend})")
     with WorkdirLock(Path(workdir), "tsnpipe extract-frames"):
-        summary = run_stage(Path(workdir), frames_stage(video_dir, params), items, jobs=jobs, backend=backend,
+        summary = run_stage(Path(workdir), frames_stage(video_dir, params, thread_budget(jobs)), items, jobs=jobs, backend=backend,
                             scheduler=scheduler, progress=progress)
     click.echo(summary.line())
     if summary.failed:

@@ -260,8 +260,8 @@ def start_worker(threads: int) -> None:
 
 
 def task_size(todo: int, jobs: int, most: int) -> int:
-    """Videos a task: up to `most`, but at least four tasks a worker, so the last ones end together."""
-    return max(1, min(most, todo // (4 * jobs)))
+    """Videos a task: up to `most`, but at least two tasks a worker, so the last ones end close together."""
+    return max(1, min(most, -(-todo // (2 * jobs))))
 
 
 def _batched_rows(stage: Stage, todo: list[Item], workdir: Path):
@@ -349,7 +349,7 @@ def run_stage(workdir: Path, stage: Stage, items: list[Item], jobs: int = 1, bac
     refresh_fingerprints(manifest, planned)
     todo = [item for item, why in planned if why is not None]
     summary = Summary(stage=stage, workdir=workdir, up_to_date=len(planned) - len(todo))
-    if todo and jobs > 1 and backend == "loky":
+    if todo and jobs > 1 and backend != "dask":
         threads = thread_budget(jobs)
         summary.threads = f"{jobs} jobs x {threads} thread{'s' * (threads != 1)}"
     for _, why in planned:

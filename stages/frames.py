@@ -224,10 +224,10 @@ def filter_chain(params: FrameParams) -> str:
 
 def ffmpeg_batch_command(jobs: Sequence[tuple[Path, Path]], params: FrameParams, threads: int = 1) -> list[str]:
     """One ffmpeg argument list decoding every `(source, out_dir)` of `jobs`: input k through its own graph
-    into out_dir/img_%05d.jpg."""
+    into out_dir/img_%05d.jpg; `threads` for each decoder and encoder (decoding is exact whatever the count)."""
     args = [ffmpeg_executable(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "level+info"]
     for source, _ in jobs:
-        args += ["-i", str(source)]
+        args += ["-threads", str(threads), "-i", str(source)]
     chain = filter_chain(params)
     for k, (_, out_dir) in enumerate(jobs):
         args += ["-filter_complex", f"[{k}:v]{chain}[v{k}]", "-map", f"[v{k}]", "-q:v", str(params.quality),

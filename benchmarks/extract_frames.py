@@ -1,8 +1,9 @@
 """`tsnpipe extract-frames` against its floor, plain ffmpeg with the same filter chain, in one run.
 
-The floor is what a user would type: one `ffmpeg -i VIDEO -filter_complex [0:v]fps=fps=10:round=up,scale=...,setsar=1[v] -map [v]
--q:v 2 -threads 1 DIR/img_%05d.jpg` per video, `jobs` at a time (as `xargs -P jobs`; output folders made beforehand, so
-the floor pays nothing but ffmpeg). tsnpipe runs as a user runs it: the CLI in a fresh process, manifest, content
+The floor is what a user would type: one
+`ffmpeg -i VIDEO -filter_complex [0:v]fps=fps=10:round=up,scale=...,setsar=1[v] -map [v] -q:v 2 -threads 1 DIR/img_%05d.jpg`
+per video, `jobs` at a time (as `xargs -P jobs`; output folders made beforehand, so the floor pays nothing but
+ffmpeg). tsnpipe runs as a user runs it: the CLI in a fresh process, manifest, content
 hashes and all. Two workloads: real clips (the bundled ones, hard-linked to `--videos` files) and tiny clips
 (their first 2 s at 160 px wide, `--tiny` files). Each is timed on the machine as it is ("quiet") and with two
 busy processes beside it (started and stopped here), A/B alternated (ABBA), with the load average written
@@ -62,7 +63,8 @@ def plain_ffmpeg(video_dir: Path, videos: list[Path], out: Path, jobs: int, ffmp
 
     def one(pair: tuple[Path, Path]) -> int:
         return subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(pair[0]),
-                               "-filter_complex", f"[0:v]{CHAIN}[v]", "-map", "[v]", "-q:v", "2", "-threads", "1", str(pair[1] / "img_%05d.jpg")]).returncode
+                               "-filter_complex", f"[0:v]{CHAIN}[v]", "-map", "[v]", "-q:v", "2", "-threads", "1",
+                               str(pair[1] / "img_%05d.jpg")]).returncode
 
     with ThreadPoolExecutor(jobs) as pool:
         if any(pool.map(one, zip(videos, folders))):

@@ -28,8 +28,9 @@ def frame_params(fps: float, size: tuple, quality: int, on_decode_error: str) ->
 def frames_stage(video_dir: Path, params: FrameParams, threads: int = 1) -> Stage:
     """`threads`: each ffmpeg decoder's and encoder's share of the cores."""
     return Stage(name="frames", verb="extracted", params=params.hashed(), output_root="frames",
-                 work=functools.partial(extract_video, params=params, threads=threads), inputs={"video_dir": str(video_dir)},
-                 batch_work=functools.partial(extract_videos, params=params, threads=threads), task_videos=VIDEOS_PER_CALL)
+                 work=functools.partial(extract_video, params=params, threads=threads),
+                 inputs={"video_dir": str(video_dir)}, task_videos=VIDEOS_PER_CALL,
+                 batch_work=functools.partial(extract_videos, params=params, threads=threads))
 
 
 def video_items(video_dir: Path) -> list[Item]:
@@ -98,8 +99,8 @@ def extract_frames(video_dir, workdir, fps, size, quality, on_decode_error, jobs
         raise TsnpipeError(no_videos_message(video_dir))
     click.echo(f"extract-frames: {len(items):,} videos in {video_dir}; {describe(params)}; {jobs} jobs ({backend})")
     with WorkdirLock(Path(workdir), "tsnpipe extract-frames"):
-        summary = run_stage(Path(workdir), frames_stage(video_dir, params, thread_budget(jobs)), items, jobs=jobs, backend=backend,
-                            scheduler=scheduler, progress=progress)
+        summary = run_stage(Path(workdir), frames_stage(video_dir, params, thread_budget(jobs)), items, jobs=jobs,
+                            backend=backend, scheduler=scheduler, progress=progress)
     click.echo(summary.line())
     if summary.failed:
         raise SystemExit(1)

@@ -32,3 +32,25 @@ def test_workers_read_back_their_share_of_the_cores(tmp_path):
     assert all(s["pid"] != os.getpid() for s in seen)  # read in worker processes, not here
     assert {(s["cv2"], s["torch"], s["omp"]) for s in seen} == {(threads, threads, str(threads))}
     assert jobs * threads <= (os.cpu_count() or 1) or threads == 1
+
+
+class ThreadsSeen:
+    """A dataset whose items are the thread settings of the process that loads them."""
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        import cv2
+        import torch
+
+        return torch.tensor([cv2.getNumThreads(), torch.get_num_threads(), os.getpid()])
+
+
+def test_dataloader_workers_run_one_opencv_and_one_torch_thread():
+    from tsnpipe.stages.train.data import make_loader
+
+    loader = make_loader(ThreadsSeen(), 1, shuffle=False, workers=1, shard=False, pin=False)
+    seen = [tuple(batch[0].tolist()) for batch in loader]
+    assert len(seen) == 2 and all(pid != os.getpid() for _, _, pid in seen)
+    assert {(cv, torch_threads) for cv, torch_threads, _ in seen} == {(1, 1)}

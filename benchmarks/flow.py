@@ -16,9 +16,9 @@ as `extract-frames --size 340x256` and `extract-flow` see them. Sections:
 - middlebury_epe (unless --skip-epe): mean end-point error per pair in tests/data/middlebury.
 - against_opencv (with --against-opencv, alone): `tsnpipe extract-flow` with its default backend (auto: on
   the CPU, the faster of the two timed on the first pairs) against `--backend opencv` on the same frames (the
-  bundled clips at --e2e-fps, 340x256), each on a fresh copy of the frames, A/B alternated (ABBA), on the machine
+  bundled clips at --e2e-fps and --size), each on a fresh copy of the frames, A/B alternated (ABBA), on the machine
   as it is and with two busy processes beside them (started and stopped here), the load average beside each run.
-  CPU run: python benchmarks/flow.py --against-opencv --e2e-fps 2
+  CPU run: python benchmarks/flow.py --against-opencv --e2e-fps 2 --size 170x128
 Usage on a GPU: python benchmarks/flow.py --skip-cpu (without ffmpeg there: `--prepare-e2e DIR` where ffmpeg
 is, then `--e2e-workdir DIR` on the GPU)
 Tiny CPU run: python benchmarks/flow.py --size 64x48 --iterations 10x2 --kernel-pairs 8 --batches 2,4 --fixed-batch 4
@@ -271,13 +271,13 @@ def busy(count: int) -> list[subprocess.Popen]:
     return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
 
 
-def against_opencv(fps: float, repeats: int) -> dict:
+def against_opencv(fps: float, repeats: int, size: tuple[int, int]) -> dict:
     """`extract-flow` (default backend) against `extract-flow --backend opencv` on the same frames, quiet and
     beside two busy processes, ABBA, each run on a fresh copy of the frames workdir."""
     root = Path(tempfile.mkdtemp(prefix="tsnpipe-flow-floor-"))
     report = {}
     try:
-        frames_workdir(root / "frames", 1, SIZE, fps)
+        frames_workdir(root / "frames", 1, size, fps)
         sides = {"default": (), "opencv": ("--backend", "opencv")}
         for condition, hogs in (("quiet", 0), ("two busy processes", 2)):
             runs = {side: [] for side in sides}
@@ -419,8 +419,8 @@ def main() -> None:
     size = tuple(int(v) for v in args.size.lower().split("x"))
     if args.against_opencv:
         print(json.dumps({"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                          "frames": f"bundled clips at {args.e2e_fps:g} fps, {SIZE[0]}x{SIZE[1]}",
-                          "against_opencv": against_opencv(args.e2e_fps, args.repeats),
+                          "frames": f"bundled clips at {args.e2e_fps:g} fps, {size[0]}x{size[1]}",
+                          "against_opencv": against_opencv(args.e2e_fps, args.repeats, size),
                           "load_after": round(os.getloadavg()[0], 2)}, indent=1))
         return
     if args.prepare_e2e:

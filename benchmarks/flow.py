@@ -298,6 +298,7 @@ def against_opencv(fps: float, repeats: int, size: tuple[int, int]) -> dict:
                                            "choice": next((x for x in lines if x.startswith("--backend")), None),
                                            "summary": lines[-1]})
                         shutil.rmtree(workdir)
+                        print(json.dumps({condition: {side: runs[side][-1]}}), file=sys.stderr, flush=True)
             finally:
                 for proc in procs:
                     proc.kill()

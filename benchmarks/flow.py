@@ -14,6 +14,11 @@ as `extract-frames --size 340x256` and `extract-flow` see them. Sections:
 - cpu (unless --skip-cpu): OpenCV and the torch backend per core (1 process, 1 thread, also in CPU
   seconds) and in one 1-thread process per core;
 - middlebury_epe (unless --skip-epe): mean end-point error per pair in tests/data/middlebury.
+- against_opencv (with --against-opencv, alone): `tsnpipe extract-flow` with its default backend (auto: on
+  the CPU, the faster of the two timed on the first pairs) against `--backend opencv` on the same frames (the
+  bundled clips at --e2e-fps and --size), each on a fresh copy of the frames, A/B alternated (ABBA), on the machine
+  as it is and with two busy processes beside them (started and stopped here), the load average beside each run.
+  CPU run: python benchmarks/flow.py --against-opencv --e2e-fps 2 --size 170x128
 Usage on a GPU: python benchmarks/flow.py --skip-cpu (without ffmpeg there: `--prepare-e2e DIR` where ffmpeg
 is, then `--e2e-workdir DIR` on the GPU)
 Tiny CPU run: python benchmarks/flow.py --size 64x48 --iterations 10x2 --kernel-pairs 8 --batches 2,4 --fixed-batch 4
@@ -263,6 +268,53 @@ def end_to_end(pairs_wanted: int, size: tuple[int, int], device: str, batch: int
         shutil.rmtree(root, ignore_errors=True)
 
 
+def busy(count: int) -> list[subprocess.Popen]:
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+
+
+def against_opencv(fps: float, repeats: int, size: tuple[int, int]) -> dict:
+    """`extract-flow` (default backend) against `extract-flow --backend opencv` on the same frames, quiet and
+    beside two busy processes, ABBA, each run on a fresh copy of the frames workdir."""
+    root = Path(tempfile.mkdtemp(prefix="tsnpipe-flow-floor-"))
+    report = {}
+    try:
+        frames_workdir(root / "frames", 1, size, fps)
+        sides = {"default": (), "opencv": ("--backend", "opencv")}
+        for condition, hogs in (("quiet", 0), ("two busy processes", 2)):
+            runs = {side: [] for side in sides}
+            procs = busy(hogs)
+            try:
+                for r in range(repeats):
+                    for side in (list(sides) if r % 2 == 0 else list(sides)[::-1]):
+                        workdir = shutil.copytree(root / "frames", root / f"{side}-{r}-{hogs}")
+                        load = os.getloadavg()[0]
+                        start = time.perf_counter()
+                        done = tsnpipe("extract-flow", "-w", str(workdir), *sides[side], "--no-progress")
+                        seconds = time.perf_counter() - start
+                        if done.returncode:
+                            raise SystemExit(f"extract-flow failed: {done.stderr[-2000:]}{done.stdout[-2000:]}")
+                        lines = done.stdout.strip().splitlines()
+                        runs[side].append({"s": round(seconds, 2), "load_before": round(load, 2),
+                                           "pairs": len(list(workdir.glob("flow/*/*/flow_x_*.jpg"))),
+                                           "choice": next((x for x in lines if x.startswith("--backend")), None),
+                                           "summary": lines[-1]})
+                        shutil.rmtree(workdir)
+                        print(json.dumps({condition: {side: runs[side][-1]}}), file=sys.stderr, flush=True)
+            finally:
+                for proc in procs:
+                    proc.kill()
+                    proc.wait()
+            median = {side: sorted(run["s"] for run in runs[side])[len(runs[side]) // 2] for side in sides}
+            report[condition] = {"runs": runs,
+                                 "default_s_over_opencv_s": round(median["default"] / median["opencv"], 3)}
+        report["busy_over_quiet_default"] = round(
+            sorted(run["s"] for run in report["two busy processes"]["runs"]["default"])[repeats // 2]
+            / sorted(run["s"] for run in report["quiet"]["runs"]["default"])[repeats // 2], 3)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return report
+
+
 def host_work(pairs_wanted: int, size: tuple[int, int], params: FlowParams, prepared: Path | None = None) -> dict:
     """What extract-flow asks of the CPU per pair whatever computes the flow: decode a frame (pairs share
     frames) and quantize and encode the two flow images, with the library's own functions, on one core and on
@@ -363,8 +415,16 @@ def main() -> None:
                         "this workdir (where ffmpeg is), for --e2e-workdir elsewhere")
     parser.add_argument("--e2e-workdir", type=Path, default=None, help="run the end-to-end section on a copy of "
                         "this --prepare-e2e workdir instead of cutting frames (a machine without ffmpeg)")
+    parser.add_argument("--against-opencv", action="store_true", help="only the against_opencv section (CPU)")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each side in each condition (against_opencv)")
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.lower().split("x"))
+    if args.against_opencv:
+        print(json.dumps({"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                          "frames": f"bundled clips at {args.e2e_fps:g} fps, {size[0]}x{size[1]}",
+                          "against_opencv": against_opencv(args.e2e_fps, args.repeats, size),
+                          "load_after": round(os.getloadavg()[0], 2)}, indent=1))
+        return
     if args.prepare_e2e:
         seconds = frames_workdir(args.prepare_e2e, args.e2e_pairs, size, args.e2e_fps)
         print(json.dumps({"prepared": str(args.prepare_e2e), "extract_frames_s": round(seconds, 2)}))

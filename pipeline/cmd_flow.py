@@ -10,7 +10,7 @@ import functools
 import json
 import os
 import re
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import click
@@ -19,7 +19,7 @@ from tsnpipe.manifests.table import Manifest, manifest_path
 from tsnpipe.options import (check_dask, dask_gpu_workers, progress_option, scheduler_option, shard_items, shard_option,
                              stage_lock, workdir_option)
 from tsnpipe.planning import Candidates, RawJSON, done_columns, json_objects
-from tsnpipe.runner import Stage, run_info_path, run_stage
+from tsnpipe.runner import Stage, run_info_path, run_stage, thread_budget
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.flow import FlowParams
 from tsnpipe.stages.frames import FrameParams
@@ -149,6 +149,37 @@ def choose_backend(backend: str, device: str, executor: str = "loky", scheduler:
     return backend, device
 
 
+def cpu_backend(workdir: Path, items: Candidates, params: FlowParams, threads: int) -> str:
+    """`--backend auto` without a GPU: the backend that this workdir's flow was computed with (so a rerun stays a
+    no-op whatever the load), else the faster of the two on the first pairs of the first video, timed now with
+    the threads each worker will have."""
+    try:
+        recorded = json.loads(run_info_path(workdir, "flow").read_text())["params"]["backend"]
+    except (OSError, ValueError, KeyError, TypeError):
+        recorded = None
+    if recorded in ("opencv", "torch"):
+        click.echo(f"--backend auto: {recorded}, which this workdir's flow was computed with "
+                   "(pass --backend to change)")
+        return recorded
+    from tsnpipe.stages.flow.pick import faster_backend, first_pairs, time_backends
+
+    load = os.getloadavg()[0]
+    for item in (item for item in items if item.weight >= 1):
+        try:
+            pairs = first_pairs(workdir / item.source)
+            break
+        except TsnpipeError:  # missing or broken frames: that video's row will say so; time another one
+            continue
+    else:
+        return "opencv"  # no video with a pair to time: nothing to compute either
+    seconds = time_backends(pairs, params, threads)
+    chosen = faster_backend(seconds)
+    click.echo(f"--backend auto: {chosen}, the faster on {len(pairs)} pairs of {item.video_id} timed now "
+               f"({threads} thread{'s' * (threads != 1)} each, load {load:.1f}): opencv {seconds['opencv']:.2f} s a "
+               f"pair, torch {seconds['torch']:.2f} s")
+    return chosen
+
+
 def choose_on_cluster(backend: str, device: str, scheduler: str) -> tuple[str, str]:
     if backend == "opencv" or device == "cpu":
         return ("torch" if backend == "torch" else "opencv"), device
@@ -226,9 +257,12 @@ def extract_flow(workdir, flow_backend, device, devices, batch, iterations, boun
     frames, videos = source_inputs(workdir_path) if pairing == "source" else ({}, {})
     if jobs is None:
         jobs = 1 if device == "cuda" and backend == "torch" else os.cpu_count() or 1
-    gpu_tasks = executor == "dask" and backend == "torch" and device in ("auto", "cuda")
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = thread_budget(jobs)
     items = shard_items(flow_items(workdir_path), shard)
+    if flow_backend == "auto" and device == "cpu" and executor != "dask":
+        params = replace(params, backend=cpu_backend(workdir_path, items, params, threads))
+        backend = params.backend
+    gpu_tasks = executor == "dask" and backend == "torch" and device in ("auto", "cuda")
     pairs = sum(items.weights)
     click.echo(f"extract-flow: {len(items):,} videos ({pairs:,} frame pairs) in {workdir_path / 'frames'}"
                + (f" (shard {shard})" if shard else "") + "; "

@@ -13,9 +13,10 @@ from tsnpipe.manifests.decide import stat_fingerprint
 from tsnpipe.options import (SizeType, backend_option, check_dask, jobs_option, progress_option, scheduler_option,
                              shard_items, shard_option, stage_lock, workdir_option)
 from tsnpipe.planning import Candidates
-from tsnpipe.runner import Stage, run_stage
+from tsnpipe.runner import Stage, run_stage, thread_budget
 from tsnpipe.stages.errors import TsnpipeError
-from tsnpipe.stages.frames import VIDEO_SUFFIXES, FrameParams, extract_video, find_videos
+from tsnpipe.stages.frames import (VIDEO_SUFFIXES, VIDEOS_PER_CALL, FrameParams, extract_video, extract_videos,
+                                   find_videos)
 
 
 def frame_params(fps: float, size: tuple, quality: int, on_decode_error: str,
@@ -26,9 +27,12 @@ def frame_params(fps: float, size: tuple, quality: int, on_decode_error: str,
                        max_frames=max_frames)
 
 
-def frames_stage(video_dir: Path, params: FrameParams) -> Stage:
+def frames_stage(video_dir: Path, params: FrameParams, threads: int = 1) -> Stage:
+    """`threads`: each ffmpeg decoder's and encoder's share of the cores."""
     return Stage(name="frames", verb="extracted", params=params.hashed(), output_root="frames",
-                 work=functools.partial(extract_video, params=params), inputs={"video_dir": str(video_dir)}, unit="B")
+                 work=functools.partial(extract_video, params=params, threads=threads),
+                 inputs={"video_dir": str(video_dir)}, task_videos=VIDEOS_PER_CALL, unit="B",
+                 batch_work=functools.partial(extract_videos, params=params, threads=threads))
 
 
 def video_items(video_dir: Path) -> Candidates:
@@ -151,8 +155,8 @@ def extract_frames(video_dir, workdir, fps, size, quality, on_decode_error, max_
                + (f", {len(mine):,} of them in shard {shard}" if shard else "")
                + f"; {describe(params)}; {jobs} jobs ({backend})")
     with stage_lock(workdir, "frames", shard, "tsnpipe extract-frames", len(mine)):
-        summary = run_stage(Path(workdir), frames_stage(video_dir, params), mine, jobs=jobs, backend=backend,
-                            scheduler=scheduler, progress=progress, shard=shard)
+        summary = run_stage(Path(workdir), frames_stage(video_dir, params, thread_budget(jobs)), mine, jobs=jobs,
+                            backend=backend, scheduler=scheduler, progress=progress, shard=shard)
     click.echo(summary.line())
     if summary.failed:
         raise SystemExit(1)

@@ -23,7 +23,8 @@ def jobs_option(default: int | None = None):
 
 backend_option = click.option(
     "--backend", type=click.Choice(["loky", "threading", "dask"]), default="loky", show_default=True,
-    help="joblib backend: local processes (loky), threads, or a Dask cluster (needs --scheduler).")
+    help="joblib backend: local worker processes (loky), threads of this process, or a Dask cluster (needs "
+         "--scheduler).")
 scheduler_option = click.option(
     "--scheduler", metavar="ADDRESS", default=None,
     help="Dask scheduler address, e.g. tcp://10.0.0.5:8786, for the dask backend. Workers must see the same "

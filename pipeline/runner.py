@@ -9,6 +9,7 @@ the manifest, one durable journal line per finished video.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -36,8 +37,10 @@ class Stage:
     inputs: dict = field(default_factory=dict)  # where the items came from, recorded for `tsnpipe status`
     unit: str = "video"
     hash_content: bool = True  # file inputs get a content hash, so a touched-but-same file is not redone
-    # optional: many videos in one call, yielding (index, facts or exception) as each finishes; used with 1 job
+    # optional: many videos in one call, yielding (index, facts or exception) as each finishes
     batch_work: Callable[[list[tuple[str, Path]]], Iterator[tuple[int, dict | Exception]]] | None = None
+    # with batch_work: how many videos one call takes in a worker task (None: all of them, in this process)
+    task_videos: int | None = None
     # what each task asks of a Dask worker, e.g. {"GPU": 1}: only workers declaring it run the videos
     dask_resources: dict | None = None
 
@@ -55,12 +58,15 @@ class Summary:
     failed: list = field(default_factory=list)
     reasons: dict = field(default_factory=dict)
     seconds: float = 0.0
+    threads: str = ""  # the thread budget the workers ran under, e.g. "2 jobs x 1 thread"
 
     def line(self) -> str:
         text = f"{self.done:,} {self.stage.verb}, {self.up_to_date:,} up to date, {len(self.failed):,} failed"
         if self.failed:
             text += f" (see {manifest_path(self.workdir, self.stage.name)})"
         text += f" in {self.seconds:.1f} s"
+        if self.threads:
+            text += f" ({self.threads})"
         if self.reasons:
             text += "; why: " + ", ".join(f"{count:,} {reason}" for reason, count in self.reasons.items())
         return text
@@ -111,21 +117,84 @@ def settle(item: Item, workdir: Path, output_root: str, phash: str, tmp: Path, s
     return row
 
 
+def prepared(item: Item, workdir: Path, output_root: str, hash_content: bool) -> tuple[Path, dict]:
+    """The item's temp output folder (its parent made) and its fingerprint with the content hash; raises for a
+    video that cannot be worked on."""
+    tmp = temp_sibling(workdir / output_root / item.video_id)
+    fingerprint = dict(item.fingerprint)
+    if reason := bad_name(item.video_id) or fingerprint.get("unreadable"):
+        raise ValueError(reason)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    if hash_content and "hash" not in fingerprint:
+        fingerprint["hash"] = content_hash(Path(item.source))
+    return tmp, fingerprint
+
+
 def run_item(work: Callable, item: Item, workdir: Path, output_root: str, phash: str, hash_content: bool) -> dict:
     """Process one video into a temp folder, rename it into place, and return its row. Never raises."""
     tmp = temp_sibling(workdir / output_root / item.video_id)
     started = time.time()
     fingerprint = dict(item.fingerprint)
     try:
-        if reason := bad_name(item.video_id) or fingerprint.get("unreadable"):
-            raise ValueError(reason)
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        if hash_content and "hash" not in fingerprint:
-            fingerprint["hash"] = content_hash(Path(item.source))
+        tmp, fingerprint = prepared(item, workdir, output_root, hash_content)
         outcome = work(item.source, tmp)
     except Exception as exc:
         outcome = exc
     return settle(item, workdir, output_root, phash, tmp, started, outcome, fingerprint)
+
+
+def run_group(batch_work: Callable, items: list[Item], workdir: Path, output_root: str, phash: str,
+              hash_content: bool) -> list[dict]:
+    """Several videos through one `batch_work` call (one worker task), each renamed into place; their rows, as
+    run_item gives them, each timed at an even share of the call. Never raises."""
+    started = time.time()
+    rows, ready = [], []
+    for item in items:
+        try:
+            ready.append((item, *prepared(item, workdir, output_root, hash_content)))
+        except Exception as exc:
+            rows.append(settle(item, workdir, output_root, phash, temp_sibling(workdir / output_root / item.video_id),
+                               started, exc, dict(item.fingerprint)))
+    outcomes: dict = {}
+    try:
+        for index, outcome in batch_work([(item.source, tmp) for item, tmp, _ in ready]):
+            outcomes[index] = outcome
+    except Exception as exc:  # the call itself broke: every video it had not finished fails with its reason
+        outcomes = {index: outcomes.get(index, exc) for index in range(len(ready))}
+    share = round((time.time() - started) / max(len(items), 1), 3)
+    for index, (item, tmp, fingerprint) in enumerate(ready):
+        outcome = outcomes.get(index, RuntimeError("the batch returned no result for this video"))
+        rows.append({**settle(item, workdir, output_root, phash, tmp, started, outcome, fingerprint), "seconds": share})
+    return rows
+
+
+# Read by OpenMP, MKL, OpenBLAS, numexpr, Accelerate and OpenCV when they start; torch's intra-op pool follows OMP.
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+              "VECLIB_MAXIMUM_THREADS", "OPENCV_FOR_THREADS_NUM")
+
+
+def thread_budget(jobs: int) -> int:
+    """Threads each of `jobs` workers may use so that jobs x threads <= cores."""
+    return max(1, (os.cpu_count() or 1) // max(jobs, 1))
+
+
+def start_worker(threads: int) -> None:
+    """A worker process's initializer: its thread budget, set before its first task imports anything heavy
+    (OpenCV's own pthreads pool ignores joblib's limits, hence OPENCV_FOR_THREADS_NUM), and applied at once to
+    OpenCV and torch when they are loaded already."""
+    import sys
+
+    for name in THREAD_ENV:
+        os.environ[name] = str(threads)
+    if "cv2" in sys.modules:
+        sys.modules["cv2"].setNumThreads(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+
+
+def task_size(todo: int, jobs: int, most: int) -> int:
+    """Videos a task: up to `most`, but at least two tasks a worker, so the last ones end close together."""
+    return max(1, min(most, -(-todo // (2 * jobs))))
 
 
 def _batched_rows(stage: Stage, todo: list[Item], workdir: Path):
@@ -144,21 +213,38 @@ def _batched_rows(stage: Stage, todo: list[Item], workdir: Path):
 def _parallel_rows(stage: Stage, todo: list[Item], workdir: Path, jobs: int, backend: str, scheduler: str | None):
     from joblib import Parallel, delayed, parallel_config
 
-    calls = (delayed(run_item)(stage.work, item, workdir, stage.output_root, stage.params_hash, stage.hash_content)
-             for item in todo)
+    args = (workdir, stage.output_root, stage.params_hash, stage.hash_content)
+    grouped = stage.batch_work is not None and stage.task_videos is not None
+    if grouped:
+        size = task_size(len(todo), jobs, stage.task_videos)
+        calls = (delayed(run_group)(stage.batch_work, todo[at:at + size], *args) for at in range(0, len(todo), size))
+    else:
+        calls = (delayed(run_item)(stage.work, item, *args) for item in todo)
     if backend == "dask":
         resources = {"resources": stage.dask_resources} if stage.dask_resources else {}
         with dask_client(scheduler), parallel_config(backend="dask", **resources):
-            yield from Parallel(n_jobs=jobs, return_as="generator_unordered")(calls)
+            yield from _rows(Parallel(n_jobs=jobs, return_as="generator_unordered")(calls), grouped)
         return
-    if jobs == 1 and stage.batch_work is not None:
+    if jobs == 1 and stage.batch_work is not None and not grouped:
         yield from _batched_rows(stage, todo, workdir)
         return
-    if jobs == 1:
-        for item in todo:  # in-process: simplest to debug and no pickling
-            yield run_item(stage.work, item, workdir, stage.output_root, stage.params_hash, stage.hash_content)
+    if jobs == 1:  # in-process: simplest to debug and no pickling
+        for call, call_args, call_kwargs in calls:
+            result = call(*call_args, **call_kwargs)
+            yield from result if grouped else [result]
         return
-    yield from Parallel(n_jobs=jobs, backend=backend, return_as="generator_unordered", batch_size=1)(calls)
+    workers = {"initializer": start_worker, "initargs": (thread_budget(jobs),)} if backend == "loky" else {}
+    yield from _rows(Parallel(n_jobs=jobs, backend=backend, return_as="generator_unordered", batch_size=1,
+                              **workers)(calls), grouped)
+
+
+def _rows(results: Iterator, grouped: bool) -> Iterator[dict]:
+    """Rows as the tasks finish; closing this closes joblib's generator, which cancels the tasks not started."""
+    try:
+        for result in results:
+            yield from result if grouped else [result]
+    finally:
+        results.close()
 
 
 def output_folders(workdir: Path, stage: Stage, video_ids) -> set[Path]:
@@ -207,6 +293,9 @@ def run_stage(workdir: Path, stage: Stage, items: "Candidates | list[Item]", job
     manifest.record_many(planned.refreshed)  # touched inputs whose content hash proved them unchanged
     todo = [item for item, _ in planned.todo]
     summary = Summary(stage=stage, workdir=workdir, up_to_date=planned.up_to_date, reasons=planned.reasons())
+    if todo and jobs > 1 and backend != "dask":
+        threads = thread_budget(jobs)
+        summary.threads = f"{jobs} jobs x {threads} thread{'s' * (threads != 1)}"
     weights = {item.video_id: item.weight for item in todo}
     bar = progress_bar(total=sum(weights.values()), unit=stage.unit, desc=stage.name, enabled=progress and bool(todo),
                        smoothing=0.1, unit_scale=stage.unit == "B")

@@ -156,3 +156,20 @@ def test_dask_backend_gives_the_same_manifest_as_local(clips, tmp_path):
 
     assert comparable(dask_rows) == comparable(local)
     assert tree_digest(tmp_path / "dask" / "frames") == tree_digest(tmp_path / "local" / "frames")
+
+
+def test_two_jobs_with_several_videos_a_task_match_one_job_bit_for_bit(tmp_path):
+    videos = tmp_path / "videos"
+    for i, clip in enumerate(sorted(SAMPLES.glob("*/*.avi")) * 3):  # 21 videos: tasks of several videos each
+        (videos / clip.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(clip, videos / clip.parent.name / f"{clip.stem}_{i}.avi")
+    (videos / "wave" / "notes.avi").write_text("not a video")
+    serial, serial_rows = extract(videos, tmp_path / "serial")
+    result, rows = extract(videos, tmp_path / "parallel", "-j", "2")
+    assert result.exit_code == 1 and "21 extracted, 0 up to date, 1 failed" in result.output
+    assert "(2 jobs x " in result.output  # the thread budget in the summary line
+    assert "Invalid data" in rows["wave/notes"]["error"]
+    volatile = ("started_at", "seconds")
+    assert ({v: {k: x for k, x in r.items() if k not in volatile} for v, r in rows.items()}
+            == {v: {k: x for k, x in r.items() if k not in volatile} for v, r in serial_rows.items()})
+    assert tree_digest(tmp_path / "parallel" / "frames") == tree_digest(tmp_path / "serial" / "frames")

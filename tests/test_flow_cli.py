@@ -74,7 +74,7 @@ def test_rerun_is_noop(workdir):
 @pytest.mark.parametrize("option", [["--bound", "10"], ["--format", "png"], ["--backend", "torch", "--device", "cpu"],
                                     ["--iterations", "60x10"]])
 def test_param_change_reruns_every_video(workdir, option):
-    flow(workdir)
+    flow(workdir, "--backend", "opencv")
     result, rows = flow(workdir, *option)
     assert result.exit_code == 0, result.output
     assert "2 computed, 0 up to date" in result.output
@@ -243,3 +243,17 @@ def test_a_dask_scheduler_that_does_not_answer_is_one_sentence(workdir, monkeypa
                                        "--scheduler", "tcp://127.0.0.1:9"])
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     assert "Cannot reach the Dask scheduler at tcp://127.0.0.1:9" in result.output.splitlines()[-1]
+
+
+def test_auto_on_the_cpu_times_both_backends_then_keeps_its_choice(workdir):
+    if torch_sees_gpu():
+        pytest.skip("auto means the torch backend on a GPU")
+    result, rows = flow(workdir, "-j", "2")
+    assert result.exit_code == 0, result.output
+    chosen = "torch" if "--backend auto: torch, the faster on 2 pairs of " in result.output else "opencv"
+    assert f"--backend auto: {chosen}, the faster on 2 pairs of " in result.output
+    assert "opencv " in result.output and " s a pair, torch " in result.output
+    assert f"TV-L1 ({chosen}" in result.output and "2 computed" in result.output
+    rerun, again = flow(workdir, "-j", "2")  # whatever the load now, the rerun keeps the backend and does nothing
+    assert f"--backend auto: {chosen}, which this workdir's flow was computed with" in rerun.output
+    assert "0 computed, 2 up to date" in rerun.output and again == rows

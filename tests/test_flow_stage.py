@@ -161,3 +161,26 @@ def test_absent_gpu_is_refused_with_a_fix(tmp_path):
     frames = write_frames(tmp_path / "frames", 2)
     with pytest.raises(TsnpipeError, match="--device cpu"):
         flow_video(frames, tmp_path / "flow", FlowParams(backend="torch"), device="cuda")
+
+
+@pytest.mark.parametrize("seconds, chosen", [({"opencv": 1.0, "torch": 0.8}, "torch"),
+                                             ({"opencv": 0.8, "torch": 1.0}, "opencv"),
+                                             ({"opencv": 1.0, "torch": 1.0}, "opencv")])
+def test_the_faster_backend_is_chosen(seconds, chosen):
+    from tsnpipe.stages.flow.pick import faster_backend
+
+    assert faster_backend(seconds) == chosen
+
+
+def test_both_backends_are_timed_on_real_pairs_and_threads_restored(tmp_path):
+    import torch
+
+    from tsnpipe.stages.flow.pick import time_backends
+
+    rng = np.random.default_rng(0)
+    first = cv2.GaussianBlur(rng.integers(0, 255, (36, 48), dtype=np.uint8), (5, 5), 0)
+    pairs = [(first, np.roll(first, 1, axis=1))] * 2
+    before = cv2.getNumThreads(), torch.get_num_threads()
+    seconds = time_backends(pairs, FlowParams(inner_iterations=5, outer_iterations=2), threads=1)
+    assert set(seconds) == {"opencv", "torch"} and all(value > 0 for value in seconds.values())
+    assert (cv2.getNumThreads(), torch.get_num_threads()) == before

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import SAMPLES, TEST_DATA
-from tsnpipe.stages.frames import FrameParams, VideoError, extract_video
+from tsnpipe.stages.frames import FrameParams, VideoError, extract_video, extract_videos
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +89,31 @@ def test_bad_input_raises_one_line_reason_naming_the_file(bad_files, tmp_path, n
 def test_decode_errors_can_be_tolerated(tmp_path):
     facts = extract_video(TEST_DATA / "videos/corrupted.mp4", tmp_path / "o", FrameParams(on_decode_error="keep"))
     assert facts["frames"] > 0
+
+
+def frames_bytes(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.jpg"))}
+
+
+@pytest.mark.parametrize("params", [FrameParams(), FrameParams(size=(340, 256), fps=7)])
+def test_many_videos_in_one_ffmpeg_write_the_same_frames_and_facts_as_one_by_one(tmp_path, params):
+    videos = sorted(SAMPLES.glob("*/*.avi")) + [TEST_DATA / "videos/video_90.mov"]  # sizes, rates, a rotation
+    together = dict(extract_videos([(video, tmp_path / "many" / str(i)) for i, video in enumerate(videos)], params))
+    for i, video in enumerate(videos):
+        alone = extract_video(video, tmp_path / "one" / str(i), params)
+        assert together[i] == alone
+        assert frames_bytes(tmp_path / "many" / str(i)) == frames_bytes(tmp_path / "one" / str(i))
+
+
+def test_a_bad_video_among_many_fails_alone_with_its_own_reason(bad_files, tmp_path):
+    good = SAMPLES / "wave/RATRACE_wave_f_nm_np1_fr_goo_37.avi"
+    names = ["corrupted.mp4", "empty.mp4", "notes.avi", "audio.mkv", "truncated.avi", "broken.mp4"]
+    jobs = [(good, tmp_path / "good0")] + [(bad_files / name, tmp_path / name) for name in names] + [
+        (good, tmp_path / "good1")]
+    outcomes = dict(extract_videos(jobs, FrameParams()))
+    assert outcomes[0]["frames"] == outcomes[len(jobs) - 1]["frames"] == 25
+    assert frames_bytes(tmp_path / "good0") == frames_bytes(tmp_path / "good1")
+    for index, (name, reason) in enumerate(zip(names, ["decode errors", "empty", "Invalid data", "no video stream",
+                                                       "truncated", "cannot be read"]), start=1):
+        assert isinstance(outcomes[index], VideoError)
+        assert reason in str(outcomes[index]) and str(bad_files / name) in str(outcomes[index])

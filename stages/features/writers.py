@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tsnpipe.stages.disk import write_fsynced
+
 FORMATS = ("hdf5", "npy")
 FEATURE_FILE = "features.h5"
 TIMES = "times"
@@ -61,20 +63,9 @@ def write_video(out_dir: Path, features: dict[str, np.ndarray], times: np.ndarra
     return write_file(out_dir / FEATURE_FILE, buffer.getbuffer())
 
 
-def write_file(path: Path, data: memoryview, chunk: int = 8 << 20) -> int:
+def write_file(path: Path, data: memoryview) -> int:
     """`data` into `path`, fsynced; an OSError names the file (the temp folder it is in goes with the row)."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-        try:
-            written = 0
-            while written < len(data):
-                written += os.write(fd, data[written:written + chunk])
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError as error:
-        raise OSError(error.errno, error.strerror, str(path)) from None
-    return len(data)
+    return write_fsynced(path, data)
 
 
 def written_bytes(folder: Path) -> int | None:

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tsnpipe.stages.disk import write_fsynced
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.store.flow_pairs import PAIRS
 from tsnpipe.stages.store.pack import check_free_space
@@ -170,17 +171,10 @@ class Shard:
         self.file.close()
         data = self.buffer.getbuffer()
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-            try:
-                written = 0
-                while written < len(data):
-                    written += os.write(fd, data[written:written + WRITE_BYTES])
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError as error:
+            write_fsynced(path, data, WRITE_BYTES)
+        except OSError:
             path.unlink(missing_ok=True)
-            raise OSError(error.errno, error.strerror, str(path)) from None
+            raise
         except BaseException:  # Ctrl-C, SIGTERM: no half-written shard is left behind
             path.unlink(missing_ok=True)
             raise

@@ -38,7 +38,7 @@ from tsnpipe.stages.features.inputs import SnippetBatches, VideoPlan, no_collate
 from tsnpipe.stages.features.models import Stream, layer_output, load_model
 from tsnpipe.stages.features.snippets import frame_step, snippet_centres, snippet_times
 from tsnpipe.stages.features.writers import write_video
-from tsnpipe.stages.threads import start_loader_worker
+from tsnpipe.stages.threads import BudgetedLoader
 from tsnpipe.stages.train.batches import DeviceBatches
 from tsnpipe.stages.train.clips import clip_input, clip_views
 from tsnpipe.stages.train.flip import FlipRule, mirrored_views
@@ -166,9 +166,8 @@ def extract_videos(
             stream.model = load_model(stream, device)
     batch = batch or (GPU_BATCH if device.type == "cuda" else CPU_BATCH)
     dataset = SnippetBatches(store, plans, [stream.params for stream in streams], batch)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=None, collate_fn=no_collate, num_workers=workers,
-                                         pin_memory=device.type == "cuda", persistent_workers=False,
-                                         worker_init_fn=start_loader_worker if workers else None)
+    loader = BudgetedLoader(dataset, batch_size=None, collate_fn=no_collate, num_workers=workers,
+                            pin_memory=device.type == "cuda", persistent_workers=False)
     prepare = functools.partial(prepare_batch, streams=streams, crops=crops, batch=batch)
     parts: dict[int, list[list[np.ndarray]]] = {}
     errors: dict[int, str] = {}

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from tsnpipe.stages.errors import TsnpipeError
 from tsnpipe.stages.store.reader import check_holds, open_reader
-from tsnpipe.stages.threads import start_loader_worker
+from tsnpipe.stages.threads import BudgetedLoader
 from tsnpipe.stages.train.flip import FlipRule
 from tsnpipe.stages.train.sampling import EpochSampler, centre_starts, item_generator, snippet_positions, train_starts
 from tsnpipe.stages.train.transforms import centre_crop, train_crop
@@ -277,9 +277,8 @@ def make_loader(
         sampler = EpochSampler(len(dataset), seed, sampler)
         shuffle = False
     collate = getattr(dataset, "collate", None)  # 3D clips: float input, stacked by the default collate
-    return DataLoader(
+    return BudgetedLoader(
         dataset, batch_size=batch, shuffle=shuffle, sampler=sampler, num_workers=workers, collate_fn=collate,
         pin_memory=pin, drop_last=drop_last, persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed),
         prefetch_factor=prefetch if workers > 0 else None,
-        worker_init_fn=start_loader_worker if workers > 0 else None,
     )

@@ -48,7 +48,7 @@ def test_a_name_near_the_file_name_limit_goes_through_every_stage(clips, tmp_pat
     workdir = tmp_path / "w"
     for args in (["extract-frames", str(clips), *FRAMES], ["extract-flow", *FLOW],
                  ["pack", "--format", "hdf5", "--no-progress"], ["pack", "--format", "lmdb", "--no-progress"],
-                 ["build-splits", "--folders"]):
+                 ["build-splits", "--folders", "--group-scope", "all", "--group-regex", "^(.)"]):  # a clip a class
         result = invoke(*args, "-w", str(workdir))
         assert result.exit_code == 0 and "failed" not in result.output.replace(" 0 failed", ""), result.output
     assert Manifest(workdir, "flow").rows[f"wave/{stem}"]["status"] == "done"

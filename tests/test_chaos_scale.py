@@ -105,7 +105,7 @@ def test_status_reads_each_manifest_once(extracted, monkeypatch):
                   "--no-progress").exit_code == 0
     for fmt in ("lmdb", "hdf5"):
         assert invoke("pack", "-w", str(extracted), "--format", fmt, "--no-progress").exit_code == 0
-    assert invoke("build-splits", "-w", str(extracted), "--folders").exit_code == 0
+    assert invoke("build-splits", "-w", str(extracted), "--folders", "--group-scope", "all", "--group-regex", "^(.)").exit_code == 0
     real_init, loads = table.Manifest.__init__, []
 
     def counted(self, workdir, stage):

@@ -268,7 +268,7 @@ def measure(root: Path, n: int, full: int, videos_t: Path, workdir_t: Path, envs
     shutil.rmtree(videos, ignore_errors=True)
     if len(envs) > 1:
         (first, a), (second, b) = result.items()
-        result[f"{second} / {first} (wall time)"] = {k: round(b[k]["s"] / max(v["s"], 1e-3), 2) for k, v in a.items()}
+        result[f"{second} / {first} (wall time)"] = {k: round(b[k]["s"] / max(v["s"], 1e-3), 2) for k, v in a.items() if k in b}
     print(f"# n={n} done", file=sys.stderr, flush=True)
     return result
 

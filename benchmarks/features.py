@@ -167,18 +167,6 @@ def per_core(workdir: Path, backbone: str, weights: Path, batch: int, interval: 
             "stage_cpu_s": round(stage_cpu, 1), "stage_wall_s": round(wall, 1)}
 
 
-def layout_from_rev(rev: str, target: Path) -> Path:
-    """`rev` of this repository laid out as the installed package under `target` (as benchmarks/flow_counts.py)."""
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "pipeline", "stages", "manifests"],
-                             capture_output=True, check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
-    package = target / "tsnpipe"
-    (target / "pipeline").rename(package)
-    (target / "stages").rename(package / "stages")
-    (target / "manifests").rename(package / "manifests")
-    return target
-
-
 def per_core_in(code: Path | None, args, batch: int) -> dict:
     """`per_core` in a fresh process, with `code` (a package layout) first on the path when given."""
     env = dict(os.environ)
@@ -208,6 +196,8 @@ def per_core_report(args, batch: int) -> dict:
               "machine": platform.machine(), "cpu_count": os.cpu_count(),
               "load_average_before": [round(v, 2) for v in os.getloadavg()]}
     with tempfile.TemporaryDirectory() as tmp:
+        from flow_counts import layout_from_rev  # benchmarks/ is this script's folder, first on sys.path
+
         baseline = args.baseline or (layout_from_rev(args.baseline_rev, Path(tmp)) if args.baseline_rev else None)
         if baseline is not None:
             result["before"] = {"revision": args.baseline_rev, **per_core_in(baseline, args, batch)}

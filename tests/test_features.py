@@ -290,19 +290,24 @@ def test_a_video_without_flow_is_a_failed_row_naming_extract_flow(workdir, tmp_p
 # ---- crashes ------------------------------------------------------------------------------------------------
 
 
-def test_kill_then_rerun_gives_identical_datasets(workdir, tmp_path):
-    args = [*checkpoints(workdir, "rgb", "flow"), "--interval", "0.2", *QUIET]
-    clean = extract(workdir, "clean", *args[:-len(QUIET)])
-    assert clean.exit_code == 0, clean.output
-    journal = journal_path(workdir, "features-killed")
-    proc = subprocess.Popen(tsnpipe_cmd("extract-features", "-w", str(workdir), "--name", "killed", *map(str, args)),
+def kill_after_the_first_video(workdir, name, args) -> int:
+    """Start extract-features NAME, SIGKILL it once its journal holds a row; returns the rows it holds."""
+    journal = journal_path(workdir, f"features-{name}")
+    proc = subprocess.Popen(tsnpipe_cmd("extract-features", "-w", str(workdir), "--name", name, *map(str, args)),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and not (journal.exists() and journal.read_bytes().count(b"\n") >= 1):
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    finished = journal.read_bytes().count(b"\n")
+    return journal.read_bytes().count(b"\n")
+
+
+def test_kill_then_rerun_gives_identical_datasets(workdir, tmp_path):
+    args = [*checkpoints(workdir, "rgb", "flow"), "--interval", "0.2", *QUIET]
+    clean = extract(workdir, "clean", *args[:-len(QUIET)])
+    assert clean.exit_code == 0, clean.output
+    finished = kill_after_the_first_video(workdir, "killed", args)
     assert 1 <= finished < 7
     rerun = run_tsnpipe("extract-features", "-w", str(workdir), "--name", "killed", *map(str, args))
     assert rerun.returncode == 0, rerun.stderr
@@ -525,15 +530,7 @@ def test_precision_is_a_setting_reruns_key_on_and_amp_means_bf16(workdir):
 
 def test_status_after_a_kill_counts_the_videos_not_yet_extracted(workdir):
     args = [*checkpoints(workdir, "rgb"), "--interval", "0.5", *QUIET]
-    journal = journal_path(workdir, "features-cut")
-    proc = subprocess.Popen(tsnpipe_cmd("extract-features", "-w", str(workdir), "--name", "cut", *map(str, args)),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (journal.exists() and journal.read_bytes().count(b"\n") >= 1):
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    finished = journal.read_bytes().count(b"\n")
+    finished = kill_after_the_first_video(workdir, "cut", args)
     assert 1 <= finished < 7
     status = run_tsnpipe("status", "-w", str(workdir), "--json")
     counts = json.loads(status.stdout)["features-cut"]
